@@ -1,0 +1,202 @@
+/*
+ * Base utilities: error table, errmsg formatting, allocator with failure
+ * injection, levelled logger, CRC-32C and a monotonic clock. See base.h.
+ */
+#include "vfs/base.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const errTable[TPDB_NRC] = {
+    [TPDB_OK] = "ok",
+    [TPDB_NOMEM] = "out of memory",
+    [TPDB_IOERR] = "I/O error",
+    [TPDB_CORRUPT] = "corrupt or truncated data",
+    [TPDB_INVALID] = "invalid argument",
+    [TPDB_NOTLEADER] = "not the leader",
+    [TPDB_UNKNOWN] = "outcome unknown: leadership lost before the commit "
+                     "was acknowledged",
+    [TPDB_SHUTDOWN] = "node is shutting down",
+    [TPDB_TIMEOUT] = "timed out",
+    [TPDB_BUSY] = "busy",
+    [TPDB_NOTFOUND] = "not found",
+    [TPDB_RAFT] = "raft error",
+    [TPDB_PROTO] = "protocol error",
+    [TPDB_FULL] = "disk full",
+    [TPDB_TOOBIG] = "too big",
+    [TPDB_READONLY] = "read-only: the node is owned by another process",
+    [TPDB_MISUSE] = "library misuse",
+};
+
+const char *tpdb_strerror(int rc)
+{
+    if (rc < 0 || rc >= TPDB_NRC || errTable[rc] == NULL) {
+        return "unknown error code";
+    }
+    return errTable[rc];
+}
+
+void tpdbErrf(char *errmsg, const char *fmt, ...)
+{
+    va_list ap;
+    if (errmsg == NULL) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(errmsg, TPDB_ERRMSG_SIZE, fmt, ap);
+    va_end(ap);
+}
+
+void tpdbErrWrap(char *errmsg, const char *fmt, ...)
+{
+    char prev[TPDB_ERRMSG_SIZE];
+    va_list ap;
+    int n;
+    if (errmsg == NULL) {
+        return;
+    }
+    memcpy(prev, errmsg, TPDB_ERRMSG_SIZE);
+    prev[TPDB_ERRMSG_SIZE - 1] = '\0';
+    va_start(ap, fmt);
+    n = vsnprintf(errmsg, TPDB_ERRMSG_SIZE, fmt, ap);
+    va_end(ap);
+    if (n < 0 || n >= TPDB_ERRMSG_SIZE - 2) {
+        return;
+    }
+    snprintf(errmsg + n, (size_t)(TPDB_ERRMSG_SIZE - n), ": %s", prev);
+}
+
+/* Failure injection: -1 means off. */
+static long allocCountdown = -1;
+
+static int allocShouldFail(void)
+{
+    if (allocCountdown < 0) {
+        return 0;
+    }
+    if (allocCountdown == 0) {
+        return 1;
+    }
+    allocCountdown--;
+    return 0;
+}
+
+void tpdbAllocFailAfter(long countdown)
+{
+    allocCountdown = countdown;
+}
+
+void *tpdb_malloc(size_t n)
+{
+    if (allocShouldFail()) {
+        return NULL;
+    }
+    return malloc(n == 0 ? 1 : n);
+}
+
+void *tpdb_calloc(size_t count, size_t size)
+{
+    if (allocShouldFail()) {
+        return NULL;
+    }
+    return calloc(count == 0 ? 1 : count, size == 0 ? 1 : size);
+}
+
+void *tpdb_realloc(void *p, size_t n)
+{
+    if (allocShouldFail()) {
+        return NULL;
+    }
+    return realloc(p, n == 0 ? 1 : n);
+}
+
+void tpdb_free(void *p)
+{
+    free(p);
+}
+
+char *tpdb_strdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *copy = tpdb_malloc(n);
+    if (copy != NULL) {
+        memcpy(copy, s, n);
+    }
+    return copy;
+}
+
+/* -1: not yet read from the environment. */
+static int logLevel = -1;
+
+void tpdbLogSetLevel(int level)
+{
+    logLevel = level;
+}
+
+int tpdbLogEnabled(int level)
+{
+    if (logLevel < 0) {
+        logLevel = getenv("TPDB_TRACE") != NULL ? TPDB_LOG_DEBUG
+                                                 : TPDB_LOG_NONE;
+    }
+    return level >= logLevel;
+}
+
+void tpdbLog(int level, const char *fmt, ...)
+{
+    static const char *const names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+    char line[1024];
+    va_list ap;
+    if (!tpdbLogEnabled(level) || level < 0 || level > TPDB_LOG_ERROR) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "tpdb %llu %s %s\n", (unsigned long long)tpdbNowMs(),
+            names[level], line);
+}
+
+/* Table for the reflected CRC-32C polynomial 0x82F63B78, built on first
+ * use. Building it twice from two threads writes the same values. */
+static uint32_t crcTable[256];
+static int crcReady;
+
+static void crcInit(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++) {
+            c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
+        }
+        crcTable[i] = c;
+    }
+    __atomic_store_n(&crcReady, 1, __ATOMIC_RELEASE);
+}
+
+uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (!__atomic_load_n(&crcReady, __ATOMIC_ACQUIRE)) {
+        crcInit();
+    }
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++) {
+        crc = crcTable[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    }
+    return ~crc;
+}
+
+uint64_t tpdbNowNs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t tpdbNowMs(void)
+{
+    return tpdbNowNs() / 1000000u;
+}

@@ -1,0 +1,131 @@
+/*
+ * Base utilities shared by every tpdb layer: the error table, error message
+ * buffers, the replaceable allocator, the logger and CRC-32C.
+ *
+ * They live in vfs/ because it is the bottom layer: raftfsm/, ext/ and
+ * shell/ all link it, and nothing here knows of SQLite or Raft.
+ */
+#ifndef TPDB_BASE_H
+#define TPDB_BASE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define TPDB_API __attribute__((visibility("default")))
+
+/* Error codes. 0 is success; every other value has a message in the table
+ * behind tpdb_strerror(). Codes only grow at the end. */
+enum {
+    TPDB_OK = 0,
+    TPDB_NOMEM,     /* out of memory */
+    TPDB_IOERR,     /* I/O error */
+    TPDB_CORRUPT,   /* corrupt or truncated data */
+    TPDB_INVALID,   /* invalid argument or configuration */
+    TPDB_NOTLEADER, /* this node is not the leader */
+    TPDB_UNKNOWN,   /* outcome unknown: leadership lost mid-commit */
+    TPDB_SHUTDOWN,  /* the node is shutting down */
+    TPDB_TIMEOUT,   /* timed out */
+    TPDB_BUSY,      /* resource busy */
+    TPDB_NOTFOUND,  /* no such object */
+    TPDB_RAFT,      /* error reported by the Raft library */
+    TPDB_PROTO,     /* malformed message from a peer or client */
+    TPDB_FULL,      /* disk full */
+    TPDB_TOOBIG,    /* value too large */
+    TPDB_READONLY,  /* writes go through another process's node */
+    TPDB_MISUSE,    /* API misuse */
+    TPDB_NRC        /* number of codes, not a code */
+};
+
+/* Size of every errmsg buffer in tpdb. */
+#define TPDB_ERRMSG_SIZE 512
+
+/* Message for an error code; never NULL, static storage. */
+TPDB_API const char *tpdb_strerror(int rc);
+
+/* Formats into errmsg (TPDB_ERRMSG_SIZE bytes), replacing its content. A NULL
+ * errmsg is ignored. Never allocates. */
+void tpdbErrf(char *errmsg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Prefixes errmsg with context: "context: <previous message>". Never
+ * allocates; truncates at TPDB_ERRMSG_SIZE. */
+void tpdbErrWrap(char *errmsg, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Allocator. Every library allocation goes through these so that tests can
+ * inject failures. tpdb_free(NULL) is a no-op. */
+void *tpdb_malloc(size_t n);
+void *tpdb_calloc(size_t count, size_t size);
+void *tpdb_realloc(void *p, size_t n);
+void tpdb_free(void *p);
+char *tpdb_strdup(const char *s);
+
+/* Test hook: after `countdown` more successful allocations, every allocation
+ * fails until reset with a negative countdown. Not thread-safe; for unit
+ * tests only. */
+void tpdbAllocFailAfter(long countdown);
+
+/* Log levels. The library is silent unless a level is enabled, by the
+ * TPDB_TRACE environment variable (any value: DEBUG) or tpdbLogSetLevel. */
+enum { TPDB_LOG_DEBUG = 0, TPDB_LOG_INFO, TPDB_LOG_WARN, TPDB_LOG_ERROR,
+       TPDB_LOG_NONE };
+
+void tpdbLogSetLevel(int level);
+int tpdbLogEnabled(int level);
+/* Writes one line to stderr if `level` is enabled. */
+void tpdbLog(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* CRC-32C (Castagnoli) of buf, continuing from crc (start with 0). */
+uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len);
+
+/* Little- and big-endian integer helpers for on-disk and wire formats. */
+static inline void tpdbPut16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+static inline void tpdbPut32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+static inline void tpdbPut64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) {
+        p[i] = (uint8_t)(v >> (8 * i));
+    }
+}
+static inline uint16_t tpdbGet16(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | (p[1] << 8));
+}
+static inline uint32_t tpdbGet32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+static inline uint64_t tpdbGet64(const uint8_t *p)
+{
+    return (uint64_t)tpdbGet32(p) | ((uint64_t)tpdbGet32(p + 4) << 32);
+}
+static inline void tpdbPutBe32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+static inline uint32_t tpdbGetBe32(const uint8_t *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
+           ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+/* Monotonic clock in milliseconds and nanoseconds. */
+uint64_t tpdbNowMs(void);
+uint64_t tpdbNowNs(void);
+
+#endif /* TPDB_BASE_H */

@@ -1,0 +1,99 @@
+/*
+ * The tpdb VFS: a shim over SQLite's "unix" VFS that captures the WAL frames
+ * of every committed write transaction on the leader and appends replicated
+ * frames on followers while keeping the WAL-index in step.
+ *
+ * It knows nothing of Raft. Whoever registers it supplies hooks: the VFS asks
+ * them whether a database may be written, hands them each committed
+ * transaction (blocking until they say it is durable elsewhere) and tells
+ * them when the transaction's write lock is released.
+ *
+ * Frame path on the leader: SQLite xWrite of the commit-marked frame header
+ * -> held back -> on the frame's page data write the transaction (pages of
+ * the highest frames written since the WAL write lock was taken, up to the
+ * commit frame, pages past the new size dropped) goes to hooks->commit ->
+ * on success the header and data are written and SQLite publishes the
+ * transaction; on failure nothing of the commit frame reaches the file and
+ * COMMIT fails with an IOERR-class code, so SQLite rolls back.
+ */
+#ifndef TPDB_VFS_H
+#define TPDB_VFS_H
+
+#include <sqlite3.h>
+
+#include "vfs/base.h"
+#include "vfs/txn.h"
+
+/* Extended result codes the VFS returns from a failed COMMIT. They are in
+ * the SQLITE_IOERR class so that SQLite rolls the transaction back and the
+ * connection stays usable; sqlite3_extended_errcode() tells them apart. */
+#define TPDB_SQLITE_NOTLEADER (SQLITE_IOERR | (200 << 8))
+#define TPDB_SQLITE_UNKNOWN (SQLITE_IOERR | (201 << 8))
+#define TPDB_SQLITE_REPLFAIL (SQLITE_IOERR | (202 << 8))
+
+/* URI parameter that marks a connection opened by tpdb itself (the node's
+ * applier); db_open/db_close hooks are not called for it. */
+#define TPDB_URI_INTERNAL "tpdb_internal"
+
+struct tpdb_vfs_hooks {
+    int version; /* 1 */
+    void *arg;   /* passed to every hook */
+
+    /* A main database file is being opened by a connection that is not
+     * internal. `path` is the full path SQLite gave xOpen; `uri` is the
+     * sqlite3_filename, usable with sqlite3_uri_parameter(). On TPDB_OK
+     * *handle is stored with the file and passed to the other hooks; on
+     * error xOpen fails with SQLITE_CANTOPEN and errmsg is logged. Called
+     * once per connection. */
+    int (*db_open)(void *arg, const char *path, const char *uri,
+                   void **handle, char *errmsg);
+
+    /* The connection's main file is closed. */
+    void (*db_close)(void *arg, void *handle);
+
+    /* A write transaction is about to write its first WAL frame. Return
+     * TPDB_OK to let it go on, or TPDB_NOTLEADER / TPDB_READONLY with
+     * errmsg naming the leader; the write then fails with
+     * TPDB_SQLITE_NOTLEADER. Called on the writing thread. */
+    int (*write_check)(void *arg, void *handle, char *errmsg);
+
+    /* A write transaction commits. Blocks until txn is durable on a quorum
+     * (TPDB_OK), definitely failed (TPDB_NOTLEADER, ...), or of unknown
+     * outcome (TPDB_UNKNOWN). txn and its pages are valid only during the
+     * call. Called on the writing thread with the WAL write lock held. */
+    int (*commit)(void *arg, void *handle, const struct tpdb_txn *txn,
+                  char *errmsg);
+
+    /* The WAL write lock taken for a transaction on this handle was
+     * released. `committed` is 1 when a commit went through hooks->commit
+     * and its frame was written, 0 otherwise. */
+    void (*txn_end)(void *arg, void *handle, int committed);
+};
+
+/* Registers the VFS under `name` (normally "tpdb") over the "unix" VFS.
+ * `hooks` is copied; NULL means no replication (every write is allowed and
+ * commits locally, for tests). Registering the same name again replaces the
+ * hooks. Returns an SQLITE_* code. Thread-safe. */
+int tpdbVfsRegister(const char *name, const struct tpdb_vfs_hooks *hooks,
+                    int make_default);
+
+/* The message of the last failure the VFS reported on this thread (the
+ * reason behind a TPDB_SQLITE_* code); "" if none. Static thread-local
+ * storage, valid until the next failing call on this thread. */
+const char *tpdbVfsLastError(void);
+
+/* Applies a replicated transaction to the database open on `conn`, which
+ * must be a connection opened through the tpdb VFS, in WAL mode, with no
+ * transaction open on it. Appends the frames to the WAL with valid
+ * checksums, restarting the WAL first when it is fully checkpointed and no
+ * reader uses it, updates the WAL-index (hash tables and both header copies)
+ * so that every reader in any process sees the transaction on its next read,
+ * and fsyncs the WAL when `sync` is non-zero. If the main file is empty,
+ * page 1 of txn is first written to it so that SQLite sees a WAL database.
+ * Waits (polling, up to timeout_ms) while another connection holds the
+ * write lock. Cost grows with txn->n_pages, not with the WAL.
+ * Returns a TPDB_* code with errmsg set. */
+int tpdbVfsApply(sqlite3 *conn, const struct tpdb_txn *txn, int sync,
+                 unsigned timeout_ms, char *errmsg);
+
+#endif /* TPDB_VFS_H */
