@@ -1,0 +1,122 @@
+/*
+ * libtpdbraft: the loadable SQLite extension and the linkable library.
+ *
+ *   sqlite3> .load ./libtpdbraft
+ *   sqlite3> .open 'file:app.db?vfs=tpdb'
+ *
+ * Loading registers the "tpdb" VFS for the life of the process (the
+ * library stays loaded after the loading connection closes) and an
+ * auto-extension that gives every later connection the tpdb_* SQL
+ * functions, the TPDB table module, and WAL mode on replicated databases.
+ * C programs link the library and call tpdb_register() instead.
+ */
+#include <pthread.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "ext/functions.h"
+#include "ext/hooks.h"
+#include "ext/tpdb.h"
+#include "raftfsm/node.h"
+#include "vfs/vfs.h"
+
+#ifdef TPDB_HAVE_VTAB
+#include "ext/tpdb_vtab.h"
+#endif
+
+/* Whether the connection's main database goes through a tpdb node of this
+ * process (not the node's own internal connections). */
+static int isReplicated(sqlite3 *db)
+{
+    const char *path = sqlite3_db_filename(db, "main");
+    sqlite3_vfs *vfs = NULL;
+    if (path == NULL || path[0] == '\0' ||
+        sqlite3_uri_boolean(path, TPDB_URI_INTERNAL, 0)) {
+        return 0;
+    }
+    if (sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) !=
+            SQLITE_OK ||
+        vfs == NULL || strcmp(vfs->zName, "tpdb") != 0) {
+        return 0;
+    }
+    return tpdbNodeFind(path) != NULL;
+}
+
+static int connectionInit(sqlite3 *db, char **pzErrMsg,
+                          const struct sqlite3_api_routines *api)
+{
+    (void)api;
+    int rc = extFunctionsRegister(db);
+#ifdef TPDB_HAVE_VTAB
+    if (rc == SQLITE_OK) {
+        rc = tpdbVtabRegister(db);
+    }
+#endif
+    if (rc == SQLITE_OK && isReplicated(db)) {
+        /* Replicated databases are always in WAL mode; on a read-only
+         * connection this fails harmlessly. */
+        sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK && pzErrMsg != NULL) {
+        *pzErrMsg = sqlite3_mprintf("tpdb: cannot register SQL functions");
+    }
+    return rc;
+}
+
+static pthread_once_t registerOnce = PTHREAD_ONCE_INIT;
+static int registerRc = SQLITE_OK;
+
+static void registerAll(void)
+{
+    registerRc = extHooksRegister();
+    if (registerRc == SQLITE_OK) {
+        registerRc = sqlite3_auto_extension((void (*)(void))connectionInit);
+    }
+}
+
+TPDB_PUBLIC int tpdb_register(void)
+{
+    pthread_once(&registerOnce, registerAll);
+    return registerRc;
+}
+
+TPDB_PUBLIC const char *tpdb_errmsg(void)
+{
+    return tpdbVfsLastError();
+}
+
+TPDB_PUBLIC int tpdb_status(sqlite3 *db, char **json)
+{
+    char errmsg[TPDB_ERRMSG_SIZE];
+    const char *path = sqlite3_db_filename(db, "main");
+    struct tpdb_node *n = path ? tpdbNodeFind(path) : NULL;
+    char *text = NULL;
+    *json = NULL;
+    if (n == NULL) {
+        return SQLITE_NOTFOUND;
+    }
+    if (tpdbNodeStatusJson(n, &text, errmsg) != TPDB_OK) {
+        return SQLITE_NOMEM;
+    }
+    *json = sqlite3_mprintf("%s", text);
+    tpdb_free(text);
+    return *json != NULL ? SQLITE_OK : SQLITE_NOMEM;
+}
+
+TPDB_PUBLIC void tpdb_shutdown(void)
+{
+    tpdbNodeShutdownAll();
+}
+
+/* Entry point for `.load libtpdbraft` (the name SQLite derives from the
+ * file name). */
+TPDB_PUBLIC int sqlite3_tpdbraft_init(sqlite3 *db, char **pzErrMsg,
+                                      const struct sqlite3_api_routines *api)
+{
+    int rc = tpdb_register();
+    if (rc == SQLITE_OK) {
+        rc = connectionInit(db, pzErrMsg, api);
+    }
+    return rc == SQLITE_OK ? SQLITE_OK_LOAD_PERMANENTLY : rc;
+}

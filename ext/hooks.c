@@ -1,0 +1,160 @@
+/*
+ * The VFS hooks that connect the tpdb VFS (vfs/) to the Raft node
+ * (raftfsm/): opening a database starts or joins the node of its directory
+ * according to the URI parameters, writes are checked against leadership,
+ * and commits are replicated before SQLite publishes them.
+ *
+ * URI parameters (all optional): node=ID, bind=HOST:PORT,
+ * peers=ID@HOST:PORT,..., join=1, election_ms, heartbeat_ms,
+ * snapshot_threshold, snapshot_trailing, ready_ms, commit_ms.
+ */
+#include "ext/hooks.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "raftfsm/node.h"
+#include "vfs/vfs.h"
+
+/* One per connection's main database file. */
+struct extHandle {
+    struct tpdb_node *node; /* NULL when another process runs the node */
+    char name[256];         /* database file name in the data directory */
+    char readonlyMsg[TPDB_ERRMSG_SIZE];
+    int acked; /* the node acknowledged a commit not yet written */
+};
+
+static unsigned uriUnsigned(const char *uri, const char *key)
+{
+    sqlite3_int64 v = sqlite3_uri_int64(uri, key, 0);
+    return v > 0 && v < 0x7fffffff ? (unsigned)v : 0;
+}
+
+static void splitPath(const char *path, char *dir, size_t dirSize,
+                      const char **name)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        snprintf(dir, dirSize, ".");
+        *name = path;
+    } else {
+        snprintf(dir, dirSize, "%.*s",
+                 slash == path ? 1 : (int)(slash - path), path);
+        *name = slash + 1;
+    }
+}
+
+static int hookDbOpen(void *arg, const char *path, const char *uri,
+                      void **handle, char *errmsg)
+{
+    struct tpdb_node_config cfg;
+    struct extHandle *h;
+    char dir[PATH_MAX];
+    const char *name;
+    int rc;
+    (void)arg;
+
+    splitPath(path, dir, sizeof dir, &name);
+    if (name[0] == '\0' || name[0] == '.' || strlen(name) > 255) {
+        tpdbErrf(errmsg, "tpdb: database file name '%s' is not allowed "
+                 "(1-255 bytes, not starting with '.')", name);
+        return TPDB_INVALID;
+    }
+    memset(&cfg, 0, sizeof cfg);
+    cfg.data_dir = dir;
+    cfg.id = (uint64_t)sqlite3_uri_int64(uri, "node", 0);
+    cfg.bind = sqlite3_uri_parameter(uri, "bind");
+    cfg.peers = sqlite3_uri_parameter(uri, "peers");
+    cfg.join = sqlite3_uri_boolean(uri, "join", 0);
+    cfg.election_ms = uriUnsigned(uri, "election_ms");
+    cfg.heartbeat_ms = uriUnsigned(uri, "heartbeat_ms");
+    cfg.snapshot_threshold = uriUnsigned(uri, "snapshot_threshold");
+    cfg.snapshot_trailing = uriUnsigned(uri, "snapshot_trailing");
+    cfg.ready_ms = uriUnsigned(uri, "ready_ms");
+    cfg.commit_ms = uriUnsigned(uri, "commit_ms");
+
+    h = tpdb_calloc(1, sizeof *h);
+    if (h == NULL) {
+        tpdbErrf(errmsg, "tpdb: out of memory");
+        return TPDB_NOMEM;
+    }
+    snprintf(h->name, sizeof h->name, "%s", name);
+    rc = tpdbNodeAcquire(&cfg, &h->node, errmsg);
+    if (rc == TPDB_READONLY) {
+        /* Another process is the node: read its applied state. */
+        h->node = NULL;
+        snprintf(h->readonlyMsg, sizeof h->readonlyMsg, "%s", errmsg);
+        rc = TPDB_OK;
+    }
+    if (rc != TPDB_OK) {
+        tpdb_free(h);
+        tpdbErrWrap(errmsg, "tpdb: open %s", path);
+        return rc;
+    }
+    *handle = h;
+    return TPDB_OK;
+}
+
+static void hookDbClose(void *arg, void *handle)
+{
+    struct extHandle *h = handle;
+    (void)arg;
+    if (h->node != NULL) {
+        tpdbNodeRelease(h->node);
+    }
+    tpdb_free(h);
+}
+
+static int hookWriteCheck(void *arg, void *handle, char *errmsg)
+{
+    struct extHandle *h = handle;
+    (void)arg;
+    if (h->node == NULL) {
+        tpdbErrf(errmsg, "%s", h->readonlyMsg);
+        return TPDB_READONLY;
+    }
+    return tpdbNodeWriteCheck(h->node, errmsg);
+}
+
+static int hookCommit(void *arg, void *handle, const struct tpdb_txn *txn,
+                      char *errmsg)
+{
+    struct extHandle *h = handle;
+    int rc;
+    (void)arg;
+    if (h->node == NULL) {
+        tpdbErrf(errmsg, "%s", h->readonlyMsg);
+        return TPDB_READONLY;
+    }
+    rc = tpdbNodeCommit(h->node, h->name, txn, errmsg);
+    if (rc == TPDB_OK) {
+        h->acked = 1;
+    }
+    return rc;
+}
+
+static void hookTxnEnd(void *arg, void *handle, int committed)
+{
+    struct extHandle *h = handle;
+    (void)arg;
+    if (h->acked) {
+        h->acked = 0;
+        tpdbNodeOwnWriteDone(h->node, h->name, committed);
+    }
+}
+
+int extHooksRegister(void)
+{
+    static const struct tpdb_vfs_hooks hooks = {
+        .version = 1,
+        .arg = NULL,
+        .db_open = hookDbOpen,
+        .db_close = hookDbClose,
+        .write_check = hookWriteCheck,
+        .commit = hookCommit,
+        .txn_end = hookTxnEnd,
+    };
+    return tpdbVfsRegister("tpdb", &hooks, 0);
+}

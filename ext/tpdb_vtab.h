@@ -1,0 +1,43 @@
+/*
+ * SQL access to TrashPandaDB page files (.tpdb): the virtual table module
+ * `tpdb_table` and the SQL function `tpdb_attach`.
+ *
+ *   CREATE VIRTUAL TABLE legacy_users USING tpdb_table('data.tpdb', 'users');
+ *   SELECT tpdb_attach('data.tpdb', 'legacy_');
+ */
+#ifndef TPDB_VTAB_H
+#define TPDB_VTAB_H
+
+#include <sqlite3.h>
+
+/* Registers on `db`:
+ *
+ * - the module `tpdb_table(PATH, TABLE [, MODE])`: one table of the TPDB file
+ *   at PATH (relative to the process's working directory) with the columns
+ *   and declared types of its catalog; the hidden rowid is the TPDB rowid.
+ *   MODE is 'rw' (read-write; the file is locked exclusively while any
+ *   virtual table of this connection uses it), 'ro' (read-only) or omitted
+ *   (read-write when the file and its directory are writable, otherwise
+ *   read-only). Every virtual table of one connection on the same file
+ *   shares one open handle. WHERE constraints on the rowid (or an INTEGER
+ *   PRIMARY KEY column) use the table's B+ tree (query plan index
+ *   "rowid"), equality on the leading columns of a TPDB index uses that
+ *   index (query plan index "<index name>"), anything else is a full scan.
+ *   INSERT, UPDATE and DELETE write through the file's own transaction:
+ *   it begins with the SQLite transaction and commits in its sync phase, so
+ *   a failed statement inside an explicit transaction rolls back the whole
+ *   TPDB transaction (and later statements fail until ROLLBACK). A rowid
+ *   can only be chosen on INSERT through the INTEGER PRIMARY KEY column.
+ *   DROP TABLE drops the virtual table only, never TPDB data.
+ *
+ * - the function `tpdb_attach(PATH [, PREFIX [, MODE]])`: creates, for every
+ *   table T of the file, a TEMP virtual table named PREFIX || T (PREFIX
+ *   defaults to ''), skipping names that already exist, and returns the
+ *   number of tables created. MODE is as above.
+ *
+ * Errors from the file surface as SQL errors carrying the library's message
+ * (which names the file and page). Returns an SQLITE_* code. Call once per
+ * connection; the registration lives as long as the connection. */
+int tpdbVtabRegister(sqlite3 *db);
+
+#endif /* TPDB_VTAB_H */

@@ -1,0 +1,741 @@
+/*
+ * The replicated state machine (see fsm.h).
+ *
+ * Apply: an entry this node instance proposed is only acknowledged (its
+ * frames are written by the proposing SQLite connection once the commit
+ * hook returns); any other entry is decoded and appended to the database's
+ * WAL through tpdbVfsApply on an internal, idle connection. A busy write
+ * lock makes apply fail with RAFT_BUSY after a short wait; raft then retries
+ * the same entry later, so the loop thread never blocks for long.
+ *
+ * Snapshot (raft_fsm version 3): on the loop thread, wait until no own
+ * transaction is between acknowledgement and its WAL write, then open a read
+ * transaction on a second internal connection per database; the worker
+ * thread serializes and compresses those read snapshots; finalize ends the
+ * read transactions. Apply goes on meanwhile.
+ */
+#include "raftfsm/fsm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "raftfsm/entry.h"
+#include "raftfsm/snapshot.h"
+#include "vfs/vfs.h"
+
+/* How long apply waits for a busy write lock before letting raft retry. */
+#define FSM_APPLY_LOCK_MS 50
+/* How long snapshot waits for own transactions to reach the WAL. */
+#define FSM_INFLIGHT_WAIT_MS 5000
+/* WAL frames applied between two PASSIVE checkpoints. */
+#define FSM_CHECKPOINT_FRAMES 1000
+
+struct fsmDb {
+    char *name;
+    char *path;
+    sqlite3 *conn;     /* apply and checkpoints; idle between calls */
+    sqlite3 *snapConn; /* holds the read transaction of a snapshot */
+    unsigned inflight; /* own txns acknowledged, not yet written */
+    unsigned framesSinceCheckpoint;
+    int inSnapshot;
+    struct fsmDb *next;
+};
+
+struct fsmState {
+    char *dataDir;
+    char *metaDir;
+    uint64_t origin;
+    struct raft *raft;
+    pthread_mutex_t mutex; /* proposals, inflight counters, stats */
+    pthread_cond_t cond;
+    struct tpdb_proposal *proposals;
+    struct fsmDb *dbs;
+    struct tpdb_fsm_stats stats;
+    /* Snapshot in progress (loop thread and worker). */
+    struct tpdb_snapshot_db *snapDbs;
+    struct fsmDb **snapSources; /* the databases pinned, in snapDbs order */
+    uint8_t **snapImages;
+    unsigned nSnapDbs;
+    uint64_t snapIndex;
+};
+
+static int nameIsSafe(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > TPDB_DBNAME_MAX || name[0] == '.') {
+        return 0;
+    }
+    return strchr(name, '/') == NULL;
+}
+
+static char *joinPath(const char *dir, const char *name)
+{
+    size_t n = strlen(dir) + strlen(name) + 2;
+    char *p = tpdb_malloc(n);
+    if (p != NULL) {
+        snprintf(p, n, "%s/%s", dir, name);
+    }
+    return p;
+}
+
+/* Appends name to the manifest of replicated databases and syncs it. */
+static int manifestAdd(struct fsmState *s, const char *name, char *errmsg)
+{
+    char *path = joinPath(s->metaDir, "databases");
+    int rc = TPDB_OK;
+    int fd;
+    if (path == NULL) {
+        return TPDB_NOMEM;
+    }
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        tpdbErrf(errmsg, "open %s: %s", path, strerror(errno));
+        rc = TPDB_IOERR;
+        goto out;
+    }
+    size_t len = strlen(name);
+    if (write(fd, name, len) != (ssize_t)len || write(fd, "\n", 1) != 1 ||
+        fsync(fd) != 0) {
+        tpdbErrf(errmsg, "write %s: %s", path, strerror(errno));
+        rc = TPDB_IOERR;
+    }
+    close(fd);
+out:
+    tpdb_free(path);
+    return rc;
+}
+
+/* Finds or creates the state of database `name`; loop thread only for
+ * creation (other threads only look up under the mutex). */
+static int dbGet(struct fsmState *s, const char *name, struct fsmDb **out,
+                 char *errmsg)
+{
+    struct fsmDb *db;
+    for (db = s->dbs; db != NULL; db = db->next) {
+        if (strcmp(db->name, name) == 0) {
+            *out = db;
+            return TPDB_OK;
+        }
+    }
+    if (!nameIsSafe(name)) {
+        tpdbErrf(errmsg, "unsafe database name '%s'", name);
+        return TPDB_CORRUPT;
+    }
+    db = tpdb_calloc(1, sizeof *db);
+    if (db == NULL) {
+        return TPDB_NOMEM;
+    }
+    db->name = tpdb_strdup(name);
+    db->path = joinPath(s->dataDir, name);
+    if (db->name == NULL || db->path == NULL) {
+        tpdb_free(db->name);
+        tpdb_free(db->path);
+        tpdb_free(db);
+        return TPDB_NOMEM;
+    }
+    int rc = manifestAdd(s, name, errmsg);
+    if (rc != TPDB_OK) {
+        tpdb_free(db->name);
+        tpdb_free(db->path);
+        tpdb_free(db);
+        return rc;
+    }
+    pthread_mutex_lock(&s->mutex);
+    db->next = s->dbs;
+    s->dbs = db;
+    pthread_mutex_unlock(&s->mutex);
+    *out = db;
+    return TPDB_OK;
+}
+
+/* Opens an internal connection to the database through the tpdb VFS. */
+static int openInternal(const char *path, sqlite3 **out, char *errmsg)
+{
+    char *uri = sqlite3_mprintf("file:%s?%s=1", path, TPDB_URI_INTERNAL);
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX;
+    int rc;
+    if (uri == NULL) {
+        return TPDB_NOMEM;
+    }
+    rc = sqlite3_open_v2(uri, out, flags, "tpdb");
+    sqlite3_free(uri);
+    if (rc != SQLITE_OK) {
+        tpdbErrf(errmsg, "open %s: %s", path,
+                 *out ? sqlite3_errmsg(*out) : sqlite3_errstr(rc));
+        sqlite3_close(*out);
+        *out = NULL;
+        return TPDB_IOERR;
+    }
+    sqlite3_busy_timeout(*out, 1000);
+    /* The applier never runs SQLite's own autocheckpoint: it has no
+     * SQLite-level writes. Checkpoints are explicit. */
+    sqlite3_wal_autocheckpoint(*out, 0);
+    return TPDB_OK;
+}
+
+static void maybeCheckpoint(struct fsmDb *db)
+{
+    int logFrames = 0;
+    int ckptFrames = 0;
+    if (db->conn == NULL || db->framesSinceCheckpoint < FSM_CHECKPOINT_FRAMES) {
+        return;
+    }
+    db->framesSinceCheckpoint = 0;
+    int rc = sqlite3_wal_checkpoint_v2(db->conn, "main",
+                                       SQLITE_CHECKPOINT_PASSIVE, &logFrames,
+                                       &ckptFrames);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,
+                sqlite3_errmsg(db->conn));
+    }
+}
+
+/* Writes txn into database db through the applier connection. */
+static int applyTxn(struct fsmState *s, struct fsmDb *db,
+                    const struct tpdb_txn *txn, int sync, unsigned lock_ms,
+                    char *errmsg)
+{
+    int rc;
+    if (db->conn == NULL) {
+        rc = openInternal(db->path, &db->conn, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    }
+    rc = tpdbVfsApply(db->conn, txn, sync, lock_ms, errmsg);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    db->framesSinceCheckpoint += txn->n_pages;
+    pthread_mutex_lock(&s->mutex);
+    s->stats.applied_entries++;
+    s->stats.applied_pages += txn->n_pages;
+    pthread_mutex_unlock(&s->mutex);
+    if (!db->inSnapshot) {
+        maybeCheckpoint(db);
+    }
+    return TPDB_OK;
+}
+
+/* Acknowledges an own entry: returns 1 if `seq` was a registered proposal. */
+static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq)
+{
+    struct tpdb_proposal *p;
+    int found = 0;
+    pthread_mutex_lock(&s->mutex);
+    for (p = s->proposals; p != NULL; p = p->next) {
+        if (p->seq == seq && p->state == TPDB_BUSY) {
+            p->state = TPDB_OK;
+            db->inflight++;
+            s->stats.own_entries++;
+            found = 1;
+            pthread_cond_broadcast(&s->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return found;
+}
+
+static uint64_t appliedIndex(struct fsmState *s)
+{
+    return s->raft != NULL ? raft_last_applied(s->raft) + 1 : 0;
+}
+
+static int fsmApply(struct raft_fsm *fsm, const struct raft_buffer *buf,
+                    void **result)
+{
+    struct fsmState *s = fsm->data;
+    struct tpdb_entry e;
+    struct fsmDb *db;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    int rc;
+
+    *result = NULL;
+    rc = tpdbEntryPeek(buf->base, buf->len, &e, errmsg);
+    if (rc == TPDB_OK) {
+        rc = dbGet(s, e.db, &db, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        /* A committed entry we cannot read: stop applying rather than
+         * diverge; raft retries, an operator must look. */
+        tpdbLog(TPDB_LOG_ERROR, "apply entry %llu: %s",
+                (unsigned long long)appliedIndex(s), errmsg);
+        return RAFT_CORRUPT;
+    }
+    if (e.origin == s->origin && ackOwn(s, db, e.seq)) {
+        return 0;
+    }
+    rc = tpdbEntryDecode(buf->base, buf->len, &e, errmsg);
+    if (rc == TPDB_OK) {
+        rc = applyTxn(s, db, &e.txn, 0, FSM_APPLY_LOCK_MS, errmsg);
+    }
+    tpdbEntryRelease(&e);
+    if (rc != TPDB_OK) {
+        tpdbLog(rc == TPDB_BUSY ? TPDB_LOG_DEBUG : TPDB_LOG_ERROR,
+                "apply entry %llu to %s: %s",
+                (unsigned long long)appliedIndex(s), db->name, errmsg);
+        return rc == TPDB_BUSY ? RAFT_BUSY : RAFT_IOERR;
+    }
+    return 0;
+}
+
+/* Waits until no own transaction of db sits between acknowledgement and
+ * its WAL write. */
+static int waitInflight(struct fsmState *s, struct fsmDb *db)
+{
+    uint64_t deadline = tpdbNowMs() + FSM_INFLIGHT_WAIT_MS;
+    int rc = TPDB_OK;
+    pthread_mutex_lock(&s->mutex);
+    while (db->inflight > 0) {
+        if (tpdbNowMs() >= deadline) {
+            rc = TPDB_TIMEOUT;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 10 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cond, &s->mutex, &ts);
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return rc;
+}
+
+static void snapshotRelease(struct fsmState *s)
+{
+    for (unsigned i = 0; i < s->nSnapDbs; i++) {
+        sqlite3_free(s->snapImages[i]);
+    }
+    for (unsigned i = 0; i < s->nSnapDbs; i++) {
+        struct fsmDb *db = s->snapSources[i];
+        if (db->inSnapshot && db->snapConn != NULL) {
+            sqlite3_exec(db->snapConn, "COMMIT", NULL, NULL, NULL);
+        }
+        db->inSnapshot = 0;
+    }
+    tpdb_free(s->snapDbs);
+    tpdb_free(s->snapSources);
+    tpdb_free(s->snapImages);
+    s->snapDbs = NULL;
+    s->snapSources = NULL;
+    s->snapImages = NULL;
+    s->nSnapDbs = 0;
+}
+
+/* Pins a read transaction on db's snapshot connection. */
+static int snapshotPin(struct fsmDb *db, char *errmsg)
+{
+    int rc;
+    if (db->snapConn == NULL) {
+        rc = openInternal(db->path, &db->snapConn, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    }
+    rc = sqlite3_exec(db->snapConn,
+                      "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL,
+                      NULL, NULL);
+    if (rc != SQLITE_OK) {
+        tpdbErrf(errmsg, "snapshot read of %s: %s", db->name,
+                 sqlite3_errmsg(db->snapConn));
+        sqlite3_exec(db->snapConn, "ROLLBACK", NULL, NULL, NULL);
+        return TPDB_IOERR;
+    }
+    db->inSnapshot = 1;
+    return TPDB_OK;
+}
+
+static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                       unsigned *n_bufs)
+{
+    struct fsmState *s = fsm->data;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    unsigned n = 0;
+    int rc = TPDB_OK;
+
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        n++;
+    }
+    s->snapDbs = tpdb_calloc(n, sizeof *s->snapDbs);
+    s->snapSources = tpdb_calloc(n, sizeof *s->snapSources);
+    s->snapImages = tpdb_calloc(n, sizeof *s->snapImages);
+    if (s->snapDbs == NULL || s->snapSources == NULL ||
+        s->snapImages == NULL) {
+        snapshotRelease(s);
+        return RAFT_NOMEM;
+    }
+    s->snapIndex = s->raft != NULL ? raft_last_applied(s->raft) : 0;
+    for (struct fsmDb *db = s->dbs; db != NULL && rc == TPDB_OK;
+         db = db->next) {
+        rc = waitInflight(s, db);
+        if (rc == TPDB_OK) {
+            rc = snapshotPin(db, errmsg);
+        }
+        s->snapSources[s->nSnapDbs] = db;
+        s->snapDbs[s->nSnapDbs++].name = db->name;
+    }
+    if (rc != TPDB_OK) {
+        tpdbLog(TPDB_LOG_WARN, "snapshot: %s", errmsg);
+        snapshotRelease(s);
+        return RAFT_BUSY;
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    return 0;
+}
+
+/* Worker thread: serializes the pinned read snapshots and encodes them. */
+static int fsmSnapshotAsync(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                            unsigned *n_bufs)
+{
+    struct fsmState *s = fsm->data;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    void *out = NULL;
+    size_t outLen = 0;
+    int rc;
+
+    for (unsigned i = 0; i < s->nSnapDbs; i++) {
+        struct fsmDb *db = s->snapSources[i];
+        sqlite3_int64 size = 0;
+        int pageSize = 4096;
+        uint8_t *img = sqlite3_serialize(db->snapConn, "main", &size, 0);
+        sqlite3_stmt *st = NULL;
+        if (sqlite3_prepare_v2(db->snapConn, "PRAGMA page_size", -1, &st,
+                               NULL) == SQLITE_OK &&
+            sqlite3_step(st) == SQLITE_ROW) {
+            pageSize = sqlite3_column_int(st, 0);
+        }
+        sqlite3_finalize(st);
+        if (img == NULL && size != 0) {
+            return RAFT_NOMEM;
+        }
+        s->snapImages[i] = img;
+        s->snapDbs[i].page_size = (uint32_t)pageSize;
+        s->snapDbs[i].db_pages = (uint32_t)(size / pageSize);
+        s->snapDbs[i].image = img;
+    }
+    rc = tpdbSnapshotEncode(s->snapIndex, s->snapDbs, s->nSnapDbs, &out,
+                            &outLen, errmsg);
+    if (rc != TPDB_OK) {
+        tpdbLog(TPDB_LOG_ERROR, "snapshot encode: %s", errmsg);
+        return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
+    }
+    *bufs = raft_malloc(sizeof **bufs);
+    if (*bufs == NULL) {
+        raft_free(out);
+        return RAFT_NOMEM;
+    }
+    (*bufs)[0].base = out;
+    (*bufs)[0].len = outLen;
+    *n_bufs = 1;
+    pthread_mutex_lock(&s->mutex);
+    s->stats.snapshots++;
+    pthread_mutex_unlock(&s->mutex);
+    return 0;
+}
+
+static int fsmSnapshotFinalize(struct raft_fsm *fsm,
+                               struct raft_buffer *bufs[], unsigned *n_bufs)
+{
+    struct fsmState *s = fsm->data;
+    if (*bufs != NULL) {
+        for (unsigned i = 0; i < *n_bufs; i++) {
+            raft_free((*bufs)[i].base);
+        }
+        raft_free(*bufs);
+    }
+    *bufs = NULL;
+    *n_bufs = 0;
+    snapshotRelease(s);
+    return 0;
+}
+
+/* Replaces one database with a snapshot image, as one applied transaction,
+ * so readers switch atomically from the old state to the new one. */
+static int restoreDb(void *arg, const struct tpdb_snapshot_db *sdb,
+                     char *errmsg)
+{
+    struct fsmState *s = arg;
+    struct fsmDb *db;
+    struct tpdb_txn txn;
+    int rc = dbGet(s, sdb->name, &db, errmsg);
+    if (rc != TPDB_OK || sdb->db_pages == 0) {
+        return rc;
+    }
+    txn.page_size = sdb->page_size;
+    txn.db_pages = sdb->db_pages;
+    txn.n_pages = sdb->db_pages;
+    txn.pages = tpdb_malloc(sizeof *txn.pages * sdb->db_pages);
+    if (txn.pages == NULL) {
+        return TPDB_NOMEM;
+    }
+    for (uint32_t i = 0; i < sdb->db_pages; i++) {
+        txn.pages[i].pgno = i + 1;
+        txn.pages[i].data = sdb->image + (size_t)i * sdb->page_size;
+    }
+    rc = applyTxn(s, db, &txn, 1, 10000, errmsg);
+    tpdb_free(txn.pages);
+    if (rc == TPDB_OK && db->conn != NULL) {
+        sqlite3_wal_checkpoint_v2(db->conn, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                  NULL, NULL);
+        db->framesSinceCheckpoint = 0;
+    }
+    return rc;
+}
+
+static int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
+{
+    struct fsmState *s = fsm->data;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    uint64_t applied = 0;
+    int rc = tpdbSnapshotDecode(buf->base, buf->len, &applied, restoreDb, s,
+                                errmsg);
+    if (rc != TPDB_OK) {
+        tpdbLog(TPDB_LOG_ERROR, "restore snapshot: %s", errmsg);
+        return RAFT_CORRUPT;
+    }
+    raft_free(buf->base);
+    pthread_mutex_lock(&s->mutex);
+    s->stats.restores++;
+    pthread_mutex_unlock(&s->mutex);
+    return 0;
+}
+
+int tpdbFsmInit(struct raft_fsm *fsm, const char *data_dir,
+                const char *meta_dir, uint64_t origin, char *errmsg)
+{
+    struct fsmState *s = tpdb_calloc(1, sizeof *s);
+    if (s == NULL) {
+        tpdbErrf(errmsg, "fsm: out of memory");
+        return TPDB_NOMEM;
+    }
+    s->dataDir = tpdb_strdup(data_dir);
+    s->metaDir = tpdb_strdup(meta_dir);
+    if (s->dataDir == NULL || s->metaDir == NULL) {
+        tpdb_free(s->dataDir);
+        tpdb_free(s->metaDir);
+        tpdb_free(s);
+        tpdbErrf(errmsg, "fsm: out of memory");
+        return TPDB_NOMEM;
+    }
+    s->origin = origin;
+    pthread_mutex_init(&s->mutex, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    memset(fsm, 0, sizeof *fsm);
+    fsm->version = 3;
+    fsm->data = s;
+    fsm->apply = fsmApply;
+    fsm->snapshot = fsmSnapshot;
+    fsm->restore = fsmRestore;
+    fsm->snapshot_finalize = fsmSnapshotFinalize;
+    fsm->snapshot_async = fsmSnapshotAsync;
+    return TPDB_OK;
+}
+
+void tpdbFsmClose(struct raft_fsm *fsm)
+{
+    struct fsmState *s = fsm->data;
+    struct fsmDb *db;
+    if (s == NULL) {
+        return;
+    }
+    snapshotRelease(s);
+    while ((db = s->dbs) != NULL) {
+        s->dbs = db->next;
+        sqlite3_close(db->conn);
+        sqlite3_close(db->snapConn);
+        tpdb_free(db->name);
+        tpdb_free(db->path);
+        tpdb_free(db);
+    }
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->mutex);
+    tpdb_free(s->dataDir);
+    tpdb_free(s->metaDir);
+    tpdb_free(s);
+    fsm->data = NULL;
+}
+
+void tpdbFsmSetRaft(struct raft_fsm *fsm, struct raft *raft)
+{
+    struct fsmState *s = fsm->data;
+    s->raft = raft;
+}
+
+void tpdbFsmProposalAdd(struct raft_fsm *fsm, struct tpdb_proposal *p)
+{
+    struct fsmState *s = fsm->data;
+    p->state = TPDB_BUSY;
+    p->errmsg[0] = '\0';
+    pthread_mutex_lock(&s->mutex);
+    p->next = s->proposals;
+    s->proposals = p;
+    pthread_mutex_unlock(&s->mutex);
+}
+
+void tpdbFsmProposalFinish(struct raft_fsm *fsm, uint64_t seq, int rc,
+                           const char *msg)
+{
+    struct fsmState *s = fsm->data;
+    pthread_mutex_lock(&s->mutex);
+    for (struct tpdb_proposal *p = s->proposals; p != NULL; p = p->next) {
+        if (p->seq == seq && p->state == TPDB_BUSY) {
+            p->state = rc;
+            snprintf(p->errmsg, sizeof p->errmsg, "%s", msg ? msg : "");
+            pthread_cond_broadcast(&s->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
+static void proposalUnlink(struct fsmState *s, struct tpdb_proposal *p)
+{
+    struct tpdb_proposal **pp = &s->proposals;
+    while (*pp != NULL && *pp != p) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == p) {
+        *pp = p->next;
+    }
+}
+
+int tpdbFsmProposalWait(struct raft_fsm *fsm, struct tpdb_proposal *p,
+                        unsigned timeout_ms)
+{
+    struct fsmState *s = fsm->data;
+    struct timespec ts;
+    int rc;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += timeout_ms / 1000;
+    ts.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&s->mutex);
+    while (p->state == TPDB_BUSY) {
+        if (pthread_cond_timedwait(&s->cond, &s->mutex, &ts) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (p->state == TPDB_BUSY) {
+        p->state = TPDB_UNKNOWN;
+        snprintf(p->errmsg, sizeof p->errmsg,
+                 "no outcome within %u ms: outcome unknown", timeout_ms);
+    }
+    rc = p->state;
+    proposalUnlink(s, p);
+    pthread_mutex_unlock(&s->mutex);
+    return rc;
+}
+
+void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
+{
+    struct fsmState *s = fsm->data;
+    pthread_mutex_lock(&s->mutex);
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (strcmp(db->name, name) == 0 && db->inflight > 0) {
+            db->inflight--;
+            pthread_cond_broadcast(&s->cond);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&s->mutex);
+    if (!written) {
+        /* The cluster committed a transaction this node failed to write
+         * locally: the local copy is behind. A restart rebuilds it from the
+         * snapshot and the log. */
+        tpdbLog(TPDB_LOG_ERROR,
+                "%s: committed transaction not written locally; restart the "
+                "node to rebuild this database",
+                name);
+    }
+}
+
+unsigned tpdbFsmDbCount(struct raft_fsm *fsm)
+{
+    struct fsmState *s = fsm->data;
+    unsigned n = 0;
+    pthread_mutex_lock(&s->mutex);
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        n++;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return n;
+}
+
+void tpdbFsmCheckpointAll(struct raft_fsm *fsm)
+{
+    struct fsmState *s = fsm->data;
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (db->conn != NULL && !db->inSnapshot) {
+            db->framesSinceCheckpoint = FSM_CHECKPOINT_FRAMES;
+            maybeCheckpoint(db);
+        }
+    }
+}
+
+void tpdbFsmStats(struct raft_fsm *fsm, struct tpdb_fsm_stats *out)
+{
+    struct fsmState *s = fsm->data;
+    pthread_mutex_lock(&s->mutex);
+    *out = s->stats;
+    pthread_mutex_unlock(&s->mutex);
+}
+
+static int unlinkIfPresent(const char *path, char *errmsg)
+{
+    if (unlink(path) != 0 && errno != ENOENT) {
+        tpdbErrf(errmsg, "remove %s: %s", path, strerror(errno));
+        return TPDB_IOERR;
+    }
+    return TPDB_OK;
+}
+
+static int resetOne(const char *data_dir, const char *name, char *errmsg)
+{
+    static const char *const suffixes[] = {"-wal", "-shm", ""};
+    char path[4096];
+    int rc = TPDB_OK;
+    if (!nameIsSafe(name)) {
+        return TPDB_OK;
+    }
+    for (unsigned i = 0; i < 3 && rc == TPDB_OK; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", data_dir, name, suffixes[i]);
+        rc = unlinkIfPresent(path, errmsg);
+    }
+    return rc;
+}
+
+int tpdbFsmResetDatabases(const char *data_dir, const char *meta_dir,
+                          char *errmsg)
+{
+    char path[4096];
+    char line[TPDB_DBNAME_MAX + 2];
+    int rc = TPDB_OK;
+    snprintf(path, sizeof path, "%s/databases", meta_dir);
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return errno == ENOENT ? TPDB_OK : TPDB_IOERR;
+    }
+    while (rc == TPDB_OK && fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        rc = resetOne(data_dir, line, errmsg);
+    }
+    fclose(f);
+    if (rc == TPDB_OK) {
+        rc = unlinkIfPresent(path, errmsg);
+    }
+    return rc;
+}

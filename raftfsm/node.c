@@ -1,0 +1,1053 @@
+/*
+ * The node runtime (see node.h): a libuv loop on its own thread running
+ * canonical/raft with the uv storage backend and the TCP_NODELAY transport,
+ * the FSM of fsm.c, and a queue through which other threads hand it work.
+ *
+ * Thread model: every raft call happens on the loop thread. Application
+ * threads enqueue a nodeCall and wake the loop with uv_async_send; they wait
+ * on the node's condition variable (or on their proposal in the FSM). A
+ * uv_check handle publishes a status copy after every loop iteration and,
+ * when this node has just become leader, appends a barrier: writes are
+ * allowed only once that barrier is applied, so a new leader never accepts a
+ * transaction over a database that lacks entries of earlier terms.
+ */
+#include "raftfsm/node.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <raft.h>
+#include <raft/uv.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "raftfsm/entry.h"
+#include "raftfsm/fsm.h"
+#include "raftfsm/nodeconf.h"
+#include "raftfsm/transport.h"
+
+struct nodeCall;
+typedef void (*nodeCallFn)(struct tpdb_node *n, struct nodeCall *c);
+
+/* Work for the loop thread. Owned by the caller, who waits for `done`,
+ * except proposals, which the loop thread frees. */
+struct nodeCall {
+    nodeCallFn fn;
+    int done;
+    int rc;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    uint64_t id;
+    const char *address;
+    int role;
+    char **json;
+    struct tpdb_node *node; /* for raft callbacks */
+    void *buf; /* proposals: the encoded entry, raft_malloc'd */
+    size_t len;
+    uint64_t seq;
+    struct raft_change change;
+    struct raft_transfer transfer;
+    struct nodeCall *next;
+};
+
+struct nodeApply {
+    struct raft_apply req;
+    struct tpdb_node *node;
+    uint64_t seq;
+};
+
+struct tpdb_node {
+    char *dataDir; /* real path */
+    char metaDir[PATH_MAX];
+    char raftDir[PATH_MAX + 8];
+    uint64_t id;
+    char address[TPDB_ADDRESS_MAX];
+    uint64_t origin;
+    uint64_t nextSeq; /* guarded by mutex */
+    int lockFd;
+    unsigned refs;
+    struct tpdb_node_config cfg;
+
+    uv_loop_t loop;
+    uv_async_t async;
+    uv_check_t check;
+    pthread_t thread;
+    struct raft raft;
+    struct raft_io io;
+    struct raft_fsm fsm;
+    struct tpdb_transport transport;
+    struct raft_barrier barrier;
+    int barrierPending;
+
+    pthread_mutex_t mutex; /* calls, status, stopping */
+    pthread_cond_t cond;
+    struct nodeCall *calls;
+    int stopping;
+    int stopped;
+    /* Status published by the loop thread. */
+    int role;
+    uint64_t term;
+    uint64_t readyTerm; /* term whose barrier was applied */
+    uint64_t leaderId;
+    char leaderAddress[TPDB_ADDRESS_MAX];
+    uint64_t commitIndex;
+    uint64_t appliedIndex;
+    uint64_t lastIndex;
+    uint64_t startLastIndex;
+    struct tpdb_node *next;
+};
+
+static pthread_mutex_t registryMutex = PTHREAD_MUTEX_INITIALIZER;
+static struct tpdb_node *registry;
+
+static const char *roleName(int state)
+{
+    switch (state) {
+        case RAFT_FOLLOWER:
+            return "follower";
+        case RAFT_CANDIDATE:
+            return "candidate";
+        case RAFT_LEADER:
+            return "leader";
+        default:
+            return "unavailable";
+    }
+}
+
+static const char *memberRoleName(int role)
+{
+    switch (role) {
+        case RAFT_VOTER:
+            return "voter";
+        case RAFT_STANDBY:
+            return "standby";
+        default:
+            return "spare";
+    }
+}
+
+static void barrierCb(struct raft_barrier *req, int status)
+{
+    struct tpdb_node *n = req->data;
+    n->barrierPending = 0;
+    if (status == 0) {
+        pthread_mutex_lock(&n->mutex);
+        n->readyTerm = n->raft.current_term;
+        pthread_cond_broadcast(&n->cond);
+        pthread_mutex_unlock(&n->mutex);
+    }
+}
+
+/* After every loop iteration: publish status; new leaders append a
+ * barrier. */
+static void checkCb(uv_check_t *check)
+{
+    struct tpdb_node *n = check->data;
+    struct raft *r = &n->raft;
+    raft_id leaderId = 0;
+    const char *leaderAddress = NULL;
+    int state = raft_state(r);
+
+    if (state == RAFT_LEADER && !n->barrierPending &&
+        n->readyTerm != r->current_term) {
+        n->barrier.data = n;
+        if (raft_barrier(r, &n->barrier, barrierCb) == 0) {
+            n->barrierPending = 1;
+        }
+    }
+    raft_leader(r, &leaderId, &leaderAddress);
+    pthread_mutex_lock(&n->mutex);
+    int changed = n->role != state || n->term != r->current_term ||
+                  n->appliedIndex != raft_last_applied(r);
+    n->role = state;
+    n->term = r->current_term;
+    n->leaderId = leaderId;
+    snprintf(n->leaderAddress, sizeof n->leaderAddress, "%s",
+             leaderAddress ? leaderAddress : "");
+    n->commitIndex = r->commit_index;
+    n->appliedIndex = raft_last_applied(r);
+    n->lastIndex = raft_last_index(r);
+    if (changed) {
+        pthread_cond_broadcast(&n->cond);
+    }
+    pthread_mutex_unlock(&n->mutex);
+}
+
+static void runCalls(struct tpdb_node *n)
+{
+    struct nodeCall *c;
+    pthread_mutex_lock(&n->mutex);
+    c = n->calls;
+    n->calls = NULL;
+    pthread_mutex_unlock(&n->mutex);
+    /* The queue is LIFO; reverse it to keep submission order. */
+    struct nodeCall *ordered = NULL;
+    while (c != NULL) {
+        struct nodeCall *next = c->next;
+        c->next = ordered;
+        ordered = c;
+        c = next;
+    }
+    while (ordered != NULL) {
+        c = ordered;
+        ordered = c->next;
+        c->fn(n, c);
+    }
+}
+
+/* Marks a waited-for call done. Loop thread. */
+static void callDone(struct tpdb_node *n, struct nodeCall *c, int rc)
+{
+    pthread_mutex_lock(&n->mutex);
+    c->rc = rc;
+    c->done = 1;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+}
+
+static void closeHandlesCb(struct raft *r)
+{
+    struct tpdb_node *n = r->data;
+    raft_uv_close(&n->io);
+    uv_close((uv_handle_t *)&n->async, NULL);
+    uv_close((uv_handle_t *)&n->check, NULL);
+}
+
+static void asyncCb(uv_async_t *async)
+{
+    struct tpdb_node *n = async->data;
+    int stopping;
+    runCalls(n);
+    pthread_mutex_lock(&n->mutex);
+    stopping = n->stopping;
+    pthread_mutex_unlock(&n->mutex);
+    if (stopping == 1) {
+        pthread_mutex_lock(&n->mutex);
+        n->stopping = 2;
+        pthread_mutex_unlock(&n->mutex);
+        uv_check_stop(&n->check);
+        raft_close(&n->raft, closeHandlesCb);
+    }
+}
+
+static void *loopThread(void *arg)
+{
+    struct tpdb_node *n = arg;
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    pthread_mutex_lock(&n->mutex);
+    n->stopped = 1;
+    /* Fail calls that arrived after the close began. */
+    for (struct nodeCall *c = n->calls; c != NULL; c = c->next) {
+        c->rc = TPDB_SHUTDOWN;
+        c->done = 1;
+    }
+    n->calls = NULL;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+    return NULL;
+}
+
+/* Queues c for the loop thread. Returns TPDB_SHUTDOWN if it is gone. */
+static int callSubmit(struct tpdb_node *n, struct nodeCall *c)
+{
+    pthread_mutex_lock(&n->mutex);
+    if (n->stopping) {
+        pthread_mutex_unlock(&n->mutex);
+        return TPDB_SHUTDOWN;
+    }
+    c->next = n->calls;
+    n->calls = c;
+    pthread_mutex_unlock(&n->mutex);
+    uv_async_send(&n->async);
+    return TPDB_OK;
+}
+
+/* Queues c and waits for it. */
+static int callRun(struct tpdb_node *n, struct nodeCall *c, char *errmsg)
+{
+    c->done = 0;
+    c->rc = TPDB_OK;
+    c->errmsg[0] = '\0';
+    int rc = callSubmit(n, c);
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "node is shutting down");
+        return rc;
+    }
+    pthread_mutex_lock(&n->mutex);
+    while (!c->done) {
+        pthread_cond_wait(&n->cond, &n->mutex);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    if (c->rc != TPDB_OK) {
+        tpdbErrf(errmsg, "%s",
+                 c->errmsg[0] ? c->errmsg : tpdb_strerror(c->rc));
+    }
+    return c->rc;
+}
+
+static int fromRaft(int rv)
+{
+    switch (rv) {
+        case 0:
+            return TPDB_OK;
+        case RAFT_NOMEM:
+            return TPDB_NOMEM;
+        case RAFT_NOTLEADER:
+            return TPDB_NOTLEADER;
+        case RAFT_LEADERSHIPLOST:
+            return TPDB_UNKNOWN;
+        case RAFT_SHUTDOWN:
+            return TPDB_SHUTDOWN;
+        case RAFT_TOOBIG:
+            return TPDB_TOOBIG;
+        case RAFT_IOERR:
+            return TPDB_IOERR;
+        case RAFT_NOSPACE:
+            return TPDB_FULL;
+        default:
+            return TPDB_RAFT;
+    }
+}
+
+static void applyCb(struct raft_apply *req, int status, void *result)
+{
+    struct nodeApply *a = req->data;
+    (void)result;
+    if (status != 0) {
+        /* The entry was appended to our log; it may still be committed by
+         * the next leader, so the outcome is unknown. */
+        char msg[TPDB_ERRMSG_SIZE];
+        snprintf(msg, sizeof msg, "leadership lost before commit (%s)",
+                 raft_strerror(status));
+        tpdbFsmProposalFinish(&a->node->fsm, a->seq, TPDB_UNKNOWN, msg);
+    }
+    tpdb_free(a);
+}
+
+static void notLeaderMsg(struct tpdb_node *n, char *msg)
+{
+    raft_id id = 0;
+    const char *address = NULL;
+    raft_leader(&n->raft, &id, &address);
+    if (id != 0 && id != n->id) {
+        snprintf(msg, TPDB_ERRMSG_SIZE,
+                 "not the leader: node %llu is, at %s",
+                 (unsigned long long)id, address ? address : "?");
+    } else {
+        snprintf(msg, TPDB_ERRMSG_SIZE, "not the leader: no leader known");
+    }
+}
+
+static void proposeFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    struct raft *r = &n->raft;
+    char msg[TPDB_ERRMSG_SIZE];
+    struct raft_buffer buf = {c->buf, c->len};
+    int rv;
+    if (raft_state(r) != RAFT_LEADER || n->readyTerm != r->current_term) {
+        notLeaderMsg(n, msg);
+        tpdbFsmProposalFinish(&n->fsm, c->seq, TPDB_NOTLEADER, msg);
+        goto out_free_buf;
+    }
+    struct nodeApply *a = tpdb_malloc(sizeof *a);
+    if (a == NULL) {
+        tpdbFsmProposalFinish(&n->fsm, c->seq, TPDB_NOMEM, "out of memory");
+        goto out_free_buf;
+    }
+    a->node = n;
+    a->seq = c->seq;
+    a->req.data = a;
+    rv = raft_apply(r, &a->req, &buf, 1, applyCb);
+    if (rv != 0) {
+        /* Not appended: a definite failure. */
+        snprintf(msg, sizeof msg, "raft apply: %s", raft_strerror(rv));
+        tpdbFsmProposalFinish(&n->fsm, c->seq,
+                              rv == RAFT_NOTLEADER ? TPDB_NOTLEADER
+                                                   : fromRaft(rv),
+                              msg);
+        tpdb_free(a);
+        goto out_free_buf;
+    }
+    tpdb_free(c);
+    return;
+out_free_buf:
+    raft_free(c->buf);
+    tpdb_free(c);
+}
+
+int tpdbNodeCommit(struct tpdb_node *n, const char *db,
+                   const struct tpdb_txn *txn, char *errmsg)
+{
+    struct tpdb_proposal p;
+    struct nodeCall *c;
+    int rc;
+
+    memset(&p, 0, sizeof p);
+    pthread_mutex_lock(&n->mutex);
+    p.seq = ++n->nextSeq;
+    pthread_mutex_unlock(&n->mutex);
+    p.db = db;
+    c = tpdb_calloc(1, sizeof *c);
+    if (c == NULL) {
+        tpdbErrf(errmsg, "commit: out of memory");
+        return TPDB_NOMEM;
+    }
+    rc = tpdbEntryEncode(TPDB_ENTRY_TXN, db, n->origin, p.seq, txn, &c->buf,
+                         &c->len, errmsg);
+    if (rc != TPDB_OK) {
+        tpdb_free(c);
+        tpdbErrWrap(errmsg, "commit: encode entry");
+        return rc;
+    }
+    c->fn = proposeFn;
+    c->seq = p.seq;
+    tpdbFsmProposalAdd(&n->fsm, &p);
+    rc = callSubmit(n, c);
+    if (rc != TPDB_OK) {
+        raft_free(c->buf);
+        tpdb_free(c);
+        tpdbFsmProposalFinish(&n->fsm, p.seq, TPDB_SHUTDOWN,
+                              "node is shutting down");
+    }
+    rc = tpdbFsmProposalWait(&n->fsm, &p, n->cfg.commit_ms);
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "%s", p.errmsg[0] ? p.errmsg : tpdb_strerror(rc));
+    }
+    return rc;
+}
+
+void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written)
+{
+    tpdbFsmOwnWriteDone(&n->fsm, db, written);
+}
+
+int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg)
+{
+    uint64_t deadline = tpdbNowMs() + n->cfg.election_ms * 2;
+    int rc = TPDB_OK;
+    pthread_mutex_lock(&n->mutex);
+    for (;;) {
+        if (n->stopping) {
+            rc = TPDB_SHUTDOWN;
+            tpdbErrf(errmsg, "node is shutting down");
+            break;
+        }
+        if (n->role == RAFT_LEADER && n->readyTerm == n->term) {
+            break;
+        }
+        if (n->role == RAFT_FOLLOWER && n->leaderId != 0 &&
+            n->leaderId != n->id) {
+            rc = TPDB_NOTLEADER;
+            tpdbErrf(errmsg, "not the leader: node %llu is, at %s",
+                     (unsigned long long)n->leaderId, n->leaderAddress);
+            break;
+        }
+        if (tpdbNowMs() >= deadline) {
+            rc = TPDB_NOTLEADER;
+            tpdbErrf(errmsg, "not the leader: %s",
+                     n->role == RAFT_LEADER
+                         ? "the new leader is still catching up"
+                         : "no leader elected");
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 5 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
+void tpdbNodeLeader(struct tpdb_node *n, char *buf, size_t size)
+{
+    pthread_mutex_lock(&n->mutex);
+    if (n->leaderId != 0) {
+        snprintf(buf, size, "%llu@%s", (unsigned long long)n->leaderId,
+                 n->leaderAddress);
+    } else {
+        snprintf(buf, size, "%s", "");
+    }
+    pthread_mutex_unlock(&n->mutex);
+}
+
+static void statusFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    struct raft *r = &n->raft;
+    raft_id leaderId = 0;
+    const char *leaderAddress = NULL;
+    json_t *members = json_array();
+    json_t *o;
+    raft_leader(r, &leaderId, &leaderAddress);
+    for (unsigned i = 0; members != NULL && i < r->configuration.n; i++) {
+        const struct raft_server *s = &r->configuration.servers[i];
+        json_array_append_new(
+            members, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)s->id,
+                               "address", s->address, "role",
+                               memberRoleName(s->role)));
+    }
+    o = json_pack("{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I}", "id",
+                  (json_int_t)n->id, "address", n->address, "role",
+                  roleName(raft_state(r)), "leader_id", (json_int_t)leaderId,
+                  "leader_address", leaderAddress, "term",
+                  (json_int_t)r->current_term, "commit_index",
+                  (json_int_t)r->commit_index, "applied_index",
+                  (json_int_t)raft_last_applied(r), "last_index",
+                  (json_int_t)raft_last_index(r), "members", members,
+                  "databases", (json_int_t)tpdbFsmDbCount(&n->fsm));
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text == NULL) {
+        callDone(n, c, TPDB_NOMEM);
+        return;
+    }
+    *c->json = tpdb_strdup(text);
+    free(text);
+    callDone(n, c, *c->json != NULL ? TPDB_OK : TPDB_NOMEM);
+}
+
+int tpdbNodeStatusJson(struct tpdb_node *n, char **json, char *errmsg)
+{
+    struct nodeCall c;
+    memset(&c, 0, sizeof c);
+    c.fn = statusFn;
+    c.json = json;
+    *json = NULL;
+    return callRun(n, &c, errmsg);
+}
+
+static void changeCb(struct raft_change *req, int status)
+{
+    struct nodeCall *c = req->data;
+    if (status != 0) {
+        snprintf(c->errmsg, sizeof c->errmsg, "membership change: %s",
+                 raft_strerror(status));
+    }
+    callDone(c->node, c, fromRaft(status));
+}
+
+static void changeFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    struct raft *r = &n->raft;
+    int rv;
+    c->change.data = c;
+    c->node = n;
+    if (raft_state(r) != RAFT_LEADER) {
+        notLeaderMsg(n, c->errmsg);
+        callDone(n, c, TPDB_NOTLEADER);
+        return;
+    }
+    switch (c->role) {
+        case -1:
+            rv = raft_add(r, &c->change, c->id, c->address, changeCb);
+            break;
+        case -2:
+            rv = raft_remove(r, &c->change, c->id, changeCb);
+            break;
+        default:
+            rv = raft_assign(r, &c->change, c->id, c->role, changeCb);
+            break;
+    }
+    if (rv != 0) {
+        snprintf(c->errmsg, sizeof c->errmsg, "membership change: %s",
+                 raft_errmsg(r)[0] ? raft_errmsg(r) : raft_strerror(rv));
+        callDone(n, c, fromRaft(rv) == TPDB_RAFT ? TPDB_INVALID
+                                                  : fromRaft(rv));
+    }
+}
+
+static int changeRun(struct tpdb_node *n, uint64_t id, const char *address,
+                     int role, char *errmsg)
+{
+    struct nodeCall c;
+    memset(&c, 0, sizeof c);
+    c.fn = changeFn;
+    c.id = id;
+    c.address = address;
+    c.role = role;
+    return callRun(n, &c, errmsg);
+}
+
+int tpdbNodeAdd(struct tpdb_node *n, uint64_t id, const char *address,
+                char *errmsg)
+{
+    if (id == 0 || address == NULL || !tpdbAddressValid(address)) {
+        tpdbErrf(errmsg, "add: need a node id > 0 and a host:port address");
+        return TPDB_INVALID;
+    }
+    return changeRun(n, id, address, -1, errmsg);
+}
+
+int tpdbNodeAssign(struct tpdb_node *n, uint64_t id, const char *role,
+                   char *errmsg)
+{
+    int r;
+    if (role != NULL && strcmp(role, "voter") == 0) {
+        r = RAFT_VOTER;
+    } else if (role != NULL && strcmp(role, "standby") == 0) {
+        r = RAFT_STANDBY;
+    } else if (role != NULL && strcmp(role, "spare") == 0) {
+        r = RAFT_SPARE;
+    } else {
+        tpdbErrf(errmsg, "assign: role must be voter, standby or spare");
+        return TPDB_INVALID;
+    }
+    return changeRun(n, id, NULL, r, errmsg);
+}
+
+int tpdbNodeRemove(struct tpdb_node *n, uint64_t id, char *errmsg)
+{
+    return changeRun(n, id, NULL, -2, errmsg);
+}
+
+static void transferCb(struct raft_transfer *req)
+{
+    struct nodeCall *c = req->data;
+    callDone(c->node, c, TPDB_OK);
+}
+
+static void transferFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    c->transfer.data = c;
+    c->node = n;
+    if (raft_state(&n->raft) != RAFT_LEADER) {
+        notLeaderMsg(n, c->errmsg);
+        callDone(n, c, TPDB_NOTLEADER);
+        return;
+    }
+    int rv = raft_transfer(&n->raft, &c->transfer, c->id, transferCb);
+    if (rv != 0) {
+        snprintf(c->errmsg, sizeof c->errmsg, "transfer: %s",
+                 raft_strerror(rv));
+        callDone(n, c, TPDB_INVALID);
+    }
+}
+
+int tpdbNodeTransfer(struct tpdb_node *n, uint64_t id, char *errmsg)
+{
+    struct nodeCall c;
+    memset(&c, 0, sizeof c);
+    c.fn = transferFn;
+    c.id = id;
+    return callRun(n, &c, errmsg);
+}
+
+static void checkpointFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    tpdbFsmCheckpointAll(&n->fsm);
+    callDone(n, c, TPDB_OK);
+}
+
+int tpdbNodeCheckpoint(struct tpdb_node *n, char *errmsg)
+{
+    struct nodeCall c;
+    memset(&c, 0, sizeof c);
+    c.fn = checkpointFn;
+    return callRun(n, &c, errmsg);
+}
+
+
+static void defaults(struct tpdb_node_config *cfg)
+{
+    if (cfg->election_ms == 0) {
+        cfg->election_ms = 1000;
+    }
+    if (cfg->heartbeat_ms == 0) {
+        cfg->heartbeat_ms = cfg->election_ms / 10 ? cfg->election_ms / 10 : 1;
+    }
+    if (cfg->snapshot_threshold == 0) {
+        cfg->snapshot_threshold = 1024;
+    }
+    if (cfg->snapshot_trailing == 0) {
+        cfg->snapshot_trailing = cfg->snapshot_threshold / 2;
+    }
+    if (cfg->ready_ms == 0) {
+        cfg->ready_ms = 15000;
+    }
+    if (cfg->commit_ms == 0) {
+        cfg->commit_ms = 60000;
+    }
+}
+
+/* Finds this node's address in the peers list. */
+static int addressFromPeers(const char *peers, uint64_t id, char *address,
+                            size_t size, char *errmsg)
+{
+    struct raft_configuration conf;
+    int rc;
+    raft_configuration_init(&conf);
+    rc = tpdbPeersParse(peers, &conf, errmsg);
+    if (rc == TPDB_OK) {
+        rc = TPDB_INVALID;
+        for (unsigned i = 0; i < conf.n; i++) {
+            if (conf.servers[i].id == id) {
+                snprintf(address, size, "%s", conf.servers[i].address);
+                rc = TPDB_OK;
+            }
+        }
+        if (rc != TPDB_OK) {
+            tpdbErrf(errmsg, "peers: this node's id %llu is not listed",
+                     (unsigned long long)id);
+        }
+    }
+    raft_configuration_close(&conf);
+    return rc;
+}
+
+/* Settles id and address from the saved identity and the configuration;
+ * *fresh is 1 when nothing was saved yet. */
+static int identity(struct tpdb_node *n, int *fresh, char *errmsg)
+{
+    const struct tpdb_node_config *cfg = &n->cfg;
+    int rc = tpdbNodeConfLoad(n->metaDir, &n->id, n->address,
+                              sizeof n->address, errmsg);
+    if (rc == TPDB_OK) {
+        *fresh = 0;
+        if (cfg->id != 0 && cfg->id != n->id) {
+            tpdbErrf(errmsg, "this directory is node %llu, not node %llu",
+                     (unsigned long long)n->id,
+                     (unsigned long long)cfg->id);
+            return TPDB_INVALID;
+        }
+        if (cfg->bind != NULL && strcmp(cfg->bind, n->address) != 0) {
+            tpdbErrf(errmsg, "node %llu was created with address %s, not %s",
+                     (unsigned long long)n->id, n->address, cfg->bind);
+            return TPDB_INVALID;
+        }
+        return TPDB_OK;
+    }
+    if (rc != TPDB_NOTFOUND) {
+        return rc;
+    }
+    *fresh = 1;
+    n->id = cfg->id != 0 ? cfg->id : 1;
+    if (cfg->bind != NULL) {
+        if (!tpdbAddressValid(cfg->bind)) {
+            tpdbErrf(errmsg, "bad bind address '%s' (want host:port)",
+                     cfg->bind);
+            return TPDB_INVALID;
+        }
+        snprintf(n->address, sizeof n->address, "%s", cfg->bind);
+    } else if (cfg->peers != NULL) {
+        rc = addressFromPeers(cfg->peers, n->id, n->address,
+                              sizeof n->address, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    } else {
+        snprintf(n->address, sizeof n->address, "127.0.0.1:0");
+    }
+    return tpdbNodeConfSave(n->metaDir, n->id, n->address, errmsg);
+}
+
+static int bootstrap(struct tpdb_node *n, char *errmsg)
+{
+    struct raft_configuration conf;
+    int rc = TPDB_OK;
+    int rv;
+    raft_configuration_init(&conf);
+    if (n->cfg.peers != NULL) {
+        rc = tpdbPeersParse(n->cfg.peers, &conf, errmsg);
+    } else {
+        rv = raft_configuration_add(&conf, n->id, n->address, RAFT_VOTER);
+        rc = rv == 0 ? TPDB_OK : TPDB_NOMEM;
+    }
+    if (rc == TPDB_OK) {
+        rv = raft_bootstrap(&n->raft, &conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            tpdbErrf(errmsg, "bootstrap: %s", raft_errmsg(&n->raft));
+            rc = TPDB_RAFT;
+        }
+    }
+    raft_configuration_close(&conf);
+    return rc;
+}
+
+/* Sets up raft over the loop; nothing runs yet. */
+static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
+{
+    int rv;
+    int rc;
+    if (uv_loop_init(&n->loop) != 0) {
+        tpdbErrf(errmsg, "uv_loop_init failed");
+        return TPDB_NOMEM;
+    }
+    rc = tpdbTransportInit(&n->transport, &n->loop, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_loop;
+    }
+    rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
+    if (rv != 0) {
+        tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir,
+                 raft_strerror(rv));
+        rc = TPDB_RAFT;
+        goto err_after_transport;
+    }
+    rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_io;
+    }
+    rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
+    if (rv != 0) {
+        tpdbErrf(errmsg, "raft_init: %s", raft_strerror(rv));
+        rc = TPDB_RAFT;
+        goto err_after_fsm;
+    }
+    n->raft.data = n;
+    tpdbFsmSetRaft(&n->fsm, &n->raft);
+    raft_set_election_timeout(&n->raft, n->cfg.election_ms);
+    raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_ms);
+    raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
+    raft_set_pre_vote(&n->raft, true);
+    if (fresh && !n->cfg.join) {
+        rc = bootstrap(n, errmsg);
+        if (rc != TPDB_OK) {
+            goto err_after_raft;
+        }
+    }
+    return TPDB_OK;
+err_after_raft:
+    /* raft_init'd but never started: closing needs the loop to run. */
+    raft_close(&n->raft, NULL);
+    uv_run(&n->loop, UV_RUN_NOWAIT);
+err_after_fsm:
+    tpdbFsmClose(&n->fsm);
+err_after_io:
+    raft_uv_close(&n->io);
+err_after_transport:
+    tpdbTransportClose(&n->transport);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+err_after_loop:
+    uv_loop_close(&n->loop);
+    return rc;
+}
+
+static int raftRun(struct tpdb_node *n, char *errmsg)
+{
+    int rv = raft_start(&n->raft);
+    if (rv != 0) {
+        tpdbErrf(errmsg, "raft_start: %s", raft_errmsg(&n->raft));
+        return TPDB_RAFT;
+    }
+    n->startLastIndex = raft_last_index(&n->raft);
+    n->async.data = n;
+    n->check.data = n;
+    uv_async_init(&n->loop, &n->async, asyncCb);
+    uv_check_init(&n->loop, &n->check);
+    uv_check_start(&n->check, checkCb);
+    uv_unref((uv_handle_t *)&n->check);
+    if (pthread_create(&n->thread, NULL, loopThread, n) != 0) {
+        tpdbErrf(errmsg, "cannot start the node thread");
+        return TPDB_NOMEM;
+    }
+    return TPDB_OK;
+}
+
+/* Waits until the entries of the local log at start are applied again. */
+static int waitReady(struct tpdb_node *n, char *errmsg)
+{
+    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
+    int rc = TPDB_OK;
+    pthread_mutex_lock(&n->mutex);
+    while (n->appliedIndex < n->startLastIndex) {
+        if (tpdbNowMs() >= deadline) {
+            tpdbErrf(errmsg,
+                     "node %llu has applied %llu of %llu entries after %u "
+                     "ms: is a quorum of the cluster up?",
+                     (unsigned long long)n->id,
+                     (unsigned long long)n->appliedIndex,
+                     (unsigned long long)n->startLastIndex, n->cfg.ready_ms);
+            rc = TPDB_TIMEOUT;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
+static void nodeFree(struct tpdb_node *n)
+{
+    if (n->lockFd >= 0) {
+        close(n->lockFd);
+    }
+    pthread_cond_destroy(&n->cond);
+    pthread_mutex_destroy(&n->mutex);
+    tpdb_free(n->dataDir);
+    tpdb_free(n);
+}
+
+static struct tpdb_node *registryFind(const char *dataDir)
+{
+    for (struct tpdb_node *n = registry; n != NULL; n = n->next) {
+        if (strcmp(n->dataDir, dataDir) == 0) {
+            return n;
+        }
+    }
+    return NULL;
+}
+
+static int nodeCreate(const struct tpdb_node_config *cfg, const char *real,
+                      struct tpdb_node **out, char *errmsg)
+{
+    struct tpdb_node *n = tpdb_calloc(1, sizeof *n);
+    int fresh = 0;
+    int rc;
+    if (n == NULL || (n->dataDir = tpdb_strdup(real)) == NULL) {
+        tpdb_free(n);
+        return TPDB_NOMEM;
+    }
+    n->lockFd = -1;
+    n->cfg = *cfg;
+    n->cfg.data_dir = n->dataDir;
+    defaults(&n->cfg);
+    pthread_mutex_init(&n->mutex, NULL);
+    pthread_cond_init(&n->cond, NULL);
+    sqlite3_randomness(sizeof n->origin, &n->origin);
+    snprintf(n->metaDir, sizeof n->metaDir, "%s/.tpdb", real);
+    snprintf(n->raftDir, sizeof n->raftDir, "%s/raft", n->metaDir);
+    rc = tpdbMkdir(n->metaDir, errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdbMkdir(n->raftDir, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = tpdbNodeLock(n->metaDir, &n->lockFd, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = identity(n, &fresh, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = tpdbFsmResetDatabases(n->dataDir, n->metaDir, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = raftSetup(n, fresh, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = raftRun(n, errmsg);
+        /* A failed start leaves raft initialised: tear it down the slow
+         * way, through the normal stop path, is not possible without the
+         * thread; the process keeps the leak rather than risk a crash. */
+    }
+    if (rc != TPDB_OK) {
+        if (n->lockFd >= 0 && rc != TPDB_RAFT) {
+            nodeFree(n);
+        }
+        return rc;
+    }
+    *out = n;
+    return TPDB_OK;
+}
+
+int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
+                    struct tpdb_node **out, char *errmsg)
+{
+    char real[PATH_MAX];
+    struct tpdb_node *n;
+    int rc = TPDB_OK;
+    if (cfg->data_dir == NULL || realpath(cfg->data_dir, real) == NULL) {
+        tpdbErrf(errmsg, "data directory %s: %s",
+                 cfg->data_dir ? cfg->data_dir : "(none)", strerror(errno));
+        return TPDB_INVALID;
+    }
+    pthread_mutex_lock(&registryMutex);
+    n = registryFind(real);
+    if (n == NULL) {
+        rc = nodeCreate(cfg, real, &n, errmsg);
+        if (rc == TPDB_OK) {
+            n->next = registry;
+            registry = n;
+        }
+    }
+    if (rc == TPDB_OK) {
+        n->refs++;
+    }
+    pthread_mutex_unlock(&registryMutex);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    rc = waitReady(n, errmsg);
+    if (rc != TPDB_OK) {
+        tpdbNodeRelease(n);
+        return rc;
+    }
+    *out = n;
+    return TPDB_OK;
+}
+
+void tpdbNodeRelease(struct tpdb_node *n)
+{
+    pthread_mutex_lock(&registryMutex);
+    if (n->refs > 0) {
+        n->refs--;
+    }
+    pthread_mutex_unlock(&registryMutex);
+}
+
+struct tpdb_node *tpdbNodeFind(const char *db_path)
+{
+    char dir[PATH_MAX];
+    char real[PATH_MAX];
+    struct tpdb_node *n;
+    snprintf(dir, sizeof dir, "%s", db_path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else if (slash == dir) {
+        dir[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    if (realpath(dir, real) == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&registryMutex);
+    n = registryFind(real);
+    pthread_mutex_unlock(&registryMutex);
+    return n;
+}
+
+static void nodeStop(struct tpdb_node *n)
+{
+    pthread_mutex_lock(&n->mutex);
+    n->stopping = 1;
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+    uv_async_send(&n->async);
+    pthread_join(n->thread, NULL);
+    tpdbTransportClose(&n->transport);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    tpdbFsmClose(&n->fsm);
+    if (uv_loop_close(&n->loop) != 0) {
+        tpdbLog(TPDB_LOG_WARN, "node %llu: loop still has handles",
+                (unsigned long long)n->id);
+    }
+}
+
+void tpdbNodeShutdownAll(void)
+{
+    struct tpdb_node *n;
+    pthread_mutex_lock(&registryMutex);
+    while ((n = registry) != NULL) {
+        registry = n->next;
+        nodeStop(n);
+        nodeFree(n);
+    }
+    pthread_mutex_unlock(&registryMutex);
+}

@@ -1,0 +1,99 @@
+/*
+ * A tpdb node: one Raft server replicating every database of one data
+ * directory. It runs canonical/raft over libuv on a thread of its own; the
+ * functions below may be called from any thread and hand work to that
+ * thread.
+ *
+ * Files, under <data_dir>/.tpdb/: `raft/` (Raft log, metadata, snapshots),
+ * `node.conf` (this node's id and address), `databases` (names of the
+ * replicated databases), `lock` (held while a process runs the node).
+ */
+#ifndef TPDB_NODE_H
+#define TPDB_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vfs/base.h"
+#include "vfs/txn.h"
+
+struct tpdb_node;
+
+struct tpdb_node_config {
+    uint64_t id;      /* this node's id; 0: saved one, else 1 */
+    const char *data_dir; /* directory holding the databases (required) */
+    const char *bind;     /* host:port to listen on; NULL: saved one, else
+                             127.0.0.1:0 (a single node needs no peers) */
+    const char *peers;    /* initial voters "1@host:port,2@host:port,...";
+                             NULL: a single-node cluster of this node */
+    int join;             /* 1: start empty and wait to be added by a member
+                             (SELECT tpdb_add(...) on the leader) */
+    unsigned election_ms;        /* default 1000 */
+    unsigned heartbeat_ms;       /* default 100 */
+    unsigned snapshot_threshold; /* entries between snapshots, default 1024 */
+    unsigned snapshot_trailing;  /* entries kept after one, default 512 */
+    unsigned ready_ms;     /* how long acquire waits to catch up, default
+                              15000 */
+    unsigned commit_ms;    /* longest wait for a commit, default 60000 */
+};
+
+/* Returns the node of cfg->data_dir in this process, starting it if needed
+ * (a reference is taken; release it with tpdbNodeRelease). Starting
+ * rebuilds the replicated databases from the last snapshot and the log and
+ * waits until everything the local log held is applied again.
+ * Errors: TPDB_READONLY when another process runs the node of that
+ * directory (errmsg names its pid), TPDB_INVALID for a bad configuration or
+ * one that contradicts the saved identity, TPDB_TIMEOUT if it could not
+ * catch up within cfg->ready_ms, TPDB_IOERR, TPDB_RAFT, TPDB_NOMEM. */
+int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
+                    struct tpdb_node **out, char *errmsg);
+
+/* Drops a reference. The node keeps running until tpdbNodeShutdownAll. */
+void tpdbNodeRelease(struct tpdb_node *n);
+
+/* Stops every node of this process (clean Raft shutdown). */
+void tpdbNodeShutdownAll(void);
+
+/* Finds the running node whose data directory holds `db_path` (a database
+ * file path); NULL if none. No reference is taken: valid until shutdown. */
+struct tpdb_node *tpdbNodeFind(const char *db_path);
+
+/* Whether a write may start: TPDB_OK on a leader that has applied every
+ * entry of earlier terms; TPDB_NOTLEADER with errmsg naming the leader. May
+ * wait briefly for a new leader to catch up. */
+int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg);
+
+/* Replicates txn of database `db` (a file name in the data directory) and
+ * blocks until a quorum holds it and the FSM acknowledged it (TPDB_OK),
+ * it definitely failed (TPDB_NOTLEADER, TPDB_SHUTDOWN, TPDB_TOOBIG, ...),
+ * or its outcome is unknown (TPDB_UNKNOWN). After TPDB_OK the caller must
+ * write the transaction locally and then call tpdbNodeOwnWriteDone. */
+int tpdbNodeCommit(struct tpdb_node *n, const char *db,
+                   const struct tpdb_txn *txn, char *errmsg);
+
+/* The caller finished writing a transaction tpdbNodeCommit acknowledged. */
+void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);
+
+/* Status as a JSON object, allocated with tpdb_malloc (caller frees):
+ * {"id","address","role","leader_id","leader_address","term",
+ *  "commit_index","applied_index","last_index","members":[{"id","address",
+ *  "role"}],"databases"}. Errors: TPDB_NOMEM, TPDB_SHUTDOWN. */
+int tpdbNodeStatusJson(struct tpdb_node *n, char **json, char *errmsg);
+
+/* Current leader as "id@address" into buf; "" if none known. */
+void tpdbNodeLeader(struct tpdb_node *n, char *buf, size_t size);
+
+/* Membership changes, run on the leader; block until raft reports the
+ * outcome. role: "voter", "standby" or "spare". */
+int tpdbNodeAdd(struct tpdb_node *n, uint64_t id, const char *address,
+                char *errmsg);
+int tpdbNodeAssign(struct tpdb_node *n, uint64_t id, const char *role,
+                   char *errmsg);
+int tpdbNodeRemove(struct tpdb_node *n, uint64_t id, char *errmsg);
+/* Transfers leadership to id (0: any voter) and waits for the attempt. */
+int tpdbNodeTransfer(struct tpdb_node *n, uint64_t id, char *errmsg);
+
+/* Runs a PASSIVE checkpoint of every database the node's FSM holds. */
+int tpdbNodeCheckpoint(struct tpdb_node *n, char *errmsg);
+
+#endif /* TPDB_NODE_H */
