@@ -66,14 +66,18 @@ struct tpdb_vfs_hooks {
 
     /* The WAL write lock taken for a transaction on this handle was
      * released. `committed` is 1 when a commit went through hooks->commit
-     * and its frame was written, 0 otherwise. */
+     * and its frame was written, 0 otherwise. Called for every release of
+     * the lock by a non-internal connection, including sessions that wrote
+     * nothing (a rolled back transaction, a checkpoint, WAL recovery). */
     void (*txn_end)(void *arg, void *handle, int committed);
 };
 
 /* Registers the VFS under `name` (normally "tpdb") over the "unix" VFS.
  * `hooks` is copied; NULL means no replication (every write is allowed and
- * commits locally, for tests). Registering the same name again replaces the
- * hooks. Returns an SQLITE_* code. Thread-safe. */
+ * commits locally, and no PRAGMA is refused, for tests). Registering the
+ * same name again replaces the hooks for files opened afterwards. Internal
+ * connections (TPDB_URI_INTERNAL) are never captured. Returns an SQLITE_*
+ * code. Thread-safe. */
 int tpdbVfsRegister(const char *name, const struct tpdb_vfs_hooks *hooks,
                     int make_default);
 

@@ -1,0 +1,536 @@
+/*
+ * The tpdb VFS shim: registration over SQLite's "unix" VFS, the io methods
+ * (every one passes through to the unix file), the per-process registry of
+ * open databases, the db_open/db_close hooks and the PRAGMAs that would
+ * bypass replication (journal_mode other than WAL, locking_mode=EXCLUSIVE).
+ * Leader capture lives in capture.c, follower apply in apply.c.
+ *
+ * Global state: the list of registered VFS instances (never freed, they
+ * stay registered for the life of the process) and the registry of open
+ * databases, both under one mutex.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "vfs/vfsint.h"
+
+/* A registered VFS: SQLite's struct first, then what the methods need. */
+struct vfsInstance {
+    sqlite3_vfs base;
+    sqlite3_vfs *root; /* the "unix" VFS */
+    char *name;
+    int has_hooks;
+    struct tpdb_vfs_hooks hooks;
+    struct vfsInstance *next;
+};
+
+static pthread_mutex_t vfsMutex = PTHREAD_MUTEX_INITIALIZER;
+static struct vfsInstance *vfsInstances;
+static struct vfsDb *vfsRegistry;
+
+static sqlite3_vfs *rootOf(sqlite3_vfs *vfs)
+{
+    return ((struct vfsInstance *)vfs->pAppData)->root;
+}
+
+/* Registry of open databases. */
+
+static struct vfsDb *registryAcquire(const char *path)
+{
+    struct vfsDb *db;
+    pthread_mutex_lock(&vfsMutex);
+    for (db = vfsRegistry; db != NULL; db = db->next) {
+        if (strcmp(db->path, path) == 0) {
+            db->refs++;
+            goto out;
+        }
+    }
+    db = tpdb_calloc(1, sizeof *db);
+    if (db == NULL) {
+        goto out;
+    }
+    db->path = tpdb_strdup(path);
+    if (db->path == NULL) {
+        tpdb_free(db);
+        db = NULL;
+        goto out;
+    }
+    db->refs = 1;
+    db->next = vfsRegistry;
+    vfsRegistry = db;
+out:
+    pthread_mutex_unlock(&vfsMutex);
+    return db;
+}
+
+static void registryRelease(struct vfsDb *db)
+{
+    struct vfsDb **pp;
+    if (db == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&vfsMutex);
+    if (--db->refs > 0) {
+        pthread_mutex_unlock(&vfsMutex);
+        return;
+    }
+    for (pp = &vfsRegistry; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == db) {
+            *pp = db->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&vfsMutex);
+    captureFree(&db->session);
+    tpdb_free(db->path);
+    tpdb_free(db);
+}
+
+/* io methods: pass-through, plus close, write, file control and shm lock. */
+
+static int vfsClose(sqlite3_file *file)
+{
+    struct vfsFile *f = (struct vfsFile *)file;
+    /* A connection closing while holding the write lock ends its session. */
+    int ended = f->kind == VFS_FILE_MAIN ? captureDetach(f) : -1;
+    int rc = f->real->pMethods->xClose(f->real);
+    if (f->kind == VFS_FILE_MAIN) {
+        captureNotifyEnd(f, ended);
+        if (f->replicated && f->hooks.db_close != NULL) {
+            f->hooks.db_close(f->hooks.arg, f->handle);
+        }
+    }
+    registryRelease(f->db);
+    return rc;
+}
+
+static int vfsRead(sqlite3_file *file, void *buf, int amt, sqlite3_int64 ofst)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xRead(r, buf, amt, ofst);
+}
+
+static int vfsWrite(sqlite3_file *file,
+                    const void *buf,
+                    int amt,
+                    sqlite3_int64 ofst)
+{
+    struct vfsFile *f = (struct vfsFile *)file;
+    if (f->kind == VFS_FILE_WAL && f->db->session.active) {
+        return captureWalWrite(f, buf, amt, ofst);
+    }
+    return f->real->pMethods->xWrite(f->real, buf, amt, ofst);
+}
+
+static int vfsTruncate(sqlite3_file *file, sqlite3_int64 size)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xTruncate(r, size);
+}
+
+static int vfsSync(sqlite3_file *file, int flags)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xSync(r, flags);
+}
+
+static int vfsFileSize(sqlite3_file *file, sqlite3_int64 *size)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xFileSize(r, size);
+}
+
+static int vfsLock(sqlite3_file *file, int lock)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xLock(r, lock);
+}
+
+static int vfsUnlock(sqlite3_file *file, int lock)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xUnlock(r, lock);
+}
+
+static int vfsCheckReservedLock(sqlite3_file *file, int *out)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xCheckReservedLock(r, out);
+}
+
+/* Refuses the PRAGMAs that would let a commit skip replication. Returns
+ * SQLITE_NOTFOUND to let SQLite handle everything else. */
+static int pragmaCheck(char **args)
+{
+    const char *name = args[1];
+    const char *value = args[2];
+    if (value == NULL) {
+        return SQLITE_NOTFOUND;
+    }
+    if (strcasecmp(name, "journal_mode") == 0 &&
+        strcasecmp(value, "wal") != 0) {
+        args[0] =
+            sqlite3_mprintf("tpdb: replicated databases must stay in WAL mode");
+        return SQLITE_ERROR;
+    }
+    if (strcasecmp(name, "locking_mode") == 0 &&
+        strcasecmp(value, "exclusive") == 0) {
+        args[0] = sqlite3_mprintf(
+            "tpdb: locking_mode=EXCLUSIVE would bypass replication");
+        return SQLITE_ERROR;
+    }
+    return SQLITE_NOTFOUND;
+}
+
+static int vfsFileControl(sqlite3_file *file, int op, void *arg)
+{
+    struct vfsFile *f = (struct vfsFile *)file;
+    if (op == SQLITE_FCNTL_PRAGMA && f->kind == VFS_FILE_MAIN &&
+        f->hooks.version != 0) {
+        int rc = pragmaCheck((char **)arg);
+        if (rc != SQLITE_NOTFOUND) {
+            return rc;
+        }
+    }
+    if (op == SQLITE_FCNTL_VFSNAME) {
+        /* Let the unix VFS name itself, then prefix ours. */
+        int rc = f->real->pMethods->xFileControl(f->real, op, arg);
+        if (rc == SQLITE_OK) {
+            char *inner = *(char **)arg;
+            *(char **)arg = sqlite3_mprintf("tpdb/%z", inner);
+        }
+        return rc;
+    }
+    return f->real->pMethods->xFileControl(f->real, op, arg);
+}
+
+static int vfsSectorSize(sqlite3_file *file)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xSectorSize(r);
+}
+
+static int vfsDeviceCharacteristics(sqlite3_file *file)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xDeviceCharacteristics(r);
+}
+
+static int vfsShmMap(sqlite3_file *file,
+                     int region,
+                     int size,
+                     int extend,
+                     void volatile **pp)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xShmMap(r, region, size, extend, pp);
+}
+
+static int vfsShmLock(sqlite3_file *file, int ofst, int n, int flags)
+{
+    struct vfsFile *f = (struct vfsFile *)file;
+    int tracked = f->kind == VFS_FILE_MAIN && f->replicated && ofst == 0;
+    int ended = -1;
+    int rc;
+    if (tracked && (flags & SQLITE_SHM_UNLOCK) != 0) {
+        ended = captureDetach(f);
+    }
+    rc = f->real->pMethods->xShmLock(f->real, ofst, n, flags);
+    if (!tracked) {
+        return rc;
+    }
+    if ((flags & SQLITE_SHM_UNLOCK) != 0) {
+        captureNotifyEnd(f, ended);
+    } else if (rc == SQLITE_OK && (flags & SQLITE_SHM_EXCLUSIVE) != 0) {
+        captureBegin(f);
+    }
+    return rc;
+}
+
+static void vfsShmBarrier(sqlite3_file *file)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    r->pMethods->xShmBarrier(r);
+}
+
+static int vfsShmUnmap(sqlite3_file *file, int del)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xShmUnmap(r, del);
+}
+
+static int vfsFetch(sqlite3_file *file, sqlite3_int64 ofst, int amt, void **pp)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xFetch(r, ofst, amt, pp);
+}
+
+static int vfsUnfetch(sqlite3_file *file, sqlite3_int64 ofst, void *p)
+{
+    sqlite3_file *r = ((struct vfsFile *)file)->real;
+    return r->pMethods->xUnfetch(r, ofst, p);
+}
+
+const sqlite3_io_methods vfsIoMethods = {
+    3,
+    vfsClose,
+    vfsRead,
+    vfsWrite,
+    vfsTruncate,
+    vfsSync,
+    vfsFileSize,
+    vfsLock,
+    vfsUnlock,
+    vfsCheckReservedLock,
+    vfsFileControl,
+    vfsSectorSize,
+    vfsDeviceCharacteristics,
+    vfsShmMap,
+    vfsShmLock,
+    vfsShmBarrier,
+    vfsShmUnmap,
+    vfsFetch,
+    vfsUnfetch,
+};
+
+/* VFS methods. */
+
+/* Fills in the main-file part of a freshly opened file: registry entry,
+ * hooks copy and the db_open call. Returns an SQLITE_* code. */
+static int openMain(struct vfsInstance *inst,
+                    struct vfsFile *f,
+                    const char *name)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    int rc;
+    f->db = registryAcquire(name);
+    if (f->db == NULL) {
+        return SQLITE_NOMEM;
+    }
+    pthread_mutex_lock(&vfsMutex);
+    if (inst->has_hooks) {
+        f->hooks = inst->hooks;
+    }
+    pthread_mutex_unlock(&vfsMutex);
+    if (f->hooks.version == 0 ||
+        sqlite3_uri_boolean(name, TPDB_URI_INTERNAL, 0)) {
+        return SQLITE_OK;
+    }
+    f->replicated = 1;
+    if (f->hooks.db_open == NULL) {
+        return SQLITE_OK;
+    }
+    rc = f->hooks.db_open(f->hooks.arg, name, name, &f->handle, errmsg);
+    if (rc != TPDB_OK) {
+        tpdbLog(TPDB_LOG_ERROR, "tpdb: open %s: %s", name, errmsg);
+        captureSetError("open %s: %s", name, errmsg);
+        registryRelease(f->db);
+        f->db = NULL;
+        return SQLITE_CANTOPEN;
+    }
+    return SQLITE_OK;
+}
+
+static int vfsOpen(sqlite3_vfs *vfs,
+                   sqlite3_filename name,
+                   sqlite3_file *file,
+                   int flags,
+                   int *out_flags)
+{
+    struct vfsInstance *inst = vfs->pAppData;
+    struct vfsFile *f = (struct vfsFile *)file;
+    int rc;
+    memset(f, 0, sizeof *f);
+    f->real = (sqlite3_file *)(f + 1);
+    rc = inst->root->xOpen(inst->root, name, f->real, flags, out_flags);
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    if (name != NULL && (flags & SQLITE_OPEN_MAIN_DB) != 0) {
+        f->kind = VFS_FILE_MAIN;
+        rc = openMain(inst, f, name);
+    } else if (name != NULL && (flags & SQLITE_OPEN_WAL) != 0) {
+        f->kind = VFS_FILE_WAL;
+        f->db = registryAcquire(sqlite3_filename_database(name));
+        rc = f->db == NULL ? SQLITE_NOMEM : SQLITE_OK;
+    }
+    if (rc != SQLITE_OK) {
+        f->real->pMethods->xClose(f->real);
+        return rc;
+    }
+    f->base.pMethods = &vfsIoMethods;
+    return SQLITE_OK;
+}
+
+static int vfsDelete(sqlite3_vfs *vfs, const char *name, int sync_dir)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xDelete(root, name, sync_dir);
+}
+
+static int vfsAccess(sqlite3_vfs *vfs, const char *name, int flags, int *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xAccess(root, name, flags, out);
+}
+
+static int vfsFullPathname(sqlite3_vfs *vfs, const char *name, int n, char *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xFullPathname(root, name, n, out);
+}
+
+static void *vfsDlOpen(sqlite3_vfs *vfs, const char *name)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xDlOpen(root, name);
+}
+
+static void vfsDlError(sqlite3_vfs *vfs, int n, char *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    root->xDlError(root, n, out);
+}
+
+static void (*vfsDlSym(sqlite3_vfs *vfs, void *lib, const char *sym))(void)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xDlSym(root, lib, sym);
+}
+
+static void vfsDlClose(sqlite3_vfs *vfs, void *lib)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    root->xDlClose(root, lib);
+}
+
+static int vfsRandomness(sqlite3_vfs *vfs, int n, char *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xRandomness(root, n, out);
+}
+
+static int vfsSleep(sqlite3_vfs *vfs, int us)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xSleep(root, us);
+}
+
+static int vfsCurrentTime(sqlite3_vfs *vfs, double *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xCurrentTime(root, out);
+}
+
+static int vfsGetLastError(sqlite3_vfs *vfs, int n, char *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xGetLastError(root, n, out);
+}
+
+static int vfsCurrentTimeInt64(sqlite3_vfs *vfs, sqlite3_int64 *out)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xCurrentTimeInt64(root, out);
+}
+
+static int vfsSetSystemCall(sqlite3_vfs *vfs,
+                            const char *name,
+                            sqlite3_syscall_ptr fn)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xSetSystemCall(root, name, fn);
+}
+
+static sqlite3_syscall_ptr vfsGetSystemCall(sqlite3_vfs *vfs, const char *name)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xGetSystemCall(root, name);
+}
+
+static const char *vfsNextSystemCall(sqlite3_vfs *vfs, const char *name)
+{
+    sqlite3_vfs *root = rootOf(vfs);
+    return root->xNextSystemCall(root, name);
+}
+
+/* Creates an instance for `name`; called with vfsMutex held. */
+static struct vfsInstance *instanceNew(const char *name, sqlite3_vfs *root)
+{
+    struct vfsInstance *inst = tpdb_calloc(1, sizeof *inst);
+    if (inst == NULL) {
+        return NULL;
+    }
+    inst->name = tpdb_strdup(name);
+    if (inst->name == NULL) {
+        tpdb_free(inst);
+        return NULL;
+    }
+    inst->root = root;
+    inst->base = (sqlite3_vfs){
+        .iVersion = 3,
+        .szOsFile = (int)sizeof(struct vfsFile) + root->szOsFile,
+        .mxPathname = root->mxPathname,
+        .zName = inst->name,
+        .pAppData = inst,
+        .xOpen = vfsOpen,
+        .xDelete = vfsDelete,
+        .xAccess = vfsAccess,
+        .xFullPathname = vfsFullPathname,
+        .xDlOpen = vfsDlOpen,
+        .xDlError = vfsDlError,
+        .xDlSym = vfsDlSym,
+        .xDlClose = vfsDlClose,
+        .xRandomness = vfsRandomness,
+        .xSleep = vfsSleep,
+        .xCurrentTime = vfsCurrentTime,
+        .xGetLastError = vfsGetLastError,
+        .xCurrentTimeInt64 = vfsCurrentTimeInt64,
+        .xSetSystemCall = vfsSetSystemCall,
+        .xGetSystemCall = vfsGetSystemCall,
+        .xNextSystemCall = vfsNextSystemCall,
+    };
+    inst->next = vfsInstances;
+    vfsInstances = inst;
+    return inst;
+}
+
+int tpdbVfsRegister(const char *name,
+                    const struct tpdb_vfs_hooks *hooks,
+                    int make_default)
+{
+    struct vfsInstance *inst;
+    sqlite3_vfs *root;
+    int rc = sqlite3_initialize();
+    if (rc != SQLITE_OK) {
+        return rc;
+    }
+    root = sqlite3_vfs_find("unix");
+    if (name == NULL || root == NULL || root->iVersion < 3 ||
+        (hooks != NULL && hooks->version < 1)) {
+        return SQLITE_MISUSE;
+    }
+    pthread_mutex_lock(&vfsMutex);
+    for (inst = vfsInstances; inst != NULL; inst = inst->next) {
+        if (strcmp(inst->name, name) == 0) {
+            break;
+        }
+    }
+    if (inst == NULL) {
+        inst = instanceNew(name, root);
+    }
+    if (inst != NULL) {
+        inst->has_hooks = hooks != NULL;
+        memset(&inst->hooks, 0, sizeof inst->hooks);
+        if (hooks != NULL) {
+            inst->hooks = *hooks;
+        }
+    }
+    pthread_mutex_unlock(&vfsMutex);
+    if (inst == NULL) {
+        return SQLITE_NOMEM;
+    }
+    return sqlite3_vfs_register(&inst->base, make_default);
+}
