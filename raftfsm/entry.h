@@ -17,7 +17,8 @@
  *   40  u32  payload compressed length
  *   44  u16  database name length (1..TPDB_DBNAME_MAX)
  *   46  u16  reserved (0)
- *   48  u32  CRC-32C of the payload as stored (compressed)
+ *   48  u32  CRC-32C of the name bytes, then the payload as stored
+ *            (compressed)
  *   52  u32  CRC-32C of bytes 0..51
  *   56  name bytes, then the lz4 block of the payload
  *       [u32 pgno][page_size bytes] * n_pages, pgno strictly increasing,
@@ -59,7 +60,8 @@ int tpdbEntryEncode(int type, const char *db, uint64_t origin, uint64_t seq,
                     char *errmsg);
 
 /* Decodes only the fixed header and name, cheaply (no decompression, but
- * header CRC checked). e->payload stays NULL and e->txn.pages NULL.
+ * header CRC checked). e->payload stays NULL and e->txn.pages NULL. The
+ * name is covered by the payload CRC, which only tpdbEntryDecode checks.
  * Errors: TPDB_CORRUPT with errmsg saying what is wrong. */
 int tpdbEntryPeek(const void *buf, size_t len, struct tpdb_entry *e,
                   char *errmsg);
