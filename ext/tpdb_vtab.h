@@ -28,6 +28,9 @@
  *   a failed statement inside an explicit transaction rolls back the whole
  *   TPDB transaction (and later statements fail until ROLLBACK). A rowid
  *   can only be chosen on INSERT through the INTEGER PRIMARY KEY column.
+ *   Constraint violations (NOT NULL, UNIQUE, duplicate rowid) are
+ *   SQLITE_CONSTRAINT errors; OR IGNORE skips the row, OR REPLACE is not
+ *   supported and acts as OR ABORT.
  *   DROP TABLE drops the virtual table only, never TPDB data.
  *
  * - the function `tpdb_attach(PATH [, PREFIX [, MODE]])`: creates, for every

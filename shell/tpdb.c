@@ -1,0 +1,162 @@
+/*
+ * tpdb: the command-line tool. Subcommands are rows of a dispatch table;
+ * each parses its own arguments. Exit codes: 0 success, 1 the operation
+ * failed (message on stderr), 2 usage error.
+ *
+ *   tpdb import [--progress|--quiet] data.tpdb app.db
+ *   tpdb export [--progress|--quiet] app.db out.tpdb
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "shell/tpdb_migrate.h"
+#include "vfs/base.h"
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+struct command {
+    const char *name;
+    const char *args;
+    const char *help;
+    int (*run)(int argc, char **argv);
+};
+
+static int runImport(int argc, char **argv);
+static int runExport(int argc, char **argv);
+static int runHelp(int argc, char **argv);
+
+static const struct command commands[] = {
+    {"import", "[--progress|--quiet] SRC.tpdb DEST.db",
+     "copy every table of a TrashPandaDB file into a new SQLite database",
+     runImport},
+    {"export", "[--progress|--quiet] SRC.db DEST.tpdb",
+     "write a new TrashPandaDB 0.8 file from a SQLite database", runExport},
+    {"help", "", "show this help", runHelp},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: tpdb COMMAND [ARGS]\n\ncommands:\n");
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        fprintf(f, "  %s%s%s\n      %s\n", commands[i].name,
+                commands[i].args[0] != '\0' ? " " : "", commands[i].args,
+                commands[i].help);
+    }
+    fprintf(f,
+            "\noptions:\n"
+            "  --progress  always print progress on stderr\n"
+            "  --quiet     never print progress (default: only on a "
+            "terminal)\n"
+            "\nexit status: 0 success, 1 failure, 2 usage error\n");
+}
+
+static int runHelp(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    usage(stdout);
+    return EXIT_OK;
+}
+
+/* Parses "[--progress|--quiet] A B" after the subcommand name. Returns 0 and
+ * sets *a, *b and opts->progress, or -1 after printing a usage error. */
+static int parseTwoPaths(const char *cmd,
+                         int argc,
+                         char **argv,
+                         struct tpdb_migrate_opts *opts,
+                         const char **a,
+                         const char **b)
+{
+    const char *paths[2];
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--progress") == 0) {
+            opts->progress = TPDB_PROGRESS_ALWAYS;
+        } else if (strcmp(argv[i], "--quiet") == 0) {
+            opts->progress = TPDB_PROGRESS_NEVER;
+        } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
+            fprintf(stderr, "tpdb %s: unknown option '%s'\n", cmd, argv[i]);
+            return -1;
+        } else if (n < 2) {
+            paths[n++] = argv[i];
+        } else {
+            fprintf(stderr, "tpdb %s: too many arguments\n", cmd);
+            return -1;
+        }
+    }
+    if (n != 2) {
+        fprintf(stderr, "tpdb %s: expected two paths\n", cmd);
+        return -1;
+    }
+    *a = paths[0];
+    *b = paths[1];
+    return 0;
+}
+
+static int report(const char *cmd,
+                  int rc,
+                  const char *errmsg,
+                  const struct tpdb_migrate_stats *stats,
+                  const char *dest)
+{
+    if (rc != TPDB_OK) {
+        fprintf(stderr, "tpdb %s: %s\n", cmd, errmsg);
+        return EXIT_FAILED;
+    }
+    fprintf(stderr, "tpdb %s: %u tables, %u indexes, %llu rows -> %s\n", cmd,
+            stats->tables, stats->indexes, (unsigned long long)stats->rows,
+            dest);
+    return EXIT_OK;
+}
+
+static int runImport(int argc, char **argv)
+{
+    struct tpdb_migrate_opts opts = {.version = 1};
+    struct tpdb_migrate_stats stats;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    const char *src;
+    const char *dest;
+    if (parseTwoPaths("import", argc, argv, &opts, &src, &dest) != 0) {
+        fprintf(stderr, "usage: tpdb import %s\n", commands[0].args);
+        return EXIT_USAGE;
+    }
+    int rc = tpdbImport(src, dest, &opts, &stats, errmsg);
+    return report("import", rc, errmsg, &stats, dest);
+}
+
+static int runExport(int argc, char **argv)
+{
+    struct tpdb_migrate_opts opts = {.version = 1};
+    struct tpdb_migrate_stats stats;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    const char *src;
+    const char *dest;
+    if (parseTwoPaths("export", argc, argv, &opts, &src, &dest) != 0) {
+        fprintf(stderr, "usage: tpdb export %s\n", commands[1].args);
+        return EXIT_USAGE;
+    }
+    int rc = tpdbExport(src, dest, &opts, &stats, errmsg);
+    return report("export", rc, errmsg, &stats, dest);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *name = argv[1];
+    if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+        name = "help";
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(name, commands[i].name) == 0) {
+            return commands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "tpdb: unknown command '%s' (try 'tpdb --help')\n",
+            argv[1]);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,86 @@
+/*
+ * Migration between TrashPandaDB page files (.tpdb) and SQLite databases:
+ * tpdbImport copies every table of a TPDB file into a new SQLite database,
+ * tpdbExport writes a new TPDB file, readable by TrashPandaDB 0.8, from a
+ * SQLite database. Both write to a temporary file next to the destination,
+ * verify row counts per table and only then rename it into place, so a
+ * failure never leaves partial output.
+ */
+#ifndef TPDB_MIGRATE_H
+#define TPDB_MIGRATE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "vfs/base.h"
+
+/* Progress modes. */
+enum {
+    TPDB_PROGRESS_AUTO = 0, /* on stderr when stderr is a terminal */
+    TPDB_PROGRESS_ALWAYS,   /* on the `progress` stream, whatever it is */
+    TPDB_PROGRESS_NEVER     /* silent */
+};
+
+struct tpdb_migrate_opts {
+    int version;          /* 1 */
+    int progress;         /* TPDB_PROGRESS_* */
+    FILE *out;            /* progress stream; NULL means stderr */
+    unsigned interval_ms; /* minimum time between progress lines; 0: 500 */
+};
+
+/* What a successful migration did. */
+struct tpdb_migrate_stats {
+    uint32_t tables;  /* tables copied */
+    uint32_t indexes; /* indexes created (explicit and UNIQUE) */
+    uint64_t rows;    /* rows copied, summed over tables */
+};
+
+/* Copies every table of the TPDB file at tpdb_path (and its -wal, whose
+ * committed frames are honoured) into a new SQLite database at sqlite_path,
+ * in one transaction: columns with their declared types, NOT NULL, DEFAULT
+ * and PRIMARY KEY; UNIQUE constraints (TPDB's implicit `_uq_<table>_<col>`
+ * indexes become column UNIQUE constraints) and the other indexes. Rows
+ * keep their TPDB rowids. SQLite applies each column's affinity, so a value
+ * TrashPandaDB stored against its declared type (an INTEGER in a REAL
+ * column) comes back converted; a TEXT PRIMARY KEY with duplicates (which
+ * TrashPandaDB allows, defect B6) makes the import fail. Progress, when on,
+ * counts rows over all tables (lines "import: done/total rows (p%)").
+ * The source is opened read-only. sqlite_path must not exist. opts may be NULL
+ * (defaults); stats may be NULL. Row counts are verified per table before
+ * the temporary file is renamed to sqlite_path.
+ * Returns TPDB_OK, or TPDB_INVALID (bad argument, destination exists),
+ * TPDB_NOTFOUND (no such source), TPDB_CORRUPT (source unreadable, message
+ * names file and page), TPDB_IOERR, TPDB_NOMEM; on error errmsg
+ * (TPDB_ERRMSG_SIZE bytes) says why and no file is left at sqlite_path. */
+int tpdbImport(const char *tpdb_path,
+               const char *sqlite_path,
+               const struct tpdb_migrate_opts *opts,
+               struct tpdb_migrate_stats *stats,
+               char *errmsg);
+
+/* Writes every ordinary table of the SQLite database at sqlite_path (opened
+ * read-only, read in one transaction) into a new TPDB file at tpdb_path:
+ * declared types (upper-cased by the format), NOT NULL, DEFAULT text, a
+ * single-column PRIMARY KEY as the table's PK (a composite one becomes the
+ * unique index `_pk_<table>`), UNIQUE constraints as `_uq_<table>_<cols>`
+ * indexes and explicit indexes on plain columns. Rows are written in rowid
+ * order; an INT-typed PRIMARY KEY value is the TPDB rowid, other tables get
+ * TPDB rowids 1..n (the library cannot take a chosen rowid), so contents
+ * and order survive but gaps in such rowids do not. WITHOUT ROWID tables
+ * are exported in key order; virtual tables, views, triggers and generated
+ * columns are not exported. The format cannot hold expression or partial
+ * indexes, REAL/BLOB values (or very long TEXT) in indexed columns, or names
+ * over 255 bytes: such databases are refused (errmsg names the index or
+ * table). tpdb_path and its -wal must not exist. Rows are committed every
+ * 20,000 rows to bound memory; atomicity comes from the temporary file.
+ * Row counts are verified by reopening the new file read-only.
+ * Returns TPDB_OK or TPDB_INVALID, TPDB_NOTFOUND (no such source),
+ * TPDB_IOERR, TPDB_NOMEM, TPDB_CORRUPT, TPDB_TOOBIG; on error errmsg says
+ * why and nothing is left at tpdb_path, its -wal or a temporary path. */
+int tpdbExport(const char *sqlite_path,
+               const char *tpdb_path,
+               const struct tpdb_migrate_opts *opts,
+               struct tpdb_migrate_stats *stats,
+               char *errmsg);
+
+#endif /* TPDB_MIGRATE_H */
