@@ -8,11 +8,13 @@
  * lock makes apply fail with RAFT_BUSY after a short wait; raft then retries
  * the same entry later, so the loop thread never blocks for long.
  *
- * Snapshot (raft_fsm version 3): on the loop thread, wait until no own
- * transaction is between acknowledgement and its WAL write, then open a read
- * transaction on a second internal connection per database; the worker
- * thread serializes and compresses those read snapshots; finalize ends the
- * read transactions. Apply goes on meanwhile.
+ * Snapshot (raft_fsm version 2): on the loop thread, wait until no own
+ * transaction is between acknowledgement and its WAL write, open a read
+ * transaction on a second internal connection per database, serialize and
+ * compress those read snapshots; finalize ends the read transactions. The
+ * serialize step is written to run on a worker (raft_fsm version 3), but
+ * raft_uv in raft 0.15 offers no async_work, so today it runs on the loop
+ * thread and stalls it for the time of one compression of every database.
  */
 #include "raftfsm/fsm.h"
 
@@ -355,6 +357,9 @@ static int snapshotPin(struct fsmDb *db, char *errmsg)
     return TPDB_OK;
 }
 
+static int fsmSnapshotAsync(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+                            unsigned *n_bufs);
+
 static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
                        unsigned *n_bufs)
 {
@@ -391,6 +396,14 @@ static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     }
     *bufs = NULL;
     *n_bufs = 0;
+    if (fsm->snapshot_async == NULL) {
+        /* raft_uv in raft 0.15 has no async_work: serialize here. */
+        int rv = fsmSnapshotAsync(fsm, bufs, n_bufs);
+        if (rv != 0) {
+            snapshotRelease(s);
+        }
+        return rv;
+    }
     return 0;
 }
 
@@ -532,13 +545,14 @@ int tpdbFsmInit(struct raft_fsm *fsm, const char *data_dir,
     pthread_mutex_init(&s->mutex, NULL);
     pthread_cond_init(&s->cond, NULL);
     memset(fsm, 0, sizeof *fsm);
-    fsm->version = 3;
+    /* Version 2: raft_uv of raft 0.15 has no async_work, which version 3
+     * (snapshot_async) requires. */
+    fsm->version = 2;
     fsm->data = s;
     fsm->apply = fsmApply;
     fsm->snapshot = fsmSnapshot;
     fsm->restore = fsmRestore;
     fsm->snapshot_finalize = fsmSnapshotFinalize;
-    fsm->snapshot_async = fsmSnapshotAsync;
     return TPDB_OK;
 }
 
@@ -703,18 +717,26 @@ static int unlinkIfPresent(const char *path, char *errmsg)
     return TPDB_OK;
 }
 
+/* Empties one database: the main file and WAL are truncated in place
+ * (a connection that is being opened may already hold them) and the
+ * WAL-index is removed so the next reader rebuilds it. */
 static int resetOne(const char *data_dir, const char *name, char *errmsg)
 {
-    static const char *const suffixes[] = {"-wal", "-shm", ""};
+    static const char *const truncated[] = {"", "-wal"};
     char path[4096];
     int rc = TPDB_OK;
     if (!nameIsSafe(name)) {
         return TPDB_OK;
     }
-    for (unsigned i = 0; i < 3 && rc == TPDB_OK; i++) {
-        snprintf(path, sizeof path, "%s/%s%s", data_dir, name, suffixes[i]);
-        rc = unlinkIfPresent(path, errmsg);
+    for (unsigned i = 0; i < 2; i++) {
+        snprintf(path, sizeof path, "%s/%s%s", data_dir, name, truncated[i]);
+        if (truncate(path, 0) != 0 && errno != ENOENT) {
+            tpdbErrf(errmsg, "truncate %s: %s", path, strerror(errno));
+            return TPDB_IOERR;
+        }
     }
+    snprintf(path, sizeof path, "%s/%s-shm", data_dir, name);
+    rc = unlinkIfPresent(path, errmsg);
     return rc;
 }
 

@@ -31,7 +31,7 @@ struct tpdb_proposal {
 
 /* Creates the FSM for databases under data_dir; meta_dir holds its manifest
  * of replicated database names (both copied). `origin` identifies this node
- * instance in entries it proposes. On success fills *fsm (version 3,
+ * instance in entries it proposes. On success fills *fsm (version 2,
  * fsm->data = the state) and returns TPDB_OK. Errors: TPDB_NOMEM. */
 int tpdbFsmInit(struct raft_fsm *fsm, const char *data_dir,
                 const char *meta_dir, uint64_t origin, char *errmsg);
@@ -62,9 +62,10 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *db, int written);
 /* Number of databases the FSM has applied to or knows (for status). */
 unsigned tpdbFsmDbCount(struct raft_fsm *fsm);
 
-/* Removes every replicated database's files (db, -wal, -shm) listed in the
- * data directory's manifest, so that snapshot restore and log replay rebuild
- * them. Called before raft_start. Errors: TPDB_IOERR. */
+/* Empties every replicated database listed in the data directory's
+ * manifest (main file and WAL truncated in place, WAL-index removed), so
+ * that snapshot restore and log replay rebuild them. Called before
+ * raft_start. Errors: TPDB_IOERR. */
 int tpdbFsmResetDatabases(const char *data_dir, const char *meta_dir,
                           char *errmsg);
 

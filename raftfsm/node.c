@@ -63,8 +63,8 @@ struct nodeApply {
 
 struct tpdb_node {
     char *dataDir; /* real path */
-    char metaDir[PATH_MAX];
-    char raftDir[PATH_MAX + 8];
+    char metaDir[PATH_MAX + 8];
+    char raftDir[PATH_MAX + 16];
     uint64_t id;
     char address[TPDB_ADDRESS_MAX];
     uint64_t origin;
@@ -798,7 +798,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     }
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
     if (rv != 0) {
-        tpdbErrf(errmsg, "raft_init: %s", raft_strerror(rv));
+        tpdbErrf(errmsg, "raft_init: %s (%d)", raft_errmsg(&n->raft), rv);
         rc = TPDB_RAFT;
         goto err_after_fsm;
     }
