@@ -4,9 +4,10 @@
  * Apply: an entry this node instance proposed is only acknowledged (its
  * frames are written by the proposing SQLite connection once the commit
  * hook returns); any other entry is decoded and appended to the database's
- * WAL through tpdbVfsApply on an internal, idle connection. A busy write
- * lock makes apply fail with RAFT_BUSY after a short wait; raft then retries
- * the same entry later, so the loop thread never blocks for long.
+ * WAL through tpdbVfsApply on an internal, idle connection. An entry that
+ * cannot be written within a few milliseconds (a local connection holds the
+ * write lock) is queued in order and written by tpdbFsmDrain, so the loop
+ * thread never blocks for long and raft never sees a failed apply.
  *
  * Snapshot (raft_fsm version 2): on the loop thread, wait until no own
  * transaction is between acknowledgement and its WAL write, open a read
@@ -31,11 +32,18 @@
 #include "vfs/vfs.h"
 
 /* How long apply waits for a busy write lock before letting raft retry. */
-#define FSM_APPLY_LOCK_MS 50
+#define FSM_APPLY_LOCK_MS 10
 /* How long snapshot waits for own transactions to reach the WAL. */
 #define FSM_INFLIGHT_WAIT_MS 5000
 /* WAL frames applied between two PASSIVE checkpoints. */
 #define FSM_CHECKPOINT_FRAMES 1000
+
+/* A committed entry waiting to be written (see fsmApply). */
+struct fsmPending {
+    struct tpdb_entry entry; /* owns its payload */
+    uint64_t index;
+    struct fsmPending *next;
+};
 
 struct fsmDb {
     char *name;
@@ -45,6 +53,8 @@ struct fsmDb {
     unsigned inflight; /* own txns acknowledged, not yet written */
     unsigned framesSinceCheckpoint;
     int inSnapshot;
+    struct fsmPending *pendingHead; /* loop thread; count under mutex */
+    struct fsmPending *pendingTail;
     struct fsmDb *next;
 };
 
@@ -57,6 +67,7 @@ struct fsmState {
     pthread_cond_t cond;
     struct tpdb_proposal *proposals;
     struct fsmDb *dbs;
+    unsigned nPending; /* entries queued in every database */
     struct tpdb_fsm_stats stats;
     /* Snapshot in progress (loop thread and worker). */
     struct tpdb_snapshot_db *snapDbs;
@@ -250,6 +261,68 @@ static uint64_t appliedIndex(struct fsmState *s)
     return s->raft != NULL ? raft_last_applied(s->raft) + 1 : 0;
 }
 
+/* Queues a decoded entry of db for a later write; takes e's payload. */
+static int pendingPush(struct fsmState *s, struct fsmDb *db,
+                       struct tpdb_entry *e, uint64_t index)
+{
+    struct fsmPending *p = tpdb_malloc(sizeof *p);
+    if (p == NULL) {
+        return TPDB_NOMEM;
+    }
+    p->entry = *e;
+    p->index = index;
+    p->next = NULL;
+    e->payload = NULL;
+    pthread_mutex_lock(&s->mutex);
+    if (db->pendingTail != NULL) {
+        db->pendingTail->next = p;
+    } else {
+        db->pendingHead = p;
+    }
+    db->pendingTail = p;
+    s->nPending++;
+    pthread_mutex_unlock(&s->mutex);
+    return TPDB_OK;
+}
+
+static void pendingPop(struct fsmState *s, struct fsmDb *db)
+{
+    struct fsmPending *p = db->pendingHead;
+    pthread_mutex_lock(&s->mutex);
+    db->pendingHead = p->next;
+    if (db->pendingHead == NULL) {
+        db->pendingTail = NULL;
+    }
+    s->nPending--;
+    pthread_mutex_unlock(&s->mutex);
+    tpdbEntryRelease(&p->entry);
+    tpdb_free(p);
+}
+
+/* Writes db's queued entries in order until one cannot be written yet. */
+static void pendingDrain(struct fsmState *s, struct fsmDb *db,
+                         unsigned lock_ms)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    while (db->pendingHead != NULL) {
+        struct fsmPending *p = db->pendingHead;
+        int rc = applyTxn(s, db, &p->entry.txn, 0, lock_ms, errmsg);
+        if (rc != TPDB_OK) {
+            if (rc != TPDB_BUSY) {
+                tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
+                        (unsigned long long)p->index, db->name, errmsg);
+            }
+            return;
+        }
+        pendingPop(s, db);
+    }
+}
+
+/* Raft 0.15 stops applying for good when apply fails, so apply never
+ * fails for a condition that passes: an entry that cannot be written yet
+ * (write lock held by a local connection, disk full) is queued in order and
+ * written later by tpdbFsmDrain. Only an entry that can never be read stops
+ * the node, since skipping it would diverge. */
 static int fsmApply(struct raft_fsm *fsm, const struct raft_buffer *buf,
                     void **result)
 {
@@ -264,28 +337,64 @@ static int fsmApply(struct raft_fsm *fsm, const struct raft_buffer *buf,
     if (rc == TPDB_OK) {
         rc = dbGet(s, e.db, &db, errmsg);
     }
-    if (rc != TPDB_OK) {
-        /* A committed entry we cannot read: stop applying rather than
-         * diverge; raft retries, an operator must look. */
-        tpdbLog(TPDB_LOG_ERROR, "apply entry %llu: %s",
-                (unsigned long long)appliedIndex(s), errmsg);
-        return RAFT_CORRUPT;
-    }
-    if (e.origin == s->origin && ackOwn(s, db, e.seq)) {
+    if (rc == TPDB_OK && e.origin == s->origin && ackOwn(s, db, e.seq)) {
         return 0;
     }
-    rc = tpdbEntryDecode(buf->base, buf->len, &e, errmsg);
     if (rc == TPDB_OK) {
-        rc = applyTxn(s, db, &e.txn, 0, FSM_APPLY_LOCK_MS, errmsg);
+        rc = tpdbEntryDecode(buf->base, buf->len, &e, errmsg);
     }
-    tpdbEntryRelease(&e);
     if (rc != TPDB_OK) {
-        tpdbLog(rc == TPDB_BUSY ? TPDB_LOG_DEBUG : TPDB_LOG_ERROR,
-                "apply entry %llu to %s: %s",
-                (unsigned long long)appliedIndex(s), db->name, errmsg);
-        return rc == TPDB_BUSY ? RAFT_BUSY : RAFT_IOERR;
+        tpdbLog(TPDB_LOG_ERROR, "apply entry %llu: %s",
+                (unsigned long long)appliedIndex(s), errmsg);
+        return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
-    return 0;
+    if (db->pendingHead == NULL) {
+        rc = applyTxn(s, db, &e.txn, 0, FSM_APPLY_LOCK_MS, errmsg);
+        if (rc == TPDB_OK) {
+            tpdbEntryRelease(&e);
+            return 0;
+        }
+        tpdbLog(rc == TPDB_BUSY ? TPDB_LOG_DEBUG : TPDB_LOG_ERROR,
+                "apply entry %llu to %s: %s; queued",
+                (unsigned long long)appliedIndex(s), db->name, errmsg);
+    }
+    rc = pendingPush(s, db, &e, appliedIndex(s));
+    tpdbEntryRelease(&e);
+    return rc == TPDB_OK ? 0 : RAFT_NOMEM;
+}
+
+void tpdbFsmDrain(struct raft_fsm *fsm)
+{
+    struct fsmState *s = fsm->data;
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (db->pendingHead != NULL) {
+            pendingDrain(s, db, 0);
+        }
+    }
+}
+
+unsigned tpdbFsmPending(struct raft_fsm *fsm)
+{
+    struct fsmState *s = fsm->data;
+    unsigned n;
+    pthread_mutex_lock(&s->mutex);
+    n = s->nPending;
+    pthread_mutex_unlock(&s->mutex);
+    return n;
+}
+
+uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied)
+{
+    struct fsmState *s = fsm->data;
+    uint64_t written = applied;
+    pthread_mutex_lock(&s->mutex);
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (db->pendingHead != NULL && db->pendingHead->index <= written) {
+            written = db->pendingHead->index - 1;
+        }
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return written;
 }
 
 /* Waits until no own transaction of db sits between acknowledgement and
@@ -368,6 +477,10 @@ static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     unsigned n = 0;
     int rc = TPDB_OK;
 
+    if (tpdbFsmPending(fsm) > 0) {
+        /* Queued entries are applied for raft but not yet written. */
+        return RAFT_BUSY;
+    }
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         n++;
     }
@@ -511,6 +624,13 @@ static int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
     struct fsmState *s = fsm->data;
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     uint64_t applied = 0;
+    /* Entries still queued are older than the snapshot, which replaces
+     * them. */
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        while (db->pendingHead != NULL) {
+            pendingPop(s, db);
+        }
+    }
     int rc = tpdbSnapshotDecode(buf->base, buf->len, &applied, restoreDb, s,
                                 errmsg);
     if (rc != TPDB_OK) {
@@ -566,6 +686,9 @@ void tpdbFsmClose(struct raft_fsm *fsm)
     snapshotRelease(s);
     while ((db = s->dbs) != NULL) {
         s->dbs = db->next;
+        while (db->pendingHead != NULL) {
+            pendingPop(s, db);
+        }
         sqlite3_close(db->conn);
         sqlite3_close(db->snapConn);
         tpdb_free(db->name);

@@ -72,6 +72,18 @@ int tpdbFsmResetDatabases(const char *data_dir, const char *meta_dir,
 /* Runs a PASSIVE checkpoint on every database the FSM holds open. */
 void tpdbFsmCheckpointAll(struct raft_fsm *fsm);
 
+/* Writes entries that were committed and applied for raft but queued
+ * because their database's write lock was busy. Loop thread; call
+ * periodically while tpdbFsmPending() > 0. */
+void tpdbFsmDrain(struct raft_fsm *fsm);
+
+/* Number of queued entries (any thread). */
+unsigned tpdbFsmPending(struct raft_fsm *fsm);
+
+/* The highest index whose effects are written locally, given raft's last
+ * applied index (any thread). */
+uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied);
+
 /* Counters for status and benchmarks. */
 struct tpdb_fsm_stats {
     uint64_t applied_entries; /* entries whose frames the FSM wrote */

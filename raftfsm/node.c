@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ struct tpdb_node {
     uv_loop_t loop;
     uv_async_t async;
     uv_check_t check;
+    uv_timer_t drainTimer; /* writes entries the FSM had to queue */
     pthread_t thread;
     struct raft raft;
     struct raft_io io;
@@ -98,6 +100,7 @@ struct tpdb_node {
     uint64_t commitIndex;
     uint64_t appliedIndex;
     uint64_t lastIndex;
+    unsigned pending; /* entries applied for raft, not yet written */
     uint64_t startLastIndex;
     struct tpdb_node *next;
 };
@@ -163,14 +166,15 @@ static void checkCb(uv_check_t *check)
     raft_leader(r, &leaderId, &leaderAddress);
     pthread_mutex_lock(&n->mutex);
     int changed = n->role != state || n->term != r->current_term ||
-                  n->appliedIndex != raft_last_applied(r);
+                  n->appliedIndex != raft_last_applied(r) || n->pending > 0;
     n->role = state;
     n->term = r->current_term;
     n->leaderId = leaderId;
     snprintf(n->leaderAddress, sizeof n->leaderAddress, "%s",
              leaderAddress ? leaderAddress : "");
     n->commitIndex = r->commit_index;
-    n->appliedIndex = raft_last_applied(r);
+    n->appliedIndex = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
+    n->pending = tpdbFsmPending(&n->fsm);
     n->lastIndex = raft_last_index(r);
     if (changed) {
         pthread_cond_broadcast(&n->cond);
@@ -216,6 +220,15 @@ static void closeHandlesCb(struct raft *r)
     raft_uv_close(&n->io);
     uv_close((uv_handle_t *)&n->async, NULL);
     uv_close((uv_handle_t *)&n->check, NULL);
+    uv_close((uv_handle_t *)&n->drainTimer, NULL);
+}
+
+static void drainCb(uv_timer_t *timer)
+{
+    struct tpdb_node *n = timer->data;
+    if (tpdbFsmPending(&n->fsm) > 0) {
+        tpdbFsmDrain(&n->fsm);
+    }
 }
 
 static void asyncCb(uv_async_t *async)
@@ -238,6 +251,13 @@ static void asyncCb(uv_async_t *async)
 static void *loopThread(void *arg)
 {
     struct tpdb_node *n = arg;
+    sigset_t pipe;
+    /* A peer that died makes socket writes raise SIGPIPE in this thread;
+     * blocked, the write fails with EPIPE instead of killing the host
+     * process. */
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, NULL);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     pthread_mutex_lock(&n->mutex);
     n->stopped = 1;
@@ -437,7 +457,8 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg)
             tpdbErrf(errmsg, "node is shutting down");
             break;
         }
-        if (n->role == RAFT_LEADER && n->readyTerm == n->term) {
+        if (n->role == RAFT_LEADER && n->readyTerm == n->term &&
+            n->pending == 0) {
             break;
         }
         if (n->role == RAFT_FOLLOWER && n->leaderId != 0 &&
@@ -846,6 +867,9 @@ static int raftRun(struct tpdb_node *n, char *errmsg)
     uv_check_init(&n->loop, &n->check);
     uv_check_start(&n->check, checkCb);
     uv_unref((uv_handle_t *)&n->check);
+    n->drainTimer.data = n;
+    uv_timer_init(&n->loop, &n->drainTimer);
+    uv_timer_start(&n->drainTimer, drainCb, 10, 10);
     if (pthread_create(&n->thread, NULL, loopThread, n) != 0) {
         tpdbErrf(errmsg, "cannot start the node thread");
         return TPDB_NOMEM;
