@@ -43,7 +43,8 @@ static int isReplicated(sqlite3 *db)
     return tpdbNodeFind(path) != NULL;
 }
 
-static int connectionInit(sqlite3 *db, char **pzErrMsg,
+static int connectionInit(sqlite3 *db,
+                          char **pzErrMsg,
                           const struct sqlite3_api_routines *api)
 {
     (void)api;
@@ -111,7 +112,8 @@ TPDB_PUBLIC void tpdb_shutdown(void)
 
 /* Entry point for `.load libtpdbraft` (the name SQLite derives from the
  * file name). */
-TPDB_PUBLIC int sqlite3_tpdbraft_init(sqlite3 *db, char **pzErrMsg,
+TPDB_PUBLIC int sqlite3_tpdbraft_init(sqlite3 *db,
+                                      char **pzErrMsg,
                                       const struct sqlite3_api_routines *api)
 {
     int rc = tpdb_register();

@@ -40,8 +40,8 @@ static void resultRc(sqlite3_context *ctx, int rc, const char *errmsg)
         sqlite3_result_int(ctx, 1);
         return;
     }
-    char *msg = sqlite3_mprintf("tpdb: %s", errmsg[0] ? errmsg
-                                                     : tpdb_strerror(rc));
+    char *msg =
+        sqlite3_mprintf("tpdb: %s", errmsg[0] ? errmsg : tpdb_strerror(rc));
     sqlite3_result_error(ctx, msg ? msg : "tpdb: error", -1);
     sqlite3_free(msg);
 }
@@ -98,8 +98,8 @@ static void fnAdd(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         return;
     }
     const char *address = (const char *)sqlite3_value_text(argv[1]);
-    int rc = tpdbNodeAdd(n, (uint64_t)sqlite3_value_int64(argv[0]), address,
-                         errmsg);
+    int rc =
+        tpdbNodeAdd(n, (uint64_t)sqlite3_value_int64(argv[0]), address, errmsg);
     resultRc(ctx, rc, errmsg);
 }
 
@@ -112,8 +112,8 @@ static void fnAssign(sqlite3_context *ctx, int argc, sqlite3_value **argv)
         return;
     }
     const char *role = (const char *)sqlite3_value_text(argv[1]);
-    int rc = tpdbNodeAssign(n, (uint64_t)sqlite3_value_int64(argv[0]), role,
-                            errmsg);
+    int rc =
+        tpdbNodeAssign(n, (uint64_t)sqlite3_value_int64(argv[0]), role, errmsg);
     resultRc(ctx, rc, errmsg);
 }
 
@@ -125,8 +125,7 @@ static void fnRemove(sqlite3_context *ctx, int argc, sqlite3_value **argv)
     if (n == NULL) {
         return;
     }
-    int rc =
-        tpdbNodeRemove(n, (uint64_t)sqlite3_value_int64(argv[0]), errmsg);
+    int rc = tpdbNodeRemove(n, (uint64_t)sqlite3_value_int64(argv[0]), errmsg);
     resultRc(ctx, rc, errmsg);
 }
 
@@ -162,17 +161,20 @@ int extFunctionsRegister(sqlite3 *db)
         int nArg;
         void (*fn)(sqlite3_context *, int, sqlite3_value **);
     } fns[] = {
-        {"tpdb_status", 0, fnStatus},       {"tpdb_leader", 0, fnLeader},
-        {"tpdb_last_error", 0, fnLastError}, {"tpdb_add", 2, fnAdd},
-        {"tpdb_assign", 2, fnAssign},       {"tpdb_remove", 1, fnRemove},
-        {"tpdb_transfer", 1, fnTransfer},   {"tpdb_checkpoint", 0, fnCheckpoint},
+        {"tpdb_status", 0, fnStatus},
+        {"tpdb_leader", 0, fnLeader},
+        {"tpdb_last_error", 0, fnLastError},
+        {"tpdb_add", 2, fnAdd},
+        {"tpdb_assign", 2, fnAssign},
+        {"tpdb_remove", 1, fnRemove},
+        {"tpdb_transfer", 1, fnTransfer},
+        {"tpdb_checkpoint", 0, fnCheckpoint},
     };
     for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
         /* Not SQLITE_DETERMINISTIC: results change with cluster state. */
         int rc = sqlite3_create_function_v2(db, fns[i].name, fns[i].nArg,
                                             SQLITE_UTF8 | SQLITE_DIRECTONLY,
-                                            NULL, fns[i].fn, NULL, NULL,
-                                            NULL);
+                                            NULL, fns[i].fn, NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
             return rc;
         }

@@ -32,7 +32,9 @@ static unsigned uriUnsigned(const char *uri, const char *key)
     return v > 0 && v < 0x7fffffff ? (unsigned)v : 0;
 }
 
-static void splitPath(const char *path, char *dir, size_t dirSize,
+static void splitPath(const char *path,
+                      char *dir,
+                      size_t dirSize,
                       const char **name)
 {
     const char *slash = strrchr(path, '/');
@@ -40,14 +42,17 @@ static void splitPath(const char *path, char *dir, size_t dirSize,
         snprintf(dir, dirSize, ".");
         *name = path;
     } else {
-        snprintf(dir, dirSize, "%.*s",
-                 slash == path ? 1 : (int)(slash - path), path);
+        snprintf(dir, dirSize, "%.*s", slash == path ? 1 : (int)(slash - path),
+                 path);
         *name = slash + 1;
     }
 }
 
-static int hookDbOpen(void *arg, const char *path, const char *uri,
-                      void **handle, char *errmsg)
+static int hookDbOpen(void *arg,
+                      const char *path,
+                      const char *uri,
+                      void **handle,
+                      char *errmsg)
 {
     struct tpdb_node_config cfg;
     struct extHandle *h;
@@ -58,8 +63,10 @@ static int hookDbOpen(void *arg, const char *path, const char *uri,
 
     splitPath(path, dir, sizeof dir, &name);
     if (name[0] == '\0' || name[0] == '.' || strlen(name) > 255) {
-        tpdbErrf(errmsg, "tpdb: database file name '%s' is not allowed "
-                 "(1-255 bytes, not starting with '.')", name);
+        tpdbErrf(errmsg,
+                 "tpdb: database file name '%s' is not allowed "
+                 "(1-255 bytes, not starting with '.')",
+                 name);
         return TPDB_INVALID;
     }
     memset(&cfg, 0, sizeof cfg);
@@ -118,7 +125,9 @@ static int hookWriteCheck(void *arg, void *handle, char *errmsg)
     return tpdbNodeWriteCheck(h->node, errmsg);
 }
 
-static int hookCommit(void *arg, void *handle, const struct tpdb_txn *txn,
+static int hookCommit(void *arg,
+                      void *handle,
+                      const struct tpdb_txn *txn,
                       char *errmsg)
 {
     struct extHandle *h = handle;

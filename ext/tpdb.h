@@ -48,7 +48,8 @@ TPDB_PUBLIC void tpdb_shutdown(void);
 
 /* The extension entry point used by `.load libtpdbraft`; it calls
  * tpdb_register() and keeps the library loaded. */
-TPDB_PUBLIC int sqlite3_tpdbraft_init(sqlite3 *db, char **pzErrMsg,
+TPDB_PUBLIC int sqlite3_tpdbraft_init(sqlite3 *db,
+                                      char **pzErrMsg,
                                       const struct sqlite3_api_routines *api);
 
 #ifdef __cplusplus

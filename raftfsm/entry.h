@@ -36,7 +36,7 @@
 #define TPDB_DBNAME_MAX 255
 
 enum {
-    TPDB_ENTRY_TXN = 1, /* a committed transaction's pages */
+    TPDB_ENTRY_TXN = 1,  /* a committed transaction's pages */
     TPDB_ENTRY_IMAGE = 2 /* a whole database image (pages 1..db_pages) that
                             replaces the database, e.g. its first import */
 };
@@ -55,22 +55,31 @@ struct tpdb_entry {
  * allocated with raft_malloc() (so that raft_apply can take ownership), len
  * a multiple of 8. Errors: TPDB_INVALID (bad name, page size or page list),
  * TPDB_NOMEM, TPDB_TOOBIG. */
-int tpdbEntryEncode(int type, const char *db, uint64_t origin, uint64_t seq,
-                    const struct tpdb_txn *txn, void **buf, size_t *len,
+int tpdbEntryEncode(int type,
+                    const char *db,
+                    uint64_t origin,
+                    uint64_t seq,
+                    const struct tpdb_txn *txn,
+                    void **buf,
+                    size_t *len,
                     char *errmsg);
 
 /* Decodes only the fixed header and name, cheaply (no decompression, but
  * header CRC checked). e->payload stays NULL and e->txn.pages NULL. The
  * name is covered by the payload CRC, which only tpdbEntryDecode checks.
  * Errors: TPDB_CORRUPT with errmsg saying what is wrong. */
-int tpdbEntryPeek(const void *buf, size_t len, struct tpdb_entry *e,
+int tpdbEntryPeek(const void *buf,
+                  size_t len,
+                  struct tpdb_entry *e,
                   char *errmsg);
 
 /* Fully decodes and validates an entry: both CRCs, lengths, decompression,
  * page numbers increasing and <= db_pages, page size valid. Never reads
  * outside buf. On TPDB_OK the caller owns e->payload and releases it with
  * tpdbEntryRelease. Errors: TPDB_CORRUPT, TPDB_NOMEM. */
-int tpdbEntryDecode(const void *buf, size_t len, struct tpdb_entry *e,
+int tpdbEntryDecode(const void *buf,
+                    size_t len,
+                    struct tpdb_entry *e,
                     char *errmsg);
 
 /* Frees what tpdbEntryDecode allocated; safe on a zeroed or peeked entry. */

@@ -125,7 +125,9 @@ out:
 
 /* Finds or creates the state of database `name`; loop thread only for
  * creation (other threads only look up under the mutex). */
-static int dbGet(struct fsmState *s, const char *name, struct fsmDb **out,
+static int dbGet(struct fsmState *s,
+                 const char *name,
+                 struct fsmDb **out,
                  char *errmsg)
 {
     struct fsmDb *db;
@@ -170,8 +172,8 @@ static int dbGet(struct fsmState *s, const char *name, struct fsmDb **out,
 static int openInternal(const char *path, sqlite3 **out, char *errmsg)
 {
     char *uri = sqlite3_mprintf("file:%s?%s=1", path, TPDB_URI_INTERNAL);
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                SQLITE_OPEN_URI | SQLITE_OPEN_FULLMUTEX;
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
+                SQLITE_OPEN_FULLMUTEX;
     int rc;
     if (uri == NULL) {
         return TPDB_NOMEM;
@@ -200,9 +202,8 @@ static void maybeCheckpoint(struct fsmDb *db)
         return;
     }
     db->framesSinceCheckpoint = 0;
-    int rc = sqlite3_wal_checkpoint_v2(db->conn, "main",
-                                       SQLITE_CHECKPOINT_PASSIVE, &logFrames,
-                                       &ckptFrames);
+    int rc = sqlite3_wal_checkpoint_v2(
+        db->conn, "main", SQLITE_CHECKPOINT_PASSIVE, &logFrames, &ckptFrames);
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,
                 sqlite3_errmsg(db->conn));
@@ -210,8 +211,11 @@ static void maybeCheckpoint(struct fsmDb *db)
 }
 
 /* Writes txn into database db through the applier connection. */
-static int applyTxn(struct fsmState *s, struct fsmDb *db,
-                    const struct tpdb_txn *txn, int sync, unsigned lock_ms,
+static int applyTxn(struct fsmState *s,
+                    struct fsmDb *db,
+                    const struct tpdb_txn *txn,
+                    int sync,
+                    unsigned lock_ms,
                     char *errmsg)
 {
     int rc;
@@ -262,8 +266,10 @@ static uint64_t appliedIndex(struct fsmState *s)
 }
 
 /* Queues a decoded entry of db for a later write; takes e's payload. */
-static int pendingPush(struct fsmState *s, struct fsmDb *db,
-                       struct tpdb_entry *e, uint64_t index)
+static int pendingPush(struct fsmState *s,
+                       struct fsmDb *db,
+                       struct tpdb_entry *e,
+                       uint64_t index)
 {
     struct fsmPending *p = tpdb_malloc(sizeof *p);
     if (p == NULL) {
@@ -300,8 +306,7 @@ static void pendingPop(struct fsmState *s, struct fsmDb *db)
 }
 
 /* Writes db's queued entries in order until one cannot be written yet. */
-static void pendingDrain(struct fsmState *s, struct fsmDb *db,
-                         unsigned lock_ms)
+static void pendingDrain(struct fsmState *s, struct fsmDb *db, unsigned lock_ms)
 {
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     while (db->pendingHead != NULL) {
@@ -323,7 +328,8 @@ static void pendingDrain(struct fsmState *s, struct fsmDb *db,
  * (write lock held by a local connection, disk full) is queued in order and
  * written later by tpdbFsmDrain. Only an entry that can never be read stops
  * the node, since skipping it would diverge. */
-static int fsmApply(struct raft_fsm *fsm, const struct raft_buffer *buf,
+static int fsmApply(struct raft_fsm *fsm,
+                    const struct raft_buffer *buf,
                     void **result)
 {
     struct fsmState *s = fsm->data;
@@ -453,9 +459,9 @@ static int snapshotPin(struct fsmDb *db, char *errmsg)
             return rc;
         }
     }
-    rc = sqlite3_exec(db->snapConn,
-                      "BEGIN; SELECT count(*) FROM sqlite_schema;", NULL,
-                      NULL, NULL);
+    rc =
+        sqlite3_exec(db->snapConn, "BEGIN; SELECT count(*) FROM sqlite_schema;",
+                     NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         tpdbErrf(errmsg, "snapshot read of %s: %s", db->name,
                  sqlite3_errmsg(db->snapConn));
@@ -466,10 +472,12 @@ static int snapshotPin(struct fsmDb *db, char *errmsg)
     return TPDB_OK;
 }
 
-static int fsmSnapshotAsync(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+static int fsmSnapshotAsync(struct raft_fsm *fsm,
+                            struct raft_buffer *bufs[],
                             unsigned *n_bufs);
 
-static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+static int fsmSnapshot(struct raft_fsm *fsm,
+                       struct raft_buffer *bufs[],
                        unsigned *n_bufs)
 {
     struct fsmState *s = fsm->data;
@@ -487,8 +495,7 @@ static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
     s->snapDbs = tpdb_calloc(n, sizeof *s->snapDbs);
     s->snapSources = tpdb_calloc(n, sizeof *s->snapSources);
     s->snapImages = tpdb_calloc(n, sizeof *s->snapImages);
-    if (s->snapDbs == NULL || s->snapSources == NULL ||
-        s->snapImages == NULL) {
+    if (s->snapDbs == NULL || s->snapSources == NULL || s->snapImages == NULL) {
         snapshotRelease(s);
         return RAFT_NOMEM;
     }
@@ -521,7 +528,8 @@ static int fsmSnapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[],
 }
 
 /* Worker thread: serializes the pinned read snapshots and encodes them. */
-static int fsmSnapshotAsync(struct raft_fsm *fsm, struct raft_buffer *bufs[],
+static int fsmSnapshotAsync(struct raft_fsm *fsm,
+                            struct raft_buffer *bufs[],
                             unsigned *n_bufs)
 {
     struct fsmState *s = fsm->data;
@@ -571,7 +579,8 @@ static int fsmSnapshotAsync(struct raft_fsm *fsm, struct raft_buffer *bufs[],
 }
 
 static int fsmSnapshotFinalize(struct raft_fsm *fsm,
-                               struct raft_buffer *bufs[], unsigned *n_bufs)
+                               struct raft_buffer *bufs[],
+                               unsigned *n_bufs)
 {
     struct fsmState *s = fsm->data;
     if (*bufs != NULL) {
@@ -588,7 +597,8 @@ static int fsmSnapshotFinalize(struct raft_fsm *fsm,
 
 /* Replaces one database with a snapshot image, as one applied transaction,
  * so readers switch atomically from the old state to the new one. */
-static int restoreDb(void *arg, const struct tpdb_snapshot_db *sdb,
+static int restoreDb(void *arg,
+                     const struct tpdb_snapshot_db *sdb,
                      char *errmsg)
 {
     struct fsmState *s = arg;
@@ -631,8 +641,8 @@ static int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
             pendingPop(s, db);
         }
     }
-    int rc = tpdbSnapshotDecode(buf->base, buf->len, &applied, restoreDb, s,
-                                errmsg);
+    int rc =
+        tpdbSnapshotDecode(buf->base, buf->len, &applied, restoreDb, s, errmsg);
     if (rc != TPDB_OK) {
         tpdbLog(TPDB_LOG_ERROR, "restore snapshot: %s", errmsg);
         return RAFT_CORRUPT;
@@ -644,8 +654,11 @@ static int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
     return 0;
 }
 
-int tpdbFsmInit(struct raft_fsm *fsm, const char *data_dir,
-                const char *meta_dir, uint64_t origin, char *errmsg)
+int tpdbFsmInit(struct raft_fsm *fsm,
+                const char *data_dir,
+                const char *meta_dir,
+                uint64_t origin,
+                char *errmsg)
 {
     struct fsmState *s = tpdb_calloc(1, sizeof *s);
     if (s == NULL) {
@@ -720,7 +733,9 @@ void tpdbFsmProposalAdd(struct raft_fsm *fsm, struct tpdb_proposal *p)
     pthread_mutex_unlock(&s->mutex);
 }
 
-void tpdbFsmProposalFinish(struct raft_fsm *fsm, uint64_t seq, int rc,
+void tpdbFsmProposalFinish(struct raft_fsm *fsm,
+                           uint64_t seq,
+                           int rc,
                            const char *msg)
 {
     struct fsmState *s = fsm->data;
@@ -747,7 +762,8 @@ static void proposalUnlink(struct fsmState *s, struct tpdb_proposal *p)
     }
 }
 
-int tpdbFsmProposalWait(struct raft_fsm *fsm, struct tpdb_proposal *p,
+int tpdbFsmProposalWait(struct raft_fsm *fsm,
+                        struct tpdb_proposal *p,
                         unsigned timeout_ms)
 {
     struct fsmState *s = fsm->data;
@@ -863,7 +879,8 @@ static int resetOne(const char *data_dir, const char *name, char *errmsg)
     return rc;
 }
 
-int tpdbFsmResetDatabases(const char *data_dir, const char *meta_dir,
+int tpdbFsmResetDatabases(const char *data_dir,
+                          const char *meta_dir,
                           char *errmsg)
 {
     char path[4096];

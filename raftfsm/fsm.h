@@ -23,8 +23,8 @@ struct tpdb_fsm;
  * the proposing thread; registered in the FSM while it waits. */
 struct tpdb_proposal {
     uint64_t seq;
-    int state;        /* TPDB_BUSY while pending, then the outcome code */
-    const char *db;   /* database name, for the in-flight count */
+    int state;      /* TPDB_BUSY while pending, then the outcome code */
+    const char *db; /* database name, for the in-flight count */
     char errmsg[TPDB_ERRMSG_SIZE];
     struct tpdb_proposal *next;
 };
@@ -33,8 +33,11 @@ struct tpdb_proposal {
  * of replicated database names (both copied). `origin` identifies this node
  * instance in entries it proposes. On success fills *fsm (version 2,
  * fsm->data = the state) and returns TPDB_OK. Errors: TPDB_NOMEM. */
-int tpdbFsmInit(struct raft_fsm *fsm, const char *data_dir,
-                const char *meta_dir, uint64_t origin, char *errmsg);
+int tpdbFsmInit(struct raft_fsm *fsm,
+                const char *data_dir,
+                const char *meta_dir,
+                uint64_t origin,
+                char *errmsg);
 
 /* Closes every database connection and frees the state. */
 void tpdbFsmClose(struct raft_fsm *fsm);
@@ -47,12 +50,15 @@ void tpdbFsmProposalAdd(struct raft_fsm *fsm, struct tpdb_proposal *p);
 
 /* Sets the outcome of a still-registered proposal and wakes its waiter
  * (no-op if it is no longer registered). Any thread. */
-void tpdbFsmProposalFinish(struct raft_fsm *fsm, uint64_t seq, int rc,
+void tpdbFsmProposalFinish(struct raft_fsm *fsm,
+                           uint64_t seq,
+                           int rc,
                            const char *msg);
 
 /* Waits until p leaves TPDB_BUSY or timeout_ms passes, then unregisters it.
  * Returns p->state, or TPDB_UNKNOWN on timeout. */
-int tpdbFsmProposalWait(struct raft_fsm *fsm, struct tpdb_proposal *p,
+int tpdbFsmProposalWait(struct raft_fsm *fsm,
+                        struct tpdb_proposal *p,
                         unsigned timeout_ms);
 
 /* The proposing connection finished writing (or failed to write) a
@@ -66,7 +72,8 @@ unsigned tpdbFsmDbCount(struct raft_fsm *fsm);
  * manifest (main file and WAL truncated in place, WAL-index removed), so
  * that snapshot restore and log replay rebuild them. Called before
  * raft_start. Errors: TPDB_IOERR. */
-int tpdbFsmResetDatabases(const char *data_dir, const char *meta_dir,
+int tpdbFsmResetDatabases(const char *data_dir,
+                          const char *meta_dir,
                           char *errmsg);
 
 /* Runs a PASSIVE checkpoint on every database the FSM holds open. */

@@ -48,7 +48,7 @@ struct nodeCall {
     int role;
     char **json;
     struct tpdb_node *node; /* for raft callbacks */
-    void *buf; /* proposals: the encoded entry, raft_malloc'd */
+    void *buf;              /* proposals: the encoded entry, raft_malloc'd */
     size_t len;
     uint64_t seq;
     struct raft_change change;
@@ -304,8 +304,7 @@ static int callRun(struct tpdb_node *n, struct nodeCall *c, char *errmsg)
     }
     pthread_mutex_unlock(&n->mutex);
     if (c->rc != TPDB_OK) {
-        tpdbErrf(errmsg, "%s",
-                 c->errmsg[0] ? c->errmsg : tpdb_strerror(c->rc));
+        tpdbErrf(errmsg, "%s", c->errmsg[0] ? c->errmsg : tpdb_strerror(c->rc));
     }
     return c->rc;
 }
@@ -355,8 +354,7 @@ static void notLeaderMsg(struct tpdb_node *n, char *msg)
     const char *address = NULL;
     raft_leader(&n->raft, &id, &address);
     if (id != 0 && id != n->id) {
-        snprintf(msg, TPDB_ERRMSG_SIZE,
-                 "not the leader: node %llu is, at %s",
+        snprintf(msg, TPDB_ERRMSG_SIZE, "not the leader: node %llu is, at %s",
                  (unsigned long long)id, address ? address : "?");
     } else {
         snprintf(msg, TPDB_ERRMSG_SIZE, "not the leader: no leader known");
@@ -386,10 +384,9 @@ static void proposeFn(struct tpdb_node *n, struct nodeCall *c)
     if (rv != 0) {
         /* Not appended: a definite failure. */
         snprintf(msg, sizeof msg, "raft apply: %s", raft_strerror(rv));
-        tpdbFsmProposalFinish(&n->fsm, c->seq,
-                              rv == RAFT_NOTLEADER ? TPDB_NOTLEADER
-                                                   : fromRaft(rv),
-                              msg);
+        tpdbFsmProposalFinish(
+            &n->fsm, c->seq,
+            rv == RAFT_NOTLEADER ? TPDB_NOTLEADER : fromRaft(rv), msg);
         tpdb_free(a);
         goto out_free_buf;
     }
@@ -400,8 +397,10 @@ out_free_buf:
     tpdb_free(c);
 }
 
-int tpdbNodeCommit(struct tpdb_node *n, const char *db,
-                   const struct tpdb_txn *txn, char *errmsg)
+int tpdbNodeCommit(struct tpdb_node *n,
+                   const char *db,
+                   const struct tpdb_txn *txn,
+                   char *errmsg)
 {
     struct tpdb_proposal p;
     struct nodeCall *c;
@@ -512,9 +511,9 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
     for (unsigned i = 0; members != NULL && i < r->configuration.n; i++) {
         const struct raft_server *s = &r->configuration.servers[i];
         json_array_append_new(
-            members, json_pack("{s:I,s:s,s:s}", "id", (json_int_t)s->id,
-                               "address", s->address, "role",
-                               memberRoleName(s->role)));
+            members,
+            json_pack("{s:I,s:s,s:s}", "id", (json_int_t)s->id, "address",
+                      s->address, "role", memberRoleName(s->role)));
     }
     o = json_pack("{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I}", "id",
                   (json_int_t)n->id, "address", n->address, "role",
@@ -581,13 +580,15 @@ static void changeFn(struct tpdb_node *n, struct nodeCall *c)
     if (rv != 0) {
         snprintf(c->errmsg, sizeof c->errmsg, "membership change: %s",
                  raft_errmsg(r)[0] ? raft_errmsg(r) : raft_strerror(rv));
-        callDone(n, c, fromRaft(rv) == TPDB_RAFT ? TPDB_INVALID
-                                                  : fromRaft(rv));
+        callDone(n, c, fromRaft(rv) == TPDB_RAFT ? TPDB_INVALID : fromRaft(rv));
     }
 }
 
-static int changeRun(struct tpdb_node *n, uint64_t id, const char *address,
-                     int role, char *errmsg)
+static int changeRun(struct tpdb_node *n,
+                     uint64_t id,
+                     const char *address,
+                     int role,
+                     char *errmsg)
 {
     struct nodeCall c;
     memset(&c, 0, sizeof c);
@@ -598,7 +599,9 @@ static int changeRun(struct tpdb_node *n, uint64_t id, const char *address,
     return callRun(n, &c, errmsg);
 }
 
-int tpdbNodeAdd(struct tpdb_node *n, uint64_t id, const char *address,
+int tpdbNodeAdd(struct tpdb_node *n,
+                uint64_t id,
+                const char *address,
                 char *errmsg)
 {
     if (id == 0 || address == NULL || !tpdbAddressValid(address)) {
@@ -608,7 +611,9 @@ int tpdbNodeAdd(struct tpdb_node *n, uint64_t id, const char *address,
     return changeRun(n, id, address, -1, errmsg);
 }
 
-int tpdbNodeAssign(struct tpdb_node *n, uint64_t id, const char *role,
+int tpdbNodeAssign(struct tpdb_node *n,
+                   uint64_t id,
+                   const char *role,
                    char *errmsg)
 {
     int r;
@@ -676,7 +681,6 @@ int tpdbNodeCheckpoint(struct tpdb_node *n, char *errmsg)
     return callRun(n, &c, errmsg);
 }
 
-
 static void defaults(struct tpdb_node_config *cfg)
 {
     if (cfg->election_ms == 0) {
@@ -700,8 +704,11 @@ static void defaults(struct tpdb_node_config *cfg)
 }
 
 /* Finds this node's address in the peers list. */
-static int addressFromPeers(const char *peers, uint64_t id, char *address,
-                            size_t size, char *errmsg)
+static int addressFromPeers(const char *peers,
+                            uint64_t id,
+                            char *address,
+                            size_t size,
+                            char *errmsg)
 {
     struct raft_configuration conf;
     int rc;
@@ -729,14 +736,13 @@ static int addressFromPeers(const char *peers, uint64_t id, char *address,
 static int identity(struct tpdb_node *n, int *fresh, char *errmsg)
 {
     const struct tpdb_node_config *cfg = &n->cfg;
-    int rc = tpdbNodeConfLoad(n->metaDir, &n->id, n->address,
-                              sizeof n->address, errmsg);
+    int rc = tpdbNodeConfLoad(n->metaDir, &n->id, n->address, sizeof n->address,
+                              errmsg);
     if (rc == TPDB_OK) {
         *fresh = 0;
         if (cfg->id != 0 && cfg->id != n->id) {
             tpdbErrf(errmsg, "this directory is node %llu, not node %llu",
-                     (unsigned long long)n->id,
-                     (unsigned long long)cfg->id);
+                     (unsigned long long)n->id, (unsigned long long)cfg->id);
             return TPDB_INVALID;
         }
         if (cfg->bind != NULL && strcmp(cfg->bind, n->address) != 0) {
@@ -759,8 +765,8 @@ static int identity(struct tpdb_node *n, int *fresh, char *errmsg)
         }
         snprintf(n->address, sizeof n->address, "%s", cfg->bind);
     } else if (cfg->peers != NULL) {
-        rc = addressFromPeers(cfg->peers, n->id, n->address,
-                              sizeof n->address, errmsg);
+        rc = addressFromPeers(cfg->peers, n->id, n->address, sizeof n->address,
+                              errmsg);
         if (rc != TPDB_OK) {
             return rc;
         }
@@ -808,8 +814,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     }
     rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
     if (rv != 0) {
-        tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir,
-                 raft_strerror(rv));
+        tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
         rc = TPDB_RAFT;
         goto err_after_transport;
     }
@@ -928,8 +933,10 @@ static struct tpdb_node *registryFind(const char *dataDir)
     return NULL;
 }
 
-static int nodeCreate(const struct tpdb_node_config *cfg, const char *real,
-                      struct tpdb_node **out, char *errmsg)
+static int nodeCreate(const struct tpdb_node_config *cfg,
+                      const char *real,
+                      struct tpdb_node **out,
+                      char *errmsg)
 {
     struct tpdb_node *n = tpdb_calloc(1, sizeof *n);
     int fresh = 0;
@@ -980,7 +987,8 @@ static int nodeCreate(const struct tpdb_node_config *cfg, const char *real,
 }
 
 int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
-                    struct tpdb_node **out, char *errmsg)
+                    struct tpdb_node **out,
+                    char *errmsg)
 {
     char real[PATH_MAX];
     struct tpdb_node *n;

@@ -20,21 +20,21 @@
 struct tpdb_node;
 
 struct tpdb_node_config {
-    uint64_t id;      /* this node's id; 0: saved one, else 1 */
-    const char *data_dir; /* directory holding the databases (required) */
-    const char *bind;     /* host:port to listen on; NULL: saved one, else
-                             127.0.0.1:0 (a single node needs no peers) */
-    const char *peers;    /* initial voters "1@host:port,2@host:port,...";
-                             NULL: a single-node cluster of this node */
-    int join;             /* 1: start empty and wait to be added by a member
-                             (SELECT tpdb_add(...) on the leader) */
-    unsigned election_ms;        /* default 1000 */
-    unsigned heartbeat_ms;       /* default 100 */
+    uint64_t id;           /* this node's id; 0: saved one, else 1 */
+    const char *data_dir;  /* directory holding the databases (required) */
+    const char *bind;      /* host:port to listen on; NULL: saved one, else
+                              127.0.0.1:0 (a single node needs no peers) */
+    const char *peers;     /* initial voters "1@host:port,2@host:port,...";
+                              NULL: a single-node cluster of this node */
+    int join;              /* 1: start empty and wait to be added by a member
+                              (SELECT tpdb_add(...) on the leader) */
+    unsigned election_ms;  /* default 1000 */
+    unsigned heartbeat_ms; /* default 100 */
     unsigned snapshot_threshold; /* entries between snapshots, default 1024 */
     unsigned snapshot_trailing;  /* entries kept after one, default 512 */
-    unsigned ready_ms;     /* how long acquire waits to catch up, default
-                              15000 */
-    unsigned commit_ms;    /* longest wait for a commit, default 60000 */
+    unsigned ready_ms;           /* how long acquire waits to catch up, default
+                                    15000 */
+    unsigned commit_ms;          /* longest wait for a commit, default 60000 */
 };
 
 /* Returns the node of cfg->data_dir in this process, starting it if needed
@@ -46,7 +46,8 @@ struct tpdb_node_config {
  * one that contradicts the saved identity, TPDB_TIMEOUT if it could not
  * catch up within cfg->ready_ms, TPDB_IOERR, TPDB_RAFT, TPDB_NOMEM. */
 int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
-                    struct tpdb_node **out, char *errmsg);
+                    struct tpdb_node **out,
+                    char *errmsg);
 
 /* Drops a reference. The node keeps running until tpdbNodeShutdownAll. */
 void tpdbNodeRelease(struct tpdb_node *n);
@@ -68,8 +69,10 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg);
  * it definitely failed (TPDB_NOTLEADER, TPDB_SHUTDOWN, TPDB_TOOBIG, ...),
  * or its outcome is unknown (TPDB_UNKNOWN). After TPDB_OK the caller must
  * write the transaction locally and then call tpdbNodeOwnWriteDone. */
-int tpdbNodeCommit(struct tpdb_node *n, const char *db,
-                   const struct tpdb_txn *txn, char *errmsg);
+int tpdbNodeCommit(struct tpdb_node *n,
+                   const char *db,
+                   const struct tpdb_txn *txn,
+                   char *errmsg);
 
 /* The caller finished writing a transaction tpdbNodeCommit acknowledged. */
 void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);
@@ -85,9 +88,13 @@ void tpdbNodeLeader(struct tpdb_node *n, char *buf, size_t size);
 
 /* Membership changes, run on the leader; block until raft reports the
  * outcome. role: "voter", "standby" or "spare". */
-int tpdbNodeAdd(struct tpdb_node *n, uint64_t id, const char *address,
+int tpdbNodeAdd(struct tpdb_node *n,
+                uint64_t id,
+                const char *address,
                 char *errmsg);
-int tpdbNodeAssign(struct tpdb_node *n, uint64_t id, const char *role,
+int tpdbNodeAssign(struct tpdb_node *n,
+                   uint64_t id,
+                   const char *role,
                    char *errmsg);
 int tpdbNodeRemove(struct tpdb_node *n, uint64_t id, char *errmsg);
 /* Transfers leadership to id (0: any voter) and waits for the attempt. */

@@ -29,8 +29,10 @@ int tpdbAddressValid(const char *address)
 }
 
 /* Parses one "id@host:port" item of length len. */
-static int peerParse(const char *item, size_t len,
-                     struct raft_configuration *conf, char *errmsg)
+static int peerParse(const char *item,
+                     size_t len,
+                     struct raft_configuration *conf,
+                     char *errmsg)
 {
     char buf[TPDB_ADDRESS_MAX + 32];
     char *at;
@@ -70,7 +72,8 @@ static int peerParse(const char *item, size_t len,
     return TPDB_OK;
 }
 
-int tpdbPeersParse(const char *peers, struct raft_configuration *conf,
+int tpdbPeersParse(const char *peers,
+                   struct raft_configuration *conf,
                    char *errmsg)
 {
     const char *p = peers;
@@ -90,8 +93,11 @@ int tpdbPeersParse(const char *peers, struct raft_configuration *conf,
     return rc;
 }
 
-int tpdbNodeConfLoad(const char *meta_dir, uint64_t *id, char *address,
-                     size_t size, char *errmsg)
+int tpdbNodeConfLoad(const char *meta_dir,
+                     uint64_t *id,
+                     char *address,
+                     size_t size,
+                     char *errmsg)
 {
     char path[4096];
     char line[TPDB_ADDRESS_MAX + 32];
@@ -123,7 +129,9 @@ int tpdbNodeConfLoad(const char *meta_dir, uint64_t *id, char *address,
     return TPDB_OK;
 }
 
-int tpdbNodeConfSave(const char *meta_dir, uint64_t id, const char *address,
+int tpdbNodeConfSave(const char *meta_dir,
+                     uint64_t id,
+                     const char *address,
                      char *errmsg)
 {
     char path[4096];

@@ -17,18 +17,24 @@
 /* Parses "1@host:port,2@host:port" into conf (initialised by the caller,
  * voters). Errors: TPDB_INVALID with errmsg saying which item is wrong,
  * TPDB_NOMEM. */
-int tpdbPeersParse(const char *peers, struct raft_configuration *conf,
+int tpdbPeersParse(const char *peers,
+                   struct raft_configuration *conf,
                    char *errmsg);
 
 /* Checks "host:port" syntax (IPv4 or a name, port 0..65535). */
 int tpdbAddressValid(const char *address);
 
 /* Reads <meta_dir>/node.conf. Returns TPDB_NOTFOUND if absent. */
-int tpdbNodeConfLoad(const char *meta_dir, uint64_t *id, char *address,
-                     size_t size, char *errmsg);
+int tpdbNodeConfLoad(const char *meta_dir,
+                     uint64_t *id,
+                     char *address,
+                     size_t size,
+                     char *errmsg);
 
 /* Writes <meta_dir>/node.conf durably (temp file, fsync, rename). */
-int tpdbNodeConfSave(const char *meta_dir, uint64_t id, const char *address,
+int tpdbNodeConfSave(const char *meta_dir,
+                     uint64_t id,
+                     const char *address,
                      char *errmsg);
 
 /* Takes the exclusive lock <meta_dir>/lock without waiting and writes this

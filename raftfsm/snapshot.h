@@ -21,7 +21,7 @@
 #include "vfs/base.h"
 
 struct tpdb_snapshot_db {
-    const char *name;     /* NUL-terminated */
+    const char *name; /* NUL-terminated */
     uint32_t page_size;
     uint32_t db_pages;
     const uint8_t *image; /* page_size * db_pages bytes */
@@ -29,8 +29,12 @@ struct tpdb_snapshot_db {
 
 /* Encodes the images into one buffer allocated with raft_malloc() (raft
  * frees snapshot buffers). Errors: TPDB_INVALID, TPDB_NOMEM. */
-int tpdbSnapshotEncode(uint64_t applied, const struct tpdb_snapshot_db *dbs,
-                       unsigned n_dbs, void **buf, size_t *len, char *errmsg);
+int tpdbSnapshotEncode(uint64_t applied,
+                       const struct tpdb_snapshot_db *dbs,
+                       unsigned n_dbs,
+                       void **buf,
+                       size_t *len,
+                       char *errmsg);
 
 /* Callback for each database while decoding: `image` holds the whole
  * decompressed database, valid only during the call. Return TPDB_OK to
@@ -41,7 +45,11 @@ typedef int (*tpdb_snapshot_db_cb)(void *arg,
 
 /* Validates and decodes a snapshot, calling cb for each database in order.
  * Never reads outside buf. Errors: TPDB_CORRUPT, TPDB_NOMEM, or cb's code. */
-int tpdbSnapshotDecode(const void *buf, size_t len, uint64_t *applied,
-                       tpdb_snapshot_db_cb cb, void *arg, char *errmsg);
+int tpdbSnapshotDecode(const void *buf,
+                       size_t len,
+                       uint64_t *applied,
+                       tpdb_snapshot_db_cb cb,
+                       void *arg,
+                       char *errmsg);
 
 #endif /* TPDB_SNAPSHOT_H */

@@ -16,8 +16,9 @@ static const char *const errTable[TPDB_NRC] = {
     [TPDB_CORRUPT] = "corrupt or truncated data",
     [TPDB_INVALID] = "invalid argument",
     [TPDB_NOTLEADER] = "not the leader",
-    [TPDB_UNKNOWN] = "outcome unknown: leadership lost before the commit "
-                     "was acknowledged",
+    [TPDB_UNKNOWN] =
+        "outcome unknown: leadership lost before the commit "
+        "was acknowledged",
     [TPDB_SHUTDOWN] = "node is shutting down",
     [TPDB_TIMEOUT] = "timed out",
     [TPDB_BUSY] = "busy",
@@ -138,8 +139,8 @@ void tpdbLogSetLevel(int level)
 int tpdbLogEnabled(int level)
 {
     if (logLevel < 0) {
-        logLevel = getenv("TPDB_TRACE") != NULL ? TPDB_LOG_DEBUG
-                                                 : TPDB_LOG_NONE;
+        logLevel =
+            getenv("TPDB_TRACE") != NULL ? TPDB_LOG_DEBUG : TPDB_LOG_NONE;
     }
     return level >= logLevel;
 }

@@ -68,8 +68,13 @@ void tpdbAllocFailAfter(long countdown);
 
 /* Log levels. The library is silent unless a level is enabled, by the
  * TPDB_TRACE environment variable (any value: DEBUG) or tpdbLogSetLevel. */
-enum { TPDB_LOG_DEBUG = 0, TPDB_LOG_INFO, TPDB_LOG_WARN, TPDB_LOG_ERROR,
-       TPDB_LOG_NONE };
+enum {
+    TPDB_LOG_DEBUG = 0,
+    TPDB_LOG_INFO,
+    TPDB_LOG_WARN,
+    TPDB_LOG_ERROR,
+    TPDB_LOG_NONE
+};
 
 void tpdbLogSetLevel(int level);
 int tpdbLogEnabled(int level);

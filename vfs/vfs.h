@@ -45,8 +45,11 @@ struct tpdb_vfs_hooks {
      * *handle is stored with the file and passed to the other hooks; on
      * error xOpen fails with SQLITE_CANTOPEN and errmsg is logged. Called
      * once per connection. */
-    int (*db_open)(void *arg, const char *path, const char *uri,
-                   void **handle, char *errmsg);
+    int (*db_open)(void *arg,
+                   const char *path,
+                   const char *uri,
+                   void **handle,
+                   char *errmsg);
 
     /* The connection's main file is closed. */
     void (*db_close)(void *arg, void *handle);
@@ -61,7 +64,9 @@ struct tpdb_vfs_hooks {
      * (TPDB_OK), definitely failed (TPDB_NOTLEADER, ...), or of unknown
      * outcome (TPDB_UNKNOWN). txn and its pages are valid only during the
      * call. Called on the writing thread with the WAL write lock held. */
-    int (*commit)(void *arg, void *handle, const struct tpdb_txn *txn,
+    int (*commit)(void *arg,
+                  void *handle,
+                  const struct tpdb_txn *txn,
                   char *errmsg);
 
     /* The WAL write lock taken for a transaction on this handle was
@@ -78,7 +83,8 @@ struct tpdb_vfs_hooks {
  * same name again replaces the hooks for files opened afterwards. Internal
  * connections (TPDB_URI_INTERNAL) are never captured. Returns an SQLITE_*
  * code. Thread-safe. */
-int tpdbVfsRegister(const char *name, const struct tpdb_vfs_hooks *hooks,
+int tpdbVfsRegister(const char *name,
+                    const struct tpdb_vfs_hooks *hooks,
                     int make_default);
 
 /* The message of the last failure the VFS reported on this thread (the
@@ -97,7 +103,10 @@ const char *tpdbVfsLastError(void);
  * Waits (polling, up to timeout_ms) while another connection holds the
  * write lock. Cost grows with txn->n_pages, not with the WAL.
  * Returns a TPDB_* code with errmsg set. */
-int tpdbVfsApply(sqlite3 *conn, const struct tpdb_txn *txn, int sync,
-                 unsigned timeout_ms, char *errmsg);
+int tpdbVfsApply(sqlite3 *conn,
+                 const struct tpdb_txn *txn,
+                 int sync,
+                 unsigned timeout_ms,
+                 char *errmsg);
 
 #endif /* TPDB_VFS_H */

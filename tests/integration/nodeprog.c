@@ -28,8 +28,8 @@ static void reply(const char *word, const char *text)
 static void printErr(sqlite3 *db)
 {
     const char *why = tpdb_errmsg();
-    printf("err %d %s%s%s\n", sqlite3_extended_errcode(db),
-           sqlite3_errmsg(db), why[0] ? ": " : "", why);
+    printf("err %d %s%s%s\n", sqlite3_extended_errcode(db), sqlite3_errmsg(db),
+           why[0] ? ": " : "", why);
     fflush(stdout);
 }
 

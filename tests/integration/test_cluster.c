@@ -67,9 +67,9 @@ static void nodeStart(struct cluster *c, int i)
 
 static void nodeWaitReady(struct cluster *c, int i)
 {
-    int rc = harnessProcExpect(c->procs[i], HARNESS_STDOUT,
-                               harnessMatchContains, "ready", 60000, NULL,
-                               errmsg);
+    int rc =
+        harnessProcExpect(c->procs[i], HARNESS_STDOUT, harnessMatchContains,
+                          "ready", 60000, NULL, errmsg);
     if (rc != TPDB_OK) {
         char *err = NULL;
         harnessProcReadAll(c->procs[i], HARNESS_STDERR, 1000, &err, errmsg);
@@ -126,7 +126,10 @@ static char *queryFirst(struct cluster *c, int i, const char *sql)
 }
 
 /* Role of node i from its status, or "" if it does not answer. */
-static void nodeRole(struct cluster *c, int i, char *role, size_t size,
+static void nodeRole(struct cluster *c,
+                     int i,
+                     char *role,
+                     size_t size,
                      long long *applied)
 {
     char *line = command(c, i, "status");
@@ -230,9 +233,9 @@ static void applyLoad(struct cluster *c, int *leader, int from, int to)
              * is unknown to the client. */
             char cmd[300];
             snprintf(cmd, sizeof cmd, "exec %s", sql);
-            assert_int_equal(harnessProcWriteLine(c->procs[*leader], cmd,
-                                                  IO_MS, errmsg),
-                             TPDB_OK);
+            assert_int_equal(
+                harnessProcWriteLine(c->procs[*leader], cmd, IO_MS, errmsg),
+                TPDB_OK);
             assert_int_equal(harnessProcKill(c->procs[*leader], NULL, errmsg),
                              TPDB_OK);
             harnessProcFree(c->procs[*leader]);
@@ -292,8 +295,8 @@ static char *checkRows(struct cluster *c, int i)
     int seen[N_TXNS + 1] = {0};
     for (;;) {
         char *line = NULL;
-        assert_int_equal(harnessProcReadLine(c->procs[i], HARNESS_STDOUT,
-                                             IO_MS, &line, errmsg),
+        assert_int_equal(harnessProcReadLine(c->procs[i], HARNESS_STDOUT, IO_MS,
+                                             &line, errmsg),
                          TPDB_OK);
         if (strcmp(line, "end") == 0) {
             tpdb_free(line);
@@ -389,9 +392,8 @@ static void testFailover(void **state)
     assert_int_not_equal(killed, -1);
     leader = findLeader(c);
     applyLoad(c, &leader, KILL_AT, N_TXNS);
-    assert_int_equal(write(c, &leader,
-                           "INSERT INTO big VALUES(randomblob(11000000))"),
-                     1);
+    assert_int_equal(
+        write(c, &leader, "INSERT INTO big VALUES(randomblob(11000000))"), 1);
     nodeStart(c, killed);
     nodeWaitReady(c, killed);
 
@@ -410,8 +412,8 @@ static void testFailover(void **state)
         assert_int_equal(harnessPollUntil(checkpointed, &cw, 20000, 50),
                          TPDB_OK);
     }
-    printf("# applied index %lld on all nodes, %u unknown outcomes\n",
-           w.index, c->unknown);
+    printf("# applied index %lld on all nodes, %u unknown outcomes\n", w.index,
+           c->unknown);
     size_t len0 = 0;
     char path[HARNESS_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/n1/app.db", c->dir);
@@ -428,8 +430,7 @@ static void testFailover(void **state)
     for (int i = 0; i < N_NODES; i++) {
         char *out = NULL;
         char uri[HARNESS_PATH_MAX + 64];
-        snprintf(uri, sizeof uri, "file:%s/n%d/app.db?mode=ro", c->dir,
-                 i + 1);
+        snprintf(uri, sizeof uri, "file:%s/n%d/app.db?mode=ro", c->dir, i + 1);
         assert_int_equal(harnessSqlite3(NULL, uri, "PRAGMA integrity_check",
                                         30000, &out, errmsg),
                          TPDB_OK);

@@ -44,7 +44,9 @@ static int teardown(void **state)
     return 0;
 }
 
-static char *shell(struct fixture *f, const char *ext, const char *uri,
+static char *shell(struct fixture *f,
+                   const char *ext,
+                   const char *uri,
                    const char *sql)
 {
     char *out = NULL;

@@ -28,8 +28,8 @@ static void testErrWrap(void **state)
     tpdbErrf(msg, "short write (%d of %d)", 3, 24);
     tpdbErrWrap(msg, "write frame %d", 3);
     tpdbErrWrap(msg, "apply entry %d", 812);
-    assert_string_equal(msg,
-                        "apply entry 812: write frame 3: short write (3 of 24)");
+    assert_string_equal(
+        msg, "apply entry 812: write frame 3: short write (3 of 24)");
     /* Long context truncates instead of overflowing. */
     char big[2 * TPDB_ERRMSG_SIZE];
     memset(big, 'x', sizeof big - 1);
@@ -90,7 +90,7 @@ static void testByteOrder(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(testStrerror), cmocka_unit_test(testErrWrap),
+        cmocka_unit_test(testStrerror),  cmocka_unit_test(testErrWrap),
         cmocka_unit_test(testAllocFail), cmocka_unit_test(testCrc32c),
         cmocka_unit_test(testByteOrder),
     };
