@@ -100,12 +100,64 @@ static void testLeavingWalIsRefused(void **state)
     tpdb_free(out);
 }
 
+/* While one process runs the node, a second process (the stock shell)
+ * opening the same database reads the node's applied state and gets a
+ * clear error on writes, never a second node. */
+static void testSecondProcessReadsOnly(void **state)
+{
+    struct fixture *f = *state;
+    struct harness_proc *node = NULL;
+    char prog[HARNESS_PATH_MAX + 64];
+    const char *build = getenv("TPDB_BUILD_ROOT");
+    assert_non_null(build);
+    snprintf(prog, sizeof prog, "%s/tests/integration/tpdb-testnode", build);
+    const char *argv[] = {prog, f->uri, NULL};
+    assert_int_equal(harnessSpawn(argv, NULL, NULL, &node, errmsg), TPDB_OK);
+    assert_int_equal(
+        harnessProcExpect(node, HARNESS_STDOUT, harnessMatchContains, "ready",
+                          30000, NULL, errmsg),
+        TPDB_OK);
+    assert_int_equal(harnessProcWriteLine(node,
+                                          "exec CREATE TABLE t(x); INSERT "
+                                          "INTO t VALUES(1),(2)",
+                                          5000, errmsg),
+                     TPDB_OK);
+    assert_int_equal(
+        harnessProcExpect(node, HARNESS_STDOUT, harnessMatchContains, "ok",
+                          30000, NULL, errmsg),
+        TPDB_OK);
+
+    char *out = shell(f, f->ext, f->uri, "SELECT sum(x) FROM t;");
+    assert_string_equal(out, "3\n");
+    tpdb_free(out);
+
+    out = NULL;
+    int rc = harnessSqlite3(f->ext, f->uri, "INSERT INTO t VALUES(3);", 30000,
+                            &out, errmsg);
+    assert_int_not_equal(rc, TPDB_OK);
+    assert_non_null(strstr(errmsg, "disk I/O error"));
+    tpdb_free(out);
+
+    /* The node still works and never saw the refused row. */
+    assert_int_equal(
+        harnessProcWriteLine(node, "query SELECT sum(x) FROM t", 5000, errmsg),
+        TPDB_OK);
+    char *line = NULL;
+    assert_int_equal(
+        harnessProcReadLine(node, HARNESS_STDOUT, 30000, &line, errmsg),
+        TPDB_OK);
+    assert_string_equal(line, "row 3");
+    tpdb_free(line);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(testCreateInsertSelect, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testLeavingWalIsRefused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testSecondProcessReadsOnly, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
