@@ -5,7 +5,7 @@
  * and commits are replicated before SQLite publishes them.
  *
  * URI parameters (all optional): node=ID, bind=HOST:PORT,
- * peers=ID@HOST:PORT,..., join=1, election_ms, heartbeat_ms,
+ * peers=ID@HOST:PORT,..., join=1 or join=HOST:PORT, election_ms, heartbeat_ms,
  * snapshot_threshold, snapshot_trailing, ready_ms, commit_ms.
  */
 #include "ext/hooks.h"
@@ -74,7 +74,15 @@ static int hookDbOpen(void *arg,
     cfg.id = (uint64_t)sqlite3_uri_int64(uri, "node", 0);
     cfg.bind = sqlite3_uri_parameter(uri, "bind");
     cfg.peers = sqlite3_uri_parameter(uri, "peers");
-    cfg.join = sqlite3_uri_boolean(uri, "join", 0);
+    /* join is a boolean (wait to be added) or a member's HOST:PORT (ask it
+     * to add this node). */
+    cfg.join_address = sqlite3_uri_parameter(uri, "join");
+    if (cfg.join_address != NULL && strchr(cfg.join_address, ':') != NULL) {
+        cfg.join = 1;
+    } else {
+        cfg.join_address = NULL;
+        cfg.join = sqlite3_uri_boolean(uri, "join", 0);
+    }
     cfg.election_ms = uriUnsigned(uri, "election_ms");
     cfg.heartbeat_ms = uriUnsigned(uri, "heartbeat_ms");
     cfg.snapshot_threshold = uriUnsigned(uri, "snapshot_threshold");
@@ -94,6 +102,12 @@ static int hookDbOpen(void *arg,
         h->node = NULL;
         snprintf(h->readonlyMsg, sizeof h->readonlyMsg, "%s", errmsg);
         rc = TPDB_OK;
+    }
+    if (rc == TPDB_OK && h->node != NULL) {
+        rc = tpdbNodeAdopt(h->node, name, path, errmsg);
+        if (rc != TPDB_OK) {
+            tpdbNodeRelease(h->node);
+        }
     }
     if (rc != TPDB_OK) {
         tpdb_free(h);

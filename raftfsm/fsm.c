@@ -23,12 +23,15 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "raftfsm/entry.h"
 #include "raftfsm/snapshot.h"
+#include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
 
 /* How long apply waits for a busy write lock before letting raft retry. */
@@ -53,6 +56,7 @@ struct fsmDb {
     unsigned inflight; /* own txns acknowledged, not yet written */
     unsigned framesSinceCheckpoint;
     int inSnapshot;
+    int tpdbFile; /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
     struct fsmPending *pendingHead; /* loop thread; count under mutex */
     struct fsmPending *pendingTail;
     struct fsmDb *next;
@@ -123,14 +127,17 @@ out:
     return rc;
 }
 
-/* Finds or creates the state of database `name`; loop thread only for
- * creation (other threads only look up under the mutex). */
+/* Finds or creates the state of database `name` (*created says which);
+ * loop thread only for creation (other threads only look up under the
+ * mutex). */
 static int dbGet(struct fsmState *s,
                  const char *name,
                  struct fsmDb **out,
+                 int *created,
                  char *errmsg)
 {
     struct fsmDb *db;
+    *created = 0;
     for (db = s->dbs; db != NULL; db = db->next) {
         if (strcmp(db->name, name) == 0) {
             *out = db;
@@ -164,7 +171,59 @@ static int dbGet(struct fsmState *s,
     db->next = s->dbs;
     s->dbs = db;
     pthread_mutex_unlock(&s->mutex);
+    *created = 1;
     *out = db;
+    return TPDB_OK;
+}
+
+/* A database the cluster has never mentioned is about to be written by
+ * another node's entry, but a file of that name already holds data here:
+ * it is not the cluster's, so it is moved aside (never overwritten). */
+/* Whether the file at path holds no data: absent, 0 bytes, or a database
+ * of one page with an empty schema (what PRAGMA journal_mode=WAL leaves in
+ * a new file). */
+static int holdsNoData(const char *path)
+{
+    uint8_t h[108];
+    struct stat st;
+    if (stat(path, &st) != 0 || st.st_size == 0) {
+        return 1;
+    }
+    FILE *f = fopen(path, "rb");
+    size_t got = f != NULL ? fread(h, 1, sizeof h, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (got != sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
+        return 0;
+    }
+    long pageSize = h[16] == 0 && h[17] == 1 ? 65536 : (h[16] << 8) | h[17];
+    return st.st_size == pageSize && h[100] == 0x0D && h[103] == 0 &&
+           h[104] == 0;
+}
+
+static int moveAsideIfData(struct fsmDb *db, char *errmsg)
+{
+    char aside[4096 + 64];
+    if (holdsNoData(db->path)) {
+        return TPDB_OK;
+    }
+    snprintf(aside, sizeof aside, "%s.orphan-%lld", db->path,
+             (long long)time(NULL));
+    if (rename(db->path, aside) != 0) {
+        tpdbErrf(errmsg, "move %s aside: %s", db->path, strerror(errno));
+        return TPDB_IOERR;
+    }
+    for (const char *sfx = "-wal"; sfx != NULL;
+         sfx = strcmp(sfx, "-wal") == 0 ? "-shm" : NULL) {
+        char from[4096 + 8];
+        char to[4096 + 80];
+        snprintf(from, sizeof from, "%s%s", db->path, sfx);
+        snprintf(to, sizeof to, "%s%s", aside, sfx);
+        rename(from, to);
+    }
+    tpdbLog(TPDB_LOG_WARN, "%s held data unknown to the cluster: moved to %s",
+            db->path, aside);
     return TPDB_OK;
 }
 
@@ -211,6 +270,30 @@ static void maybeCheckpoint(struct fsmDb *db)
 }
 
 /* Writes txn into database db through the applier connection. */
+/* Writes a TPDB file commit through the library's own WAL protocol (always
+ * synced), retrying while a handle holds the file, up to lock_ms. */
+static int applyTpdbFile(struct fsmState *s,
+                         struct fsmDb *db,
+                         const struct tpdb_txn *txn,
+                         unsigned lock_ms,
+                         char *errmsg)
+{
+    uint64_t deadline = tpdbNowMs() + lock_ms;
+    int rc;
+    while ((rc = tpdb_file_apply(db->path, txn, errmsg)) == TPDB_BUSY &&
+           tpdbNowMs() < deadline) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    if (rc == TPDB_OK) {
+        pthread_mutex_lock(&s->mutex);
+        s->stats.applied_entries++;
+        s->stats.applied_pages += txn->n_pages;
+        pthread_mutex_unlock(&s->mutex);
+    }
+    return rc;
+}
+
 static int applyTxn(struct fsmState *s,
                     struct fsmDb *db,
                     const struct tpdb_txn *txn,
@@ -219,6 +302,9 @@ static int applyTxn(struct fsmState *s,
                     char *errmsg)
 {
     int rc;
+    if (db->tpdbFile) {
+        return applyTpdbFile(s, db, txn, lock_ms, errmsg);
+    }
     if (db->conn == NULL) {
         rc = openInternal(db->path, &db->conn, errmsg);
         if (rc != TPDB_OK) {
@@ -338,13 +424,20 @@ static int fsmApply(struct raft_fsm *fsm,
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     int rc;
 
+    int created = 0;
     *result = NULL;
     rc = tpdbEntryPeek(buf->base, buf->len, &e, errmsg);
     if (rc == TPDB_OK) {
-        rc = dbGet(s, e.db, &db, errmsg);
+        rc = dbGet(s, e.db, &db, &created, errmsg);
+    }
+    if (rc == TPDB_OK && e.type == TPDB_ENTRY_TPDBFILE) {
+        db->tpdbFile = 1;
     }
     if (rc == TPDB_OK && e.origin == s->origin && ackOwn(s, db, e.seq)) {
         return 0;
+    }
+    if (rc == TPDB_OK && created) {
+        rc = moveAsideIfData(db, errmsg);
     }
     if (rc == TPDB_OK) {
         rc = tpdbEntryDecode(buf->base, buf->len, &e, errmsg);
@@ -431,7 +524,11 @@ static int waitInflight(struct fsmState *s, struct fsmDb *db)
 static void snapshotRelease(struct fsmState *s)
 {
     for (unsigned i = 0; i < s->nSnapDbs; i++) {
-        sqlite3_free(s->snapImages[i]);
+        if (s->snapSources[i] != NULL && s->snapSources[i]->tpdbFile) {
+            tpdb_free(s->snapImages[i]);
+        } else {
+            sqlite3_free(s->snapImages[i]);
+        }
     }
     for (unsigned i = 0; i < s->nSnapDbs; i++) {
         struct fsmDb *db = s->snapSources[i];
@@ -503,7 +600,7 @@ static int fsmSnapshot(struct raft_fsm *fsm,
     for (struct fsmDb *db = s->dbs; db != NULL && rc == TPDB_OK;
          db = db->next) {
         rc = waitInflight(s, db);
-        if (rc == TPDB_OK) {
+        if (rc == TPDB_OK && !db->tpdbFile) {
             rc = snapshotPin(db, errmsg);
         }
         s->snapSources[s->nSnapDbs] = db;
@@ -527,6 +624,24 @@ static int fsmSnapshot(struct raft_fsm *fsm,
     return 0;
 }
 
+/* A TPDB file's committed state in the entry mapping (entry.h). No own
+ * commit is between acknowledgement and write (waitInflight) and none can
+ * be acknowledged before the snapshot is taken, so the file is stable. */
+static int snapshotTpdbFile(struct fsmState *s, unsigned i, char *errmsg)
+{
+    uint8_t *img = NULL;
+    uint32_t pages = 0;
+    int rc = tpdb_file_image(s->snapSources[i]->path, &img, &pages, errmsg);
+    if (rc == TPDB_NOTFOUND) {
+        rc = TPDB_OK; /* not written yet: an empty database */
+    }
+    s->snapImages[i] = img;
+    s->snapDbs[i].page_size = TPDB_FILE_PAGE_SIZE;
+    s->snapDbs[i].db_pages = pages;
+    s->snapDbs[i].image = img;
+    return rc;
+}
+
 /* Worker thread: serializes the pinned read snapshots and encodes them. */
 static int fsmSnapshotAsync(struct raft_fsm *fsm,
                             struct raft_buffer *bufs[],
@@ -540,6 +655,14 @@ static int fsmSnapshotAsync(struct raft_fsm *fsm,
 
     for (unsigned i = 0; i < s->nSnapDbs; i++) {
         struct fsmDb *db = s->snapSources[i];
+        if (db->tpdbFile) {
+            rc = snapshotTpdbFile(s, i, errmsg);
+            if (rc != TPDB_OK) {
+                tpdbLog(TPDB_LOG_ERROR, "snapshot %s: %s", db->name, errmsg);
+                return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
+            }
+            continue;
+        }
         sqlite3_int64 size = 0;
         int pageSize = 4096;
         uint8_t *img = sqlite3_serialize(db->snapConn, "main", &size, 0);
@@ -604,9 +727,19 @@ static int restoreDb(void *arg,
     struct fsmState *s = arg;
     struct fsmDb *db;
     struct tpdb_txn txn;
-    int rc = dbGet(s, sdb->name, &db, errmsg);
+    int created = 0;
+    int rc = dbGet(s, sdb->name, &db, &created, errmsg);
+    if (rc == TPDB_OK && created) {
+        rc = moveAsideIfData(db, errmsg);
+    }
     if (rc != TPDB_OK || sdb->db_pages == 0) {
         return rc;
+    }
+    /* A TPDB file travels in the entry mapping: its page 1 starts with the
+     * TPDB magic, which no SQLite database starts with. */
+    if (sdb->page_size == TPDB_FILE_PAGE_SIZE &&
+        memcmp(sdb->image, "TPANDADB", 8) == 0) {
+        db->tpdbFile = 1;
     }
     txn.page_size = sdb->page_size;
     txn.db_pages = sdb->db_pages;
@@ -814,6 +947,18 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
                 "node to rebuild this database",
                 name);
     }
+}
+
+int tpdbFsmKnows(struct raft_fsm *fsm, const char *name)
+{
+    struct fsmState *s = fsm->data;
+    int found = 0;
+    pthread_mutex_lock(&s->mutex);
+    for (struct fsmDb *db = s->dbs; db != NULL && !found; db = db->next) {
+        found = strcmp(db->name, name) == 0;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return found;
 }
 
 unsigned tpdbFsmDbCount(struct raft_fsm *fsm)

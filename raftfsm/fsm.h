@@ -65,6 +65,10 @@ int tpdbFsmProposalWait(struct raft_fsm *fsm,
  * transaction the FSM acknowledged for database `db`. */
 void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *db, int written);
 
+/* Whether the cluster's log or snapshot has mentioned database `name` (any
+ * thread). */
+int tpdbFsmKnows(struct raft_fsm *fsm, const char *name);
+
 /* Number of databases the FSM has applied to or knows (for status). */
 unsigned tpdbFsmDbCount(struct raft_fsm *fsm);
 

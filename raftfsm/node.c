@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -30,6 +31,7 @@
 
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
+#include "raftfsm/join.h"
 #include "raftfsm/nodeconf.h"
 #include "raftfsm/transport.h"
 
@@ -102,6 +104,12 @@ struct tpdb_node {
     uint64_t lastIndex;
     unsigned pending; /* entries applied for raft, not yet written */
     uint64_t startLastIndex;
+    /* join=HOST:PORT: the client runs on the loop thread; joinState and
+     * joinMsg are guarded by mutex. */
+    struct tpdb_join_client join;
+    int joinState;
+    int joinRc;
+    char joinMsg[TPDB_ERRMSG_SIZE];
     struct tpdb_node *next;
 };
 
@@ -218,6 +226,7 @@ static void closeHandlesCb(struct raft *r)
 {
     struct tpdb_node *n = r->data;
     raft_uv_close(&n->io);
+    tpdbJoinClientClose(&n->join);
     uv_close((uv_handle_t *)&n->async, NULL);
     uv_close((uv_handle_t *)&n->check, NULL);
     uv_close((uv_handle_t *)&n->drainTimer, NULL);
@@ -397,10 +406,11 @@ out_free_buf:
     tpdb_free(c);
 }
 
-int tpdbNodeCommit(struct tpdb_node *n,
-                   const char *db,
-                   const struct tpdb_txn *txn,
-                   char *errmsg)
+int tpdbNodePropose(struct tpdb_node *n,
+                    int type,
+                    const char *db,
+                    const struct tpdb_txn *txn,
+                    char *errmsg)
 {
     struct tpdb_proposal p;
     struct nodeCall *c;
@@ -416,8 +426,8 @@ int tpdbNodeCommit(struct tpdb_node *n,
         tpdbErrf(errmsg, "commit: out of memory");
         return TPDB_NOMEM;
     }
-    rc = tpdbEntryEncode(TPDB_ENTRY_TXN, db, n->origin, p.seq, txn, &c->buf,
-                         &c->len, errmsg);
+    rc = tpdbEntryEncode(type, db, n->origin, p.seq, txn, &c->buf, &c->len,
+                         errmsg);
     if (rc != TPDB_OK) {
         tpdb_free(c);
         tpdbErrWrap(errmsg, "commit: encode entry");
@@ -437,6 +447,103 @@ int tpdbNodeCommit(struct tpdb_node *n,
     if (rc != TPDB_OK) {
         tpdbErrf(errmsg, "%s", p.errmsg[0] ? p.errmsg : tpdb_strerror(rc));
     }
+    return rc;
+}
+
+int tpdbNodeCommit(struct tpdb_node *n,
+                   const char *db,
+                   const struct tpdb_txn *txn,
+                   char *errmsg)
+{
+    return tpdbNodePropose(n, TPDB_ENTRY_TXN, db, txn, errmsg);
+}
+
+/* Reads a consistent image of the database at path through the plain
+ * "unix" VFS, in WAL mode. *image is sqlite3_malloc'd. */
+static int readImage(const char *path,
+                     uint8_t **image,
+                     sqlite3_int64 *size,
+                     int *pageSize,
+                     char *errmsg)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, "unix");
+    if (rc == SQLITE_OK) {
+        sqlite3_busy_timeout(db, 5000);
+        rc = sqlite3_exec(db,
+                          "PRAGMA journal_mode=WAL;"
+                          "PRAGMA wal_checkpoint(TRUNCATE);",
+                          NULL, NULL, NULL);
+    }
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, NULL);
+    }
+    if (rc == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
+        *pageSize = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_OK) {
+        *image = sqlite3_serialize(db, "main", size, 0);
+        rc = *image != NULL ? SQLITE_OK : SQLITE_NOMEM;
+    }
+    if (rc != SQLITE_OK) {
+        tpdbErrf(errmsg, "read %s: %s", path,
+                 db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    }
+    sqlite3_close(db);
+    return rc == SQLITE_OK ? TPDB_OK : TPDB_IOERR;
+}
+
+int tpdbNodeAdopt(struct tpdb_node *n,
+                  const char *name,
+                  const char *path,
+                  char *errmsg)
+{
+    struct stat st;
+    struct tpdb_txn txn;
+    uint8_t *image = NULL;
+    sqlite3_int64 size = 0;
+    int pageSize = 0;
+    int rc;
+    if (tpdbFsmKnows(&n->fsm, name) || stat(path, &st) != 0 ||
+        st.st_size == 0) {
+        return TPDB_OK;
+    }
+    rc = tpdbNodeWriteCheck(n, errmsg);
+    if (rc != TPDB_OK) {
+        tpdbErrWrap(errmsg,
+                    "%s holds data but is not part of the cluster; open it "
+                    "on the leader to import it",
+                    name);
+        return rc;
+    }
+    rc = readImage(path, &image, &size, &pageSize, errmsg);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    memset(&txn, 0, sizeof txn);
+    txn.page_size = (uint32_t)pageSize;
+    txn.db_pages = (uint32_t)(size / pageSize);
+    txn.n_pages = txn.db_pages;
+    txn.pages = tpdb_malloc(sizeof *txn.pages * (txn.n_pages + 1));
+    if (txn.pages == NULL) {
+        sqlite3_free(image);
+        return TPDB_NOMEM;
+    }
+    for (uint32_t i = 0; i < txn.n_pages; i++) {
+        txn.pages[i].pgno = i + 1;
+        txn.pages[i].data = image + (size_t)i * (size_t)pageSize;
+    }
+    rc = tpdbNodePropose(n, TPDB_ENTRY_IMAGE, name, &txn, errmsg);
+    if (rc == TPDB_OK) {
+        /* The file already holds what the entry carries. */
+        tpdbNodeOwnWriteDone(n, name, 1);
+    } else {
+        tpdbErrWrap(errmsg, "import %s into the cluster", name);
+    }
+    tpdb_free(txn.pages);
+    sqlite3_free(image);
     return rc;
 }
 
@@ -812,6 +919,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     if (rc != TPDB_OK) {
         goto err_after_loop;
     }
+    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
     rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
@@ -835,7 +943,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
     raft_set_pre_vote(&n->raft, true);
-    if (fresh && !n->cfg.join) {
+    if (fresh && !n->cfg.join && n->cfg.join_address == NULL) {
         rc = bootstrap(n, errmsg);
         if (rc != TPDB_OK) {
             goto err_after_raft;
@@ -986,6 +1094,88 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
     return TPDB_OK;
 }
 
+enum { JOIN_NONE = 0, JOIN_PENDING, JOIN_DONE, JOIN_FAILED };
+
+/* The join client's outcome. Loop thread. */
+static void joinDoneCb(void *arg, int rc, const char *msg)
+{
+    struct tpdb_node *n = arg;
+    pthread_mutex_lock(&n->mutex);
+    n->joinState = rc == TPDB_OK ? JOIN_DONE : JOIN_FAILED;
+    n->joinRc = rc;
+    snprintf(n->joinMsg, sizeof n->joinMsg, "%s", msg);
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+}
+
+/* Starts the join client unless this node already is a voter. */
+static void joinStartFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == n->id &&
+            conf->servers[i].role == RAFT_VOTER) {
+            joinDoneCb(n, TPDB_OK, "already a voter");
+            callDone(n, c, TPDB_OK);
+            return;
+        }
+    }
+    int rc =
+        tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address, c->address,
+                            n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
+    if (rc != TPDB_OK) {
+        joinDoneCb(n, rc, c->errmsg);
+    }
+    callDone(n, c, rc);
+}
+
+/* Makes this node a voter through the member at `target` (see
+ * tpdb_node_config.join_address) and waits for the outcome. */
+static int nodeJoin(struct tpdb_node *n, const char *target, char *errmsg)
+{
+    struct nodeCall c;
+    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms + 5000;
+    int start;
+    int rc;
+    pthread_mutex_lock(&n->mutex);
+    start = n->joinState == JOIN_NONE || n->joinState == JOIN_FAILED;
+    if (start) {
+        n->joinState = JOIN_PENDING;
+    }
+    pthread_mutex_unlock(&n->mutex);
+    if (start) {
+        memset(&c, 0, sizeof c);
+        c.fn = joinStartFn;
+        c.address = target;
+        rc = callRun(n, &c, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    }
+    pthread_mutex_lock(&n->mutex);
+    while (n->joinState == JOIN_PENDING && !n->stopping &&
+           tpdbNowMs() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+    }
+    rc = n->joinState == JOIN_DONE      ? TPDB_OK
+         : n->joinState == JOIN_PENDING ? TPDB_TIMEOUT
+                                        : n->joinRc;
+    if (rc != TPDB_OK) {
+        tpdbErrf(
+            errmsg, "join via %s: %s", target,
+            n->joinState == JOIN_PENDING ? "no outcome in time" : n->joinMsg);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
 int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
                     struct tpdb_node **out,
                     char *errmsg)
@@ -1015,6 +1205,9 @@ int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
         return rc;
     }
     rc = waitReady(n, errmsg);
+    if (rc == TPDB_OK && cfg->join_address != NULL) {
+        rc = nodeJoin(n, cfg->join_address, errmsg);
+    }
     if (rc != TPDB_OK) {
         tpdbNodeRelease(n);
         return rc;

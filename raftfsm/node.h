@@ -35,12 +35,20 @@ struct tpdb_node_config {
     unsigned ready_ms;           /* how long acquire waits to catch up, default
                                     15000 */
     unsigned commit_ms;          /* longest wait for a commit, default 60000 */
+    const char *join_address;    /* "IPv4:port" of any member: ask it to add
+                                    this node as a voter (implies join = 1);
+                                    acquire waits up to ready_ms for it.
+                                    Borrowed during tpdbNodeAcquire only. */
 };
 
 /* Returns the node of cfg->data_dir in this process, starting it if needed
  * (a reference is taken; release it with tpdbNodeRelease). Starting
  * rebuilds the replicated databases from the last snapshot and the log and
- * waits until everything the local log held is applied again.
+ * waits until everything the local log held is applied again. With
+ * cfg->join_address it then waits until the member there had this node
+ * added as a voter (at once if the node already is one); a failed join
+ * fails the acquire (TPDB_TIMEOUT, or TPDB_INVALID when refused) and the
+ * next acquire with a join address tries again.
  * Errors: TPDB_READONLY when another process runs the node of that
  * directory (errmsg names its pid), TPDB_INVALID for a bad configuration or
  * one that contradicts the saved identity, TPDB_TIMEOUT if it could not
@@ -73,6 +81,24 @@ int tpdbNodeCommit(struct tpdb_node *n,
                    const char *db,
                    const struct tpdb_txn *txn,
                    char *errmsg);
+
+/* Like tpdbNodeCommit, for an entry of type TPDB_ENTRY_* (entry.h). */
+int tpdbNodePropose(struct tpdb_node *n,
+                    int type,
+                    const char *db,
+                    const struct tpdb_txn *txn,
+                    char *errmsg);
+
+/* Makes an existing database file at `path` (file name `name` in the data
+ * directory) part of the cluster: if it holds data the cluster does not
+ * know, its whole image is replicated as one TPDB_ENTRY_IMAGE entry (the
+ * file is converted to WAL mode first). A no-op for known or empty files.
+ * Fails with TPDB_NOTLEADER (errmsg says to open it on the leader) on a
+ * follower, since the cluster cannot take its content from there. */
+int tpdbNodeAdopt(struct tpdb_node *n,
+                  const char *name,
+                  const char *path,
+                  char *errmsg);
 
 /* The caller finished writing a transaction tpdbNodeCommit acknowledged. */
 void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);

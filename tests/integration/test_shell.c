@@ -150,6 +150,35 @@ static void testSecondProcessReadsOnly(void **state)
     tpdb_free(line);
 }
 
+/* An existing plain SQLite database (rollback journal, with data) opened
+ * through tpdb becomes part of the cluster: its image is replicated first,
+ * so a restart, which rebuilds the database from the Raft log, keeps it. */
+static void testExistingDatabaseIsAdopted(void **state)
+{
+    struct fixture *f = *state;
+    char plain[HARNESS_PATH_MAX + 32];
+    snprintf(plain, sizeof plain, "file:%s/app.db", f->dir);
+    char *out = shell(f, NULL, plain,
+                      "CREATE TABLE old(x); INSERT INTO old "
+                      "SELECT value FROM generate_series(1, 5000);"
+                      "PRAGMA journal_mode;");
+    assert_string_equal(out, "delete\n");
+    tpdb_free(out);
+
+    out = shell(f, f->ext, f->uri,
+                "INSERT INTO old VALUES(-1);"
+                "SELECT count(*), sum(x) FROM old; PRAGMA journal_mode;");
+    assert_string_equal(out, "5001|12502499\nwal\n");
+    tpdb_free(out);
+
+    /* Restarted: rebuilt from the log (image entry + the insert). */
+    out = shell(f, f->ext, f->uri,
+                "SELECT count(*), sum(x) FROM old;"
+                "SELECT json_extract(tpdb_status(), '$.databases');");
+    assert_string_equal(out, "5001|12502499\n1\n");
+    tpdb_free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -158,6 +187,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testLeavingWalIsRefused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testSecondProcessReadsOnly, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testExistingDatabaseIsAdopted, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
