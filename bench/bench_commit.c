@@ -798,7 +798,7 @@ static int parseArgs(int argc,
                           .rounds = 3,
                           .reads = 1,
                           .parent = "/tmp",
-                          .sync = "FULL",
+                          .sync = "NORMAL",
                           .enabled = {1, 1, 1}};
     while ((ch = getopt_long(argc, argv, "", longOpts, NULL)) != -1) {
         switch (ch) {

@@ -58,6 +58,12 @@ static int connectionInit(sqlite3 *db,
         /* Replicated databases are always in WAL mode; on a read-only
          * connection this fails harmlessly. */
         sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
+        /* Durability comes from the Raft log, fsynced on a quorum before
+         * COMMIT returns, and a restarted node rebuilds its databases from
+         * the log: a WAL fsync per commit would add a second durable write
+         * that buys nothing. Checkpoints still sync. A connection may set
+         * FULL again. */
+        sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     }
     if (rc != SQLITE_OK && pzErrMsg != NULL) {
         *pzErrMsg = sqlite3_mprintf("tpdb: cannot register SQL functions");
