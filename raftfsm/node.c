@@ -622,15 +622,25 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
             json_pack("{s:I,s:s,s:s}", "id", (json_int_t)s->id, "address",
                       s->address, "role", memberRoleName(s->role)));
     }
-    o = json_pack("{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I}", "id",
-                  (json_int_t)n->id, "address", n->address, "role",
-                  roleName(raft_state(r)), "leader_id", (json_int_t)leaderId,
-                  "leader_address", leaderAddress, "term",
-                  (json_int_t)r->current_term, "commit_index",
-                  (json_int_t)r->commit_index, "applied_index",
-                  (json_int_t)raft_last_applied(r), "last_index",
-                  (json_int_t)raft_last_index(r), "members", members,
-                  "databases", (json_int_t)tpdbFsmDbCount(&n->fsm));
+    struct tpdb_fsm_stats st;
+    tpdbFsmStats(&n->fsm, &st);
+    uint64_t applied = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
+    json_t *stats =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "applied_entries",
+                  (json_int_t)st.applied_entries, "own_entries",
+                  (json_int_t)st.own_entries, "applied_pages",
+                  (json_int_t)st.applied_pages, "snapshots",
+                  (json_int_t)st.snapshots, "restores", (json_int_t)st.restores,
+                  "pending", (json_int_t)tpdbFsmPending(&n->fsm));
+    o = json_pack(
+        "{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I,s:o}", "id",
+        (json_int_t)n->id, "address", n->address, "role",
+        roleName(raft_state(r)), "leader_id", (json_int_t)leaderId,
+        "leader_address", leaderAddress, "term", (json_int_t)r->current_term,
+        "commit_index", (json_int_t)r->commit_index, "applied_index",
+        (json_int_t)applied, "last_index", (json_int_t)raft_last_index(r),
+        "members", members, "databases", (json_int_t)tpdbFsmDbCount(&n->fsm),
+        "stats", stats);
     char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (text == NULL) {

@@ -105,8 +105,10 @@ void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);
 
 /* Status as a JSON object, allocated with tpdb_malloc (caller frees):
  * {"id","address","role","leader_id","leader_address","term",
- *  "commit_index","applied_index","last_index","members":[{"id","address",
- *  "role"}],"databases"}. Errors: TPDB_NOMEM, TPDB_SHUTDOWN. */
+ *  "commit_index","applied_index" (written locally),"last_index",
+ *  "members":[{"id","address","role"}],"databases","stats":{
+ *  "applied_entries","own_entries","applied_pages","snapshots","restores",
+ *  "pending"}}. Errors: TPDB_NOMEM, TPDB_SHUTDOWN. */
 int tpdbNodeStatusJson(struct tpdb_node *n, char **json, char *errmsg);
 
 /* Current leader as "id@address" into buf; "" if none known. */

@@ -148,6 +148,25 @@ static void nodeRole(struct cluster *c,
     tpdb_free(line);
 }
 
+/* A counter from node i's status "stats" object, or -1. */
+static long long nodeStat(struct cluster *c, int i, const char *key)
+{
+    char *line = command(c, i, "status");
+    long long v = -1;
+    json_t *o = NULL;
+    if (line != NULL && strncmp(line, "status ", 7) == 0) {
+        o = json_loads(line + 7, 0, NULL);
+    }
+    if (o != NULL) {
+        json_t *stats = json_object_get(o, "stats");
+        json_t *value = json_object_get(stats, key);
+        v = json_is_integer(value) ? json_integer_value(value) : -1;
+        json_decref(o);
+    }
+    tpdb_free(line);
+    return v;
+}
+
 struct leaderWait {
     struct cluster *c;
     int leader;
@@ -414,6 +433,9 @@ static void testFailover(void **state)
     }
     printf("# applied index %lld on all nodes, %u unknown outcomes\n", w.index,
            c->unknown);
+    /* The restarted node rebuilt its database from its own last snapshot
+     * (taken every 256 entries) plus the log after it. */
+    assert_true(nodeStat(c, killed, "restores") >= 1);
     size_t len0 = 0;
     char path[HARNESS_PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/n1/app.db", c->dir);
