@@ -10,7 +10,9 @@
  * their rowids up front. Key order in the file is unsigned (defect B2), so
  * a signed rowid range becomes up to two unsigned key intervals.
  * Loading: the tpdb extension calls tpdbVtabRegister() on every connection;
- * a program linking vfs/ can call it itself.
+ * a program linking vfs/ can call it itself. Built into the extension
+ * (TPDB_VTAB_REPLICATE), a file in the data directory of a node running in
+ * this process is replicated through that node (see "Replication" below).
  */
 #include "ext/tpdb_vtab.h"
 
@@ -23,6 +25,12 @@
 
 #include "vfs/base.h"
 #include "vfs/tpdbfile.h"
+#include "vfs/vfs.h"
+
+#ifdef TPDB_VTAB_REPLICATE
+#include "raftfsm/entry.h"
+#include "raftfsm/node.h"
+#endif
 
 /* ---- Shared file handles ------------------------------------------------ */
 
@@ -39,6 +47,7 @@ struct sharedFile {
     uint64_t *sp;     /* `changes` when each open savepoint began */
     int nsp;
     int spcap;
+    void *repl; /* replication state (vtabRepl), NULL when not replicated */
 };
 
 /* Module client data: one per connection. */
@@ -75,6 +84,89 @@ static int parseMode(const char *s, int *mode)
     }
     return 0;
 }
+
+static void sharedFree(struct sharedFile *sf)
+{
+    tpdb_file_close(sf->f);
+    tpdb_free(sf->repl);
+    tpdb_free(sf->sp);
+    tpdb_free(sf->key);
+    tpdb_free(sf);
+}
+
+#ifdef TPDB_VTAB_REPLICATE
+/* ---- Replication ---------------------------------------------------------
+ * A read-write file in the data directory of a node running in this process
+ * is replicated: its commits go through the node as TPDB_ENTRY_TPDBFILE
+ * entries before they are written, and writes are refused on a follower
+ * with the leader's address. Followers' FSMs write the entries to their own
+ * copies (tpdb_file_apply) while no handle holds them. */
+struct vtabRepl {
+    struct tpdb_node *node;
+    char name[TPDB_DBNAME_MAX + 1]; /* file name in the data directory */
+    int acked; /* the node acknowledged a commit not yet written */
+};
+
+static int replWriteCheck(void *arg, char *errmsg)
+{
+    struct vtabRepl *r = arg;
+    return tpdbNodeWriteCheck(r->node, errmsg);
+}
+
+static int replCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)
+{
+    struct vtabRepl *r = arg;
+    int rc =
+        tpdbNodePropose(r->node, TPDB_ENTRY_TPDBFILE, r->name, txn, errmsg);
+    r->acked = rc == TPDB_OK;
+    return rc;
+}
+
+static void replDone(void *arg, int written)
+{
+    struct vtabRepl *r = arg;
+    if (r->acked) {
+        r->acked = 0;
+        tpdbNodeOwnWriteDone(r->node, r->name, written);
+    }
+}
+
+/* Installs the hooks when `real` lies in a running node's data directory. */
+static int replInstall(struct sharedFile *sf, char **pzErr)
+{
+    struct tpdb_node *node = tpdbNodeFind(sf->key);
+    const char *slash = strrchr(sf->key, '/');
+    const char *name = slash == NULL ? sf->key : slash + 1;
+    if (node == NULL || sf->rdonly) {
+        return SQLITE_OK;
+    }
+    if (name[0] == '\0' || name[0] == '.' || strlen(name) > TPDB_DBNAME_MAX) {
+        *pzErr = sqlite3_mprintf(
+            "tpdb_table: %s: file name cannot be replicated", sf->key);
+        return SQLITE_ERROR;
+    }
+    struct vtabRepl *r = tpdb_calloc(1, sizeof *r);
+    if (r == NULL) {
+        return SQLITE_NOMEM;
+    }
+    r->node = node;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    struct tpdb_file_hooks hooks = {
+        .version = 1,
+        .arg = r,
+        .write_check = replWriteCheck,
+        .commit = replCommit,
+        .done = replDone,
+    };
+    if (tpdb_file_set_hooks(sf->f, &hooks) != TPDB_OK) {
+        *pzErr = sqlite3_mprintf("%s", tpdb_file_errmsg(sf->f));
+        tpdb_free(r);
+        return SQLITE_ERROR;
+    }
+    sf->repl = r;
+    return SQLITE_OK;
+}
+#endif
 
 /* Finds or opens the shared handle of `path`. On SQLITE_OK *out holds a new
  * reference; otherwise *pzErr gets an sqlite3_malloc'ed message. */
@@ -123,19 +215,18 @@ static int sharedAcquire(struct registry *reg,
         return rc == TPDB_NOMEM ? SQLITE_NOMEM : SQLITE_CANTOPEN;
     }
     sf->rdonly = rdonly;
+#ifdef TPDB_VTAB_REPLICATE
+    rc = replInstall(sf, pzErr);
+    if (rc != SQLITE_OK) {
+        sharedFree(sf);
+        return rc;
+    }
+#endif
     sf->refs = 1;
     sf->next = reg->files;
     reg->files = sf;
     *out = sf;
     return SQLITE_OK;
-}
-
-static void sharedFree(struct sharedFile *sf)
-{
-    tpdb_file_close(sf->f);
-    tpdb_free(sf->sp);
-    tpdb_free(sf->key);
-    tpdb_free(sf);
 }
 
 static void sharedRelease(struct registry *reg, struct sharedFile *sf)
@@ -186,6 +277,10 @@ static int sqliteRc(int rc)
             return SQLITE_TOOBIG;
         case TPDB_INVALID:
             return SQLITE_CONSTRAINT;
+        case TPDB_NOTLEADER:
+            return TPDB_SQLITE_NOTLEADER;
+        case TPDB_UNKNOWN:
+            return TPDB_SQLITE_UNKNOWN;
         default:
             return SQLITE_ERROR;
     }

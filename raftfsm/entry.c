@@ -19,6 +19,8 @@
 #define ENTRY_HDR_CRC_OFF 52
 #define PAGE_SIZE_MIN 512
 #define PAGE_SIZE_MAX 65536
+/* TPDB_ENTRY_TPDBFILE entries carry 4096-byte TPDB pages (tpdbfile.h). */
+#define TPDB_TPDBFILE_PAGE 4096
 /* lz4 cannot expand data by more than about 255 times; a header claiming
  * more is corrupt, and rejecting it avoids a huge allocation. */
 #define LZ4_MAX_RATIO 256
@@ -59,7 +61,8 @@ static int checkShape(int type,
                       uint64_t *raw_len,
                       char *errmsg)
 {
-    if (type != TPDB_ENTRY_TXN && type != TPDB_ENTRY_IMAGE) {
+    if (type != TPDB_ENTRY_TXN && type != TPDB_ENTRY_IMAGE &&
+        type != TPDB_ENTRY_TPDBFILE) {
         tpdbErrf(errmsg, "unknown entry type %d", type);
         return TPDB_CORRUPT;
     }
@@ -71,6 +74,11 @@ static int checkShape(int type,
     if (n_pages == 0 || n_pages > db_pages) {
         tpdbErrf(errmsg, "bad page count %u for %u database pages",
                  (unsigned)n_pages, (unsigned)db_pages);
+        return TPDB_CORRUPT;
+    }
+    if (type == TPDB_ENTRY_TPDBFILE && page_size != TPDB_TPDBFILE_PAGE) {
+        tpdbErrf(errmsg, "TPDB file entry with page size %u",
+                 (unsigned)page_size);
         return TPDB_CORRUPT;
     }
     if (type == TPDB_ENTRY_IMAGE && n_pages != db_pages) {
@@ -98,6 +106,10 @@ static int checkPgno(int type,
     if (i > 0 && pgno <= prev) {
         tpdbErrf(errmsg, "page %u: number %u not above %u", (unsigned)i,
                  (unsigned)pgno, (unsigned)prev);
+        return TPDB_CORRUPT;
+    }
+    if (type == TPDB_ENTRY_TPDBFILE && i == 0 && pgno != 1) {
+        tpdbErrf(errmsg, "TPDB file entry without its header page");
         return TPDB_CORRUPT;
     }
     if (type == TPDB_ENTRY_IMAGE && pgno != i + 1) {

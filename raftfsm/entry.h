@@ -36,10 +36,17 @@
 #define TPDB_DBNAME_MAX 255
 
 enum {
-    TPDB_ENTRY_TXN = 1,  /* a committed transaction's pages */
-    TPDB_ENTRY_IMAGE = 2 /* a whole database image (pages 1..db_pages) that
-                            replaces the database, e.g. its first import */
+    TPDB_ENTRY_TXN = 1,     /* a committed transaction's pages */
+    TPDB_ENTRY_IMAGE = 2,   /* a whole database image (pages 1..db_pages) that
+                               replaces the database, e.g. its first import */
+    TPDB_ENTRY_TPDBFILE = 3 /* a commit to a TPDB page file (tpdbfile.h) */
 };
+
+/* TPDB_ENTRY_TPDBFILE maps a TPDB page file onto the txn (page_size 4096):
+ * txn page 1 is a 4096-byte page whose first 64 bytes are the TPDB header
+ * (magic, version, page_count, free_list_head; the rest zero), and txn page
+ * N+1 is TPDB page N; db_pages = page_count + 1. Page 1 is always present.
+ * An entry holding every page 1..db_pages is a whole-file image. */
 
 /* A decoded entry. */
 struct tpdb_entry {

@@ -16,6 +16,12 @@
  * serialize step is written to run on a worker (raft_fsm version 3), but
  * raft_uv in raft 0.15 offers no async_work, so today it runs on the loop
  * thread and stalls it for the time of one compression of every database.
+ *
+ * TPDB page files (TPDB_ENTRY_TPDBFILE, entry.h) are applied with
+ * tpdb_file_apply, which needs the file's exclusive flock: while a local
+ * handle holds the file, entries are queued as for a busy SQLite write
+ * lock. Snapshots carry them in the entry mapping (tpdb_file_image); restore
+ * recognises them by the TPDB magic at the start of their first page.
  */
 #include "raftfsm/fsm.h"
 

@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "vfs/base.h"
+#include "vfs/txn.h"
 
 /* Page size of the format, and the WAL file suffix. */
 #define TPDB_FILE_PAGE_SIZE 4096
@@ -346,6 +347,76 @@ TPDB_API int tpdb_file_create_index(struct tpdb_file *f,
                                     const char *const *cols,
                                     unsigned ncols,
                                     int unique);
+
+/* ---- Replication ----------------------------------------------------------
+ * A commit can be replicated before it is written, as the tpdb VFS does for
+ * SQLite. The replicated form of a commit is a struct tpdb_txn in the
+ * mapping of raftfsm/entry.h's TPDB_ENTRY_TPDBFILE: page_size 4096; txn page
+ * 1 holds the 64-byte TPDB header (magic, version, page_count,
+ * free_list_head; zeros after it), txn page N+1 is TPDB page N; db_pages =
+ * page_count + 1; page 1 is always present. */
+
+struct tpdb_file_hooks {
+    int version; /* 1 */
+    void *arg;   /* passed to every hook */
+
+    /* A write statement is starting (NULL: always allowed). Return TPDB_OK,
+     * or an error (TPDB_NOTLEADER, TPDB_READONLY, ...) with errmsg naming
+     * the leader: the statement then fails with that code, changing
+     * nothing. */
+    int (*write_check)(void *arg, char *errmsg);
+
+    /* A commit is about to write its WAL frames. Blocks until txn is
+     * durable on a quorum (TPDB_OK), definitely failed, or of unknown
+     * outcome (TPDB_UNKNOWN). txn and its pages are valid only during the
+     * call. On any code but TPDB_OK nothing reaches either file, the
+     * statement or transaction is rolled back completely and the commit
+     * fails with that code, errmsg in tpdb_file_errmsg(). */
+    int (*commit)(void *arg, const struct tpdb_txn *txn, char *errmsg);
+
+    /* The local write of a commit whose hook returned TPDB_OK finished:
+     * `written` is 1 when it is durable (the WAL fdatasync succeeded). */
+    void (*done)(void *arg, int written);
+};
+
+/* Installs hooks on a read-write handle (copied; NULL removes them). The
+ * first commit after installation carries the whole file (txn pages 1 ..
+ * page_count + 1), so that a replica can start from it; later commits carry
+ * the header page and the pages they changed. After a commit was
+ * replicated but not written locally, every later write on the handle fails
+ * with TPDB_IOERR (the local copy is behind the cluster). Errors:
+ * TPDB_READONLY (read-only handle), TPDB_MISUSE (a transaction is open),
+ * TPDB_INVALID (unknown hooks version). */
+TPDB_API int tpdb_file_set_hooks(struct tpdb_file *f,
+                                 const struct tpdb_file_hooks *hooks);
+
+/* Applies a replicated commit (the mapping above) to the page file at
+ * `path`, creating it if missing, through the library's crash-safe
+ * protocol: committed frames already in its WAL are checkpointed first, then
+ * the pages are written as WAL frames with a commit sentinel, the WAL is
+ * fdatasynced and checkpointed into the page file, which is cut to the
+ * header plus page_count pages. A reader opening the file afterwards sees
+ * exactly the committed state. Takes the exclusive flock without waiting.
+ * Errors: TPDB_BUSY (a handle holds the file: retry later), TPDB_INVALID
+ * (txn not in the mapping: bad page size, no header page, bad magic,
+ * page numbers), TPDB_CORRUPT (the existing file), TPDB_IOERR, TPDB_FULL,
+ * TPDB_NOMEM; errmsg (may be NULL) says why. */
+TPDB_API int tpdb_file_apply(const char *path,
+                             const struct tpdb_txn *txn,
+                             char *errmsg);
+
+/* Reads the committed state of the page file at `path` (header, pages and
+ * the WAL's committed frames) in the mapping above: on TPDB_OK *image holds
+ * *n_pages (= page_count + 1) pages of 4096 bytes, allocated with
+ * tpdb_malloc, owned by the caller (tpdb_free). Takes no flock, so that it
+ * works while a writer holds the file: the caller must make sure that no
+ * commit runs meanwhile (the replicated state machine reads between
+ * applies, with no own commit in flight). Errors: TPDB_NOTFOUND,
+ * TPDB_CORRUPT, TPDB_IOERR, TPDB_NOMEM. */
+TPDB_API int tpdb_file_image(const char *path,
+                             uint8_t **image,
+                             uint32_t *n_pages,
+                             char *errmsg);
 
 /* Test hook (crash simulation): when `frames` >= 0, every later commit calls
  * _exit(77) in place of writing its WAL frame number `frames` (0-based;

@@ -25,6 +25,12 @@
  * interior page always splits in two by bytes. */
 #define TF_MAX_INDEX_KEY 1000
 
+/* Internal open flags for tfOpen, beyond the public TPDB_FILE_*. */
+enum {
+    TF_OPEN_NOLOCK = 0x100,   /* take no flock (tpdb_file_image) */
+    TF_OPEN_NOCATALOG = 0x200 /* do not load the catalog */
+};
+
 enum {
     TF_PT_FREE = 0,
     TF_PT_INTERIOR = 1,
@@ -100,8 +106,11 @@ struct tpdb_file {
     uint32_t s_free_head;
     uint64_t gen; /* bumped by every write call: invalidates cursors */
     struct tfCatalog cat;
-    struct tfCatSave s_cat; /* at statement start */
-    struct tfCatSave t_cat; /* at transaction start */
+    struct tfCatSave s_cat;       /* at statement start */
+    struct tfCatSave t_cat;       /* at transaction start */
+    struct tpdb_file_hooks hooks; /* replication; version 0 when none */
+    int repl_full;  /* the next replicated commit carries the whole file */
+    int repl_stale; /* a replicated commit was not written locally */
 };
 
 /* ---- tpdbfile_pager.c ---- */
@@ -123,6 +132,19 @@ uint64_t tfChainLimit(const struct tpdb_file *f);
  * succeeded) even when the checkpoint then failed. */
 int tfCommitWrite(struct tpdb_file *f, int *durable);
 void tfDirtyDrop(struct tpdb_file *f);
+/* tpdb_file_open with internal flags (TF_OPEN_*) too. */
+int tfOpen(const char *path, int flags, struct tpdb_file **out, char *errmsg);
+/* The 64-byte header of the current page count and free-list head. */
+void tfHeaderEncode(const struct tpdb_file *f, uint8_t *hdr);
+
+/* ---- tpdbfile_repl.c ---- */
+/* Before a commit: hands it to hooks->commit when hooks are installed and
+ * the commit changes anything. *replicated says whether the hook accepted
+ * it (then tfReplDone must follow the local write). */
+int tfReplCommit(struct tpdb_file *f, int *replicated);
+void tfReplDone(struct tpdb_file *f, int durable);
+/* Before a write statement: the stale check and hooks->write_check. */
+int tfReplWriteCheck(struct tpdb_file *f);
 void tfUndoClear(struct tpdb_file *f);
 void tfUndoApply(struct tpdb_file *f);
 

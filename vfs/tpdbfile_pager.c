@@ -466,7 +466,7 @@ static int tfHeaderRead(struct tpdb_file *f, uint64_t size)
     return TPDB_OK;
 }
 
-static void tfHeaderEncode(const struct tpdb_file *f, uint8_t *hdr)
+void tfHeaderEncode(const struct tpdb_file *f, uint8_t *hdr)
 {
     memset(hdr, 0, TF_HDR);
     memcpy(hdr, tfMagic, 8);
@@ -641,7 +641,8 @@ static int tfOpenFiles(struct tpdb_file *f, int flags)
         tpdbErrf(f->errmsg, "%s: open failed: %s", f->name, strerror(errno));
         return errno == ENOENT ? TPDB_NOTFOUND : TPDB_IOERR;
     }
-    if (flock(f->fd, (f->rdonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
+    if ((flags & TF_OPEN_NOLOCK) == 0 &&
+        flock(f->fd, (f->rdonly ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0) {
         tpdbErrf(f->errmsg, "%s: locked by another handle", f->name);
         return TPDB_BUSY;
     }
@@ -713,6 +714,12 @@ int tpdb_file_open(const char *path,
                    struct tpdb_file **out,
                    char *errmsg)
 {
+    return tfOpen(path, flags & (TPDB_FILE_RDONLY | TPDB_FILE_CREATE), out,
+                  errmsg);
+}
+
+int tfOpen(const char *path, int flags, struct tpdb_file **out, char *errmsg)
+{
     struct tpdb_file *f = NULL;
     int rc = TPDB_INVALID;
     if (out != NULL) {
@@ -739,7 +746,7 @@ int tpdb_file_open(const char *path,
     if (rc == TPDB_OK) {
         rc = tfOpenState(f);
     }
-    if (rc == TPDB_OK) {
+    if (rc == TPDB_OK && (flags & TF_OPEN_NOCATALOG) == 0) {
         rc = tfCatalogLoad(f);
     }
     if (rc != TPDB_OK) {

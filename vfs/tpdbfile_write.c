@@ -19,7 +19,11 @@ static int tfStmtBegin(struct tpdb_file *f)
         return TPDB_READONLY;
     }
     f->gen++;
-    int rc = tfCatalogSave(f, &f->s_cat);
+    int rc = tfReplWriteCheck(f);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    rc = tfCatalogSave(f, &f->s_cat);
     if (rc != TPDB_OK) {
         return rc;
     }
@@ -30,13 +34,21 @@ static int tfStmtBegin(struct tpdb_file *f)
     return TPDB_OK;
 }
 
-/* Commits the dirty pages. When the commit did not become durable, the
- * header fields and the catalog go back to `save` (the transaction's or
- * the autocommit statement's start). */
+/* Commits the dirty pages, replicating them first when hooks are
+ * installed (a refused replication writes nothing). When the commit did not
+ * become durable, the header fields and the catalog go back to `save` (the
+ * transaction's or the autocommit statement's start). */
 static int tfTxnCommit(struct tpdb_file *f, const struct tfCatSave *save)
 {
     int durable = 0;
-    int rc = tfCommitWrite(f, &durable);
+    int replicated = 0;
+    int rc = tfReplCommit(f, &replicated);
+    if (rc == TPDB_OK) {
+        rc = tfCommitWrite(f, &durable);
+    }
+    if (replicated) {
+        tfReplDone(f, durable);
+    }
     tfDirtyDrop(f);
     if (durable) {
         f->c_page_count = f->page_count;

@@ -149,6 +149,20 @@ static void testRoundTripImage(void **state)
     freeTxn(&t);
 }
 
+/* A TPDB file commit: header page 1, then TPDB pages shifted by one; a
+ * whole-file image is the same type. */
+static void testRoundTripTpdbFile(void **state)
+{
+    struct testTxn t;
+    (void)state;
+    makeTxn(&t, 4, 4096, 1, 3, 40);
+    roundTrip(TPDB_ENTRY_TPDBFILE, "legacy.tpdb", &t.txn);
+    freeTxn(&t);
+    makeTxn(&t, 12, 4096, 1, 1, 12);
+    roundTrip(TPDB_ENTRY_TPDBFILE, "legacy.tpdb", &t.txn);
+    freeTxn(&t);
+}
+
 /* All-zero pages compress about 250 times: the decoder's plausibility bound
  * on the compression ratio must accept them. */
 static void testRoundTripZeroPages(void **state)
@@ -296,7 +310,7 @@ static void testEncodeInvalid(void **state)
     expectInvalid(TPDB_ENTRY_TXN, long_name, &t.txn, TPDB_INVALID);
     expectInvalid(TPDB_ENTRY_TXN, "db", NULL, TPDB_INVALID);
     expectInvalid(0, "db", &t.txn, TPDB_INVALID);
-    expectInvalid(3, "db", &t.txn, TPDB_INVALID);
+    expectInvalid(4, "db", &t.txn, TPDB_INVALID);
     /* IMAGE needs pages 1..db_pages. */
     expectInvalid(TPDB_ENTRY_IMAGE, "db", &t.txn, TPDB_INVALID);
     const uint32_t bad_sizes[] = {0, 256, 1000, 4095, 131072};
@@ -327,6 +341,20 @@ static void testEncodeInvalid(void **state)
     expectInvalid(TPDB_ENTRY_TXN, "db", &t.txn, TPDB_INVALID);
     t.txn.pages = pages;
     roundTrip(TPDB_ENTRY_TXN, "db", &t.txn);
+    freeTxn(&t);
+}
+
+/* TPDB file entries need 4096-byte pages and their header page 1; the
+ * IMAGE rule (every page present) does not apply. */
+static void testEncodeInvalidTpdbFile(void **state)
+{
+    struct testTxn t;
+    (void)state;
+    makeTxn(&t, 3, 4096, 2, 2, 10);
+    expectInvalid(TPDB_ENTRY_TPDBFILE, "x.tpdb", &t.txn, TPDB_INVALID);
+    freeTxn(&t);
+    makeTxn(&t, 3, 1024, 1, 2, 10);
+    expectInvalid(TPDB_ENTRY_TPDBFILE, "x.tpdb", &t.txn, TPDB_INVALID);
     freeTxn(&t);
 }
 
@@ -547,6 +575,10 @@ static void testCraftedPageLists(void **state)
     expectCrafted(&c, TPDB_CORRUPT);
     c.db_pages = 9;
     expectCrafted(&c, TPDB_CORRUPT);
+    /* A TPDB file entry needs 4096-byte pages and page 1 first. */
+    c.type = TPDB_ENTRY_TPDBFILE;
+    c.db_pages = 10;
+    expectCrafted(&c, TPDB_CORRUPT);
     free(raw);
 }
 
@@ -661,6 +693,8 @@ int main(void)
         cmocka_unit_test(testRoundTripPageSizes),
         cmocka_unit_test(testRoundTripImage),
         cmocka_unit_test(testRoundTripZeroPages),
+        cmocka_unit_test(testRoundTripTpdbFile),
+        cmocka_unit_test(testEncodeInvalidTpdbFile),
         cmocka_unit_test(testLengthMultipleOfEight),
         cmocka_unit_test(testRealisticCompression),
         cmocka_unit_test(testEncodeInvalid),

@@ -1,0 +1,366 @@
+/*
+ * Integration test: a TPDB page file in the data directory of a 3-node
+ * cluster of real tpdb-testnode processes. Writes through the leader's
+ * tpdb_table virtual table are replicated; a follower's copy reads the same
+ * rows through the library and through its own virtual table, refuses
+ * writes naming the leader, holds entries back while its virtual table
+ * keeps the file open and catches up once it is dropped, and rebuilds its
+ * copy after a SIGKILL and restart; at the end every copy is
+ * byte-identical.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "tests/integration/harness.h"
+#include "vfs/base.h"
+#include "vfs/tpdbfile.h"
+
+#define N_NODES 3
+#define IO_MS 30000
+
+struct cluster {
+    char dir[HARNESS_PATH_MAX];
+    char prog[HARNESS_PATH_MAX];
+    unsigned ports[N_NODES];
+    char peers[512];
+    struct harness_proc *procs[N_NODES];
+};
+
+static char errmsg[TPDB_ERRMSG_SIZE];
+
+static void tpdbPath(struct cluster *c, int i, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/n%d/legacy.tpdb", c->dir, i + 1);
+}
+
+static void nodeStart(struct cluster *c, int i)
+{
+    char uri[HARNESS_PATH_MAX + 1024];
+    char sub[HARNESS_PATH_MAX + 16];
+    snprintf(uri, sizeof uri,
+             "file:%s/n%d/app.db?node=%d&bind=127.0.0.1:%u&peers=%s&"
+             "election_ms=400&heartbeat_ms=40&ready_ms=60000",
+             c->dir, i + 1, i + 1, c->ports[i], c->peers);
+    snprintf(sub, sizeof sub, "%s/n%d", c->dir, i + 1);
+    mkdir(sub, 0755);
+    const char *argv[] = {c->prog, uri, NULL};
+    assert_int_equal(harnessSpawn(argv, NULL, NULL, &c->procs[i], errmsg),
+                     TPDB_OK);
+}
+
+static void nodeWaitReady(struct cluster *c, int i)
+{
+    int rc =
+        harnessProcExpect(c->procs[i], HARNESS_STDOUT, harnessMatchContains,
+                          "ready", 60000, NULL, errmsg);
+    if (rc != TPDB_OK) {
+        char *err = NULL;
+        harnessProcReadAll(c->procs[i], HARNESS_STDERR, 1000, &err, errmsg);
+        fail_msg("node %d not ready: %s", i + 1, err ? err : "");
+    }
+}
+
+/* Sends a command and returns its first reply line (caller frees). */
+static char *command(struct cluster *c, int i, const char *cmd)
+{
+    char *line = NULL;
+    if (harnessProcWriteLine(c->procs[i], cmd, IO_MS, errmsg) != TPDB_OK ||
+        harnessProcReadLine(c->procs[i], HARNESS_STDOUT, IO_MS, &line,
+                            errmsg) != TPDB_OK) {
+        fail_msg("node %d: no reply to '%s': %s", i + 1, cmd, errmsg);
+    }
+    return line;
+}
+
+/* Runs `exec sql` on node i and asserts the reply starts with `want`. */
+static void execExpect(struct cluster *c,
+                       int i,
+                       const char *sql,
+                       const char *want)
+{
+    char cmd[HARNESS_PATH_MAX * 2];
+    snprintf(cmd, sizeof cmd, "exec %s", sql);
+    char *line = command(c, i, cmd);
+    if (strncmp(line, want, strlen(want)) != 0) {
+        fail_msg("node %d: '%s' gave '%s', want '%s'", i + 1, sql, line, want);
+    }
+    tpdb_free(line);
+}
+
+/* Rows of a query on node i as "a|b;" text (caller frees). */
+static char *query(struct cluster *c, int i, const char *sql)
+{
+    char cmd[HARNESS_PATH_MAX];
+    size_t cap = 1 << 16;
+    size_t len = 0;
+    char *out = tpdb_calloc(1, cap);
+    assert_non_null(out);
+    snprintf(cmd, sizeof cmd, "query %s", sql);
+    char *line = command(c, i, cmd);
+    while (strncmp(line, "row ", 4) == 0) {
+        len += (size_t)snprintf(out + len, cap - len, "%s;", line + 4);
+        assert_true(len < cap);
+        tpdb_free(line);
+        line = NULL;
+        assert_int_equal(harnessProcReadLine(c->procs[i], HARNESS_STDOUT, IO_MS,
+                                             &line, errmsg),
+                         TPDB_OK);
+    }
+    if (strcmp(line, "end") != 0) {
+        fail_msg("node %d: '%s' gave '%s'", i + 1, sql, line);
+    }
+    tpdb_free(line);
+    return out;
+}
+
+struct leaderWait {
+    struct cluster *c;
+    int leader;
+};
+
+static int hasLeader(void *arg)
+{
+    struct leaderWait *w = arg;
+    for (int i = 0; i < N_NODES; i++) {
+        char *line = command(w->c, i, "status");
+        int leads = strstr(line, "\"role\": \"leader\"") != NULL ||
+                    strstr(line, "\"role\":\"leader\"") != NULL;
+        tpdb_free(line);
+        if (leads) {
+            w->leader = i;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Rows of users in the file at path as "id|name;" text, read through the
+ * library; NULL while the file is missing or held by a writer. */
+static char *fileRows(const char *path)
+{
+    struct tpdb_file *f = NULL;
+    struct tpdb_cursor *cur = NULL;
+    char err[TPDB_ERRMSG_SIZE];
+    size_t cap = 1 << 16;
+    size_t len = 0;
+    if (tpdb_file_open(path, TPDB_FILE_RDONLY, &f, err) != TPDB_OK) {
+        return NULL;
+    }
+    char *out = tpdb_calloc(1, cap);
+    assert_non_null(out);
+    int rc = tpdb_cursor_open_table(f, "users", &cur);
+    if (rc == TPDB_OK) {
+        rc = tpdb_cursor_first(cur);
+    }
+    while (rc == TPDB_OK && !tpdb_cursor_eof(cur)) {
+        const struct tpdb_value *v;
+        unsigned n, stored;
+        int64_t rowid;
+        rc = tpdb_cursor_rowid(cur, &rowid);
+        if (rc == TPDB_OK) {
+            rc = tpdb_cursor_row(cur, &v, &n, &stored);
+        }
+        if (rc == TPDB_OK) {
+            len += (size_t)snprintf(out + len, cap - len, "%lld|%.*s;",
+                                    (long long)rowid, (int)v[1].len,
+                                    (const char *)v[1].base);
+            rc = tpdb_cursor_next(cur);
+        }
+    }
+    tpdb_cursor_close(cur);
+    tpdb_file_close(f);
+    if (rc != TPDB_OK) {
+        tpdb_free(out);
+        return NULL;
+    }
+    return out;
+}
+
+struct rowsWait {
+    const char *path;
+    const char *want;
+};
+
+static int hasRows(void *arg)
+{
+    struct rowsWait *w = arg;
+    char *rows = fileRows(w->path);
+    int ok = rows != NULL && strcmp(rows, w->want) == 0;
+    tpdb_free(rows);
+    return ok;
+}
+
+static void waitRows(struct cluster *c, int i, const char *want)
+{
+    char path[HARNESS_PATH_MAX + 32];
+    tpdbPath(c, i, path, sizeof path);
+    struct rowsWait w = {path, want};
+    if (harnessPollUntil(hasRows, &w, 30000, 20) != TPDB_OK) {
+        char *rows = fileRows(path);
+        fail_msg("node %d: rows '%s', want '%s'", i + 1, rows ? rows : "?",
+                 want);
+    }
+}
+
+/* A TPDB file with users(id INTEGER PK, name TEXT) and an index, written
+ * locally on the leader before it is replicated. */
+static void seedFile(const char *path)
+{
+    struct tpdb_file *f = NULL;
+    struct tpdb_column cols[2] = {{"id", "integer", 0, NULL},
+                                  {"name", "text", 1, NULL}};
+    const char *icols[] = {"name"};
+    struct tpdb_value v[2] = {
+        {.type = TPDB_VINT, .i = 1},
+        {.type = TPDB_VTEXT, .base = (const uint8_t *)"alice", .len = 5}};
+    assert_int_equal(tpdb_file_open(path, TPDB_FILE_CREATE, &f, errmsg),
+                     TPDB_OK);
+    assert_int_equal(tpdb_file_create_table(f, "users", cols, 2, 0), TPDB_OK);
+    assert_int_equal(
+        tpdb_file_create_index(f, "users_name", "users", icols, 1, 0), TPDB_OK);
+    assert_int_equal(tpdb_file_insert(f, "users", v, 2, NULL), TPDB_OK);
+    tpdb_file_close(f);
+}
+
+static char *readFile(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long n = ftell(fp);
+    rewind(fp);
+    char *buf = tpdb_malloc((size_t)n + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)n, fp), (size_t)n);
+    fclose(fp);
+    *len = (size_t)n;
+    return buf;
+}
+
+static void clusterStart(struct cluster *c)
+{
+    assert_int_equal(harnessTmpDir(c->dir, sizeof c->dir, errmsg), TPDB_OK);
+    const char *build = getenv("TPDB_BUILD_ROOT");
+    assert_non_null(build);
+    snprintf(c->prog, sizeof c->prog, "%s/tests/integration/tpdb-testnode",
+             build);
+    assert_int_equal(harnessFreePorts(c->ports, N_NODES, errmsg), TPDB_OK);
+    snprintf(c->peers, sizeof c->peers,
+             "1@127.0.0.1:%u,2@127.0.0.1:%u,3@127.0.0.1:%u", c->ports[0],
+             c->ports[1], c->ports[2]);
+    for (int i = 0; i < N_NODES; i++) {
+        nodeStart(c, i);
+    }
+    for (int i = 0; i < N_NODES; i++) {
+        nodeWaitReady(c, i);
+    }
+}
+
+static void testTpdbReplication(void **state)
+{
+    struct cluster *c = tpdb_calloc(1, sizeof *c);
+    char sql[HARNESS_PATH_MAX + 256];
+    char path[HARNESS_PATH_MAX + 32];
+    (void)state;
+    clusterStart(c);
+    struct leaderWait lw = {c, -1};
+    assert_int_equal(harnessPollUntil(hasLeader, &lw, 30000, 50), TPDB_OK);
+    int l = lw.leader;
+    int f = (l + 1) % N_NODES;
+    /* app.db itself becomes part of the cluster, so that a restarted
+     * follower finds it known (tpdbNodeAdopt refuses unknown data). */
+    execExpect(c, l, "CREATE TABLE marker(x)", "ok");
+    tpdbPath(c, l, path, sizeof path);
+    seedFile(path);
+
+    /* Leader: the first commit ships the whole file, then changes. */
+    snprintf(sql, sizeof sql,
+             "CREATE VIRTUAL TABLE temp.lu USING tpdb_table('%s','users')",
+             path);
+    execExpect(c, l, sql, "ok");
+    execExpect(c, l, "INSERT INTO temp.lu VALUES(2,'bob'),(3,'carol')", "ok");
+    execExpect(c, l,
+               "BEGIN; INSERT INTO temp.lu VALUES(4,'dave'); "
+               "UPDATE temp.lu SET name='carla' WHERE id=3; "
+               "DELETE FROM temp.lu WHERE id=2; COMMIT",
+               "ok");
+    const char *want1 = "1|alice;3|carla;4|dave;";
+    for (int i = 0; i < N_NODES; i++) {
+        if (i != l) {
+            waitRows(c, i, want1);
+        }
+    }
+
+    /* Follower: its own virtual table reads the copy, refuses writes. */
+    tpdbPath(c, f, path, sizeof path);
+    snprintf(sql, sizeof sql,
+             "CREATE VIRTUAL TABLE temp.fu USING tpdb_table('%s','users')",
+             path);
+    execExpect(c, f, sql, "ok");
+    char *rows = query(c, f, "SELECT id, name FROM temp.fu ORDER BY id");
+    assert_string_equal(rows, "1|alice;3|carla;4|dave;");
+    tpdb_free(rows);
+    rows = query(c, f, "SELECT id FROM temp.fu WHERE name = 'dave'");
+    assert_string_equal(rows, "4;");
+    tpdb_free(rows);
+    char *line = command(c, f, "exec INSERT INTO temp.fu VALUES(9,'nope')");
+    /* TPDB_SQLITE_NOTLEADER (SQLITE_IOERR | 200 << 8), naming the leader. */
+    printf("# follower write: %s\n", line);
+    assert_non_null(strstr(line, "not the leader: node"));
+    assert_ptr_equal(strstr(line, "err 51210 "), line);
+    tpdb_free(line);
+
+    /* While the follower's table holds its copy, entries wait for it. */
+    execExpect(c, l, "INSERT INTO temp.lu VALUES(5,'erin')", "ok");
+    const char *want2 = "1|alice;3|carla;4|dave;5|erin;";
+    waitRows(c, (l + 2) % N_NODES, want2); /* the other follower */
+    rows = query(c, f, "SELECT id FROM temp.fu ORDER BY id");
+    assert_string_equal(rows, "1;3;4;");
+    tpdb_free(rows);
+    execExpect(c, f, "DROP TABLE temp.fu", "ok");
+    waitRows(c, f, want2);
+
+    /* A follower killed and restarted rebuilds its copy from the log and
+     * gets what was written while it was down. */
+    assert_int_equal(harnessProcKill(c->procs[f], NULL, errmsg), TPDB_OK);
+    harnessProcFree(c->procs[f]);
+    c->procs[f] = NULL;
+    execExpect(c, l, "INSERT INTO temp.lu VALUES(6,'frank')", "ok");
+    nodeStart(c, f);
+    nodeWaitReady(c, f);
+    waitRows(c, f, "1|alice;3|carla;4|dave;5|erin;6|frank;");
+
+    /* Every copy ends byte-identical once the leader's table is gone. */
+    execExpect(c, l, "DROP TABLE temp.lu", "ok");
+    waitRows(c, (l + 2) % N_NODES, "1|alice;3|carla;4|dave;5|erin;6|frank;");
+    size_t len0 = 0;
+    tpdbPath(c, l, path, sizeof path);
+    char *file0 = readFile(path, &len0);
+    for (int i = 0; i < N_NODES; i++) {
+        size_t len = 0;
+        tpdbPath(c, i, path, sizeof path);
+        char *file = readFile(path, &len);
+        assert_int_equal(len, len0);
+        assert_memory_equal(file, file0, len0);
+        tpdb_free(file);
+    }
+    tpdb_free(file0);
+    harnessCleanup();
+    harnessRmTree(c->dir, errmsg);
+    tpdb_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(testTpdbReplication, harnessTeardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
