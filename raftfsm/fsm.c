@@ -185,10 +185,7 @@ static int dbGet(struct fsmState *s,
 /* A database the cluster has never mentioned is about to be written by
  * another node's entry, but a file of that name already holds data here:
  * it is not the cluster's, so it is moved aside (never overwritten). */
-/* Whether the file at path holds no data: absent, 0 bytes, or a database
- * of one page with an empty schema (what PRAGMA journal_mode=WAL leaves in
- * a new file). */
-static int holdsNoData(const char *path)
+int tpdbFsmFileHoldsNoData(const char *path)
 {
     uint8_t h[108];
     struct stat st;
@@ -211,7 +208,7 @@ static int holdsNoData(const char *path)
 static int moveAsideIfData(struct fsmDb *db, char *errmsg)
 {
     char aside[4096 + 64];
-    if (holdsNoData(db->path)) {
+    if (tpdbFsmFileHoldsNoData(db->path)) {
         return TPDB_OK;
     }
     snprintf(aside, sizeof aside, "%s.orphan-%lld", db->path,

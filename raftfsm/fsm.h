@@ -69,6 +69,11 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *db, int written);
  * thread). */
 int tpdbFsmKnows(struct raft_fsm *fsm, const char *name);
 
+/* Whether the SQLite database file at path holds no data: absent, 0 bytes,
+ * or one page with an empty schema (what PRAGMA journal_mode=WAL leaves in
+ * a new file). */
+int tpdbFsmFileHoldsNoData(const char *path);
+
 /* Number of databases the FSM has applied to or knows (for status). */
 unsigned tpdbFsmDbCount(struct raft_fsm *fsm);
 

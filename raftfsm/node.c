@@ -500,14 +500,12 @@ int tpdbNodeAdopt(struct tpdb_node *n,
                   const char *path,
                   char *errmsg)
 {
-    struct stat st;
     struct tpdb_txn txn;
     uint8_t *image = NULL;
     sqlite3_int64 size = 0;
     int pageSize = 0;
     int rc;
-    if (tpdbFsmKnows(&n->fsm, name) || stat(path, &st) != 0 ||
-        st.st_size == 0) {
+    if (tpdbFsmKnows(&n->fsm, name) || tpdbFsmFileHoldsNoData(path)) {
         return TPDB_OK;
     }
     rc = tpdbNodeWriteCheck(n, errmsg);
