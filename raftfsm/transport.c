@@ -1,50 +1,374 @@
 /*
- * Raft transport wrapping raft_uv_tcp to set TCP_NODELAY. Every method of
- * t->base forwards to t->tcp; the accept and connect callbacks are
- * intercepted to set the option before raft sees the stream. t->tcp.data
- * points back at the wrapper (raft_uv_tcp keeps `data` across its init),
- * while t->base.data belongs to raft's uv backend.
+ * Raft transport over libuv TCP with a handshake of our own (see
+ * transport.h). Every connection, in either direction, starts with:
+ *
+ *   offset size  field
+ *        0    4  magic "TPDB"
+ *        4    2  version (1)
+ *        6    2  type: 1 RAFT (then raft's own messages), 2 JOIN
+ *        8    8  sender's raft id (> 0)
+ *       16    4  length L of the sender's raft address (1..255)
+ *       20    4  reserved, 0
+ *       24    L  the address, printable ASCII, no terminator
+ *
+ * Integers are little-endian. Incoming bytes are read exactly as far as the
+ * handshake goes, so raft's first message stays in the socket for raft.
+ * Anything malformed closes the connection with a log line. Streams handed
+ * to raft are allocated with raft_malloc, because raft frees them.
  */
 #include "raftfsm/transport.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-/* One connect request in flight: raft's request plus the one we give to
- * raft_uv_tcp. */
-struct connectReq {
-    struct raft_uv_connect inner;  /* handed to raft_uv_tcp */
-    struct raft_uv_connect *outer; /* raft's request */
-    struct tpdb_transport *t;
-    raft_id id;
+#define HANDSHAKE_MAGIC 0x42445054u /* "TPDB" little-endian */
+#define HANDSHAKE_VERSION 1
+
+enum { CONN_IN = 1, CONN_OUT, CONN_JOIN };
+
+/* A connection not (yet) handed to raft. */
+struct tpdb_conn {
+    struct tpdb_transport *t; /* NULL once unlinked from the transport */
+    struct uv_tcp_s *tcp;     /* NULL once closed */
+    int kind;
+    int status;       /* CONN_OUT: what to report if it closes */
+    int owned;        /* CONN_JOIN: the join callback still holds it */
+    uint64_t started; /* CONN_IN: when accepted (ms) */
+    uint8_t buf[TPDB_HANDSHAKE_MAX];
+    size_t have;
+    size_t want;
+    raft_id peer;
+    struct raft_uv_connect *req; /* CONN_OUT: raft's request */
+    uv_connect_t connect;
+    uv_write_t write;
+    struct tpdb_conn *prev;
+    struct tpdb_conn *next;
 };
 
-static void copyErr(struct tpdb_transport *t)
+/* The public name of a JOIN connection. */
+struct tpdb_join_req {
+    struct tpdb_conn conn;
+};
+
+size_t tpdbHandshakeEncode(uint8_t *buf,
+                           int type,
+                           uint64_t id,
+                           const char *address)
 {
-    memcpy(t->base.errmsg, t->tcp.errmsg, sizeof t->base.errmsg);
+    size_t len = address != NULL ? strlen(address) : 0;
+    if (id == 0 || len == 0 || len >= TPDB_ADDRESS_MAX) {
+        return 0;
+    }
+    tpdbPut32(buf, HANDSHAKE_MAGIC);
+    tpdbPut16(buf + 4, HANDSHAKE_VERSION);
+    tpdbPut16(buf + 6, (uint16_t)type);
+    tpdbPut64(buf + 8, id);
+    tpdbPut32(buf + 16, (uint32_t)len);
+    tpdbPut32(buf + 20, 0);
+    memcpy(buf + TPDB_HANDSHAKE_HDR, address, len);
+    return TPDB_HANDSHAKE_HDR + len;
+}
+
+int tpdbHandshakeDecode(const uint8_t *hdr,
+                        int *type,
+                        uint64_t *id,
+                        size_t *address_len,
+                        char *errmsg)
+{
+    uint32_t magic = tpdbGet32(hdr);
+    unsigned version = tpdbGet16(hdr + 4);
+    unsigned kind = tpdbGet16(hdr + 6);
+    uint32_t len = tpdbGet32(hdr + 16);
+    if (magic != HANDSHAKE_MAGIC) {
+        tpdbErrf(errmsg, "handshake: bad magic 0x%08x", (unsigned)magic);
+        return TPDB_PROTO;
+    }
+    if (version != HANDSHAKE_VERSION) {
+        tpdbErrf(errmsg, "handshake: unsupported version %u", version);
+        return TPDB_PROTO;
+    }
+    if (kind != TPDB_HANDSHAKE_RAFT && kind != TPDB_HANDSHAKE_JOIN) {
+        tpdbErrf(errmsg, "handshake: unknown type %u", kind);
+        return TPDB_PROTO;
+    }
+    if (tpdbGet64(hdr + 8) == 0) {
+        tpdbErrf(errmsg, "handshake: node id 0");
+        return TPDB_PROTO;
+    }
+    if (len == 0 || len >= TPDB_ADDRESS_MAX || tpdbGet32(hdr + 20) != 0) {
+        tpdbErrf(errmsg, "handshake: bad address length %u or reserved field",
+                 (unsigned)len);
+        return TPDB_PROTO;
+    }
+    *type = (int)kind;
+    *id = tpdbGet64(hdr + 8);
+    *address_len = len;
+    return TPDB_OK;
+}
+
+int tpdbTransportParseAddress(const char *address, struct sockaddr_in *sa)
+{
+    char host[64];
+    const char *colon = address != NULL ? strrchr(address, ':') : NULL;
+    char *end = NULL;
+    unsigned long port;
+    if (colon == NULL || colon == address ||
+        (size_t)(colon - address) >= sizeof host || colon[1] == '\0') {
+        return TPDB_INVALID;
+    }
+    port = strtoul(colon + 1, &end, 10);
+    if (*end != '\0' || port > 65535 || colon[1] < '0' || colon[1] > '9') {
+        return TPDB_INVALID;
+    }
+    memcpy(host, address, (size_t)(colon - address));
+    host[colon - address] = '\0';
+    if (uv_ip4_addr(host, (int)port, sa) != 0) {
+        return TPDB_INVALID;
+    }
+    return TPDB_OK;
+}
+
+static void connLink(struct tpdb_transport *t, struct tpdb_conn *c)
+{
+    c->t = t;
+    c->prev = NULL;
+    c->next = t->conns;
+    if (t->conns != NULL) {
+        t->conns->prev = c;
+    }
+    t->conns = c;
+}
+
+static void connUnlink(struct tpdb_conn *c)
+{
+    struct tpdb_transport *t = c->t;
+    if (t == NULL) {
+        return;
+    }
+    if (c->prev != NULL) {
+        c->prev->next = c->next;
+    } else {
+        t->conns = c->next;
+    }
+    if (c->next != NULL) {
+        c->next->prev = c->prev;
+    }
+    c->t = NULL;
+}
+
+/* Calls raft's close callback once nothing of ours is open any more. */
+static void maybeClosed(struct tpdb_transport *t)
+{
+    raft_uv_transport_close_cb cb = t->close_cb;
+    if (t->closing && !t->listener_open && !t->sweep_open && !t->reject_busy &&
+        t->conns == NULL && cb != NULL) {
+        t->close_cb = NULL;
+        cb(&t->base);
+    }
+}
+
+static void connClosedCb(uv_handle_t *handle)
+{
+    struct tpdb_conn *c = handle->data;
+    struct tpdb_transport *t = c->t;
+    raft_free(c->tcp);
+    c->tcp = NULL;
+    if (c->kind == CONN_OUT && c->req != NULL) {
+        c->req->cb(c->req, NULL, c->status);
+    }
+    connUnlink(c);
+    if (!c->owned) {
+        tpdb_free(c);
+    }
+    if (t != NULL) {
+        maybeClosed(t);
+    }
+}
+
+static void connClose(struct tpdb_conn *c)
+{
+    if (c->tcp != NULL && !uv_is_closing((uv_handle_t *)c->tcp)) {
+        uv_close((uv_handle_t *)c->tcp, connClosedCb);
+    }
 }
 
 /* Sets TCP_NODELAY on a stream about to be handed to raft. A failure only
  * costs latency, so the stream is handed over anyway. */
 static void setNodelay(struct tpdb_transport *t,
-                       struct uv_stream_s *stream,
+                       struct uv_tcp_s *tcp,
                        const char *what,
                        raft_id id)
 {
-    int rv = UV_EINVAL;
-    if (stream->type == UV_TCP) {
-        rv = uv_tcp_nodelay((struct uv_tcp_s *)stream, 1);
-    }
+    int rv = uv_tcp_nodelay(tcp, 1);
     if (rv != 0) {
-        tpdbLog(TPDB_LOG_WARN,
-                "transport: %s stream of server %llu: "
-                "TCP_NODELAY: %s",
-                what, (unsigned long long)id, uv_strerror(rv));
+        tpdbLog(TPDB_LOG_WARN, "transport: %s stream of node %llu: %s", what,
+                (unsigned long long)id, uv_strerror(rv));
         return;
     }
     t->n_nodelay++;
     if (t->stream_cb != NULL) {
-        t->stream_cb(t->stream_cb_arg, stream);
+        t->stream_cb(t->stream_cb_arg, (struct uv_stream_s *)tcp);
+    }
+}
+
+/* A complete, valid incoming handshake: give the stream to its user. */
+static void handshakeDone(struct tpdb_conn *c, int type, uint64_t id)
+{
+    struct tpdb_transport *t = c->t;
+    char address[TPDB_ADDRESS_MAX];
+    size_t len = c->have - TPDB_HANDSHAKE_HDR;
+    memcpy(address, c->buf + TPDB_HANDSHAKE_HDR, len);
+    address[len] = '\0';
+    uv_read_stop((uv_stream_t *)c->tcp);
+    if (type == TPDB_HANDSHAKE_JOIN) {
+        if (t->join_cb == NULL) {
+            tpdbLog(TPDB_LOG_INFO, "transport: JOIN from node %llu ignored",
+                    (unsigned long long)id);
+            connClose(c);
+            return;
+        }
+        c->kind = CONN_JOIN;
+        c->owned = 1;
+        t->join_cb(t->join_cb_arg, (struct tpdb_join_req *)(void *)c, id,
+                   address);
+        return;
+    }
+    if (t->accept_cb == NULL) {
+        connClose(c);
+        return;
+    }
+    struct uv_tcp_s *tcp = c->tcp;
+    setNodelay(t, tcp, "accepted", id);
+    connUnlink(c);
+    tpdb_free(c);
+    t->accept_cb(&t->base, id, address, (struct uv_stream_s *)tcp);
+}
+
+/* Checks the bytes read so far; returns 0 to go on reading. */
+static int handshakeCheck(struct tpdb_conn *c)
+{
+    char errmsg[TPDB_ERRMSG_SIZE];
+    int type;
+    uint64_t id;
+    size_t len;
+    if (tpdbHandshakeDecode(c->buf, &type, &id, &len, errmsg) != TPDB_OK) {
+        tpdbLog(TPDB_LOG_WARN, "transport: closing connection: %s", errmsg);
+        connClose(c);
+        return 1;
+    }
+    if (c->want == TPDB_HANDSHAKE_HDR) {
+        c->want += len;
+        return 0;
+    }
+    for (size_t i = TPDB_HANDSHAKE_HDR; i < c->have; i++) {
+        if (c->buf[i] < 0x21 || c->buf[i] > 0x7e) {
+            tpdbLog(TPDB_LOG_WARN,
+                    "transport: closing connection: "
+                    "handshake: address not printable");
+            connClose(c);
+            return 1;
+        }
+    }
+    handshakeDone(c, type, id);
+    return 1;
+}
+
+/* Reads exactly what the handshake still lacks, never beyond. */
+static void allocCb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    struct tpdb_conn *c = handle->data;
+    (void)suggested;
+    buf->base = (char *)c->buf + c->have;
+    buf->len = c->want - c->have;
+}
+
+static void readCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tpdb_conn *c = stream->data;
+    (void)buf;
+    if (nread < 0) {
+        tpdbLog(TPDB_LOG_DEBUG, "transport: connection closed in handshake: %s",
+                uv_strerror((int)nread));
+        connClose(c);
+        return;
+    }
+    c->have += (size_t)nread;
+    if (c->have == c->want) {
+        handshakeCheck(c);
+    }
+}
+
+static void rejectConnection(struct tpdb_transport *t);
+
+static void rejectClosedCb(uv_handle_t *handle)
+{
+    struct tpdb_transport *t = handle->data;
+    t->reject_busy = 0;
+    if (t->reject_pending && !t->closing) {
+        t->reject_pending = 0;
+        rejectConnection(t);
+    }
+    maybeClosed(t);
+}
+
+/* Out of memory: accept the connection into the spare handle and close it,
+ * since one left unaccepted would stop the listener. */
+static void rejectConnection(struct tpdb_transport *t)
+{
+    tpdbLog(TPDB_LOG_ERROR, "transport: accept: out of memory");
+    if (t->reject_busy) {
+        t->reject_pending = 1; /* libuv holds it until we accept */
+        return;
+    }
+    uv_tcp_init(t->loop, &t->reject);
+    t->reject.data = t;
+    t->reject_busy = 1;
+    uv_accept((uv_stream_t *)&t->listener, (uv_stream_t *)&t->reject);
+    uv_close((uv_handle_t *)&t->reject, rejectClosedCb);
+}
+
+static void connectionCb(uv_stream_t *server, int status)
+{
+    struct tpdb_transport *t = server->data;
+    struct tpdb_conn *c;
+    if (status != 0 || t->closing) {
+        return;
+    }
+    c = tpdb_calloc(1, sizeof *c);
+    struct uv_tcp_s *tcp = raft_malloc(sizeof *tcp);
+    if (c == NULL || tcp == NULL) {
+        tpdb_free(c);
+        raft_free(tcp);
+        rejectConnection(t);
+        return;
+    }
+    uv_tcp_init(t->loop, tcp);
+    tcp->data = c;
+    c->tcp = tcp;
+    c->kind = CONN_IN;
+    c->started = tpdbNowMs();
+    c->want = TPDB_HANDSHAKE_HDR;
+    connLink(t, c);
+    if (uv_accept(server, (uv_stream_t *)tcp) != 0 ||
+        uv_read_start((uv_stream_t *)tcp, allocCb, readCb) != 0) {
+        connClose(c);
+    }
+}
+
+/* A peer that connects and never completes its handshake must not hold a
+ * connection forever. */
+static void sweepCb(uv_timer_t *timer)
+{
+    struct tpdb_transport *t = timer->data;
+    uint64_t now = tpdbNowMs();
+    for (struct tpdb_conn *c = t->conns; c != NULL; c = c->next) {
+        if (c->kind == CONN_IN && now - c->started >= t->handshake_timeout_ms) {
+            tpdbLog(TPDB_LOG_WARN,
+                    "transport: closing connection: no handshake in %u ms",
+                    t->handshake_timeout_ms);
+            connClose(c);
+        }
     }
 }
 
@@ -53,52 +377,66 @@ static int transportInit(struct raft_uv_transport *base,
                          const char *address)
 {
     struct tpdb_transport *t = base->impl;
-    int rv = t->tcp.init(&t->tcp, id, address);
-    if (rv != 0) {
-        copyErr(t);
+    if (id == 0 || strlen(address) >= sizeof t->address) {
+        snprintf(base->errmsg, sizeof base->errmsg, "bad id or address");
+        return RAFT_INVALID;
     }
-    return rv;
-}
-
-static void acceptCb(struct raft_uv_transport *tcp,
-                     raft_id id,
-                     const char *address,
-                     struct uv_stream_s *stream)
-{
-    struct tpdb_transport *t = tcp->data;
-    /* Peer authentication (e.g. a TLS handshake or a shared-secret challenge
-     * on the stream, before raft reads from it) would go here and in
-     * connectCb; raft_uv_tcp's handshake only carries the claimed id. */
-    setNodelay(t, stream, "accepted", id);
-    t->accept_cb(&t->base, id, address, stream);
+    t->id = id;
+    snprintf(t->address, sizeof t->address, "%s", address);
+    return 0;
 }
 
 static int transportListen(struct raft_uv_transport *base, raft_uv_accept_cb cb)
 {
     struct tpdb_transport *t = base->impl;
+    const char *where = t->bind[0] != '\0' ? t->bind : t->address;
+    struct sockaddr_in sa;
     int rv;
-    t->accept_cb = cb;
-    rv = t->tcp.listen(&t->tcp, acceptCb);
-    if (rv != 0) {
-        copyErr(t);
+    if (tpdbTransportParseAddress(where, &sa) != TPDB_OK) {
+        snprintf(base->errmsg, sizeof base->errmsg,
+                 "listen: bad address %.128s (want IPv4:port)", where);
+        return RAFT_INVALID;
     }
-    return rv;
+    t->accept_cb = cb;
+    rv = uv_tcp_bind(&t->listener, (const struct sockaddr *)&sa, 0);
+    if (rv == 0) {
+        rv = uv_listen((uv_stream_t *)&t->listener, 128, connectionCb);
+    }
+    if (rv == 0) {
+        unsigned every = t->handshake_timeout_ms / 4 + 1;
+        uv_timer_start(&t->sweep, sweepCb, every, every);
+    }
+    if (rv != 0) {
+        snprintf(base->errmsg, sizeof base->errmsg, "listen on %.128s: %s",
+                 where, uv_strerror(rv));
+        return RAFT_IOERR;
+    }
+    return 0;
 }
 
-/* raft_uv_tcp finished a connect: on success set the option, then pass the
- * outcome (including RAFT_CANCELED when the transport closes) to raft. On
- * failure the transport may already be closing, so `t` is not touched. */
-static void connectCb(struct raft_uv_connect *inner,
-                      struct uv_stream_s *stream,
-                      int status)
+static void handshakeWrittenCb(uv_write_t *w, int status)
 {
-    struct connectReq *r = inner->data;
-    struct raft_uv_connect *outer = r->outer;
-    if (status == 0) {
-        setNodelay(r->t, stream, "connected", r->id);
+    struct tpdb_conn *c = w->data;
+    struct raft_uv_connect *req = c->req;
+    struct uv_tcp_s *tcp = c->tcp;
+    if (status != 0) {
+        connClose(c);
+        return;
     }
-    tpdb_free(r);
-    outer->cb(outer, stream, status);
+    setNodelay(c->t, tcp, "connected", c->peer);
+    connUnlink(c);
+    tpdb_free(c);
+    req->cb(req, (struct uv_stream_s *)tcp, 0);
+}
+
+static void connectCb(uv_connect_t *cr, int status)
+{
+    struct tpdb_conn *c = cr->data;
+    uv_buf_t b = uv_buf_init((char *)c->buf, (unsigned)c->want);
+    if (status != 0 || uv_write(&c->write, (uv_stream_t *)c->tcp, &b, 1,
+                                handshakeWrittenCb) != 0) {
+        connClose(c);
+    }
 }
 
 static int transportConnect(struct raft_uv_transport *base,
@@ -108,31 +446,65 @@ static int transportConnect(struct raft_uv_transport *base,
                             raft_uv_connect_cb cb)
 {
     struct tpdb_transport *t = base->impl;
-    struct connectReq *r = tpdb_malloc(sizeof *r);
-    int rv;
-    if (r == NULL) {
+    struct sockaddr_in sa;
+    struct tpdb_conn *c;
+    if (tpdbTransportParseAddress(address, &sa) != TPDB_OK) {
+        snprintf(base->errmsg, sizeof base->errmsg,
+                 "connect: bad address %.128s (want IPv4:port)", address);
+        return RAFT_NOCONNECTION;
+    }
+    c = tpdb_calloc(1, sizeof *c);
+    if (c == NULL || (c->tcp = raft_malloc(sizeof *c->tcp)) == NULL) {
+        tpdb_free(c);
         snprintf(base->errmsg, sizeof base->errmsg, "out of memory");
         return RAFT_NOMEM;
     }
-    req->cb = cb;
-    r->inner.data = r;
-    r->outer = req;
-    r->t = t;
-    r->id = id;
-    rv = t->tcp.connect(&t->tcp, &r->inner, id, address, connectCb);
-    if (rv != 0) {
-        /* raft_uv_tcp does not call back when connect fails at once. */
-        copyErr(t);
-        tpdb_free(r);
+    uv_tcp_init(t->loop, c->tcp);
+    c->tcp->data = c;
+    c->kind = CONN_OUT;
+    c->peer = id;
+    c->status = RAFT_NOCONNECTION;
+    c->want =
+        tpdbHandshakeEncode(c->buf, TPDB_HANDSHAKE_RAFT, t->id, t->address);
+    c->connect.data = c;
+    c->write.data = c;
+    connLink(t, c);
+    if (c->want == 0 ||
+        uv_tcp_connect(&c->connect, c->tcp, (const struct sockaddr *)&sa,
+                       connectCb) != 0) {
+        /* Fails at once: raft expects no callback then. */
+        connClose(c);
+        snprintf(base->errmsg, sizeof base->errmsg, "connect to %.128s failed",
+                 address);
+        return RAFT_NOCONNECTION;
     }
-    return rv;
+    req->cb = cb;
+    c->req = req;
+    return 0;
 }
 
-static void closeCb(struct raft_uv_transport *tcp)
+static void listenerClosedCb(uv_handle_t *handle)
 {
-    struct tpdb_transport *t = tcp->data;
-    if (t->close_cb != NULL) {
-        t->close_cb(&t->base);
+    struct tpdb_transport *t = handle->data;
+    t->listener_open = 0;
+    maybeClosed(t);
+}
+
+static void sweepClosedCb(uv_handle_t *handle)
+{
+    struct tpdb_transport *t = handle->data;
+    t->sweep_open = 0;
+    maybeClosed(t);
+}
+
+/* Closes the listener and the sweep timer if still open. */
+static void closeHandles(struct tpdb_transport *t)
+{
+    if (t->listener_open && !uv_is_closing((uv_handle_t *)&t->listener)) {
+        uv_close((uv_handle_t *)&t->listener, listenerClosedCb);
+    }
+    if (t->sweep_open && !uv_is_closing((uv_handle_t *)&t->sweep)) {
+        uv_close((uv_handle_t *)&t->sweep, sweepClosedCb);
     }
 }
 
@@ -140,24 +512,32 @@ static void transportClose(struct raft_uv_transport *base,
                            raft_uv_transport_close_cb cb)
 {
     struct tpdb_transport *t = base->impl;
+    t->closing = 1;
     t->close_cb = cb;
-    t->tcp.close(&t->tcp, closeCb);
+    for (struct tpdb_conn *c = t->conns; c != NULL; c = c->next) {
+        c->status = RAFT_CANCELED;
+        connClose(c);
+    }
+    closeHandles(t);
 }
 
 int tpdbTransportInit(struct tpdb_transport *t,
                       struct uv_loop_s *loop,
                       char *errmsg)
 {
-    int rv;
     memset(t, 0, sizeof *t);
-    t->tcp.data = t;
-    rv = raft_uv_tcp_init(&t->tcp, loop);
-    if (rv != 0) {
-        tpdbErrf(errmsg, "init raft TCP transport: %s (%s)", t->tcp.errmsg,
-                 raft_strerror(rv));
-        return rv == RAFT_NOMEM ? TPDB_NOMEM : TPDB_RAFT;
+    t->loop = loop;
+    if (uv_tcp_init(loop, &t->listener) != 0) {
+        tpdbErrf(errmsg, "transport: cannot create the listening socket");
+        return TPDB_NOMEM;
     }
-    t->tcp.data = t;
+    t->listener.data = t;
+    t->listener_open = 1;
+    uv_timer_init(loop, &t->sweep);
+    uv_unref((uv_handle_t *)&t->sweep);
+    t->sweep.data = t;
+    t->sweep_open = 1;
+    t->handshake_timeout_ms = 5000;
     t->base.impl = t;
     t->base.init = transportInit;
     t->base.listen = transportListen;
@@ -170,12 +550,14 @@ int tpdbTransportSetBindAddress(struct tpdb_transport *t,
                                 const char *address,
                                 char *errmsg)
 {
-    int rv = raft_uv_tcp_set_bind_address(&t->tcp, address);
-    if (rv != 0) {
-        tpdbErrf(errmsg, "transport bind address %s: %s", address,
-                 raft_strerror(rv));
-        return rv == RAFT_NOMEM ? TPDB_NOMEM : TPDB_INVALID;
+    struct sockaddr_in sa;
+    if (tpdbTransportParseAddress(address, &sa) != TPDB_OK ||
+        strlen(address) >= sizeof t->bind) {
+        tpdbErrf(errmsg, "transport bind address %s: want IPv4:port",
+                 address != NULL ? address : "(null)");
+        return TPDB_INVALID;
     }
+    snprintf(t->bind, sizeof t->bind, "%s", address);
     return TPDB_OK;
 }
 
@@ -187,6 +569,47 @@ void tpdbTransportSetStreamCb(struct tpdb_transport *t,
     t->stream_cb_arg = arg;
 }
 
+void tpdbTransportSetJoinCb(struct tpdb_transport *t,
+                            tpdb_transport_join_cb cb,
+                            void *arg)
+{
+    t->join_cb = cb;
+    t->join_cb_arg = arg;
+}
+
+static void replyWrittenCb(uv_write_t *w, int status)
+{
+    struct tpdb_conn *c = w->data;
+    (void)status;
+    connClose(c);
+}
+
+void tpdbTransportJoinReply(struct tpdb_join_req *req,
+                            const void *buf,
+                            size_t len)
+{
+    struct tpdb_conn *c = &req->conn;
+    uv_buf_t b;
+    c->owned = 0;
+    if (c->tcp == NULL) {
+        tpdb_free(c); /* closed with the transport */
+        return;
+    }
+    if (uv_is_closing((uv_handle_t *)c->tcp)) {
+        return; /* connClosedCb frees it */
+    }
+    if (len > sizeof c->buf) {
+        len = sizeof c->buf;
+    }
+    memcpy(c->buf, buf, len);
+    b = uv_buf_init((char *)c->buf, (unsigned)len);
+    c->write.data = c;
+    if (uv_write(&c->write, (uv_stream_t *)c->tcp, &b, 1, replyWrittenCb) !=
+        0) {
+        connClose(c);
+    }
+}
+
 unsigned long tpdbTransportNodelayCount(const struct tpdb_transport *t)
 {
     return t->n_nodelay;
@@ -194,5 +617,5 @@ unsigned long tpdbTransportNodelayCount(const struct tpdb_transport *t)
 
 void tpdbTransportClose(struct tpdb_transport *t)
 {
-    raft_uv_tcp_close(&t->tcp);
+    closeHandles(t);
 }

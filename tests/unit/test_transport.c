@@ -1,9 +1,13 @@
 /* Unit tests for raftfsm/transport.c over real loopback sockets: TCP_NODELAY
  * on accepted and connected streams, connect errors, cancellation on close,
- * the bind address, and two raft_uv nodes electing a leader and applying an
- * entry through the transport. Every loop runs under a hard deadline. */
+ * the bind address, the handshake codec, malformed and truncated handshakes
+ * (closed, never handed on), bytes after a handshake left for raft, JOIN
+ * requests and their replies, and two raft_uv nodes electing a leader and
+ * applying an entry through the transport. Every loop runs under a hard
+ * deadline. */
 #include <ftw.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -272,6 +276,421 @@ static void testBindAddress(void **state)
     soloTeardown(&s);
 }
 
+/* ---- Handshakes from a raw client ------------------------------------- */
+
+/* A plain libuv client that sends bytes and collects everything the server
+ * sends back until end of file. */
+struct raw {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_write_t write;
+    uint8_t out[1024];
+    size_t out_len;
+    int close_after_write; /* shut the connection after sending */
+    char in[1024];
+    size_t in_len;
+    int eof;
+    int closed;
+};
+
+static void rawClosedCb(uv_handle_t *handle)
+{
+    struct raw *r = handle->data;
+    r->closed = 1;
+}
+
+static void rawAllocCb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    struct raw *r = handle->data;
+    (void)suggested;
+    buf->base = r->in + r->in_len;
+    buf->len = sizeof r->in - r->in_len;
+}
+
+static void rawReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct raw *r = stream->data;
+    (void)buf;
+    if (nread < 0) {
+        r->eof = 1;
+        uv_close((uv_handle_t *)&r->tcp, rawClosedCb);
+        return;
+    }
+    r->in_len += (size_t)nread;
+}
+
+static void rawWriteCb(uv_write_t *w, int status)
+{
+    struct raw *r = w->data;
+    /* The server may have closed first (it drops bad handshakes). */
+    if (r->close_after_write || status != 0) {
+        r->eof = 1;
+        uv_close((uv_handle_t *)&r->tcp, rawClosedCb);
+        return;
+    }
+    assert_int_equal(
+        uv_read_start((uv_stream_t *)&r->tcp, rawAllocCb, rawReadCb), 0);
+}
+
+static void rawConnectCb(uv_connect_t *req, int status)
+{
+    struct raw *r = req->data;
+    uv_buf_t b = uv_buf_init((char *)r->out, (unsigned)r->out_len);
+    assert_int_equal(status, 0);
+    r->write.data = r;
+    assert_int_equal(
+        uv_write(&r->write, (uv_stream_t *)&r->tcp, &b, 1, rawWriteCb), 0);
+}
+
+static void rawStart(struct raw *r, uv_loop_t *loop, const char *address)
+{
+    struct sockaddr_in sa;
+    assert_int_equal(tpdbTransportParseAddress(address, &sa), TPDB_OK);
+    assert_int_equal(uv_tcp_init(loop, &r->tcp), 0);
+    r->tcp.data = r;
+    r->connect.data = r;
+    assert_int_equal(uv_tcp_connect(&r->connect, &r->tcp,
+                                    (const struct sockaddr *)&sa, rawConnectCb),
+                     0);
+}
+
+static void runUntil(struct solo *s, const int *flag)
+{
+    while (!s->timed_out && !*flag) {
+        uv_run(&s->loop, UV_RUN_ONCE);
+    }
+    assert_false(s->timed_out);
+}
+
+static void testHandshakeCodec(void **state)
+{
+    uint8_t buf[TPDB_HANDSHAKE_MAX];
+    char errmsg[TPDB_ERRMSG_SIZE];
+    char long_address[TPDB_ADDRESS_MAX + 1];
+    int type;
+    uint64_t id;
+    size_t len;
+    (void)state;
+    size_t n = tpdbHandshakeEncode(buf, TPDB_HANDSHAKE_JOIN, 7, "1.2.3.4:5");
+    assert_int_equal(n, TPDB_HANDSHAKE_HDR + 9);
+    assert_int_equal(tpdbHandshakeDecode(buf, &type, &id, &len, errmsg),
+                     TPDB_OK);
+    assert_int_equal(type, TPDB_HANDSHAKE_JOIN);
+    assert_int_equal(id, 7);
+    assert_int_equal(len, 9);
+    assert_memory_equal(buf + TPDB_HANDSHAKE_HDR, "1.2.3.4:5", 9);
+
+    /* Encode errors. */
+    assert_int_equal(tpdbHandshakeEncode(buf, 1, 0, "1.2.3.4:5"), 0);
+    assert_int_equal(tpdbHandshakeEncode(buf, 1, 1, ""), 0);
+    memset(long_address, 'a', sizeof long_address - 1);
+    long_address[sizeof long_address - 1] = '\0';
+    assert_int_equal(tpdbHandshakeEncode(buf, 1, 1, long_address), 0);
+
+    /* Every field checked on decode. */
+    static const struct {
+        size_t offset;
+        uint8_t value;
+    } corrupt[] = {
+        {0, 'X'}, /* magic */
+        {4, 2},   /* version */
+        {6, 9},   /* type */
+        {8, 0},   /* id (low byte of 7) */
+        {16, 0},  /* address length 0 */
+        {17, 1},  /* address length 265 */
+        {20, 1},  /* reserved */
+    };
+    for (size_t i = 0; i < sizeof corrupt / sizeof corrupt[0]; i++) {
+        tpdbHandshakeEncode(buf, TPDB_HANDSHAKE_JOIN, 7, "1.2.3.4:5");
+        buf[corrupt[i].offset] = corrupt[i].value;
+        errmsg[0] = '\0';
+        assert_int_equal(tpdbHandshakeDecode(buf, &type, &id, &len, errmsg),
+                         TPDB_PROTO);
+        assert_true(strlen(errmsg) > 0);
+    }
+}
+
+static void testParseAddress(void **state)
+{
+    struct sockaddr_in sa;
+    (void)state;
+    assert_int_equal(tpdbTransportParseAddress("10.1.2.3:9001", &sa), TPDB_OK);
+    assert_int_equal(ntohs(sa.sin_port), 9001);
+    assert_int_equal(ntohl(sa.sin_addr.s_addr), 0x0a010203);
+    assert_int_equal(tpdbTransportParseAddress("0.0.0.0:0", &sa), TPDB_OK);
+    static const char *const bad[] = {
+        "",           "10.1.2.3",       ":80",         "10.1.2.3:",
+        "10.1.2.3:x", "10.1.2.3:65536", "10.1.2.3:-1", "10.1.2.3:80x",
+        "host:80",    "10.1.2.300:80",  "1:2:3",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(tpdbTransportParseAddress(bad[i], &sa), TPDB_INVALID);
+    }
+    assert_int_equal(tpdbTransportParseAddress(NULL, &sa), TPDB_INVALID);
+}
+
+/* Bytes that must make the transport close the connection without handing
+ * it to raft or to the join callback. */
+static size_t badHandshake(unsigned which, uint8_t *buf)
+{
+    size_t n = tpdbHandshakeEncode(buf, TPDB_HANDSHAKE_RAFT, 3, "10.0.0.1:7");
+    switch (which) {
+        case 0:
+            memcpy(buf, "GET / HTTP/1.0\r\n\r\nxxxxxxxxxxxxxxxx", 34);
+            return 34;
+        case 1:
+            buf[4] = 99; /* version */
+            return n;
+        case 2:
+            buf[6] = 3; /* type */
+            return n;
+        case 3:
+            memset(buf + 8, 0, 8); /* id 0 */
+            return n;
+        case 4:
+            tpdbPut32(buf + 16, 100000); /* address length */
+            return n;
+        case 5:
+            buf[TPDB_HANDSHAKE_HDR + 2] = '\n'; /* unprintable address */
+            return n;
+        case 6:
+            return 10; /* truncated header, then the peer goes away */
+        case 7:
+            return n - 3; /* truncated address */
+        default:
+            for (size_t i = 0; i < 200; i++) {
+                buf[i] = (uint8_t)(i * 37 + 11);
+            }
+            return 200;
+    }
+}
+
+static void testGarbageHandshake(void **state)
+{
+    struct solo s;
+    (void)state;
+    soloSetup(&s);
+    tpdbLogSetLevel(TPDB_LOG_NONE);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    for (unsigned i = 0; i < 9; i++) {
+        struct raw r;
+        memset(&r, 0, sizeof r);
+        r.out_len = badHandshake(i, r.out);
+        r.close_after_write = i == 6 || i == 7;
+        rawStart(&r, &s.loop, s.address);
+        runUntil(&s, &r.closed);
+        assert_int_equal(r.in_len, 0);
+    }
+    /* Let the server side see the truncated ones end. */
+    while (!s.timed_out && s.t.conns != NULL) {
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    assert_null(s.t.conns);
+    assert_null(s.accepted);
+    assert_int_equal(tpdbTransportNodelayCount(&s.t), 0);
+    soloTeardown(&s);
+}
+
+/* A peer that sends part of a handshake and then nothing is closed after
+ * the handshake timeout. */
+static void testHandshakeTimeout(void **state)
+{
+    struct solo s;
+    struct raw r;
+    (void)state;
+    soloSetup(&s);
+    s.t.handshake_timeout_ms = 100;
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    memset(&r, 0, sizeof r);
+    memcpy(r.out, "TPDB\x01", 5);
+    r.out_len = 5;
+    uint64_t start = tpdbNowMs();
+    rawStart(&r, &s.loop, s.address);
+    runUntil(&s, &r.closed);
+    assert_true(tpdbNowMs() - start >= 100);
+    assert_int_equal(r.in_len, 0);
+    while (!s.timed_out && s.t.conns != NULL) {
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    assert_null(s.t.conns);
+    assert_null(s.accepted);
+    soloTeardown(&s);
+}
+
+/* Out of memory at accept: the connection is dropped and the listener keeps
+ * accepting afterwards. */
+static void testAcceptOom(void **state)
+{
+    struct solo s;
+    struct raw r;
+    (void)state;
+    soloSetup(&s);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    memset(&r, 0, sizeof r);
+    r.out_len = tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_RAFT, 4, "1.2.3.4:5");
+    tpdbAllocFailAfter(0);
+    rawStart(&r, &s.loop, s.address);
+    runUntil(&s, &r.closed);
+    tpdbAllocFailAfter(-1);
+    assert_null(s.accepted);
+    memset(&r, 0, sizeof r);
+    r.out_len = tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_RAFT, 4, "1.2.3.4:5");
+    rawStart(&r, &s.loop, s.address);
+    while (!s.timed_out && s.accepted == NULL) {
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(s.accepted_id, 4);
+    uv_close((uv_handle_t *)&r.tcp, rawClosedCb);
+    runUntil(&s, &r.closed);
+    soloTeardown(&s);
+}
+
+/* Raft's first message may arrive in the same segment as the handshake: the
+ * transport must leave it in the socket. */
+static uint8_t leftover[16];
+static size_t leftover_len;
+
+static void leftoverAllocCb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    buf->base = (char *)leftover + leftover_len;
+    buf->len = sizeof leftover - leftover_len;
+}
+
+static void leftoverReadCb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b)
+{
+    (void)stream;
+    (void)b;
+    if (n > 0) {
+        leftover_len += (size_t)n;
+    }
+}
+
+static void testBytesAfterHandshake(void **state)
+{
+    struct solo s;
+    struct raw r;
+    (void)state;
+    soloSetup(&s);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    memset(&r, 0, sizeof r);
+    r.out_len =
+        tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_RAFT, 42, "127.0.0.1:1");
+    memcpy(r.out + r.out_len, "RAFTDATA", 8);
+    r.out_len += 8;
+    rawStart(&r, &s.loop, s.address);
+    while (!s.timed_out && s.accepted == NULL) {
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    assert_non_null(s.accepted);
+    assert_int_equal(s.accepted_id, 42);
+    assert_true(hasNodelay(s.accepted));
+    leftover_len = 0;
+    assert_int_equal(uv_read_start(s.accepted, leftoverAllocCb, leftoverReadCb),
+                     0);
+    while (!s.timed_out && leftover_len < 8) {
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    assert_int_equal(leftover_len, 8);
+    assert_memory_equal(leftover, "RAFTDATA", 8);
+    uv_close((uv_handle_t *)&r.tcp, rawClosedCb);
+    runUntil(&s, &r.closed);
+    soloTeardown(&s);
+}
+
+/* JOIN requests reach the join callback with the claimed identity. */
+struct joinSeen {
+    int calls;
+    uint64_t id;
+    char address[64];
+    struct tpdb_join_req *req;
+    int answer; /* reply at once */
+};
+
+static void joinCb(void *arg,
+                   struct tpdb_join_req *req,
+                   uint64_t id,
+                   const char *address)
+{
+    struct joinSeen *j = arg;
+    j->calls++;
+    j->id = id;
+    snprintf(j->address, sizeof j->address, "%s", address);
+    j->req = req;
+    if (j->answer) {
+        tpdbTransportJoinReply(req, "welcome", 7);
+        j->req = NULL;
+    }
+}
+
+static void testJoinRequest(void **state)
+{
+    struct solo s;
+    struct raw r;
+    struct joinSeen j;
+    (void)state;
+    soloSetup(&s);
+    memset(&j, 0, sizeof j);
+    j.answer = 1;
+    tpdbTransportSetJoinCb(&s.t, joinCb, &j);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    memset(&r, 0, sizeof r);
+    r.out_len =
+        tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_JOIN, 9, "127.0.0.1:4242");
+    rawStart(&r, &s.loop, s.address);
+    runUntil(&s, &r.closed);
+    assert_int_equal(j.calls, 1);
+    assert_int_equal(j.id, 9);
+    assert_string_equal(j.address, "127.0.0.1:4242");
+    assert_int_equal(r.in_len, 7);
+    assert_memory_equal(r.in, "welcome", 7);
+    assert_null(s.accepted);
+    soloTeardown(&s);
+}
+
+static void testJoinWithoutHandler(void **state)
+{
+    struct solo s;
+    struct raw r;
+    (void)state;
+    soloSetup(&s);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    memset(&r, 0, sizeof r);
+    r.out_len =
+        tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_JOIN, 9, "127.0.0.1:4242");
+    rawStart(&r, &s.loop, s.address);
+    runUntil(&s, &r.closed);
+    assert_int_equal(r.in_len, 0);
+    assert_null(s.accepted);
+    soloTeardown(&s);
+}
+
+/* A request still held when the transport closes: the reply only frees
+ * it (checked leak-free under ASan/valgrind). */
+static void testJoinReplyAfterClose(void **state)
+{
+    struct solo s;
+    struct raw r;
+    struct joinSeen j;
+    (void)state;
+    soloSetup(&s);
+    memset(&j, 0, sizeof j);
+    tpdbTransportSetJoinCb(&s.t, joinCb, &j);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    memset(&r, 0, sizeof r);
+    r.out_len =
+        tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_JOIN, 5, "127.0.0.1:4243");
+    rawStart(&r, &s.loop, s.address);
+    while (!s.timed_out && j.calls == 0) {
+        uv_run(&s.loop, UV_RUN_ONCE);
+    }
+    assert_non_null(j.req);
+    soloTeardown(&s);
+    assert_true(r.closed);
+    tpdbTransportJoinReply(j.req, "late", 4);
+}
+
 /* Two raft_uv nodes over the transport. */
 struct node {
     struct tpdb_transport t;
@@ -481,6 +900,8 @@ static void testTwoRaftNodes(void **state)
 
 int main(void)
 {
+    /* A write to a connection the server closed must fail, not kill. */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testLoopbackNodelay),
         cmocka_unit_test(testConnectRefused),
@@ -488,6 +909,15 @@ int main(void)
         cmocka_unit_test(testCancelOnClose),
         cmocka_unit_test(testConnectOom),
         cmocka_unit_test(testBindAddress),
+        cmocka_unit_test(testHandshakeCodec),
+        cmocka_unit_test(testParseAddress),
+        cmocka_unit_test(testGarbageHandshake),
+        cmocka_unit_test(testHandshakeTimeout),
+        cmocka_unit_test(testAcceptOom),
+        cmocka_unit_test(testBytesAfterHandshake),
+        cmocka_unit_test(testJoinRequest),
+        cmocka_unit_test(testJoinWithoutHandler),
+        cmocka_unit_test(testJoinReplyAfterClose),
         cmocka_unit_test(testTwoRaftNodes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
