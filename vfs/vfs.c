@@ -173,13 +173,13 @@ static int pragmaCheck(char **args)
         strcasecmp(value, "wal") != 0) {
         args[0] =
             sqlite3_mprintf("tpdb: replicated databases must stay in WAL mode");
-        return SQLITE_ERROR;
+        return args[0] != NULL ? SQLITE_ERROR : SQLITE_NOMEM;
     }
     if (strcasecmp(name, "locking_mode") == 0 &&
         strcasecmp(value, "exclusive") == 0) {
         args[0] = sqlite3_mprintf(
             "tpdb: locking_mode=EXCLUSIVE would bypass replication");
-        return SQLITE_ERROR;
+        return args[0] != NULL ? SQLITE_ERROR : SQLITE_NOMEM;
     }
     return SQLITE_NOTFOUND;
 }
