@@ -136,7 +136,7 @@ static int hookWriteCheck(void *arg, void *handle, char *errmsg)
         tpdbErrf(errmsg, "%s", h->readonlyMsg);
         return TPDB_READONLY;
     }
-    return tpdbNodeWriteCheck(h->node, errmsg);
+    return tpdbNodeWriteCheck(h->node, h->name, errmsg);
 }
 
 static int hookCommit(void *arg,

@@ -110,7 +110,7 @@ struct vtabRepl {
 static int replWriteCheck(void *arg, char *errmsg)
 {
     struct vtabRepl *r = arg;
-    return tpdbNodeWriteCheck(r->node, errmsg);
+    return tpdbNodeWriteCheck(r->node, r->name, errmsg);
 }
 
 static int replCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)

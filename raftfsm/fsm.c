@@ -485,6 +485,23 @@ unsigned tpdbFsmPending(struct raft_fsm *fsm)
     return n;
 }
 
+unsigned tpdbFsmPendingFor(struct raft_fsm *fsm, const char *name)
+{
+    struct fsmState *s = fsm->data;
+    unsigned n = 0;
+    pthread_mutex_lock(&s->mutex);
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (strcmp(db->name, name) == 0) {
+            for (struct fsmPending *p = db->pendingHead; p != NULL;
+                 p = p->next) {
+                n++;
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return n;
+}
+
 uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied)
 {
     struct fsmState *s = fsm->data;

@@ -96,6 +96,9 @@ void tpdbFsmDrain(struct raft_fsm *fsm);
 /* Number of queued entries (any thread). */
 unsigned tpdbFsmPending(struct raft_fsm *fsm);
 
+/* Number of queued entries of database `name` (any thread). */
+unsigned tpdbFsmPendingFor(struct raft_fsm *fsm, const char *name);
+
 /* The highest index whose effects are written locally, given raft's last
  * applied index (any thread). */
 uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied);

@@ -508,7 +508,7 @@ int tpdbNodeAdopt(struct tpdb_node *n,
     if (tpdbFsmKnows(&n->fsm, name) || tpdbFsmFileHoldsNoData(path)) {
         return TPDB_OK;
     }
-    rc = tpdbNodeWriteCheck(n, errmsg);
+    rc = tpdbNodeWriteCheck(n, name, errmsg);
     if (rc != TPDB_OK) {
         tpdbErrWrap(errmsg,
                     "%s holds data but is not part of the cluster; open it "
@@ -550,7 +550,7 @@ void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written)
     tpdbFsmOwnWriteDone(&n->fsm, db, written);
 }
 
-int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg)
+int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
 {
     uint64_t deadline = tpdbNowMs() + n->cfg.election_ms * 2;
     int rc = TPDB_OK;
@@ -562,7 +562,7 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg)
             break;
         }
         if (n->role == RAFT_LEADER && n->readyTerm == n->term &&
-            n->pending == 0) {
+            tpdbFsmPendingFor(&n->fsm, db) == 0) {
             break;
         }
         if (n->role == RAFT_FOLLOWER && n->leaderId != 0 &&
@@ -576,7 +576,8 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg)
             rc = TPDB_NOTLEADER;
             tpdbErrf(errmsg, "not the leader: %s",
                      n->role == RAFT_LEADER
-                         ? "the new leader is still catching up"
+                         ? "the new leader is still catching up (entries of "
+                           "this database wait for a local lock)"
                          : "no leader elected");
             break;
         }

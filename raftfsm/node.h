@@ -67,10 +67,11 @@ void tpdbNodeShutdownAll(void);
  * file path); NULL if none. No reference is taken: valid until shutdown. */
 struct tpdb_node *tpdbNodeFind(const char *db_path);
 
-/* Whether a write may start: TPDB_OK on a leader that has applied every
- * entry of earlier terms; TPDB_NOTLEADER with errmsg naming the leader. May
- * wait briefly for a new leader to catch up. */
-int tpdbNodeWriteCheck(struct tpdb_node *n, char *errmsg);
+/* Whether a write to database `db` may start: TPDB_OK on a leader that has
+ * applied every entry of earlier terms and written every entry of `db`;
+ * TPDB_NOTLEADER with errmsg naming the leader. May wait briefly for a new
+ * leader to catch up. */
+int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg);
 
 /* Replicates txn of database `db` (a file name in the data directory) and
  * blocks until a quorum holds it and the FSM acknowledged it (TPDB_OK),
