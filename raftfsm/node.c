@@ -10,6 +10,7 @@
  * when this node has just become leader, appends a barrier: writes are
  * allowed only once that barrier is applied, so a new leader never accepts a
  * transaction over a database that lacks entries of earlier terms.
+ * Starting, joining, the registry and stopping live in node_start.c.
  */
 #include "raftfsm/node.h"
 
@@ -31,90 +32,7 @@
 
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
-#include "raftfsm/join.h"
-#include "raftfsm/nodeconf.h"
-#include "raftfsm/transport.h"
-
-struct nodeCall;
-typedef void (*nodeCallFn)(struct tpdb_node *n, struct nodeCall *c);
-
-/* Work for the loop thread. Owned by the caller, who waits for `done`,
- * except proposals, which the loop thread frees. */
-struct nodeCall {
-    nodeCallFn fn;
-    int done;
-    int rc;
-    char errmsg[TPDB_ERRMSG_SIZE];
-    uint64_t id;
-    const char *address;
-    int role;
-    char **json;
-    struct tpdb_node *node; /* for raft callbacks */
-    void *buf;              /* proposals: the encoded entry, raft_malloc'd */
-    size_t len;
-    uint64_t seq;
-    struct raft_change change;
-    struct raft_transfer transfer;
-    struct nodeCall *next;
-};
-
-struct nodeApply {
-    struct raft_apply req;
-    struct tpdb_node *node;
-    uint64_t seq;
-};
-
-struct tpdb_node {
-    char *dataDir; /* real path */
-    char metaDir[PATH_MAX + 8];
-    char raftDir[PATH_MAX + 16];
-    uint64_t id;
-    char address[TPDB_ADDRESS_MAX];
-    uint64_t origin;
-    uint64_t nextSeq; /* guarded by mutex */
-    int lockFd;
-    unsigned refs;
-    struct tpdb_node_config cfg;
-
-    uv_loop_t loop;
-    uv_async_t async;
-    uv_check_t check;
-    uv_timer_t drainTimer; /* writes entries the FSM had to queue */
-    pthread_t thread;
-    struct raft raft;
-    struct raft_io io;
-    struct raft_fsm fsm;
-    struct tpdb_transport transport;
-    struct raft_barrier barrier;
-    int barrierPending;
-
-    pthread_mutex_t mutex; /* calls, status, stopping */
-    pthread_cond_t cond;
-    struct nodeCall *calls;
-    int stopping;
-    int stopped;
-    /* Status published by the loop thread. */
-    int role;
-    uint64_t term;
-    uint64_t readyTerm; /* term whose barrier was applied */
-    uint64_t leaderId;
-    char leaderAddress[TPDB_ADDRESS_MAX];
-    uint64_t commitIndex;
-    uint64_t appliedIndex;
-    uint64_t lastIndex;
-    unsigned pending; /* entries applied for raft, not yet written */
-    uint64_t startLastIndex;
-    /* join=HOST:PORT: the client runs on the loop thread; joinState and
-     * joinMsg are guarded by mutex. */
-    struct tpdb_join_client join;
-    int joinState;
-    int joinRc;
-    char joinMsg[TPDB_ERRMSG_SIZE];
-    struct tpdb_node *next;
-};
-
-static pthread_mutex_t registryMutex = PTHREAD_MUTEX_INITIALIZER;
-static struct tpdb_node *registry;
+#include "raftfsm/nodeint.h"
 
 static const char *roleName(int state)
 {
@@ -213,7 +131,7 @@ static void runCalls(struct tpdb_node *n)
 }
 
 /* Marks a waited-for call done. Loop thread. */
-static void callDone(struct tpdb_node *n, struct nodeCall *c, int rc)
+void nodeCallDone(struct tpdb_node *n, struct nodeCall *c, int rc)
 {
     pthread_mutex_lock(&n->mutex);
     c->rc = rc;
@@ -297,7 +215,7 @@ static int callSubmit(struct tpdb_node *n, struct nodeCall *c)
 }
 
 /* Queues c and waits for it. */
-static int callRun(struct tpdb_node *n, struct nodeCall *c, char *errmsg)
+int nodeCallRun(struct tpdb_node *n, struct nodeCall *c, char *errmsg)
 {
     c->done = 0;
     c->rc = TPDB_OK;
@@ -643,12 +561,12 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
     char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (text == NULL) {
-        callDone(n, c, TPDB_NOMEM);
+        nodeCallDone(n, c, TPDB_NOMEM);
         return;
     }
     *c->json = tpdb_strdup(text);
     free(text);
-    callDone(n, c, *c->json != NULL ? TPDB_OK : TPDB_NOMEM);
+    nodeCallDone(n, c, *c->json != NULL ? TPDB_OK : TPDB_NOMEM);
 }
 
 int tpdbNodeStatusJson(struct tpdb_node *n, char **json, char *errmsg)
@@ -658,7 +576,7 @@ int tpdbNodeStatusJson(struct tpdb_node *n, char **json, char *errmsg)
     c.fn = statusFn;
     c.json = json;
     *json = NULL;
-    return callRun(n, &c, errmsg);
+    return nodeCallRun(n, &c, errmsg);
 }
 
 static void changeCb(struct raft_change *req, int status)
@@ -668,7 +586,7 @@ static void changeCb(struct raft_change *req, int status)
         snprintf(c->errmsg, sizeof c->errmsg, "membership change: %s",
                  raft_strerror(status));
     }
-    callDone(c->node, c, fromRaft(status));
+    nodeCallDone(c->node, c, fromRaft(status));
 }
 
 static void changeFn(struct tpdb_node *n, struct nodeCall *c)
@@ -679,7 +597,7 @@ static void changeFn(struct tpdb_node *n, struct nodeCall *c)
     c->node = n;
     if (raft_state(r) != RAFT_LEADER) {
         notLeaderMsg(n, c->errmsg);
-        callDone(n, c, TPDB_NOTLEADER);
+        nodeCallDone(n, c, TPDB_NOTLEADER);
         return;
     }
     switch (c->role) {
@@ -696,7 +614,8 @@ static void changeFn(struct tpdb_node *n, struct nodeCall *c)
     if (rv != 0) {
         snprintf(c->errmsg, sizeof c->errmsg, "membership change: %s",
                  raft_errmsg(r)[0] ? raft_errmsg(r) : raft_strerror(rv));
-        callDone(n, c, fromRaft(rv) == TPDB_RAFT ? TPDB_INVALID : fromRaft(rv));
+        nodeCallDone(n, c,
+                     fromRaft(rv) == TPDB_RAFT ? TPDB_INVALID : fromRaft(rv));
     }
 }
 
@@ -712,7 +631,7 @@ static int changeRun(struct tpdb_node *n,
     c.id = id;
     c.address = address;
     c.role = role;
-    return callRun(n, &c, errmsg);
+    return nodeCallRun(n, &c, errmsg);
 }
 
 int tpdbNodeAdd(struct tpdb_node *n,
@@ -754,7 +673,7 @@ int tpdbNodeRemove(struct tpdb_node *n, uint64_t id, char *errmsg)
 static void transferCb(struct raft_transfer *req)
 {
     struct nodeCall *c = req->data;
-    callDone(c->node, c, TPDB_OK);
+    nodeCallDone(c->node, c, TPDB_OK);
 }
 
 static void transferFn(struct tpdb_node *n, struct nodeCall *c)
@@ -763,14 +682,14 @@ static void transferFn(struct tpdb_node *n, struct nodeCall *c)
     c->node = n;
     if (raft_state(&n->raft) != RAFT_LEADER) {
         notLeaderMsg(n, c->errmsg);
-        callDone(n, c, TPDB_NOTLEADER);
+        nodeCallDone(n, c, TPDB_NOTLEADER);
         return;
     }
     int rv = raft_transfer(&n->raft, &c->transfer, c->id, transferCb);
     if (rv != 0) {
         snprintf(c->errmsg, sizeof c->errmsg, "transfer: %s",
                  raft_strerror(rv));
-        callDone(n, c, TPDB_INVALID);
+        nodeCallDone(n, c, TPDB_INVALID);
     }
 }
 
@@ -780,13 +699,13 @@ int tpdbNodeTransfer(struct tpdb_node *n, uint64_t id, char *errmsg)
     memset(&c, 0, sizeof c);
     c.fn = transferFn;
     c.id = id;
-    return callRun(n, &c, errmsg);
+    return nodeCallRun(n, &c, errmsg);
 }
 
 static void checkpointFn(struct tpdb_node *n, struct nodeCall *c)
 {
     tpdbFsmCheckpointAll(&n->fsm);
-    callDone(n, c, TPDB_OK);
+    nodeCallDone(n, c, TPDB_OK);
 }
 
 int tpdbNodeCheckpoint(struct tpdb_node *n, char *errmsg)
@@ -794,195 +713,11 @@ int tpdbNodeCheckpoint(struct tpdb_node *n, char *errmsg)
     struct nodeCall c;
     memset(&c, 0, sizeof c);
     c.fn = checkpointFn;
-    return callRun(n, &c, errmsg);
+    return nodeCallRun(n, &c, errmsg);
 }
 
-static void defaults(struct tpdb_node_config *cfg)
+int nodeRuntimeStart(struct tpdb_node *n, char *errmsg)
 {
-    if (cfg->election_ms == 0) {
-        cfg->election_ms = 1000;
-    }
-    if (cfg->heartbeat_ms == 0) {
-        cfg->heartbeat_ms = cfg->election_ms / 10 ? cfg->election_ms / 10 : 1;
-    }
-    if (cfg->snapshot_threshold == 0) {
-        cfg->snapshot_threshold = 1024;
-    }
-    if (cfg->snapshot_trailing == 0) {
-        cfg->snapshot_trailing = cfg->snapshot_threshold / 2;
-    }
-    if (cfg->ready_ms == 0) {
-        cfg->ready_ms = 15000;
-    }
-    if (cfg->commit_ms == 0) {
-        cfg->commit_ms = 60000;
-    }
-}
-
-/* Finds this node's address in the peers list. */
-static int addressFromPeers(const char *peers,
-                            uint64_t id,
-                            char *address,
-                            size_t size,
-                            char *errmsg)
-{
-    struct raft_configuration conf;
-    int rc;
-    raft_configuration_init(&conf);
-    rc = tpdbPeersParse(peers, &conf, errmsg);
-    if (rc == TPDB_OK) {
-        rc = TPDB_INVALID;
-        for (unsigned i = 0; i < conf.n; i++) {
-            if (conf.servers[i].id == id) {
-                snprintf(address, size, "%s", conf.servers[i].address);
-                rc = TPDB_OK;
-            }
-        }
-        if (rc != TPDB_OK) {
-            tpdbErrf(errmsg, "peers: this node's id %llu is not listed",
-                     (unsigned long long)id);
-        }
-    }
-    raft_configuration_close(&conf);
-    return rc;
-}
-
-/* Settles id and address from the saved identity and the configuration;
- * *fresh is 1 when nothing was saved yet. */
-static int identity(struct tpdb_node *n, int *fresh, char *errmsg)
-{
-    const struct tpdb_node_config *cfg = &n->cfg;
-    int rc = tpdbNodeConfLoad(n->metaDir, &n->id, n->address, sizeof n->address,
-                              errmsg);
-    if (rc == TPDB_OK) {
-        *fresh = 0;
-        if (cfg->id != 0 && cfg->id != n->id) {
-            tpdbErrf(errmsg, "this directory is node %llu, not node %llu",
-                     (unsigned long long)n->id, (unsigned long long)cfg->id);
-            return TPDB_INVALID;
-        }
-        if (cfg->bind != NULL && strcmp(cfg->bind, n->address) != 0) {
-            tpdbErrf(errmsg, "node %llu was created with address %s, not %s",
-                     (unsigned long long)n->id, n->address, cfg->bind);
-            return TPDB_INVALID;
-        }
-        return TPDB_OK;
-    }
-    if (rc != TPDB_NOTFOUND) {
-        return rc;
-    }
-    *fresh = 1;
-    n->id = cfg->id != 0 ? cfg->id : 1;
-    if (cfg->bind != NULL) {
-        if (!tpdbAddressValid(cfg->bind)) {
-            tpdbErrf(errmsg, "bad bind address '%s' (want host:port)",
-                     cfg->bind);
-            return TPDB_INVALID;
-        }
-        snprintf(n->address, sizeof n->address, "%s", cfg->bind);
-    } else if (cfg->peers != NULL) {
-        rc = addressFromPeers(cfg->peers, n->id, n->address, sizeof n->address,
-                              errmsg);
-        if (rc != TPDB_OK) {
-            return rc;
-        }
-    } else {
-        snprintf(n->address, sizeof n->address, "127.0.0.1:0");
-    }
-    return tpdbNodeConfSave(n->metaDir, n->id, n->address, errmsg);
-}
-
-static int bootstrap(struct tpdb_node *n, char *errmsg)
-{
-    struct raft_configuration conf;
-    int rc = TPDB_OK;
-    int rv;
-    raft_configuration_init(&conf);
-    if (n->cfg.peers != NULL) {
-        rc = tpdbPeersParse(n->cfg.peers, &conf, errmsg);
-    } else {
-        rv = raft_configuration_add(&conf, n->id, n->address, RAFT_VOTER);
-        rc = rv == 0 ? TPDB_OK : TPDB_NOMEM;
-    }
-    if (rc == TPDB_OK) {
-        rv = raft_bootstrap(&n->raft, &conf);
-        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
-            tpdbErrf(errmsg, "bootstrap: %s", raft_errmsg(&n->raft));
-            rc = TPDB_RAFT;
-        }
-    }
-    raft_configuration_close(&conf);
-    return rc;
-}
-
-/* Sets up raft over the loop; nothing runs yet. */
-static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
-{
-    int rv;
-    int rc;
-    if (uv_loop_init(&n->loop) != 0) {
-        tpdbErrf(errmsg, "uv_loop_init failed");
-        return TPDB_NOMEM;
-    }
-    rc = tpdbTransportInit(&n->transport, &n->loop, errmsg);
-    if (rc != TPDB_OK) {
-        goto err_after_loop;
-    }
-    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
-    rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
-    if (rv != 0) {
-        tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
-        rc = TPDB_RAFT;
-        goto err_after_transport;
-    }
-    rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, errmsg);
-    if (rc != TPDB_OK) {
-        goto err_after_io;
-    }
-    rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
-    if (rv != 0) {
-        tpdbErrf(errmsg, "raft_init: %s (%d)", raft_errmsg(&n->raft), rv);
-        rc = TPDB_RAFT;
-        goto err_after_fsm;
-    }
-    n->raft.data = n;
-    tpdbFsmSetRaft(&n->fsm, &n->raft);
-    raft_set_election_timeout(&n->raft, n->cfg.election_ms);
-    raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_ms);
-    raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
-    raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
-    raft_set_pre_vote(&n->raft, true);
-    if (fresh && !n->cfg.join && n->cfg.join_address == NULL) {
-        rc = bootstrap(n, errmsg);
-        if (rc != TPDB_OK) {
-            goto err_after_raft;
-        }
-    }
-    return TPDB_OK;
-err_after_raft:
-    /* raft_init'd but never started: closing needs the loop to run. */
-    raft_close(&n->raft, NULL);
-    uv_run(&n->loop, UV_RUN_NOWAIT);
-err_after_fsm:
-    tpdbFsmClose(&n->fsm);
-err_after_io:
-    raft_uv_close(&n->io);
-err_after_transport:
-    tpdbTransportClose(&n->transport);
-    uv_run(&n->loop, UV_RUN_DEFAULT);
-err_after_loop:
-    uv_loop_close(&n->loop);
-    return rc;
-}
-
-static int raftRun(struct tpdb_node *n, char *errmsg)
-{
-    int rv = raft_start(&n->raft);
-    if (rv != 0) {
-        tpdbErrf(errmsg, "raft_start: %s", raft_errmsg(&n->raft));
-        return TPDB_RAFT;
-    }
-    n->startLastIndex = raft_last_index(&n->raft);
     n->async.data = n;
     n->check.data = n;
     uv_async_init(&n->loop, &n->async, asyncCb);
@@ -999,265 +734,7 @@ static int raftRun(struct tpdb_node *n, char *errmsg)
     return TPDB_OK;
 }
 
-/* Waits until the entries of the local log at start are applied again. */
-static int waitReady(struct tpdb_node *n, char *errmsg)
-{
-    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
-    int rc = TPDB_OK;
-    pthread_mutex_lock(&n->mutex);
-    while (n->appliedIndex < n->startLastIndex) {
-        if (tpdbNowMs() >= deadline) {
-            tpdbErrf(errmsg,
-                     "node %llu has applied %llu of %llu entries after %u "
-                     "ms: is a quorum of the cluster up?",
-                     (unsigned long long)n->id,
-                     (unsigned long long)n->appliedIndex,
-                     (unsigned long long)n->startLastIndex, n->cfg.ready_ms);
-            rc = TPDB_TIMEOUT;
-            break;
-        }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
-    }
-    pthread_mutex_unlock(&n->mutex);
-    return rc;
-}
-
-static void nodeFree(struct tpdb_node *n)
-{
-    if (n->lockFd >= 0) {
-        close(n->lockFd);
-    }
-    pthread_cond_destroy(&n->cond);
-    pthread_mutex_destroy(&n->mutex);
-    tpdb_free(n->dataDir);
-    tpdb_free(n);
-}
-
-static struct tpdb_node *registryFind(const char *dataDir)
-{
-    for (struct tpdb_node *n = registry; n != NULL; n = n->next) {
-        if (strcmp(n->dataDir, dataDir) == 0) {
-            return n;
-        }
-    }
-    return NULL;
-}
-
-static int nodeCreate(const struct tpdb_node_config *cfg,
-                      const char *real,
-                      struct tpdb_node **out,
-                      char *errmsg)
-{
-    struct tpdb_node *n = tpdb_calloc(1, sizeof *n);
-    int fresh = 0;
-    int rc;
-    if (n == NULL || (n->dataDir = tpdb_strdup(real)) == NULL) {
-        tpdb_free(n);
-        return TPDB_NOMEM;
-    }
-    n->lockFd = -1;
-    n->cfg = *cfg;
-    n->cfg.data_dir = n->dataDir;
-    defaults(&n->cfg);
-    pthread_mutex_init(&n->mutex, NULL);
-    pthread_cond_init(&n->cond, NULL);
-    sqlite3_randomness(sizeof n->origin, &n->origin);
-    snprintf(n->metaDir, sizeof n->metaDir, "%s/.tpdb", real);
-    snprintf(n->raftDir, sizeof n->raftDir, "%s/raft", n->metaDir);
-    rc = tpdbMkdir(n->metaDir, errmsg);
-    if (rc == TPDB_OK) {
-        rc = tpdbMkdir(n->raftDir, errmsg);
-    }
-    if (rc == TPDB_OK) {
-        rc = tpdbNodeLock(n->metaDir, &n->lockFd, errmsg);
-    }
-    if (rc == TPDB_OK) {
-        rc = identity(n, &fresh, errmsg);
-    }
-    if (rc == TPDB_OK) {
-        rc = tpdbFsmResetDatabases(n->dataDir, n->metaDir, errmsg);
-    }
-    if (rc == TPDB_OK) {
-        rc = raftSetup(n, fresh, errmsg);
-    }
-    if (rc == TPDB_OK) {
-        rc = raftRun(n, errmsg);
-        /* A failed start leaves raft initialised: tear it down the slow
-         * way, through the normal stop path, is not possible without the
-         * thread; the process keeps the leak rather than risk a crash. */
-    }
-    if (rc != TPDB_OK) {
-        if (n->lockFd >= 0 && rc != TPDB_RAFT) {
-            nodeFree(n);
-        }
-        return rc;
-    }
-    *out = n;
-    return TPDB_OK;
-}
-
-enum { JOIN_NONE = 0, JOIN_PENDING, JOIN_DONE, JOIN_FAILED };
-
-/* The join client's outcome. Loop thread. */
-static void joinDoneCb(void *arg, int rc, const char *msg)
-{
-    struct tpdb_node *n = arg;
-    pthread_mutex_lock(&n->mutex);
-    n->joinState = rc == TPDB_OK ? JOIN_DONE : JOIN_FAILED;
-    n->joinRc = rc;
-    snprintf(n->joinMsg, sizeof n->joinMsg, "%s", msg);
-    pthread_cond_broadcast(&n->cond);
-    pthread_mutex_unlock(&n->mutex);
-}
-
-/* Starts the join client unless this node already is a voter. */
-static void joinStartFn(struct tpdb_node *n, struct nodeCall *c)
-{
-    const struct raft_configuration *conf = &n->raft.configuration;
-    for (unsigned i = 0; i < conf->n; i++) {
-        if (conf->servers[i].id == n->id &&
-            conf->servers[i].role == RAFT_VOTER) {
-            joinDoneCb(n, TPDB_OK, "already a voter");
-            callDone(n, c, TPDB_OK);
-            return;
-        }
-    }
-    int rc =
-        tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address, c->address,
-                            n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
-    if (rc != TPDB_OK) {
-        joinDoneCb(n, rc, c->errmsg);
-    }
-    callDone(n, c, rc);
-}
-
-/* Makes this node a voter through the member at `target` (see
- * tpdb_node_config.join_address) and waits for the outcome. */
-static int nodeJoin(struct tpdb_node *n, const char *target, char *errmsg)
-{
-    struct nodeCall c;
-    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms + 5000;
-    int start;
-    int rc;
-    pthread_mutex_lock(&n->mutex);
-    start = n->joinState == JOIN_NONE || n->joinState == JOIN_FAILED;
-    if (start) {
-        n->joinState = JOIN_PENDING;
-    }
-    pthread_mutex_unlock(&n->mutex);
-    if (start) {
-        memset(&c, 0, sizeof c);
-        c.fn = joinStartFn;
-        c.address = target;
-        rc = callRun(n, &c, errmsg);
-        if (rc != TPDB_OK) {
-            return rc;
-        }
-    }
-    pthread_mutex_lock(&n->mutex);
-    while (n->joinState == JOIN_PENDING && !n->stopping &&
-           tpdbNowMs() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
-    }
-    rc = n->joinState == JOIN_DONE      ? TPDB_OK
-         : n->joinState == JOIN_PENDING ? TPDB_TIMEOUT
-                                        : n->joinRc;
-    if (rc != TPDB_OK) {
-        tpdbErrf(
-            errmsg, "join via %s: %s", target,
-            n->joinState == JOIN_PENDING ? "no outcome in time" : n->joinMsg);
-    }
-    pthread_mutex_unlock(&n->mutex);
-    return rc;
-}
-
-int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
-                    struct tpdb_node **out,
-                    char *errmsg)
-{
-    char real[PATH_MAX];
-    struct tpdb_node *n;
-    int rc = TPDB_OK;
-    if (cfg->data_dir == NULL || realpath(cfg->data_dir, real) == NULL) {
-        tpdbErrf(errmsg, "data directory %s: %s",
-                 cfg->data_dir ? cfg->data_dir : "(none)", strerror(errno));
-        return TPDB_INVALID;
-    }
-    pthread_mutex_lock(&registryMutex);
-    n = registryFind(real);
-    if (n == NULL) {
-        rc = nodeCreate(cfg, real, &n, errmsg);
-        if (rc == TPDB_OK) {
-            n->next = registry;
-            registry = n;
-        }
-    }
-    if (rc == TPDB_OK) {
-        n->refs++;
-    }
-    pthread_mutex_unlock(&registryMutex);
-    if (rc != TPDB_OK) {
-        return rc;
-    }
-    rc = waitReady(n, errmsg);
-    if (rc == TPDB_OK && cfg->join_address != NULL) {
-        rc = nodeJoin(n, cfg->join_address, errmsg);
-    }
-    if (rc != TPDB_OK) {
-        tpdbNodeRelease(n);
-        return rc;
-    }
-    *out = n;
-    return TPDB_OK;
-}
-
-void tpdbNodeRelease(struct tpdb_node *n)
-{
-    pthread_mutex_lock(&registryMutex);
-    if (n->refs > 0) {
-        n->refs--;
-    }
-    pthread_mutex_unlock(&registryMutex);
-}
-
-struct tpdb_node *tpdbNodeFind(const char *db_path)
-{
-    char dir[PATH_MAX];
-    char real[PATH_MAX];
-    struct tpdb_node *n;
-    snprintf(dir, sizeof dir, "%s", db_path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL) {
-        snprintf(dir, sizeof dir, ".");
-    } else if (slash == dir) {
-        dir[1] = '\0';
-    } else {
-        *slash = '\0';
-    }
-    if (realpath(dir, real) == NULL) {
-        return NULL;
-    }
-    pthread_mutex_lock(&registryMutex);
-    n = registryFind(real);
-    pthread_mutex_unlock(&registryMutex);
-    return n;
-}
-
-static void nodeStop(struct tpdb_node *n)
+void nodeRuntimeStop(struct tpdb_node *n)
 {
     pthread_mutex_lock(&n->mutex);
     n->stopping = 1;
@@ -1265,23 +742,4 @@ static void nodeStop(struct tpdb_node *n)
     pthread_mutex_unlock(&n->mutex);
     uv_async_send(&n->async);
     pthread_join(n->thread, NULL);
-    tpdbTransportClose(&n->transport);
-    uv_run(&n->loop, UV_RUN_DEFAULT);
-    tpdbFsmClose(&n->fsm);
-    if (uv_loop_close(&n->loop) != 0) {
-        tpdbLog(TPDB_LOG_WARN, "node %llu: loop still has handles",
-                (unsigned long long)n->id);
-    }
-}
-
-void tpdbNodeShutdownAll(void)
-{
-    struct tpdb_node *n;
-    pthread_mutex_lock(&registryMutex);
-    while ((n = registry) != NULL) {
-        registry = n->next;
-        nodeStop(n);
-        nodeFree(n);
-    }
-    pthread_mutex_unlock(&registryMutex);
 }

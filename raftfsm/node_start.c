@@ -1,0 +1,493 @@
+/*
+ * Node lifecycle (see node.h): the saved identity, the raft setup over the
+ * uv backend and our transport, bootstrap, joining through a member,
+ * waiting until a restarted node has applied its log again, the process's
+ * registry of running nodes, and shutdown.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <raft.h>
+#include <raft/uv.h>
+#include <sqlite3.h>
+#include <uv.h>
+
+#include "raftfsm/fsm.h"
+#include "raftfsm/nodeint.h"
+
+static pthread_mutex_t registryMutex = PTHREAD_MUTEX_INITIALIZER;
+static struct tpdb_node *registry;
+
+static void defaults(struct tpdb_node_config *cfg)
+{
+    if (cfg->election_ms == 0) {
+        cfg->election_ms = 1000;
+    }
+    if (cfg->heartbeat_ms == 0) {
+        cfg->heartbeat_ms = cfg->election_ms / 10 ? cfg->election_ms / 10 : 1;
+    }
+    if (cfg->snapshot_threshold == 0) {
+        cfg->snapshot_threshold = 1024;
+    }
+    if (cfg->snapshot_trailing == 0) {
+        cfg->snapshot_trailing = cfg->snapshot_threshold / 2;
+    }
+    if (cfg->ready_ms == 0) {
+        cfg->ready_ms = 15000;
+    }
+    if (cfg->commit_ms == 0) {
+        cfg->commit_ms = 60000;
+    }
+}
+
+/* Finds this node's address in the peers list. */
+static int addressFromPeers(const char *peers,
+                            uint64_t id,
+                            char *address,
+                            size_t size,
+                            char *errmsg)
+{
+    struct raft_configuration conf;
+    int rc;
+    raft_configuration_init(&conf);
+    rc = tpdbPeersParse(peers, &conf, errmsg);
+    if (rc == TPDB_OK) {
+        rc = TPDB_INVALID;
+        for (unsigned i = 0; i < conf.n; i++) {
+            if (conf.servers[i].id == id) {
+                snprintf(address, size, "%s", conf.servers[i].address);
+                rc = TPDB_OK;
+            }
+        }
+        if (rc != TPDB_OK) {
+            tpdbErrf(errmsg, "peers: this node's id %llu is not listed",
+                     (unsigned long long)id);
+        }
+    }
+    raft_configuration_close(&conf);
+    return rc;
+}
+
+/* Settles id and address from the saved identity and the configuration;
+ * *fresh is 1 when nothing was saved yet. */
+static int identity(struct tpdb_node *n, int *fresh, char *errmsg)
+{
+    const struct tpdb_node_config *cfg = &n->cfg;
+    int rc = tpdbNodeConfLoad(n->metaDir, &n->id, n->address, sizeof n->address,
+                              errmsg);
+    if (rc == TPDB_OK) {
+        *fresh = 0;
+        if (cfg->id != 0 && cfg->id != n->id) {
+            tpdbErrf(errmsg, "this directory is node %llu, not node %llu",
+                     (unsigned long long)n->id, (unsigned long long)cfg->id);
+            return TPDB_INVALID;
+        }
+        if (cfg->bind != NULL && strcmp(cfg->bind, n->address) != 0) {
+            tpdbErrf(errmsg, "node %llu was created with address %s, not %s",
+                     (unsigned long long)n->id, n->address, cfg->bind);
+            return TPDB_INVALID;
+        }
+        return TPDB_OK;
+    }
+    if (rc != TPDB_NOTFOUND) {
+        return rc;
+    }
+    *fresh = 1;
+    n->id = cfg->id != 0 ? cfg->id : 1;
+    if (cfg->bind != NULL) {
+        if (!tpdbAddressValid(cfg->bind)) {
+            tpdbErrf(errmsg, "bad bind address '%s' (want host:port)",
+                     cfg->bind);
+            return TPDB_INVALID;
+        }
+        snprintf(n->address, sizeof n->address, "%s", cfg->bind);
+    } else if (cfg->peers != NULL) {
+        rc = addressFromPeers(cfg->peers, n->id, n->address, sizeof n->address,
+                              errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    } else {
+        snprintf(n->address, sizeof n->address, "127.0.0.1:0");
+    }
+    return tpdbNodeConfSave(n->metaDir, n->id, n->address, errmsg);
+}
+
+static int bootstrap(struct tpdb_node *n, char *errmsg)
+{
+    struct raft_configuration conf;
+    int rc = TPDB_OK;
+    int rv;
+    raft_configuration_init(&conf);
+    if (n->cfg.peers != NULL) {
+        rc = tpdbPeersParse(n->cfg.peers, &conf, errmsg);
+    } else {
+        rv = raft_configuration_add(&conf, n->id, n->address, RAFT_VOTER);
+        rc = rv == 0 ? TPDB_OK : TPDB_NOMEM;
+    }
+    if (rc == TPDB_OK) {
+        rv = raft_bootstrap(&n->raft, &conf);
+        if (rv != 0 && rv != RAFT_CANTBOOTSTRAP) {
+            tpdbErrf(errmsg, "bootstrap: %s", raft_errmsg(&n->raft));
+            rc = TPDB_RAFT;
+        }
+    }
+    raft_configuration_close(&conf);
+    return rc;
+}
+
+/* Sets up raft over the loop; nothing runs yet. */
+static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
+{
+    int rv;
+    int rc;
+    if (uv_loop_init(&n->loop) != 0) {
+        tpdbErrf(errmsg, "uv_loop_init failed");
+        return TPDB_NOMEM;
+    }
+    rc = tpdbTransportInit(&n->transport, &n->loop, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_loop;
+    }
+    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
+    rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
+    if (rv != 0) {
+        tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
+        rc = TPDB_RAFT;
+        goto err_after_transport;
+    }
+    rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_io;
+    }
+    rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
+    if (rv != 0) {
+        tpdbErrf(errmsg, "raft_init: %s (%d)", raft_errmsg(&n->raft), rv);
+        rc = TPDB_RAFT;
+        goto err_after_fsm;
+    }
+    n->raft.data = n;
+    tpdbFsmSetRaft(&n->fsm, &n->raft);
+    raft_set_election_timeout(&n->raft, n->cfg.election_ms);
+    raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_ms);
+    raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
+    raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
+    raft_set_pre_vote(&n->raft, true);
+    if (fresh && !n->cfg.join && n->cfg.join_address == NULL) {
+        rc = bootstrap(n, errmsg);
+        if (rc != TPDB_OK) {
+            goto err_after_raft;
+        }
+    }
+    return TPDB_OK;
+err_after_raft:
+    /* raft_init'd but never started: closing needs the loop to run. */
+    raft_close(&n->raft, NULL);
+    uv_run(&n->loop, UV_RUN_NOWAIT);
+err_after_fsm:
+    tpdbFsmClose(&n->fsm);
+err_after_io:
+    raft_uv_close(&n->io);
+err_after_transport:
+    tpdbTransportClose(&n->transport);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+err_after_loop:
+    uv_loop_close(&n->loop);
+    return rc;
+}
+
+static int raftRun(struct tpdb_node *n, char *errmsg)
+{
+    int rv = raft_start(&n->raft);
+    if (rv != 0) {
+        tpdbErrf(errmsg, "raft_start: %s", raft_errmsg(&n->raft));
+        return TPDB_RAFT;
+    }
+    n->startLastIndex = raft_last_index(&n->raft);
+    return nodeRuntimeStart(n, errmsg);
+}
+
+/* Waits until the entries of the local log at start are applied again. */
+static int waitReady(struct tpdb_node *n, char *errmsg)
+{
+    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
+    int rc = TPDB_OK;
+    pthread_mutex_lock(&n->mutex);
+    while (n->appliedIndex < n->startLastIndex) {
+        if (tpdbNowMs() >= deadline) {
+            tpdbErrf(errmsg,
+                     "node %llu has applied %llu of %llu entries after %u "
+                     "ms: is a quorum of the cluster up?",
+                     (unsigned long long)n->id,
+                     (unsigned long long)n->appliedIndex,
+                     (unsigned long long)n->startLastIndex, n->cfg.ready_ms);
+            rc = TPDB_TIMEOUT;
+            break;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
+static void nodeFree(struct tpdb_node *n)
+{
+    if (n->lockFd >= 0) {
+        close(n->lockFd);
+    }
+    pthread_cond_destroy(&n->cond);
+    pthread_mutex_destroy(&n->mutex);
+    tpdb_free(n->dataDir);
+    tpdb_free(n);
+}
+
+static struct tpdb_node *registryFind(const char *dataDir)
+{
+    for (struct tpdb_node *n = registry; n != NULL; n = n->next) {
+        if (strcmp(n->dataDir, dataDir) == 0) {
+            return n;
+        }
+    }
+    return NULL;
+}
+
+static int nodeCreate(const struct tpdb_node_config *cfg,
+                      const char *real,
+                      struct tpdb_node **out,
+                      char *errmsg)
+{
+    struct tpdb_node *n = tpdb_calloc(1, sizeof *n);
+    int fresh = 0;
+    int rc;
+    if (n == NULL || (n->dataDir = tpdb_strdup(real)) == NULL) {
+        tpdb_free(n);
+        return TPDB_NOMEM;
+    }
+    n->lockFd = -1;
+    n->cfg = *cfg;
+    n->cfg.data_dir = n->dataDir;
+    defaults(&n->cfg);
+    pthread_mutex_init(&n->mutex, NULL);
+    pthread_cond_init(&n->cond, NULL);
+    sqlite3_randomness(sizeof n->origin, &n->origin);
+    snprintf(n->metaDir, sizeof n->metaDir, "%s/.tpdb", real);
+    snprintf(n->raftDir, sizeof n->raftDir, "%s/raft", n->metaDir);
+    rc = tpdbMkdir(n->metaDir, errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdbMkdir(n->raftDir, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = tpdbNodeLock(n->metaDir, &n->lockFd, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = identity(n, &fresh, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = tpdbFsmResetDatabases(n->dataDir, n->metaDir, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = raftSetup(n, fresh, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = raftRun(n, errmsg);
+        /* A failed start leaves raft initialised: tear it down the slow
+         * way, through the normal stop path, is not possible without the
+         * thread; the process keeps the leak rather than risk a crash. */
+    }
+    if (rc != TPDB_OK) {
+        if (n->lockFd >= 0 && rc != TPDB_RAFT) {
+            nodeFree(n);
+        }
+        return rc;
+    }
+    *out = n;
+    return TPDB_OK;
+}
+
+/* The join client's outcome. Loop thread. */
+static void joinDoneCb(void *arg, int rc, const char *msg)
+{
+    struct tpdb_node *n = arg;
+    pthread_mutex_lock(&n->mutex);
+    n->joinState = rc == TPDB_OK ? JOIN_DONE : JOIN_FAILED;
+    n->joinRc = rc;
+    snprintf(n->joinMsg, sizeof n->joinMsg, "%s", msg);
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+}
+
+/* Starts the join client unless this node already is a voter. */
+static void joinStartFn(struct tpdb_node *n, struct nodeCall *c)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id == n->id &&
+            conf->servers[i].role == RAFT_VOTER) {
+            joinDoneCb(n, TPDB_OK, "already a voter");
+            nodeCallDone(n, c, TPDB_OK);
+            return;
+        }
+    }
+    int rc =
+        tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address, c->address,
+                            n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
+    if (rc != TPDB_OK) {
+        joinDoneCb(n, rc, c->errmsg);
+    }
+    nodeCallDone(n, c, rc);
+}
+
+/* Makes this node a voter through the member at `target` (see
+ * tpdb_node_config.join_address) and waits for the outcome. */
+static int nodeJoin(struct tpdb_node *n, const char *target, char *errmsg)
+{
+    struct nodeCall c;
+    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms + 5000;
+    int start;
+    int rc;
+    pthread_mutex_lock(&n->mutex);
+    start = n->joinState == JOIN_NONE || n->joinState == JOIN_FAILED;
+    if (start) {
+        n->joinState = JOIN_PENDING;
+    }
+    pthread_mutex_unlock(&n->mutex);
+    if (start) {
+        memset(&c, 0, sizeof c);
+        c.fn = joinStartFn;
+        c.address = target;
+        rc = nodeCallRun(n, &c, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    }
+    pthread_mutex_lock(&n->mutex);
+    while (n->joinState == JOIN_PENDING && !n->stopping &&
+           tpdbNowMs() < deadline) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 20 * 1000 * 1000;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+    }
+    rc = n->joinState == JOIN_DONE      ? TPDB_OK
+         : n->joinState == JOIN_PENDING ? TPDB_TIMEOUT
+                                        : n->joinRc;
+    if (rc != TPDB_OK) {
+        tpdbErrf(
+            errmsg, "join via %s: %s", target,
+            n->joinState == JOIN_PENDING ? "no outcome in time" : n->joinMsg);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
+int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
+                    struct tpdb_node **out,
+                    char *errmsg)
+{
+    char real[PATH_MAX];
+    struct tpdb_node *n;
+    int rc = TPDB_OK;
+    if (cfg->data_dir == NULL || realpath(cfg->data_dir, real) == NULL) {
+        tpdbErrf(errmsg, "data directory %s: %s",
+                 cfg->data_dir ? cfg->data_dir : "(none)", strerror(errno));
+        return TPDB_INVALID;
+    }
+    pthread_mutex_lock(&registryMutex);
+    n = registryFind(real);
+    if (n == NULL) {
+        rc = nodeCreate(cfg, real, &n, errmsg);
+        if (rc == TPDB_OK) {
+            n->next = registry;
+            registry = n;
+        }
+    }
+    if (rc == TPDB_OK) {
+        n->refs++;
+    }
+    pthread_mutex_unlock(&registryMutex);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    rc = waitReady(n, errmsg);
+    if (rc == TPDB_OK && cfg->join_address != NULL) {
+        rc = nodeJoin(n, cfg->join_address, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        tpdbNodeRelease(n);
+        return rc;
+    }
+    *out = n;
+    return TPDB_OK;
+}
+
+void tpdbNodeRelease(struct tpdb_node *n)
+{
+    pthread_mutex_lock(&registryMutex);
+    if (n->refs > 0) {
+        n->refs--;
+    }
+    pthread_mutex_unlock(&registryMutex);
+}
+
+struct tpdb_node *tpdbNodeFind(const char *db_path)
+{
+    char dir[PATH_MAX];
+    char real[PATH_MAX];
+    struct tpdb_node *n;
+    snprintf(dir, sizeof dir, "%s", db_path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL) {
+        snprintf(dir, sizeof dir, ".");
+    } else if (slash == dir) {
+        dir[1] = '\0';
+    } else {
+        *slash = '\0';
+    }
+    if (realpath(dir, real) == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&registryMutex);
+    n = registryFind(real);
+    pthread_mutex_unlock(&registryMutex);
+    return n;
+}
+
+static void nodeStop(struct tpdb_node *n)
+{
+    nodeRuntimeStop(n);
+    tpdbTransportClose(&n->transport);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    tpdbFsmClose(&n->fsm);
+    if (uv_loop_close(&n->loop) != 0) {
+        tpdbLog(TPDB_LOG_WARN, "node %llu: loop still has handles",
+                (unsigned long long)n->id);
+    }
+}
+
+void tpdbNodeShutdownAll(void)
+{
+    struct tpdb_node *n;
+    pthread_mutex_lock(&registryMutex);
+    while ((n = registry) != NULL) {
+        registry = n->next;
+        nodeStop(n);
+        nodeFree(n);
+    }
+    pthread_mutex_unlock(&registryMutex);
+}
