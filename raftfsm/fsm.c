@@ -528,14 +528,7 @@ static int waitInflight(struct fsmState *s, struct fsmDb *db)
             rc = TPDB_TIMEOUT;
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 10 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&s->cond, &s->mutex, &ts);
+        tpdbCondWaitMs(&s->cond, &s->mutex, 10);
     }
     pthread_mutex_unlock(&s->mutex);
     return rc;

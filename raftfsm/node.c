@@ -499,14 +499,7 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
                          : "no leader elected");
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 5 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+        tpdbCondWaitMs(&n->cond, &n->mutex, 5);
     }
     pthread_mutex_unlock(&n->mutex);
     return rc;

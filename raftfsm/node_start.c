@@ -229,14 +229,7 @@ static int waitReady(struct tpdb_node *n, char *errmsg)
             rc = TPDB_TIMEOUT;
             break;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+        tpdbCondWaitMs(&n->cond, &n->mutex, 20);
     }
     pthread_mutex_unlock(&n->mutex);
     return rc;
@@ -375,14 +368,7 @@ static int nodeJoin(struct tpdb_node *n, const char *target, char *errmsg)
     pthread_mutex_lock(&n->mutex);
     while (n->joinState == JOIN_PENDING && !n->stopping &&
            tpdbNowMs() < deadline) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&n->cond, &n->mutex, &ts);
+        tpdbCondWaitMs(&n->cond, &n->mutex, 20);
     }
     rc = n->joinState == JOIN_DONE      ? TPDB_OK
          : n->joinState == JOIN_PENDING ? TPDB_TIMEOUT

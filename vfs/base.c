@@ -201,3 +201,16 @@ uint64_t tpdbNowMs(void)
 {
     return tpdbNowNs() / 1000000u;
 }
+
+void tpdbCondWaitMs(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(cond, mutex, &ts);
+}

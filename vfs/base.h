@@ -8,6 +8,7 @@
 #ifndef TPDB_BASE_H
 #define TPDB_BASE_H
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -128,6 +129,11 @@ static inline uint32_t tpdbGetBe32(const uint8_t *p)
     return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) |
            ((uint32_t)p[2] << 8) | (uint32_t)p[3];
 }
+
+/* Waits on cond (mutex held by the caller) for at most ms milliseconds or
+ * until signalled; spurious wake-ups return early too, so callers re-check
+ * their condition in a loop with their own deadline. */
+void tpdbCondWaitMs(pthread_cond_t *cond, pthread_mutex_t *mutex, unsigned ms);
 
 /* Monotonic clock in milliseconds and nanoseconds. */
 uint64_t tpdbNowMs(void);
