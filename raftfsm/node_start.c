@@ -177,6 +177,10 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_ms);
     raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
+    /* raft 0.15 waits this long before resending a snapshot a follower
+     * dropped (it drops one while taking its own); its 30 s default left a
+     * restarted node behind for half a minute. */
+    raft_set_install_snapshot_timeout(&n->raft, n->cfg.election_ms * 10);
     raft_set_pre_vote(&n->raft, true);
     if (fresh && !n->cfg.join && n->cfg.join_address == NULL) {
         rc = bootstrap(n, errmsg);
