@@ -15,11 +15,23 @@
  * - the module `tpdb_table(PATH, TABLE [, MODE])`: one table of the TPDB file
  *   at PATH (relative to the process's working directory) with the columns
  *   and declared types of its catalog; the hidden rowid is the TPDB rowid.
- *   MODE is 'rw' (read-write; the file is locked exclusively while any
- *   virtual table of this connection uses it), 'ro' (read-only) or omitted
+ *   MODE is 'rw' (read-write; the file is locked exclusively while this
+ *   connection holds it open, see below), 'ro' (read-only) or omitted
  *   (read-write when the file and its directory are writable, otherwise
  *   read-only). Every virtual table of one connection on the same file
- *   shares one open handle. WHERE constraints on the rowid (or an INTEGER
+ *   shares one handle. For a file in a node's data directory (a node of
+ *   this process runs there, or the directory holds `.tpdb/`) the handle,
+ *   and with it the file's lock, is open only while a statement has a
+ *   cursor on the file (from its first step until it is reset or
+ *   finalized), while a write transaction uses it (from its first write to
+ *   COMMIT/ROLLBACK) or while a statement is planned: the node can write
+ *   replicated commits into the file whenever no statement uses it, and
+ *   the next statement sees them. A statement, or a write transaction,
+ *   reads one committed state; separate statements of a read-only
+ *   transaction may see newer ones. Reopening waits up to 2 s while
+ *   another handle (the node writing a commit) holds the file, then fails
+ *   with SQLITE_BUSY. Any other file keeps its handle open while a virtual
+ *   table uses it. WHERE constraints on the rowid (or an INTEGER
  *   PRIMARY KEY column) use the table's B+ tree (query plan index
  *   "rowid"), equality on the leading columns of a TPDB index uses that
  *   index (query plan index "<index name>"), anything else is a full scan.

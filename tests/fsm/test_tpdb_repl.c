@@ -3,9 +3,10 @@
  * servers with the real FSM (tests/fsm/cluster.c). The leader writes a TPDB
  * file through the library with hooks that propose TPDB_ENTRY_TPDBFILE
  * entries through the fixture; followers' FSMs apply them with
- * tpdb_file_apply. Covers replication, a follower whose copy is held open
- * (entries queued, then drained), a leader change with the deposed leader's
- * writer still open, and snapshot install. Every test ends with
+ * tpdb_file_apply. Covers replication, a follower's tpdb_table (idle: no
+ * effect on replication; in the middle of a statement: entries queued, then
+ * drained), a leader change with the deposed leader's writer still open,
+ * and snapshot install. Every test ends with
  * the same rows on every server and byte-identical files.
  */
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "ext/tpdb_vtab.h"
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
 #include "tests/fsm/cluster.h"
@@ -277,16 +279,48 @@ static void testReplication(void **state)
     free(want);
 }
 
-/* A follower whose copy is held open cannot take the entries yet: they
- * are queued (raft applied them), the follower stays healthy, and once
- * the handle is closed the queue is written in order. */
-static void testFollowerHeld(void **state)
+/* Opens an in-memory connection with a tpdb_table `fu` over the users
+ * table of server i's copy (read-only, as a follower reads it). */
+static sqlite3 *followerTable(struct cluster *c, unsigned i)
+{
+    char path[CLUSTER_PATH_MAX];
+    sqlite3 *db = NULL;
+    clusterDbPath(c, i, TPDB_DB, path);
+    assert_int_equal(sqlite3_open(":memory:", &db), SQLITE_OK);
+    assert_int_equal(tpdbVtabRegister(db), SQLITE_OK);
+    char *sql = sqlite3_mprintf(
+        "CREATE VIRTUAL TABLE temp.fu USING tpdb_table(%Q, 'users', 'ro')",
+        path);
+    char *err = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &err) != SQLITE_OK) {
+        fail_msg("%s", err);
+    }
+    sqlite3_free(sql);
+    return db;
+}
+
+static int64_t queryInt(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW) {
+        fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+    }
+    int64_t v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* A follower's idle tpdb_table (its data directory makes the file
+ * transient) does not hold the copy: entries are written at once and the
+ * existing table reads them. A statement in progress on it does hold the
+ * copy: entries are queued (raft applied them), the statement keeps its
+ * view, and once it is reset the queue is written in order. */
+static void testFollowerTable(void **state)
 {
     struct cluster *c = *state;
     struct writer w;
-    char path[CLUSTER_PATH_MAX];
-    char err[TPDB_ERRMSG_SIZE];
-    struct tpdb_file *held = NULL;
+    sqlite3_stmt *st = NULL;
     unsigned l = clusterLeaderReady(c);
     assert_int_not_equal(l, CLUSTER_NONE);
     unsigned f = (l + 1) % CLUSTER_N;
@@ -294,27 +328,46 @@ static void testFollowerHeld(void **state)
     makeUsers(w.f);
     insertUser(w.f, 1, "before");
     converge(c, l);
-    clusterDbPath(c, f, TPDB_DB, path);
-    mustOk(NULL, tpdb_file_open(path, TPDB_FILE_RDONLY, &held, err));
+    sqlite3 *db = followerTable(c, f);
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM fu"), 1);
+
     for (int i = 2; i <= 5; i++) {
-        insertUser(w.f, i, "while-held");
+        insertUser(w.f, i, "while-idle");
     }
     raft_index index = raft_last_index(raft_fixture_get(&c->f, l));
     assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
+    assert_int_equal(tpdbFsmPending(&c->s[f].fsm), 0);
+    assert_int_equal(queryInt(db,
+                              "SELECT count(*) FROM fu WHERE name LIKE "
+                              "'while-idle%'"),
+                     4);
+
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT id FROM fu", -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    for (int i = 6; i <= 8; i++) {
+        insertUser(w.f, i, "mid-statement");
+    }
+    index = raft_last_index(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
     assert_true(tpdbFsmPending(&c->s[f].fsm) > 0);
-    /* The held reader keeps its view. */
-    char *rows = dumpHandle(held);
-    assert_non_null(strstr(rows, "before"));
-    assert_null(strstr(rows, "while-held"));
-    free(rows);
-    tpdb_file_close(held);
+    int n = 1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        n++;
+    }
+    assert_int_equal(n, 5); /* the statement's view */
+    sqlite3_finalize(st);
     tpdbFsmDrain(&c->s[f].fsm);
     assert_int_equal(tpdbFsmPending(&c->s[f].fsm), 0);
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM fu"), 8);
+    assert_int_equal(queryInt(db, "SELECT max(id) FROM fu"), 8);
+
     converge(c, l);
     char *want = dumpHandle(w.f);
     writerClose(&w);
-    assertCopies(c, want);
+    assertCopies(c, want); /* the follower's table is still there */
     free(want);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 /* After a leader change the new leader writes its own copy; the deposed
@@ -417,7 +470,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(testReplication, setup, teardown),
-        cmocka_unit_test_setup_teardown(testFollowerHeld, setup, teardown),
+        cmocka_unit_test_setup_teardown(testFollowerTable, setup, teardown),
         cmocka_unit_test_setup_teardown(testLeaderChange, setup, teardown),
         cmocka_unit_test_setup_teardown(testSnapshotInstall, setup, teardown),
     };

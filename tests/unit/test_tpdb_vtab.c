@@ -1,6 +1,8 @@
-/* Unit tests for ext/tpdb_vtab.c: the tpdb_table virtual table and
+/* Unit tests for ext/tpdb_vtab*.c: the tpdb_table virtual table and
  * tpdb_attach() over the genuine TrashPandaDB fixtures (every row and every
- * manifest query), query plans, writes read back, and damaged files. */
+ * manifest query), query plans, writes read back (also in a node's data
+ * directory, where the file is open only per statement or transaction),
+ * and damaged files. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -71,6 +73,19 @@ static int setup(void **state)
     }
     *state = s;
     return 0;
+}
+
+/* A scratch directory that looks like a node's data directory (it holds
+ * `.tpdb/`): tpdb_table files there are transient. */
+static int setupNodeDir(void **state)
+{
+    char meta[128];
+    if (setup(state) != 0) {
+        return -1;
+    }
+    struct scratch *s = *state;
+    snprintf(meta, sizeof meta, "%s/.tpdb", s->dir);
+    return mkdir(meta, 0755) == 0 ? 0 : -1;
 }
 
 static int teardown(void **state)
@@ -765,6 +780,120 @@ static void testWriteErrors(void **state)
     assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
+/* Whether a read-write handle can be opened on path right now (no
+ * tpdb_table handle holds the file); the probe is closed again. */
+static int fileFree(const char *path)
+{
+    struct tpdb_file *f = NULL;
+    char err[TPDB_ERRMSG_SIZE];
+    int rc = tpdb_file_open(path, 0, &f, err);
+    tpdb_file_close(f);
+    assert_true(rc == TPDB_OK || rc == TPDB_BUSY);
+    return rc == TPDB_OK;
+}
+
+/* Adds a tag row through the library, as a node's state machine writes a
+ * replicated commit into its copy. */
+static void fileAddTag(const char *path, const char *tag, int64_t post)
+{
+    struct tpdb_file *f = NULL;
+    char err[TPDB_ERRMSG_SIZE];
+    struct tpdb_value v[2] = {
+        {.type = TPDB_VTEXT, .base = (const uint8_t *)tag, .len = strlen(tag)},
+        {.type = TPDB_VINT, .i = post}};
+    if (tpdb_file_open(path, 0, &f, err) != TPDB_OK) {
+        fail_msg("%s", err);
+    }
+    assert_int_equal(tpdb_file_insert(f, "tags", v, 2, NULL), TPDB_OK);
+    tpdb_file_close(f);
+}
+
+/* In a node's data directory the file is open only while a statement or a
+ * write transaction uses it; between statements others can write it and
+ * the existing tables see their commits. */
+static void testTransient(void **state)
+{
+    char path[1200];
+    sqlite3_stmt *st;
+    sqlite3 *db = openCopy(*state, "05_indexes", path, sizeof path);
+    assert_true(fileFree(path));
+    fileAddTag(path, "outside", 500);
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM legacy_tags"), 7);
+    assert_int_equal(
+        queryInt(db, "SELECT post_id FROM legacy_tags WHERE tag = 'outside'"),
+        500);
+    /* A statement holds the file from its first step until it is reset,
+     * and reads one state throughout. */
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT tag FROM legacy_tags", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_false(fileFree(path));
+    int n = 1;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        n++;
+    }
+    assert_int_equal(n, 7);
+    assert_int_equal(sqlite3_reset(st), SQLITE_OK);
+    assert_true(fileFree(path));
+    fileAddTag(path, "between", 501);
+    n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        n++;
+    }
+    assert_int_equal(n, 8);
+    sqlite3_finalize(st);
+    /* A write transaction holds it from its first write to COMMIT. */
+    execOk(db, "BEGIN; INSERT INTO legacy_tags VALUES ('txn', 502)");
+    assert_false(fileFree(path));
+    execOk(db, "INSERT INTO legacy_tags VALUES ('txn2', 503)");
+    execOk(db, "COMMIT");
+    assert_true(fileFree(path));
+    execOk(db, "BEGIN; DELETE FROM legacy_tags WHERE post_id >= 500");
+    assert_false(fileFree(path));
+    execOk(db, "ROLLBACK");
+    assert_true(fileFree(path));
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM legacy_tags"), 10);
+    /* While another handle holds the file, planning and running a
+     * statement wait a while, then fail (running: SQLITE_BUSY). */
+    struct tpdb_file *f = NULL;
+    char err[TPDB_ERRMSG_SIZE];
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM legacy_tags",
+                                        -1, &st, NULL),
+                     SQLITE_OK);
+    assert_int_equal(tpdb_file_open(path, 0, &f, err), TPDB_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_BUSY);
+    assert_non_null(strstr(sqlite3_errmsg(db), "05_indexes.tpdb"));
+    sqlite3_reset(st);
+    sqlite3_stmt *st2 = NULL;
+    assert_int_not_equal(sqlite3_prepare_v2(db,
+                                            "SELECT * FROM legacy_users "
+                                            "WHERE id = 1",
+                                            -1, &st2, NULL),
+                         SQLITE_OK);
+    assert_null(st2);
+    tpdb_file_close(f);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 10);
+    sqlite3_finalize(st);
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM legacy_tags"), 10);
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_true(fileFree(path));
+}
+
+/* Outside a node's data directory the handle stays open between
+ * statements. */
+static void testKeptOpen(void **state)
+{
+    char path[1200];
+    sqlite3 *db = openCopy(*state, "05_indexes", path, sizeof path);
+    assert_false(fileFree(path));
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM legacy_tags"), 6);
+    assert_false(fileFree(path));
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
+    assert_true(fileFree(path));
+}
+
 static void testReadOnly(void **state)
 {
     (void)state;
@@ -1083,6 +1212,12 @@ int main(void)
         cmocka_unit_test(testIndexKeys),
         cmocka_unit_test_setup_teardown(testWriteReadBack, setup, teardown),
         cmocka_unit_test_setup_teardown(testWriteErrors, setup, teardown),
+        cmocka_unit_test_setup_teardown(testWriteReadBack, setupNodeDir,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testWriteErrors, setupNodeDir,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testTransient, setupNodeDir, teardown),
+        cmocka_unit_test_setup_teardown(testKeptOpen, setup, teardown),
         cmocka_unit_test(testReadOnly),
         cmocka_unit_test(testAttach),
         cmocka_unit_test_setup_teardown(testErrors, setup, teardown),
