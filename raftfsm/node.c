@@ -463,6 +463,11 @@ int tpdbNodeAdopt(struct tpdb_node *n,
     return rc;
 }
 
+int tpdbNodeKnows(struct tpdb_node *n, const char *name)
+{
+    return tpdbFsmKnows(&n->fsm, name);
+}
+
 void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written)
 {
     tpdbFsmOwnWriteDone(&n->fsm, db, written);

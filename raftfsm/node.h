@@ -101,6 +101,11 @@ int tpdbNodeAdopt(struct tpdb_node *n,
                   const char *path,
                   char *errmsg);
 
+/* Whether the cluster's log or snapshot has carried database or file
+ * `name` (every replica then holds its state as of this node's applied
+ * index). */
+int tpdbNodeKnows(struct tpdb_node *n, const char *name);
+
 /* The caller finished writing a transaction tpdbNodeCommit acknowledged. */
 void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);
 

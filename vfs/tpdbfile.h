@@ -377,6 +377,11 @@ struct tpdb_file_hooks {
     /* The local write of a commit whose hook returned TPDB_OK finished:
      * `written` is 1 when it is durable (the WAL fdatasync succeeded). */
     void (*done)(void *arg, int written);
+
+    /* Whether the first commit after installation must carry the whole
+     * file (1) or only its changes (0, when every replica already holds
+     * this file's current state). NULL: always the whole file. */
+    int (*needs_full)(void *arg);
 };
 
 /* Installs hooks on a read-write handle (copied; NULL removes them). The

@@ -37,7 +37,8 @@ int tpdb_file_set_hooks(struct tpdb_file *f,
     if (hooks != NULL) {
         f->hooks = *hooks;
     }
-    f->repl_full = hooks != NULL;
+    f->repl_full = hooks != NULL &&
+                   (hooks->needs_full == NULL || hooks->needs_full(hooks->arg));
     return TPDB_OK;
 }
 

@@ -295,6 +295,41 @@ static void testReplicateCommits(void **state)
     assertSameBytes(fx->leader, fx->replica);
 }
 
+static int hookNoFull(void *arg)
+{
+    (void)arg;
+    return 0;
+}
+
+/* A writer reopened over a file every replica already holds (needs_full
+ * says 0) ships only its changes, and the replica stays identical. */
+static void testReopenWithoutFullCommit(void **state)
+{
+    struct fx *fx = *state;
+    char err[TPDB_ERRMSG_SIZE];
+    openLeader(fx);
+    makeUsers(fx->f);
+    for (int i = 1; i < 200; i++) {
+        insertUser(fx->f, i, "user-padding-padding-padding");
+    }
+    tpdb_file_close(fx->f);
+    struct tpdb_file_hooks hooks = {
+        .version = 1,
+        .arg = fx,
+        .write_check = hookCheck,
+        .commit = hookCommit,
+        .done = hookDone,
+        .needs_full = hookNoFull,
+    };
+    assert_int_equal(tpdb_file_open(fx->leader, 0, &fx->f, err), TPDB_OK);
+    mustOk(fx->f, tpdb_file_set_hooks(fx->f, &hooks));
+    insertUser(fx->f, 500, "reopened");
+    assert_true(fx->last_db > 2);
+    assert_true(fx->last_n < fx->last_db);
+    assertSameRows(fx);
+    assertSameBytes(fx->leader, fx->replica);
+}
+
 /* A refused or unknown replication writes nothing and rolls back. */
 static void testCommitRefused(void **state)
 {
@@ -537,6 +572,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(testReplicateCommits, setup, teardown),
+        cmocka_unit_test_setup_teardown(testReopenWithoutFullCommit, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(testCommitRefused, setup, teardown),
         cmocka_unit_test_setup_teardown(testWriteCheckRefused, setup, teardown),
         cmocka_unit_test_setup_teardown(testSetHooksErrors, setup, teardown),
