@@ -141,6 +141,19 @@ static int bootstrap(struct tpdb_node *n, char *errmsg)
     return rc;
 }
 
+/* Undoes raftSetup for a raft that was initialised but whose loop thread
+ * never ran (raft_close needs the loop to run, here on this thread). */
+static void raftTeardown(struct tpdb_node *n)
+{
+    raft_close(&n->raft, NULL);
+    uv_run(&n->loop, UV_RUN_NOWAIT);
+    tpdbFsmClose(&n->fsm);
+    raft_uv_close(&n->io);
+    tpdbTransportClose(&n->transport);
+    uv_run(&n->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&n->loop);
+}
+
 /* Sets up raft over the loop; nothing runs yet. */
 static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
 {
@@ -188,11 +201,16 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
             goto err_after_raft;
         }
     }
+    /* Only once raft has loaded its state: a node whose log cannot be read
+     * keeps its databases as they were. */
+    rc = tpdbFsmResetDatabases(n->dataDir, n->metaDir, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_raft;
+    }
     return TPDB_OK;
 err_after_raft:
-    /* raft_init'd but never started: closing needs the loop to run. */
-    raft_close(&n->raft, NULL);
-    uv_run(&n->loop, UV_RUN_NOWAIT);
+    raftTeardown(n);
+    return rc;
 err_after_fsm:
     tpdbFsmClose(&n->fsm);
 err_after_io:
@@ -210,6 +228,7 @@ static int raftRun(struct tpdb_node *n, char *errmsg)
     int rv = raft_start(&n->raft);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_start: %s", raft_errmsg(&n->raft));
+        raftTeardown(n);
         return TPDB_RAFT;
     }
     n->startLastIndex = raft_last_index(&n->raft);
@@ -292,21 +311,22 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
         rc = identity(n, &fresh, errmsg);
     }
     if (rc == TPDB_OK) {
-        rc = tpdbFsmResetDatabases(n->dataDir, n->metaDir, errmsg);
-    }
-    if (rc == TPDB_OK) {
         rc = raftSetup(n, fresh, errmsg);
     }
+    int threadFailed = 0;
     if (rc == TPDB_OK) {
         rc = raftRun(n, errmsg);
-        /* A failed start leaves raft initialised: tear it down the slow
-         * way, through the normal stop path, is not possible without the
-         * thread; the process keeps the leak rather than risk a crash. */
+        threadFailed = rc == TPDB_NOMEM;
     }
     if (rc != TPDB_OK) {
-        if (n->lockFd >= 0 && rc != TPDB_RAFT) {
-            nodeFree(n);
+        if (threadFailed) {
+            /* Raft runs on a loop no thread serves: it cannot be closed
+             * safely. Keep its memory, but let the lock go. */
+            close(n->lockFd);
+            n->lockFd = -1;
+            return rc;
         }
+        nodeFree(n);
         return rc;
     }
     *out = n;
