@@ -7,37 +7,42 @@
  * index them, publish copy 1, barrier, copy 0. Nothing is published unless
  * every earlier step succeeded; a crash before publication leaves frames
  * that WAL recovery brings back, which is right since Raft committed them.
+ *
+ * A staged apply (tpdbVfsStage*) does the same for a transaction that
+ * arrives in pieces (a database streamed from a peer, a transaction sent
+ * as several log entries): frames without a commit mark are appended as
+ * the pieces come, under the write lock held from begin to commit; the
+ * commit appends one more frame, a copy of the last page carrying the
+ * commit mark, then syncs, indexes and publishes. Readers see nothing of a
+ * staged transaction before its commit, and a crash or an abort leaves only
+ * uncommitted frames, which WAL recovery ignores. Memory: 4 bytes per
+ * staged frame plus one page.
  */
 #include <string.h>
-#include <time.h>
 
 #include "vfs/vfsint.h"
-#include "vfs/walindex.h"
+#include "vfs/walfile.h"
 
-#define APPLY_REPAIR_TRIES 5
 #define APPLY_WRITE_MAX (64 * 1024)
 
-struct applyCtx {
-    sqlite3 *conn;
-    const struct tpdb_txn *txn;
-    sqlite3_file *db;  /* the unix main file */
-    sqlite3_file *wal; /* the unix WAL file */
-    uint8_t *region0;  /* shm region 0 */
-    struct walIndexHdr h;
-    char *errmsg;
+struct tpdb_vfs_stage {
+    struct walCtx c;
+    uint32_t page_size;
+    uint32_t n;      /* frames staged after c.h.mx_frame */
+    uint32_t cap;    /* entries allocated in pgnos */
+    uint32_t *pgnos; /* page number of each staged frame */
+    uint8_t *last;   /* copy of the last staged page */
 };
 
-static int ioCode(int rc)
+static int pageSizeValid(uint32_t ps)
 {
-    return rc == SQLITE_FULL ? TPDB_FULL
-                             : (rc == SQLITE_NOMEM ? TPDB_NOMEM : TPDB_IOERR);
+    return ps >= 512 && ps <= 65536 && (ps & (ps - 1)) == 0;
 }
 
 static int txnCheck(const struct tpdb_txn *txn, char *errmsg)
 {
-    uint32_t ps = txn->page_size;
-    if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0) {
-        tpdbErrf(errmsg, "apply: invalid page size %u", ps);
+    if (!pageSizeValid(txn->page_size)) {
+        tpdbErrf(errmsg, "apply: invalid page size %u", txn->page_size);
         return TPDB_INVALID;
     }
     if (txn->n_pages == 0 || txn->pages == NULL || txn->db_pages == 0) {
@@ -58,30 +63,10 @@ static int txnCheck(const struct tpdb_txn *txn, char *errmsg)
     return TPDB_OK;
 }
 
-/* A read on the connection: opens its WAL and repairs the WAL-index. Its
- * result does not matter, only its side effects. */
-static void connRead(sqlite3 *conn)
-{
-    sqlite3_exec(conn, "SELECT 1 FROM sqlite_schema LIMIT 1", NULL, NULL, NULL);
-}
-
-/* The tpdb file behind a connection's main database or its journal/WAL;
- * NULL if it is not one of ours of the wanted kind. */
-static struct vfsFile *connFile(sqlite3 *conn, int op, int kind)
-{
-    sqlite3_file *p = NULL;
-    if (sqlite3_file_control(conn, "main", op, &p) != SQLITE_OK || p == NULL ||
-        p->pMethods != &vfsIoMethods) {
-        return NULL;
-    }
-    struct vfsFile *f = (struct vfsFile *)p;
-    return f->kind == kind ? f : NULL;
-}
-
 /* An empty main file gets page 1 so that SQLite sees a WAL database. */
-static int initMain(struct applyCtx *c)
+static int initMain(struct walCtx *c, const struct tpdb_txn *txn)
 {
-    const struct tpdb_page *p1 = &c->txn->pages[0];
+    const struct tpdb_page *p1 = &txn->pages[0];
     int rc;
     if (p1->pgno != 1) {
         tpdbErrf(c->errmsg,
@@ -89,7 +74,7 @@ static int initMain(struct applyCtx *c)
                  "has no page 1");
         return TPDB_INVALID;
     }
-    rc = c->db->pMethods->xWrite(c->db, p1->data, (int)c->txn->page_size, 0);
+    rc = c->db->pMethods->xWrite(c->db, p1->data, (int)txn->page_size, 0);
     if (rc == SQLITE_OK) {
         rc = c->db->pMethods->xSync(c->db, SQLITE_SYNC_NORMAL);
     }
@@ -98,143 +83,10 @@ static int initMain(struct applyCtx *c)
                  "apply: write page 1 to the empty database: "
                  "error %d",
                  rc);
-        return ioCode(rc);
+        return walCtxIoCode(rc);
     }
-    connRead(c->conn);
+    walCtxConnRead(c->conn);
     return TPDB_OK;
-}
-
-static int openFiles(struct applyCtx *c)
-{
-    struct vfsFile *mf =
-        connFile(c->conn, SQLITE_FCNTL_FILE_POINTER, VFS_FILE_MAIN);
-    struct vfsFile *wal;
-    sqlite3_int64 size = 0;
-    int rc;
-    if (mf == NULL) {
-        tpdbErrf(c->errmsg, "apply: connection is not on the tpdb VFS");
-        return TPDB_INVALID;
-    }
-    c->db = mf->real;
-    rc = c->db->pMethods->xFileSize(c->db, &size);
-    if (rc != SQLITE_OK) {
-        tpdbErrf(c->errmsg, "apply: size of main file: error %d", rc);
-        return ioCode(rc);
-    }
-    if (size == 0) {
-        rc = initMain(c);
-        if (rc != TPDB_OK) {
-            return rc;
-        }
-    }
-    wal = connFile(c->conn, SQLITE_FCNTL_JOURNAL_POINTER, VFS_FILE_WAL);
-    if (wal == NULL) {
-        connRead(c->conn);
-        wal = connFile(c->conn, SQLITE_FCNTL_JOURNAL_POINTER, VFS_FILE_WAL);
-    }
-    if (wal == NULL) {
-        tpdbErrf(c->errmsg, "apply: database is not in WAL mode");
-        return TPDB_INVALID;
-    }
-    c->wal = wal->real;
-    return TPDB_OK;
-}
-
-static void sleepBriefly(void)
-{
-    struct timespec ts = {0, 100 * 1000};
-    nanosleep(&ts, NULL);
-}
-
-static int lockWrite(struct applyCtx *c, uint64_t deadline)
-{
-    for (;;) {
-        int rc = c->db->pMethods->xShmLock(
-            c->db, WALI_LOCK_WRITE, 1, SQLITE_SHM_LOCK | SQLITE_SHM_EXCLUSIVE);
-        if (rc == SQLITE_OK) {
-            return TPDB_OK;
-        }
-        if (rc != SQLITE_BUSY) {
-            tpdbErrf(c->errmsg, "apply: take WAL write lock: error %d", rc);
-            return ioCode(rc);
-        }
-        if (tpdbNowMs() >= deadline) {
-            tpdbErrf(c->errmsg, "apply: WAL write lock busy");
-            return TPDB_BUSY;
-        }
-        sleepBriefly();
-    }
-}
-
-static void unlockWrite(struct applyCtx *c)
-{
-    c->db->pMethods->xShmLock(c->db, WALI_LOCK_WRITE, 1,
-                              SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
-}
-
-static int mapRegion(struct applyCtx *c, uint32_t region, uint8_t **out)
-{
-    void volatile *p = NULL;
-    int rc =
-        c->db->pMethods->xShmMap(c->db, (int)region, WALI_REGION_SIZE, 1, &p);
-    if (rc != SQLITE_OK || p == NULL) {
-        tpdbErrf(c->errmsg, "apply: map WAL-index region %u: error %d", region,
-                 rc);
-        return rc == SQLITE_OK ? TPDB_IOERR : ioCode(rc);
-    }
-    *out = (uint8_t *)p;
-    return TPDB_OK;
-}
-
-/* Reads both header copies; 1 if they agree and are valid. */
-static int readHdr(struct applyCtx *c)
-{
-    uint8_t h0[WALI_HDR_SIZE], h1[WALI_HDR_SIZE];
-    memcpy(h0, c->region0, WALI_HDR_SIZE);
-    c->db->pMethods->xShmBarrier(c->db);
-    memcpy(h1, c->region0 + WALI_HDR_SIZE, WALI_HDR_SIZE);
-    if (memcmp(h0, h1, WALI_HDR_SIZE) != 0 || !walIndexHdrValid(h0)) {
-        return 0;
-    }
-    walIndexHdrDecode(h0, &c->h);
-    return 1;
-}
-
-/* Takes the write lock with a valid WAL-index header read under it. */
-static int lockAndRead(struct applyCtx *c, unsigned timeout_ms)
-{
-    uint64_t deadline = tpdbNowMs() + timeout_ms;
-    for (int tries = 0;; tries++) {
-        int rc = lockWrite(c, deadline);
-        if (rc != TPDB_OK) {
-            return rc;
-        }
-        rc = mapRegion(c, 0, &c->region0);
-        if (rc != TPDB_OK) {
-            unlockWrite(c);
-            return rc;
-        }
-        if (readHdr(c)) {
-            return TPDB_OK;
-        }
-        unlockWrite(c);
-        if (tries + 1 >= APPLY_REPAIR_TRIES) {
-            tpdbErrf(c->errmsg, "apply: WAL-index header stays invalid");
-            return TPDB_CORRUPT;
-        }
-        connRead(c->conn);
-    }
-}
-
-static void publishHdr(struct applyCtx *c)
-{
-    uint8_t buf[WALI_HDR_SIZE];
-    c->h.change++;
-    walIndexHdrEncode(&c->h, buf);
-    c->db->pMethods->xShmBarrier(c->db);
-    memcpy(c->region0 + WALI_HDR_SIZE, buf, WALI_HDR_SIZE);
-    c->db->pMethods->xShmBarrier(c->db);
-    memcpy(c->region0, buf, WALI_HDR_SIZE);
 }
 
 /* Salt-1 + 1 and a random salt-2, so no frame of an older generation of
@@ -248,7 +100,7 @@ static void newSalts(uint8_t salt[8])
 /* Restarts a fully checkpointed WAL when no reader uses it: publishes an
  * empty WAL with new salts and resets the checkpoint info while read locks
  * 1-4 are held, as SQLite's own writer does. */
-static void maybeRestart(struct applyCtx *c)
+static void maybeRestart(struct walCtx *c)
 {
     uint8_t *ck = c->region0;
     if (c->h.mx_frame == 0 ||
@@ -262,7 +114,7 @@ static void maybeRestart(struct applyCtx *c)
     }
     c->h.mx_frame = 0;
     newSalts(c->h.salt);
-    publishHdr(c);
+    walCtxPublish(c);
     walShmPut32(ck + WALI_NBACKFILL, 0);
     walShmPut32(ck + WALI_NBACKFILL_ATTEMPTED, 0);
     walShmPut32(ck + WALI_READMARK + 4, 0);
@@ -273,8 +125,9 @@ static void maybeRestart(struct applyCtx *c)
                               SQLITE_SHM_UNLOCK | SQLITE_SHM_EXCLUSIVE);
 }
 
-/* Page size of the database as its file's header names it. */
-static int checkPageSize(struct applyCtx *c)
+/* Checks page_size against the database's (the WAL's, or the main file's
+ * header when the WAL is empty). */
+static int checkPageSize(struct walCtx *c, uint32_t page_size)
 {
     uint32_t ps = c->h.page_size;
     uint8_t b[2];
@@ -282,22 +135,22 @@ static int checkPageSize(struct applyCtx *c)
         int rc = c->db->pMethods->xRead(c->db, b, 2, 16);
         if (rc != SQLITE_OK) {
             tpdbErrf(c->errmsg, "apply: read database header: error %d", rc);
-            return ioCode(rc);
+            return walCtxIoCode(rc);
         }
         ps = (uint32_t)(b[0] << 8 | b[1]);
         ps = ps == 1 ? 65536 : ps;
     }
-    if (ps != c->txn->page_size) {
+    if (ps != page_size) {
         tpdbErrf(c->errmsg,
                  "apply: page size %u does not match the database's %u",
-                 c->txn->page_size, ps);
+                 page_size, ps);
         return TPDB_INVALID;
     }
     return TPDB_OK;
 }
 
 /* Writes a WAL header for an empty WAL, starting a new checksum chain. */
-static int writeWalHdr(struct applyCtx *c)
+static int writeWalHdr(struct walCtx *c, uint32_t page_size)
 {
     uint8_t hdr[WAL_HDR_SIZE];
     uint32_t seq = 0;
@@ -310,40 +163,60 @@ static int writeWalHdr(struct applyCtx *c)
         }
     }
     newSalts(c->h.salt);
-    walHdrEncode(hdr, c->txn->page_size, seq, c->h.salt, c->h.frame_cksum);
+    walHdrEncode(hdr, page_size, seq, c->h.salt, c->h.frame_cksum);
     rc = c->wal->pMethods->xWrite(c->wal, hdr, WAL_HDR_SIZE, 0);
     if (rc != SQLITE_OK) {
         tpdbErrf(c->errmsg, "apply: write WAL header: error %d", rc);
-        return ioCode(rc);
+        return walCtxIoCode(rc);
     }
     c->h.big_end_cksum = (uint8_t)walHostBigEndian();
-    c->h.page_size = c->txn->page_size;
+    c->h.page_size = page_size;
     return TPDB_OK;
 }
 
-/* Encodes frame i of the transaction into buf, continuing the checksum. */
-static void encodeFrame(struct applyCtx *c, uint32_t i, uint8_t *buf)
+/* Everything under the write lock before the first frame: restart a
+ * checkpointed WAL, check the page size, start an empty WAL. */
+static int prepareLocked(struct walCtx *c, uint32_t page_size)
 {
-    const struct tpdb_txn *txn = c->txn;
+    maybeRestart(c);
+    int rc = checkPageSize(c, page_size);
+    if (rc == TPDB_OK && c->h.mx_frame == 0) {
+        rc = writeWalHdr(c, page_size);
+    }
+    return rc;
+}
+
+/* Encodes one frame into buf, continuing the checksum in c->h. */
+static void encodeFrame(struct walCtx *c,
+                        uint32_t page_size,
+                        const struct tpdb_page *p,
+                        uint32_t commit,
+                        uint8_t *buf)
+{
     int big = c->h.big_end_cksum;
-    tpdbPutBe32(buf, txn->pages[i].pgno);
-    tpdbPutBe32(buf + 4, i + 1 == txn->n_pages ? txn->db_pages : 0);
+    tpdbPutBe32(buf, p->pgno);
+    tpdbPutBe32(buf + 4, commit);
     memcpy(buf + 8, c->h.salt, 8);
-    memcpy(buf + WAL_FRAME_HDR_SIZE, txn->pages[i].data, txn->page_size);
+    memcpy(buf + WAL_FRAME_HDR_SIZE, p->data, page_size);
     walChecksum(big, buf, 8, c->h.frame_cksum);
-    walChecksum(big, buf + WAL_FRAME_HDR_SIZE, txn->page_size,
-                c->h.frame_cksum);
+    walChecksum(big, buf + WAL_FRAME_HDR_SIZE, page_size, c->h.frame_cksum);
     tpdbPutBe32(buf + 16, c->h.frame_cksum[0]);
     tpdbPutBe32(buf + 20, c->h.frame_cksum[1]);
 }
 
-/* Appends every page as a frame after mx_frame, several frames per write
- * but never more than APPLY_WRITE_MAX bytes (the unix VFS fails single
- * writes over 128 KiB). Updates c->h.frame_cksum but not mx_frame. */
-static int writeFrames(struct applyCtx *c)
+/* Appends pages[0..n) as frames after frame `after`, several frames per
+ * write but never more than APPLY_WRITE_MAX bytes (the unix VFS fails
+ * single writes over 128 KiB). The last frame carries `commit` (the
+ * database size after the commit, 0 for none). Updates c->h.frame_cksum
+ * but not mx_frame. */
+static int writeFrames(struct walCtx *c,
+                       uint32_t page_size,
+                       uint32_t after,
+                       const struct tpdb_page *pages,
+                       uint32_t n,
+                       uint32_t commit)
 {
-    const struct tpdb_txn *txn = c->txn;
-    size_t frame_size = WAL_FRAME_HDR_SIZE + (size_t)txn->page_size;
+    size_t frame_size = WAL_FRAME_HDR_SIZE + (size_t)page_size;
     uint32_t per_write = (uint32_t)(APPLY_WRITE_MAX / frame_size);
     per_write = per_write == 0 ? 1 : per_write;
     uint8_t *buf = tpdb_malloc(frame_size * per_write);
@@ -352,81 +225,83 @@ static int writeFrames(struct applyCtx *c)
         tpdbErrf(c->errmsg, "apply: out of memory");
         return TPDB_NOMEM;
     }
-    for (uint32_t i = 0; i < txn->n_pages && rc == TPDB_OK;) {
-        uint32_t first = c->h.mx_frame + 1 + i;
-        uint32_t n =
-            txn->n_pages - i < per_write ? txn->n_pages - i : per_write;
-        for (uint32_t j = 0; j < n; j++) {
-            encodeFrame(c, i + j, buf + j * frame_size);
+    for (uint32_t i = 0; i < n && rc == TPDB_OK;) {
+        uint32_t first = after + 1 + i;
+        uint32_t k = n - i < per_write ? n - i : per_write;
+        for (uint32_t j = 0; j < k; j++) {
+            encodeFrame(c, page_size, &pages[i + j],
+                        i + j + 1 == n ? commit : 0, buf + j * frame_size);
         }
-        int wrc =
-            c->wal->pMethods->xWrite(c->wal, buf, (int)(n * frame_size),
-                                     walFrameOffset(first, txn->page_size));
+        int wrc = c->wal->pMethods->xWrite(c->wal, buf, (int)(k * frame_size),
+                                           walFrameOffset(first, page_size));
         if (wrc != SQLITE_OK) {
             tpdbErrf(c->errmsg,
                      "apply: write frames %u-%u (pages %u-%u): error %d", first,
-                     first + n - 1, txn->pages[i].pgno,
-                     txn->pages[i + n - 1].pgno, wrc);
-            rc = ioCode(wrc);
+                     first + k - 1, pages[i].pgno, pages[i + k - 1].pgno, wrc);
+            rc = walCtxIoCode(wrc);
         }
-        i += n;
+        i += k;
     }
     tpdb_free(buf);
     return rc;
 }
 
-/* Adds the appended frames to the WAL-index hash tables. */
-static int indexFrames(struct applyCtx *c)
+static int syncWal(struct walCtx *c)
 {
-    uint32_t mapped = UINT32_MAX;
-    uint8_t *region = NULL;
-    for (uint32_t i = 0; i < c->txn->n_pages; i++) {
-        uint32_t frame = c->h.mx_frame + 1 + i;
-        uint32_t block = walIndexBlock(frame);
-        if (block != mapped) {
-            int rc = mapRegion(c, block, &region);
-            if (rc != TPDB_OK) {
-                return rc;
-            }
-            mapped = block;
+    int rc = c->wal->pMethods->xSync(c->wal, SQLITE_SYNC_NORMAL);
+    if (rc != SQLITE_OK) {
+        tpdbErrf(c->errmsg, "apply: sync WAL: error %d", rc);
+        return walCtxIoCode(rc);
+    }
+    return TPDB_OK;
+}
+
+/* Adds frame -> pgno to the WAL-index; *mapped / *region cache the hash
+ * block mapped last (start with UINT32_MAX / NULL). */
+static int indexFrame(struct walCtx *c,
+                      uint32_t frame,
+                      uint32_t pgno,
+                      uint32_t *mapped,
+                      uint8_t **region)
+{
+    uint32_t block = walIndexBlock(frame);
+    if (block != *mapped) {
+        int rc = walCtxMapRegion(c, block, region);
+        if (rc != TPDB_OK) {
+            return rc;
         }
-        if (walIndexAdd(region, frame, c->txn->pages[i].pgno) != 0) {
-            tpdbErrf(c->errmsg, "apply: WAL-index hash table %u is full",
-                     block);
-            return TPDB_CORRUPT;
-        }
+        *mapped = block;
+    }
+    if (walIndexAdd(*region, frame, pgno) != 0) {
+        tpdbErrf(c->errmsg, "apply: WAL-index hash table %u is full", block);
+        return TPDB_CORRUPT;
     }
     return TPDB_OK;
 }
 
 /* Everything done under the write lock after the header was read. */
-static int applyLocked(struct applyCtx *c, int sync)
+static int applyLocked(struct walCtx *c, const struct tpdb_txn *txn, int sync)
 {
-    int rc;
-    maybeRestart(c);
-    rc = checkPageSize(c);
-    if (rc == TPDB_OK && c->h.mx_frame == 0) {
-        rc = writeWalHdr(c);
-    }
+    uint32_t mapped = UINT32_MAX;
+    uint8_t *region = NULL;
+    int rc = prepareLocked(c, txn->page_size);
     if (rc == TPDB_OK) {
-        rc = writeFrames(c);
+        rc = writeFrames(c, txn->page_size, c->h.mx_frame, txn->pages,
+                         txn->n_pages, txn->db_pages);
     }
     if (rc == TPDB_OK && sync) {
-        int src = c->wal->pMethods->xSync(c->wal, SQLITE_SYNC_NORMAL);
-        if (src != SQLITE_OK) {
-            tpdbErrf(c->errmsg, "apply: sync WAL: error %d", src);
-            rc = ioCode(src);
-        }
+        rc = syncWal(c);
     }
-    if (rc == TPDB_OK) {
-        rc = indexFrames(c);
+    for (uint32_t i = 0; rc == TPDB_OK && i < txn->n_pages; i++) {
+        rc = indexFrame(c, c->h.mx_frame + 1 + i, txn->pages[i].pgno, &mapped,
+                        &region);
     }
     if (rc != TPDB_OK) {
         return rc;
     }
-    c->h.mx_frame += c->txn->n_pages;
-    c->h.n_page = c->txn->db_pages;
-    publishHdr(c);
+    c->h.mx_frame += txn->n_pages;
+    c->h.n_page = txn->db_pages;
+    walCtxPublish(c);
     return TPDB_OK;
 }
 
@@ -436,7 +311,8 @@ int tpdbVfsApply(sqlite3 *conn,
                  unsigned timeout_ms,
                  char *errmsg)
 {
-    struct applyCtx c = {.conn = conn, .txn = txn, .errmsg = errmsg};
+    struct walCtx c = {.conn = conn, .errmsg = errmsg};
+    int64_t size = 0;
     int rc;
     if (conn == NULL || txn == NULL) {
         tpdbErrf(errmsg, "apply: no connection or transaction");
@@ -448,15 +324,182 @@ int tpdbVfsApply(sqlite3 *conn,
     }
     rc = txnCheck(txn, errmsg);
     if (rc == TPDB_OK) {
-        rc = openFiles(&c);
+        rc = walCtxOpenMain(&c, &size);
+    }
+    if (rc == TPDB_OK && size == 0) {
+        rc = initMain(&c, txn);
     }
     if (rc == TPDB_OK) {
-        rc = lockAndRead(&c, timeout_ms);
+        rc = walCtxOpenWal(&c);
     }
+    if (rc == TPDB_OK) {
+        rc = walCtxLockAndRead(&c, timeout_ms);
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrWrap(errmsg, "apply");
+        return rc;
+    }
+    rc = applyLocked(&c, txn, sync);
+    walCtxUnlockWrite(&c);
+    return rc;
+}
+
+int tpdbVfsStageBegin(sqlite3 *conn,
+                      uint32_t page_size,
+                      unsigned timeout_ms,
+                      struct tpdb_vfs_stage **out,
+                      char *errmsg)
+{
+    struct tpdb_vfs_stage *st;
+    int64_t size = 0;
+    int rc;
+    *out = NULL;
+    if (conn == NULL || !sqlite3_get_autocommit(conn) ||
+        !pageSizeValid(page_size)) {
+        tpdbErrf(errmsg, "stage: bad connection or page size %u", page_size);
+        return TPDB_MISUSE;
+    }
+    st = tpdb_calloc(1, sizeof *st);
+    if (st == NULL || (st->last = tpdb_malloc(page_size)) == NULL) {
+        tpdb_free(st);
+        tpdbErrf(errmsg, "stage: out of memory");
+        return TPDB_NOMEM;
+    }
+    st->c.conn = conn;
+    st->c.errmsg = errmsg;
+    st->page_size = page_size;
+    rc = walCtxOpenMain(&st->c, &size);
+    if (rc == TPDB_OK && size == 0) {
+        tpdbErrf(errmsg, "the main file is empty: initialise it first");
+        rc = TPDB_INVALID;
+    }
+    if (rc == TPDB_OK) {
+        rc = walCtxOpenWal(&st->c);
+    }
+    if (rc == TPDB_OK) {
+        rc = walCtxLockAndRead(&st->c, timeout_ms);
+        if (rc == TPDB_OK) {
+            rc = prepareLocked(&st->c, page_size);
+            if (rc != TPDB_OK) {
+                walCtxUnlockWrite(&st->c);
+            }
+        }
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrWrap(errmsg, "stage");
+        tpdb_free(st->last);
+        tpdb_free(st);
+        return rc;
+    }
+    *out = st;
+    return TPDB_OK;
+}
+
+int tpdbVfsStageAppend(struct tpdb_vfs_stage *st,
+                       const struct tpdb_page *pages,
+                       uint32_t n,
+                       char *errmsg)
+{
+    st->c.errmsg = errmsg;
+    if (n == 0) {
+        return TPDB_OK;
+    }
+    if ((uint64_t)st->c.h.mx_frame + st->n + n + 1 > UINT32_MAX / 2) {
+        tpdbErrf(errmsg, "stage: too many frames");
+        return TPDB_TOOBIG;
+    }
+    if (st->n + n > st->cap) {
+        uint32_t cap = st->cap ? st->cap : 1024;
+        while (cap < st->n + n) {
+            cap *= 2;
+        }
+        uint32_t *p = tpdb_realloc(st->pgnos, sizeof *p * cap);
+        if (p == NULL) {
+            tpdbErrf(errmsg, "stage: out of memory");
+            return TPDB_NOMEM;
+        }
+        st->pgnos = p;
+        st->cap = cap;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (pages[i].pgno == 0 || pages[i].data == NULL) {
+            tpdbErrf(errmsg, "stage: page %u is invalid", pages[i].pgno);
+            return TPDB_INVALID;
+        }
+    }
+    int rc = writeFrames(&st->c, st->page_size, st->c.h.mx_frame + st->n, pages,
+                         n, 0);
     if (rc != TPDB_OK) {
         return rc;
     }
-    rc = applyLocked(&c, sync);
-    unlockWrite(&c);
+    for (uint32_t i = 0; i < n; i++) {
+        st->pgnos[st->n++] = pages[i].pgno;
+    }
+    memcpy(st->last, pages[n - 1].data, st->page_size);
+    return TPDB_OK;
+}
+
+uint32_t tpdbVfsStageFrames(const struct tpdb_vfs_stage *st)
+{
+    return st->n;
+}
+
+static void stageFree(struct tpdb_vfs_stage *st)
+{
+    tpdb_free(st->pgnos);
+    tpdb_free(st->last);
+    tpdb_free(st);
+}
+
+/* The commit frame, the sync and the index; the caller publishes. */
+static int stageFinish(struct tpdb_vfs_stage *st, uint32_t db_pages)
+{
+    struct walCtx *c = &st->c;
+    struct tpdb_page last = {st->pgnos[st->n - 1], st->last};
+    uint32_t mapped = UINT32_MAX;
+    uint8_t *region = NULL;
+    int rc = writeFrames(c, st->page_size, c->h.mx_frame + st->n, &last, 1,
+                         db_pages);
+    if (rc == TPDB_OK) {
+        rc = syncWal(c);
+    }
+    for (uint32_t i = 0; rc == TPDB_OK && i < st->n; i++) {
+        rc = indexFrame(c, c->h.mx_frame + 1 + i, st->pgnos[i], &mapped,
+                        &region);
+    }
+    if (rc == TPDB_OK) {
+        rc = indexFrame(c, c->h.mx_frame + st->n + 1, last.pgno, &mapped,
+                        &region);
+    }
     return rc;
+}
+
+int tpdbVfsStageCommit(struct tpdb_vfs_stage *st,
+                       uint32_t db_pages,
+                       char *errmsg)
+{
+    int rc;
+    st->c.errmsg = errmsg;
+    if (st->n == 0 || db_pages == 0) {
+        tpdbErrf(errmsg, "stage: nothing staged or database size 0");
+        rc = TPDB_INVALID;
+    } else {
+        rc = stageFinish(st, db_pages);
+    }
+    if (rc == TPDB_OK) {
+        st->c.h.mx_frame += st->n + 1;
+        st->c.h.n_page = db_pages;
+        walCtxPublish(&st->c);
+    }
+    walCtxUnlockWrite(&st->c);
+    stageFree(st);
+    return rc;
+}
+
+void tpdbVfsStageAbort(struct tpdb_vfs_stage *st)
+{
+    if (st != NULL) {
+        walCtxUnlockWrite(&st->c);
+        stageFree(st);
+    }
 }

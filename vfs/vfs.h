@@ -109,4 +109,82 @@ int tpdbVfsApply(sqlite3 *conn,
                  unsigned timeout_ms,
                  char *errmsg);
 
+/* A transaction applied in pieces (see apply.c): owned by the caller from
+ * tpdbVfsStageBegin until tpdbVfsStageCommit or tpdbVfsStageAbort, used by
+ * one thread at a time. The connection must stay open and idle meanwhile. */
+struct tpdb_vfs_stage;
+
+/* Takes the WAL write lock of the database open on `conn` (a tpdb-VFS
+ * connection in WAL mode whose main file is not empty; waits up to
+ * timeout_ms while another connection holds the lock) and prepares to
+ * append frames of `page_size`, which must match the database's. Nothing
+ * staged is visible to any reader before the commit. Errors: TPDB_BUSY,
+ * TPDB_INVALID (page size, empty main file, not WAL), TPDB_IOERR,
+ * TPDB_NOMEM. */
+int tpdbVfsStageBegin(sqlite3 *conn,
+                      uint32_t page_size,
+                      unsigned timeout_ms,
+                      struct tpdb_vfs_stage **out,
+                      char *errmsg);
+
+/* Appends n page images (any page numbers >= 1, in any order, repeats
+ * allowed: the last image of a page wins) as uncommitted frames. pages are
+ * copied. Errors: TPDB_IOERR, TPDB_FULL, TPDB_NOMEM, TPDB_TOOBIG; the stage
+ * must then be aborted. */
+int tpdbVfsStageAppend(struct tpdb_vfs_stage *st,
+                       const struct tpdb_page *pages,
+                       uint32_t n,
+                       char *errmsg);
+
+/* Number of frames staged so far. */
+uint32_t tpdbVfsStageFrames(const struct tpdb_vfs_stage *st);
+
+/* Commits everything staged as one transaction leaving the database
+ * db_pages long: appends the commit frame, syncs the WAL, indexes and
+ * publishes, releases the lock. Frees st whatever the outcome; on an error
+ * nothing was published. Errors: TPDB_INVALID (nothing staged), TPDB_IOERR,
+ * TPDB_FULL, TPDB_CORRUPT. */
+int tpdbVfsStageCommit(struct tpdb_vfs_stage *st,
+                       uint32_t db_pages,
+                       char *errmsg);
+
+/* Drops what was staged (never visible) and releases the lock; frees st.
+ * NULL is a no-op. */
+void tpdbVfsStageAbort(struct tpdb_vfs_stage *st);
+
+/* A consistent read of every page of a database while writers go on (see
+ * reader.c). Owned by the caller until tpdbVfsReaderClose; one thread at a
+ * time. */
+struct tpdb_vfs_reader;
+
+/* Pins the last committed state of the database open on `conn`, a
+ * tpdb-VFS connection in WAL mode that runs no statement until the reader
+ * is closed. Takes the WAL write lock for a moment (waiting up to
+ * timeout_ms) and, while it is held and the state is fixed, calls
+ * pinned(arg, errmsg) if not NULL: a non-zero TPDB_* code from it fails the
+ * open with that code. Errors: TPDB_BUSY (lock or every read slot busy),
+ * TPDB_CORRUPT, TPDB_IOERR, TPDB_NOMEM. */
+int tpdbVfsReaderOpen(sqlite3 *conn,
+                      unsigned timeout_ms,
+                      int (*pinned)(void *arg, char *errmsg),
+                      void *arg,
+                      struct tpdb_vfs_reader **out,
+                      char *errmsg);
+
+/* Page size and size in pages (0 for an empty database) of the pinned
+ * state. */
+uint32_t tpdbVfsReaderPageSize(const struct tpdb_vfs_reader *r);
+uint32_t tpdbVfsReaderPages(const struct tpdb_vfs_reader *r);
+
+/* Reads pages first .. first + n - 1 (within 1..pages) of the pinned state
+ * into buf (n * page size bytes). Errors: TPDB_INVALID, TPDB_IOERR. */
+int tpdbVfsReaderRead(struct tpdb_vfs_reader *r,
+                      uint32_t first,
+                      uint32_t n,
+                      uint8_t *buf,
+                      char *errmsg);
+
+/* Releases the read lock and frees r; NULL is a no-op. */
+void tpdbVfsReaderClose(struct tpdb_vfs_reader *r);
+
 #endif /* TPDB_VFS_H */
