@@ -1,27 +1,21 @@
 /*
- * The replicated state machine (see fsm.h).
+ * The replicated state machine (see fsm.h): databases, apply, the queue of
+ * entries not yet written, proposals. Snapshots and restore are in
+ * fsm_snapshot.c, streams to and from peers in fsm_stream.c.
  *
  * Apply: an entry this node instance proposed is only acknowledged (its
  * frames are written by the proposing SQLite connection once the commit
  * hook returns); any other entry is decoded and appended to the database's
  * WAL through tpdbVfsApply on an internal, idle connection. An entry that
  * cannot be written within a few milliseconds (a local connection holds the
- * write lock) is queued in order and written by tpdbFsmDrain, so the loop
+ * write lock), or whose database waits for a stream, is queued in order
+ * and written by tpdbFsmDrain (or by the stream's commit), so the loop
  * thread never blocks for long and raft never sees a failed apply.
- *
- * Snapshot (raft_fsm version 2): on the loop thread, wait until no own
- * transaction is between acknowledgement and its WAL write, open a read
- * transaction on a second internal connection per database, serialize and
- * compress those read snapshots; finalize ends the read transactions. The
- * serialize step is written to run on a worker (raft_fsm version 3), but
- * raft_uv in raft 0.15 offers no async_work, so today it runs on the loop
- * thread and stalls it for the time of one compression of every database.
  *
  * TPDB page files (TPDB_ENTRY_TPDBFILE, entry.h) are applied with
  * tpdb_file_apply, which needs the file's exclusive flock: while a local
  * handle holds the file, entries are queued as for a busy SQLite write
- * lock. Snapshots carry them in the entry mapping (tpdb_file_image); restore
- * recognises them by the TPDB magic at the start of their first page.
+ * lock.
  */
 #include "raftfsm/fsm.h"
 
@@ -36,56 +30,9 @@
 #include <sqlite3.h>
 
 #include "raftfsm/entry.h"
-#include "raftfsm/snapshot.h"
+#include "raftfsm/fsmint.h"
 #include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
-
-/* How long apply waits for a busy write lock before letting raft retry. */
-#define FSM_APPLY_LOCK_MS 10
-/* How long snapshot waits for own transactions to reach the WAL. */
-#define FSM_INFLIGHT_WAIT_MS 5000
-/* WAL frames applied between two PASSIVE checkpoints. */
-#define FSM_CHECKPOINT_FRAMES 1000
-
-/* A committed entry waiting to be written (see fsmApply). */
-struct fsmPending {
-    struct tpdb_entry entry; /* owns its payload */
-    uint64_t index;
-    struct fsmPending *next;
-};
-
-struct fsmDb {
-    char *name;
-    char *path;
-    sqlite3 *conn;     /* apply and checkpoints; idle between calls */
-    sqlite3 *snapConn; /* holds the read transaction of a snapshot */
-    unsigned inflight; /* own txns acknowledged, not yet written */
-    unsigned framesSinceCheckpoint;
-    int inSnapshot;
-    int tpdbFile; /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
-    struct fsmPending *pendingHead; /* loop thread; count under mutex */
-    struct fsmPending *pendingTail;
-    struct fsmDb *next;
-};
-
-struct fsmState {
-    char *dataDir;
-    char *metaDir;
-    uint64_t origin;
-    struct raft *raft;
-    pthread_mutex_t mutex; /* proposals, inflight counters, stats */
-    pthread_cond_t cond;
-    struct tpdb_proposal *proposals;
-    struct fsmDb *dbs;
-    unsigned nPending; /* entries queued in every database */
-    struct tpdb_fsm_stats stats;
-    /* Snapshot in progress (loop thread and worker). */
-    struct tpdb_snapshot_db *snapDbs;
-    struct fsmDb **snapSources; /* the databases pinned, in snapDbs order */
-    uint8_t **snapImages;
-    unsigned nSnapDbs;
-    uint64_t snapIndex;
-};
 
 static int nameIsSafe(const char *name)
 {
@@ -96,7 +43,7 @@ static int nameIsSafe(const char *name)
     return strchr(name, '/') == NULL;
 }
 
-static char *joinPath(const char *dir, const char *name)
+char *fsmJoinPath(const char *dir, const char *name)
 {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = tpdb_malloc(n);
@@ -109,7 +56,7 @@ static char *joinPath(const char *dir, const char *name)
 /* Appends name to the manifest of replicated databases and syncs it. */
 static int manifestAdd(struct fsmState *s, const char *name, char *errmsg)
 {
-    char *path = joinPath(s->metaDir, "databases");
+    char *path = fsmJoinPath(s->metaDir, "databases");
     int rc = TPDB_OK;
     int fd;
     if (path == NULL) {
@@ -133,58 +80,115 @@ out:
     return rc;
 }
 
-/* Finds or creates the state of database `name` (*created says which);
- * loop thread only for creation (other threads only look up under the
- * mutex). */
-static int dbGet(struct fsmState *s,
-                 const char *name,
-                 struct fsmDb **out,
-                 int *created,
-                 char *errmsg)
+struct fsmDb *fsmDbFind(struct fsmState *s, const char *name)
 {
     struct fsmDb *db;
-    *created = 0;
+    pthread_mutex_lock(&s->mutex);
     for (db = s->dbs; db != NULL; db = db->next) {
         if (strcmp(db->name, name) == 0) {
-            *out = db;
-            return TPDB_OK;
+            break;
         }
     }
-    if (!nameIsSafe(name)) {
-        tpdbErrf(errmsg, "unsafe database name '%s'", name);
-        return TPDB_CORRUPT;
+    pthread_mutex_unlock(&s->mutex);
+    return db;
+}
+
+/* A TPDB page file starts with the TPDB magic, never a SQLite database. */
+static int fileIsTpdb(const char *path)
+{
+    char magic[8];
+    FILE *f = fopen(path, "rb");
+    size_t got = f != NULL ? fread(magic, 1, sizeof magic, f) : 0;
+    if (f != NULL) {
+        fclose(f);
     }
-    db = tpdb_calloc(1, sizeof *db);
+    return got == sizeof magic && memcmp(magic, "TPANDADB", 8) == 0;
+}
+
+/* Adds database `name` to the list; with `manifest` also to the manifest
+ * (a database this node meets for the first time). */
+static int dbCreate(struct fsmState *s,
+                    const char *name,
+                    int manifest,
+                    struct fsmDb **out,
+                    char *errmsg)
+{
+    struct fsmDb *db = tpdb_calloc(1, sizeof *db);
+    int rc = TPDB_NOMEM;
     if (db == NULL) {
         return TPDB_NOMEM;
     }
     db->name = tpdb_strdup(name);
-    db->path = joinPath(s->dataDir, name);
-    if (db->name == NULL || db->path == NULL) {
-        tpdb_free(db->name);
-        tpdb_free(db->path);
-        tpdb_free(db);
-        return TPDB_NOMEM;
+    db->path = fsmJoinPath(s->dataDir, name);
+    if (db->name != NULL && db->path != NULL) {
+        rc = manifest ? manifestAdd(s, name, errmsg) : TPDB_OK;
     }
-    int rc = manifestAdd(s, name, errmsg);
     if (rc != TPDB_OK) {
         tpdb_free(db->name);
         tpdb_free(db->path);
         tpdb_free(db);
         return rc;
     }
+    db->tpdbFile = fileIsTpdb(db->path);
     pthread_mutex_lock(&s->mutex);
     db->next = s->dbs;
     s->dbs = db;
     pthread_mutex_unlock(&s->mutex);
-    *created = 1;
     *out = db;
     return TPDB_OK;
 }
 
-/* A database the cluster has never mentioned is about to be written by
- * another node's entry, but a file of that name already holds data here:
- * it is not the cluster's, so it is moved aside (never overwritten). */
+int fsmDbGet(struct fsmState *s,
+             const char *name,
+             struct fsmDb **out,
+             int *created,
+             char *errmsg)
+{
+    *created = 0;
+    *out = fsmDbFind(s, name);
+    if (*out != NULL) {
+        return TPDB_OK;
+    }
+    if (!nameIsSafe(name)) {
+        tpdbErrf(errmsg, "unsafe database name '%s'", name);
+        return TPDB_CORRUPT;
+    }
+    int rc = dbCreate(s, name, 1, out, errmsg);
+    *created = rc == TPDB_OK;
+    return rc;
+}
+
+/* Registers the databases of the manifest (a restarted node keeps its
+ * files: they are the state). */
+static int manifestLoad(struct fsmState *s, char *errmsg)
+{
+    char line[TPDB_DBNAME_MAX + 2];
+    char *path = fsmJoinPath(s->metaDir, "databases");
+    int rc = TPDB_OK;
+    if (path == NULL) {
+        return TPDB_NOMEM;
+    }
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        rc = errno == ENOENT ? TPDB_OK : TPDB_IOERR;
+        if (rc != TPDB_OK) {
+            tpdbErrf(errmsg, "open %s: %s", path, strerror(errno));
+        }
+        tpdb_free(path);
+        return rc;
+    }
+    while (rc == TPDB_OK && fgets(line, sizeof line, f) != NULL) {
+        struct fsmDb *db;
+        line[strcspn(line, "\n")] = '\0';
+        if (nameIsSafe(line) && fsmDbFind(s, line) == NULL) {
+            rc = dbCreate(s, line, 0, &db, errmsg);
+        }
+    }
+    fclose(f);
+    tpdb_free(path);
+    return rc;
+}
+
 int tpdbFsmFileHoldsNoData(const char *path)
 {
     uint8_t h[108];
@@ -205,7 +209,7 @@ int tpdbFsmFileHoldsNoData(const char *path)
            h[104] == 0;
 }
 
-static int moveAsideIfData(struct fsmDb *db, char *errmsg)
+int fsmMoveAsideIfData(struct fsmDb *db, char *errmsg)
 {
     char aside[4096 + 64];
     if (tpdbFsmFileHoldsNoData(db->path)) {
@@ -230,8 +234,7 @@ static int moveAsideIfData(struct fsmDb *db, char *errmsg)
     return TPDB_OK;
 }
 
-/* Opens an internal connection to the database through the tpdb VFS. */
-static int openInternal(const char *path, sqlite3 **out, char *errmsg)
+int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg)
 {
     char *uri = sqlite3_mprintf("file:%s?%s=1", path, TPDB_URI_INTERNAL);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
@@ -250,8 +253,8 @@ static int openInternal(const char *path, sqlite3 **out, char *errmsg)
         return TPDB_IOERR;
     }
     sqlite3_busy_timeout(*out, 1000);
-    /* The applier never runs SQLite's own autocheckpoint: it has no
-     * SQLite-level writes. Checkpoints are explicit. */
+    /* Internal connections never run SQLite's own autocheckpoint: they have
+     * no SQLite-level writes. Checkpoints are explicit. */
     sqlite3_wal_autocheckpoint(*out, 0);
     return TPDB_OK;
 }
@@ -272,7 +275,14 @@ static void maybeCheckpoint(struct fsmDb *db)
     }
 }
 
-/* Writes txn into database db through the applier connection. */
+static void countApplied(struct fsmState *s, const struct tpdb_txn *txn)
+{
+    pthread_mutex_lock(&s->mutex);
+    s->stats.applied_entries++;
+    s->stats.applied_pages += txn->n_pages;
+    pthread_mutex_unlock(&s->mutex);
+}
+
 /* Writes a TPDB file commit through the library's own WAL protocol (always
  * synced), retrying while a handle holds the file, up to lock_ms. */
 static int applyTpdbFile(struct fsmState *s,
@@ -289,44 +299,68 @@ static int applyTpdbFile(struct fsmState *s,
         nanosleep(&ts, NULL);
     }
     if (rc == TPDB_OK) {
-        pthread_mutex_lock(&s->mutex);
-        s->stats.applied_entries++;
-        s->stats.applied_pages += txn->n_pages;
-        pthread_mutex_unlock(&s->mutex);
+        countApplied(s, txn);
     }
     return rc;
 }
 
-static int applyTxn(struct fsmState *s,
-                    struct fsmDb *db,
-                    const struct tpdb_txn *txn,
-                    int sync,
-                    unsigned lock_ms,
-                    char *errmsg)
+/* The applier connection of db, reopened when a stream replaced the file
+ * under it. Loop thread. */
+static int applierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
 {
-    int rc;
+    pthread_mutex_lock(&s->mutex);
+    int reopen = db->reopen;
+    db->reopen = 0;
+    pthread_mutex_unlock(&s->mutex);
+    if (reopen && db->conn != NULL) {
+        sqlite3_close(db->conn);
+        db->conn = NULL;
+    }
+    return db->conn != NULL ? TPDB_OK
+                            : fsmOpenInternal(db->path, &db->conn, errmsg);
+}
+
+/* Records that db's entries up to index are written. */
+static void markWritten(struct fsmState *s, struct fsmDb *db, uint64_t index)
+{
+    pthread_mutex_lock(&s->mutex);
+    if (index > db->written) {
+        db->written = index;
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
+int fsmApplyTxn(struct fsmState *s,
+                struct fsmDb *db,
+                const struct tpdb_txn *txn,
+                uint64_t index,
+                unsigned lock_ms,
+                char *errmsg)
+{
     if (db->tpdbFile) {
-        return applyTpdbFile(s, db, txn, lock_ms, errmsg);
-    }
-    if (db->conn == NULL) {
-        rc = openInternal(db->path, &db->conn, errmsg);
-        if (rc != TPDB_OK) {
-            return rc;
+        int rc = applyTpdbFile(s, db, txn, lock_ms, errmsg);
+        if (rc == TPDB_OK) {
+            markWritten(s, db, index);
         }
+        return rc;
     }
-    rc = tpdbVfsApply(db->conn, txn, sync, lock_ms, errmsg);
+    int rc = applierConn(s, db, errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdbVfsApply(db->conn, txn, 0, lock_ms, errmsg);
+    }
     if (rc != TPDB_OK) {
         return rc;
     }
     db->framesSinceCheckpoint += txn->n_pages;
-    pthread_mutex_lock(&s->mutex);
-    s->stats.applied_entries++;
-    s->stats.applied_pages += txn->n_pages;
-    pthread_mutex_unlock(&s->mutex);
-    if (!db->inSnapshot) {
-        maybeCheckpoint(db);
-    }
+    countApplied(s, txn);
+    markWritten(s, db, index);
+    maybeCheckpoint(db);
     return TPDB_OK;
+}
+
+static uint64_t appliedIndex(struct fsmState *s)
+{
+    return s->raft != NULL ? raft_last_applied(s->raft) + 1 : 0;
 }
 
 /* Acknowledges an own entry: returns 1 if `seq` was a registered proposal. */
@@ -338,7 +372,8 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq)
     for (p = s->proposals; p != NULL; p = p->next) {
         if (p->seq == seq && p->state == TPDB_BUSY) {
             p->state = TPDB_OK;
-            db->inflight++;
+            db->acked++;
+            db->lastAckIndex = appliedIndex(s);
             s->stats.own_entries++;
             found = 1;
             pthread_cond_broadcast(&s->cond);
@@ -347,11 +382,6 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq)
     }
     pthread_mutex_unlock(&s->mutex);
     return found;
-}
-
-static uint64_t appliedIndex(struct fsmState *s)
-{
-    return s->raft != NULL ? raft_last_applied(s->raft) + 1 : 0;
 }
 
 /* Queues a decoded entry of db for a later write; takes e's payload. */
@@ -376,14 +406,15 @@ static int pendingPush(struct fsmState *s,
     }
     db->pendingTail = p;
     s->nPending++;
+    pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mutex);
     return TPDB_OK;
 }
 
 static void pendingPop(struct fsmState *s, struct fsmDb *db)
 {
-    struct fsmPending *p = db->pendingHead;
     pthread_mutex_lock(&s->mutex);
+    struct fsmPending *p = db->pendingHead;
     db->pendingHead = p->next;
     if (db->pendingHead == NULL) {
         db->pendingTail = NULL;
@@ -394,13 +425,25 @@ static void pendingPop(struct fsmState *s, struct fsmDb *db)
     tpdb_free(p);
 }
 
+void fsmPendingClear(struct fsmState *s, struct fsmDb *db)
+{
+    while (db->pendingHead != NULL) {
+        pendingPop(s, db);
+    }
+}
+
 /* Writes db's queued entries in order until one cannot be written yet. */
 static void pendingDrain(struct fsmState *s, struct fsmDb *db, unsigned lock_ms)
 {
     char errmsg[TPDB_ERRMSG_SIZE] = "";
-    while (db->pendingHead != NULL) {
-        struct fsmPending *p = db->pendingHead;
-        int rc = applyTxn(s, db, &p->entry.txn, 0, lock_ms, errmsg);
+    for (;;) {
+        pthread_mutex_lock(&s->mutex);
+        struct fsmPending *p = db->fetching ? NULL : db->pendingHead;
+        pthread_mutex_unlock(&s->mutex);
+        if (p == NULL) {
+            return;
+        }
+        int rc = fsmApplyTxn(s, db, &p->entry.txn, p->index, lock_ms, errmsg);
         if (rc != TPDB_OK) {
             if (rc != TPDB_BUSY) {
                 tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
@@ -412,11 +455,23 @@ static void pendingDrain(struct fsmState *s, struct fsmDb *db, unsigned lock_ms)
     }
 }
 
+/* Whether db's entries must wait in the queue; records the index. */
+static int mustQueue(struct fsmState *s, struct fsmDb *db, uint64_t index)
+{
+    pthread_mutex_lock(&s->mutex);
+    s->lastApplied = index;
+    db->lastSeen = index;
+    int queue = db->fetching || db->pendingHead != NULL;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mutex);
+    return queue;
+}
+
 /* Raft 0.15 stops applying for good when apply fails, so apply never
  * fails for a condition that passes: an entry that cannot be written yet
- * (write lock held by a local connection, disk full) is queued in order and
- * written later by tpdbFsmDrain. Only an entry that can never be read stops
- * the node, since skipping it would diverge. */
+ * (write lock held by a local connection, disk full, a stream awaited) is
+ * queued in order and written later. Only an entry that can never be read
+ * stops the node, since skipping it would diverge. */
 static int fsmApply(struct raft_fsm *fsm,
                     const struct raft_buffer *buf,
                     void **result)
@@ -425,42 +480,44 @@ static int fsmApply(struct raft_fsm *fsm,
     struct tpdb_entry e;
     struct fsmDb *db;
     char errmsg[TPDB_ERRMSG_SIZE] = "";
+    uint64_t index = appliedIndex(s);
+    int created = 0;
     int rc;
 
-    int created = 0;
     *result = NULL;
     rc = tpdbEntryPeek(buf->base, buf->len, &e, errmsg);
     if (rc == TPDB_OK) {
-        rc = dbGet(s, e.db, &db, &created, errmsg);
+        rc = fsmDbGet(s, e.db, &db, &created, errmsg);
     }
     if (rc == TPDB_OK && e.type == TPDB_ENTRY_TPDBFILE) {
         db->tpdbFile = 1;
     }
     if (rc == TPDB_OK && e.origin == s->origin && ackOwn(s, db, e.seq)) {
+        mustQueue(s, db, index);
         return 0;
     }
     if (rc == TPDB_OK && created) {
-        rc = moveAsideIfData(db, errmsg);
+        rc = fsmMoveAsideIfData(db, errmsg);
     }
     if (rc == TPDB_OK) {
         rc = tpdbEntryDecode(buf->base, buf->len, &e, errmsg);
     }
     if (rc != TPDB_OK) {
         tpdbLog(TPDB_LOG_ERROR, "apply entry %llu: %s",
-                (unsigned long long)appliedIndex(s), errmsg);
+                (unsigned long long)index, errmsg);
         return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
-    if (db->pendingHead == NULL) {
-        rc = applyTxn(s, db, &e.txn, 0, FSM_APPLY_LOCK_MS, errmsg);
+    if (!mustQueue(s, db, index)) {
+        rc = fsmApplyTxn(s, db, &e.txn, index, FSM_APPLY_LOCK_MS, errmsg);
         if (rc == TPDB_OK) {
             tpdbEntryRelease(&e);
             return 0;
         }
         tpdbLog(rc == TPDB_BUSY ? TPDB_LOG_DEBUG : TPDB_LOG_ERROR,
-                "apply entry %llu to %s: %s; queued",
-                (unsigned long long)appliedIndex(s), db->name, errmsg);
+                "apply entry %llu to %s: %s; queued", (unsigned long long)index,
+                db->name, errmsg);
     }
-    rc = pendingPush(s, db, &e, appliedIndex(s));
+    rc = pendingPush(s, db, &e, index);
     tpdbEntryRelease(&e);
     return rc == TPDB_OK ? 0 : RAFT_NOMEM;
 }
@@ -491,11 +548,13 @@ unsigned tpdbFsmPendingFor(struct raft_fsm *fsm, const char *name)
     unsigned n = 0;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
-        if (strcmp(db->name, name) == 0) {
-            for (struct fsmPending *p = db->pendingHead; p != NULL;
-                 p = p->next) {
-                n++;
-            }
+        if (strcmp(db->name, name) != 0) {
+            continue;
+        }
+        /* A database waiting for a stream counts as one more. */
+        n += db->fetching ? 1 : 0;
+        for (struct fsmPending *p = db->pendingHead; p != NULL; p = p->next) {
+            n++;
         }
     }
     pthread_mutex_unlock(&s->mutex);
@@ -508,6 +567,9 @@ uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied)
     uint64_t written = applied;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (db->fetching && db->fetchMin - 1 < written) {
+            written = db->fetchMin - 1;
+        }
         if (db->pendingHead != NULL && db->pendingHead->index <= written) {
             written = db->pendingHead->index - 1;
         }
@@ -516,294 +578,64 @@ uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied)
     return written;
 }
 
-/* Waits until no own transaction of db sits between acknowledgement and
- * its WAL write. */
-static int waitInflight(struct fsmState *s, struct fsmDb *db)
-{
-    uint64_t deadline = tpdbNowMs() + FSM_INFLIGHT_WAIT_MS;
-    int rc = TPDB_OK;
-    pthread_mutex_lock(&s->mutex);
-    while (db->inflight > 0) {
-        if (tpdbNowMs() >= deadline) {
-            rc = TPDB_TIMEOUT;
-            break;
-        }
-        tpdbCondWaitMs(&s->cond, &s->mutex, 10);
-    }
-    pthread_mutex_unlock(&s->mutex);
-    return rc;
-}
-
-static void snapshotRelease(struct fsmState *s)
-{
-    for (unsigned i = 0; i < s->nSnapDbs; i++) {
-        if (s->snapSources[i] != NULL && s->snapSources[i]->tpdbFile) {
-            tpdb_free(s->snapImages[i]);
-        } else {
-            sqlite3_free(s->snapImages[i]);
-        }
-    }
-    for (unsigned i = 0; i < s->nSnapDbs; i++) {
-        struct fsmDb *db = s->snapSources[i];
-        if (db->inSnapshot && db->snapConn != NULL) {
-            sqlite3_exec(db->snapConn, "COMMIT", NULL, NULL, NULL);
-        }
-        db->inSnapshot = 0;
-    }
-    tpdb_free(s->snapDbs);
-    tpdb_free(s->snapSources);
-    tpdb_free(s->snapImages);
-    s->snapDbs = NULL;
-    s->snapSources = NULL;
-    s->snapImages = NULL;
-    s->nSnapDbs = 0;
-}
-
-/* Pins a read transaction on db's snapshot connection. */
-static int snapshotPin(struct fsmDb *db, char *errmsg)
-{
-    int rc;
-    if (db->snapConn == NULL) {
-        rc = openInternal(db->path, &db->snapConn, errmsg);
-        if (rc != TPDB_OK) {
-            return rc;
-        }
-    }
-    rc =
-        sqlite3_exec(db->snapConn, "BEGIN; SELECT count(*) FROM sqlite_schema;",
-                     NULL, NULL, NULL);
-    if (rc != SQLITE_OK) {
-        tpdbErrf(errmsg, "snapshot read of %s: %s", db->name,
-                 sqlite3_errmsg(db->snapConn));
-        sqlite3_exec(db->snapConn, "ROLLBACK", NULL, NULL, NULL);
-        return TPDB_IOERR;
-    }
-    db->inSnapshot = 1;
-    return TPDB_OK;
-}
-
-static int fsmSnapshotAsync(struct raft_fsm *fsm,
-                            struct raft_buffer *bufs[],
-                            unsigned *n_bufs);
-
-static int fsmSnapshot(struct raft_fsm *fsm,
-                       struct raft_buffer *bufs[],
-                       unsigned *n_bufs)
+unsigned tpdbFsmFetching(struct raft_fsm *fsm)
 {
     struct fsmState *s = fsm->data;
-    char errmsg[TPDB_ERRMSG_SIZE] = "";
     unsigned n = 0;
-    int rc = TPDB_OK;
-
-    if (tpdbFsmPending(fsm) > 0) {
-        /* Queued entries are applied for raft but not yet written. */
-        return RAFT_BUSY;
-    }
-    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
-        n++;
-    }
-    s->snapDbs = tpdb_calloc(n, sizeof *s->snapDbs);
-    s->snapSources = tpdb_calloc(n, sizeof *s->snapSources);
-    s->snapImages = tpdb_calloc(n, sizeof *s->snapImages);
-    if (s->snapDbs == NULL || s->snapSources == NULL || s->snapImages == NULL) {
-        snapshotRelease(s);
-        return RAFT_NOMEM;
-    }
-    s->snapIndex = s->raft != NULL ? raft_last_applied(s->raft) : 0;
-    for (struct fsmDb *db = s->dbs; db != NULL && rc == TPDB_OK;
-         db = db->next) {
-        rc = waitInflight(s, db);
-        if (rc == TPDB_OK && !db->tpdbFile) {
-            rc = snapshotPin(db, errmsg);
-        }
-        s->snapSources[s->nSnapDbs] = db;
-        s->snapDbs[s->nSnapDbs++].name = db->name;
-    }
-    if (rc != TPDB_OK) {
-        tpdbLog(TPDB_LOG_WARN, "snapshot: %s", errmsg);
-        snapshotRelease(s);
-        return RAFT_BUSY;
-    }
-    *bufs = NULL;
-    *n_bufs = 0;
-    if (fsm->snapshot_async == NULL) {
-        /* raft_uv in raft 0.15 has no async_work: serialize here. */
-        int rv = fsmSnapshotAsync(fsm, bufs, n_bufs);
-        if (rv != 0) {
-            snapshotRelease(s);
-        }
-        return rv;
-    }
-    return 0;
-}
-
-/* A TPDB file's committed state in the entry mapping (entry.h). No own
- * commit is between acknowledgement and write (waitInflight) and none can
- * be acknowledged before the snapshot is taken, so the file is stable. */
-static int snapshotTpdbFile(struct fsmState *s, unsigned i, char *errmsg)
-{
-    uint8_t *img = NULL;
-    uint32_t pages = 0;
-    int rc = tpdb_file_image(s->snapSources[i]->path, &img, &pages, errmsg);
-    if (rc == TPDB_NOTFOUND) {
-        rc = TPDB_OK; /* not written yet: an empty database */
-    }
-    s->snapImages[i] = img;
-    s->snapDbs[i].page_size = TPDB_FILE_PAGE_SIZE;
-    s->snapDbs[i].db_pages = pages;
-    s->snapDbs[i].image = img;
-    return rc;
-}
-
-/* Worker thread: serializes the pinned read snapshots and encodes them. */
-static int fsmSnapshotAsync(struct raft_fsm *fsm,
-                            struct raft_buffer *bufs[],
-                            unsigned *n_bufs)
-{
-    struct fsmState *s = fsm->data;
-    char errmsg[TPDB_ERRMSG_SIZE] = "";
-    void *out = NULL;
-    size_t outLen = 0;
-    int rc;
-
-    for (unsigned i = 0; i < s->nSnapDbs; i++) {
-        struct fsmDb *db = s->snapSources[i];
-        if (db->tpdbFile) {
-            rc = snapshotTpdbFile(s, i, errmsg);
-            if (rc != TPDB_OK) {
-                tpdbLog(TPDB_LOG_ERROR, "snapshot %s: %s", db->name, errmsg);
-                return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
-            }
-            continue;
-        }
-        sqlite3_int64 size = 0;
-        int pageSize = 4096;
-        uint8_t *img = sqlite3_serialize(db->snapConn, "main", &size, 0);
-        sqlite3_stmt *st = NULL;
-        if (sqlite3_prepare_v2(db->snapConn, "PRAGMA page_size", -1, &st,
-                               NULL) == SQLITE_OK &&
-            sqlite3_step(st) == SQLITE_ROW) {
-            pageSize = sqlite3_column_int(st, 0);
-        }
-        sqlite3_finalize(st);
-        if (img == NULL && size != 0) {
-            return RAFT_NOMEM;
-        }
-        s->snapImages[i] = img;
-        s->snapDbs[i].page_size = (uint32_t)pageSize;
-        s->snapDbs[i].db_pages = (uint32_t)(size / pageSize);
-        s->snapDbs[i].image = img;
-    }
-    rc = tpdbSnapshotEncode(s->snapIndex, s->snapDbs, s->nSnapDbs, &out,
-                            &outLen, errmsg);
-    if (rc != TPDB_OK) {
-        tpdbLog(TPDB_LOG_ERROR, "snapshot encode: %s", errmsg);
-        return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_IOERR;
-    }
-    *bufs = raft_malloc(sizeof **bufs);
-    if (*bufs == NULL) {
-        raft_free(out);
-        return RAFT_NOMEM;
-    }
-    (*bufs)[0].base = out;
-    (*bufs)[0].len = outLen;
-    *n_bufs = 1;
     pthread_mutex_lock(&s->mutex);
-    s->stats.snapshots++;
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        n += db->fetching ? 1 : 0;
+    }
     pthread_mutex_unlock(&s->mutex);
-    return 0;
+    return n;
 }
 
-static int fsmSnapshotFinalize(struct raft_fsm *fsm,
-                               struct raft_buffer *bufs[],
-                               unsigned *n_bufs)
+int tpdbFsmFetchNeeded(struct raft_fsm *fsm,
+                       const char *name,
+                       uint64_t *min_index)
 {
     struct fsmState *s = fsm->data;
-    if (*bufs != NULL) {
-        for (unsigned i = 0; i < *n_bufs; i++) {
-            raft_free((*bufs)[i].base);
-        }
-        raft_free(*bufs);
+    struct fsmDb *db = fsmDbFind(s, name);
+    int needed = 0;
+    if (db != NULL) {
+        pthread_mutex_lock(&s->mutex);
+        needed = db->fetching;
+        *min_index = db->fetchMin;
+        pthread_mutex_unlock(&s->mutex);
     }
-    *bufs = NULL;
-    *n_bufs = 0;
-    snapshotRelease(s);
-    return 0;
+    return needed;
 }
 
-/* Replaces one database with a snapshot image, as one applied transaction,
- * so readers switch atomically from the old state to the new one. */
-static int restoreDb(void *arg,
-                     const struct tpdb_snapshot_db *sdb,
-                     char *errmsg)
+void tpdbFsmSetFetcher(struct raft_fsm *fsm, const struct tpdb_fsm_fetcher *f)
 {
-    struct fsmState *s = arg;
+    struct fsmState *s = fsm->data;
+    s->fetcher = *f;
+}
+
+static void stateFree(struct fsmState *s)
+{
     struct fsmDb *db;
-    struct tpdb_txn txn;
-    int created = 0;
-    int rc = dbGet(s, sdb->name, &db, &created, errmsg);
-    if (rc == TPDB_OK && created) {
-        rc = moveAsideIfData(db, errmsg);
+    while ((db = s->dbs) != NULL) {
+        s->dbs = db->next;
+        fsmPendingClear(s, db);
+        sqlite3_close(db->conn);
+        tpdb_free(db->name);
+        tpdb_free(db->path);
+        tpdb_free(db);
     }
-    if (rc != TPDB_OK || sdb->db_pages == 0) {
-        return rc;
-    }
-    /* A TPDB file travels in the entry mapping: its page 1 starts with the
-     * TPDB magic, which no SQLite database starts with. */
-    if (sdb->page_size == TPDB_FILE_PAGE_SIZE &&
-        memcmp(sdb->image, "TPANDADB", 8) == 0) {
-        db->tpdbFile = 1;
-    }
-    txn.page_size = sdb->page_size;
-    txn.db_pages = sdb->db_pages;
-    txn.n_pages = sdb->db_pages;
-    txn.pages = tpdb_malloc(sizeof *txn.pages * sdb->db_pages);
-    if (txn.pages == NULL) {
-        return TPDB_NOMEM;
-    }
-    for (uint32_t i = 0; i < sdb->db_pages; i++) {
-        txn.pages[i].pgno = i + 1;
-        txn.pages[i].data = sdb->image + (size_t)i * sdb->page_size;
-    }
-    rc = applyTxn(s, db, &txn, 1, 10000, errmsg);
-    tpdb_free(txn.pages);
-    if (rc == TPDB_OK && db->conn != NULL) {
-        sqlite3_wal_checkpoint_v2(db->conn, "main", SQLITE_CHECKPOINT_PASSIVE,
-                                  NULL, NULL);
-        db->framesSinceCheckpoint = 0;
-    }
-    return rc;
-}
-
-static int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
-{
-    struct fsmState *s = fsm->data;
-    char errmsg[TPDB_ERRMSG_SIZE] = "";
-    uint64_t applied = 0;
-    /* Entries still queued are older than the snapshot, which replaces
-     * them. */
-    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
-        while (db->pendingHead != NULL) {
-            pendingPop(s, db);
-        }
-    }
-    int rc =
-        tpdbSnapshotDecode(buf->base, buf->len, &applied, restoreDb, s, errmsg);
-    if (rc != TPDB_OK) {
-        tpdbLog(TPDB_LOG_ERROR, "restore snapshot: %s", errmsg);
-        return RAFT_CORRUPT;
-    }
-    raft_free(buf->base);
-    pthread_mutex_lock(&s->mutex);
-    s->stats.restores++;
-    pthread_mutex_unlock(&s->mutex);
-    return 0;
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->mutex);
+    pthread_mutex_destroy(&s->durableMutex);
+    tpdb_free(s->dataDir);
+    tpdb_free(s->metaDir);
+    tpdb_free(s);
 }
 
 int tpdbFsmInit(struct raft_fsm *fsm,
                 const char *data_dir,
                 const char *meta_dir,
                 uint64_t origin,
+                int async,
                 char *errmsg)
 {
     struct fsmState *s = tpdb_calloc(1, sizeof *s);
@@ -811,54 +643,44 @@ int tpdbFsmInit(struct raft_fsm *fsm,
         tpdbErrf(errmsg, "fsm: out of memory");
         return TPDB_NOMEM;
     }
+    pthread_mutex_init(&s->mutex, NULL);
+    pthread_mutex_init(&s->durableMutex, NULL);
+    pthread_cond_init(&s->cond, NULL);
     s->dataDir = tpdb_strdup(data_dir);
     s->metaDir = tpdb_strdup(meta_dir);
-    if (s->dataDir == NULL || s->metaDir == NULL) {
-        tpdb_free(s->dataDir);
-        tpdb_free(s->metaDir);
-        tpdb_free(s);
-        tpdbErrf(errmsg, "fsm: out of memory");
-        return TPDB_NOMEM;
-    }
     s->origin = origin;
-    pthread_mutex_init(&s->mutex, NULL);
-    pthread_cond_init(&s->cond, NULL);
+    s->async = async;
+    int rc = s->dataDir != NULL && s->metaDir != NULL ? TPDB_OK : TPDB_NOMEM;
+    if (rc == TPDB_OK) {
+        rc = manifestLoad(s, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = fsmDurableLoad(s, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        stateFree(s);
+        tpdbErrWrap(errmsg, "fsm");
+        return rc;
+    }
     memset(fsm, 0, sizeof *fsm);
-    /* Version 2: raft_uv of raft 0.15 has no async_work, which version 3
-     * (snapshot_async) requires. */
-    fsm->version = 2;
+    fsm->version = async ? 3 : 2;
     fsm->data = s;
     fsm->apply = fsmApply;
     fsm->snapshot = fsmSnapshot;
     fsm->restore = fsmRestore;
     fsm->snapshot_finalize = fsmSnapshotFinalize;
+    fsm->snapshot_async = async ? fsmSnapshotAsync : NULL;
     return TPDB_OK;
 }
 
 void tpdbFsmClose(struct raft_fsm *fsm)
 {
     struct fsmState *s = fsm->data;
-    struct fsmDb *db;
     if (s == NULL) {
         return;
     }
-    snapshotRelease(s);
-    while ((db = s->dbs) != NULL) {
-        s->dbs = db->next;
-        while (db->pendingHead != NULL) {
-            pendingPop(s, db);
-        }
-        sqlite3_close(db->conn);
-        sqlite3_close(db->snapConn);
-        tpdb_free(db->name);
-        tpdb_free(db->path);
-        tpdb_free(db);
-    }
-    pthread_cond_destroy(&s->cond);
-    pthread_mutex_destroy(&s->mutex);
-    tpdb_free(s->dataDir);
-    tpdb_free(s->metaDir);
-    tpdb_free(s);
+    fsmSnapshotRelease(s);
+    stateFree(s);
     fsm->data = NULL;
 }
 
@@ -942,23 +764,38 @@ int tpdbFsmProposalWait(struct raft_fsm *fsm,
 void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
 {
     struct fsmState *s = fsm->data;
+    struct fsmDb *found = NULL;
+    uint64_t index = 0;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
-        if (strcmp(db->name, name) == 0 && db->inflight > 0) {
-            db->inflight--;
+        if (strcmp(db->name, name) == 0 && db->done < db->acked) {
+            db->done++;
+            found = db;
+            if (written && db->lastAckIndex > db->written) {
+                db->written = db->lastAckIndex;
+            }
+            if (!written && !db->fetching) {
+                /* The cluster committed a transaction this node failed to
+                 * write locally: later transactions here would be computed
+                 * over a state that lacks it. The database takes no write
+                 * until a peer's copy, which has it, replaces it. */
+                db->fetching = 1;
+                db->fetchMin = db->lastAckIndex;
+                index = db->fetchMin;
+            }
             pthread_cond_broadcast(&s->cond);
             break;
         }
     }
     pthread_mutex_unlock(&s->mutex);
-    if (!written) {
-        /* The cluster committed a transaction this node failed to write
-         * locally: the local copy is behind. A restart rebuilds it from the
-         * snapshot and the log. */
+    if (found != NULL && index != 0) {
         tpdbLog(TPDB_LOG_ERROR,
-                "%s: committed transaction not written locally; restart the "
-                "node to rebuild this database",
-                name);
+                "%s: committed entry %llu could not be written locally; the "
+                "database takes no writes until it is fetched from a peer",
+                name, (unsigned long long)index);
+        if (s->fetcher.start != NULL) {
+            s->fetcher.start(s->fetcher.arg, name, index);
+        }
     }
 }
 
@@ -990,7 +827,7 @@ void tpdbFsmCheckpointAll(struct raft_fsm *fsm)
 {
     struct fsmState *s = fsm->data;
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
-        if (db->conn != NULL && !db->inSnapshot) {
+        if (db->conn != NULL) {
             db->framesSinceCheckpoint = FSM_CHECKPOINT_FRAMES;
             maybeCheckpoint(db);
         }
@@ -1003,59 +840,4 @@ void tpdbFsmStats(struct raft_fsm *fsm, struct tpdb_fsm_stats *out)
     pthread_mutex_lock(&s->mutex);
     *out = s->stats;
     pthread_mutex_unlock(&s->mutex);
-}
-
-static int unlinkIfPresent(const char *path, char *errmsg)
-{
-    if (unlink(path) != 0 && errno != ENOENT) {
-        tpdbErrf(errmsg, "remove %s: %s", path, strerror(errno));
-        return TPDB_IOERR;
-    }
-    return TPDB_OK;
-}
-
-/* Empties one database: the main file and WAL are truncated in place
- * (a connection that is being opened may already hold them) and the
- * WAL-index is removed so the next reader rebuilds it. */
-static int resetOne(const char *data_dir, const char *name, char *errmsg)
-{
-    static const char *const truncated[] = {"", "-wal"};
-    char path[4096];
-    int rc = TPDB_OK;
-    if (!nameIsSafe(name)) {
-        return TPDB_OK;
-    }
-    for (unsigned i = 0; i < 2; i++) {
-        snprintf(path, sizeof path, "%s/%s%s", data_dir, name, truncated[i]);
-        if (truncate(path, 0) != 0 && errno != ENOENT) {
-            tpdbErrf(errmsg, "truncate %s: %s", path, strerror(errno));
-            return TPDB_IOERR;
-        }
-    }
-    snprintf(path, sizeof path, "%s/%s-shm", data_dir, name);
-    rc = unlinkIfPresent(path, errmsg);
-    return rc;
-}
-
-int tpdbFsmResetDatabases(const char *data_dir,
-                          const char *meta_dir,
-                          char *errmsg)
-{
-    char path[4096];
-    char line[TPDB_DBNAME_MAX + 2];
-    int rc = TPDB_OK;
-    snprintf(path, sizeof path, "%s/databases", meta_dir);
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        return errno == ENOENT ? TPDB_OK : TPDB_IOERR;
-    }
-    while (rc == TPDB_OK && fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
-        rc = resetOne(data_dir, line, errmsg);
-    }
-    fclose(f);
-    if (rc == TPDB_OK) {
-        rc = unlinkIfPresent(path, errmsg);
-    }
-    return rc;
 }

@@ -1,12 +1,25 @@
 /*
  * The replicated state machine: applies committed entries to the databases
- * of one data directory through the tpdb VFS, takes and restores snapshots,
- * and recognises the entries this node proposed itself (their frames are
- * written by the proposing SQLite connection, not by the FSM).
+ * of one data directory through the tpdb VFS, and recognises the entries
+ * this node proposed itself (their frames are written by the proposing
+ * SQLite connection, not by the FSM).
  *
- * Threads: apply/snapshot/restore run on the Raft loop thread. The proposal
- * table and the in-flight counters are shared with application threads and
- * guarded by the FSM's mutex.
+ * The database files are the state. A snapshot is a small record
+ * (snaprec.h) taken once every database is durable on disk up to its index;
+ * a restart keeps the files and replays the log after the snapshot (page
+ * images are absolute, so replaying entries the files already hold is
+ * harmless). A node that installs a snapshot it is behind, or whose files
+ * are missing or unreadable, marks those databases as fetching: the node's
+ * fetcher streams each from a peer (tpdbFsmServe* there, tpdbFsmFetch*
+ * here) while the entries that arrive meanwhile wait in the queue; the
+ * stream and the queued entries are committed as one transaction, so local
+ * readers go from the old state to a state of the cluster's history at
+ * once.
+ *
+ * Threads: apply, snapshot, restore and drain run on the Raft loop thread;
+ * the durable part of a snapshot on a worker (version 3, or inline in
+ * snapshot on version 2); serve and fetch on the caller's thread. Shared
+ * state is guarded by the FSM's mutex.
  */
 #ifndef TPDB_FSM_H
 #define TPDB_FSM_H
@@ -30,14 +43,111 @@ struct tpdb_proposal {
 };
 
 /* Creates the FSM for databases under data_dir; meta_dir holds its manifest
- * of replicated database names (both copied). `origin` identifies this node
- * instance in entries it proposes. On success fills *fsm (version 2,
- * fsm->data = the state) and returns TPDB_OK. Errors: TPDB_NOMEM. */
+ * of replicated database names and the durable file (both copied): the
+ * databases of the manifest are known at once. `origin` identifies this
+ * node instance in entries it proposes. With `async` the FSM is version 3
+ * (the durable part of a snapshot runs in snapshot_async, for an io with
+ * async_work); else version 2 and snapshot does it inline. On success fills
+ * *fsm (fsm->data = the state) and returns TPDB_OK. Errors: TPDB_NOMEM,
+ * TPDB_IOERR (manifest or durable file unreadable). */
 int tpdbFsmInit(struct raft_fsm *fsm,
                 const char *data_dir,
                 const char *meta_dir,
                 uint64_t origin,
+                int async,
                 char *errmsg);
+
+/* Who streams databases in for a restore. start() is called on the loop
+ * thread for each database that must be fetched, with the index its new
+ * state must include; it must not block, and the fetch runs on another
+ * thread through tpdbFsmFetch*, retried until it succeeds. */
+struct tpdb_fsm_fetcher {
+    void *arg;
+    void (*start)(void *arg, const char *db, uint64_t min_index);
+};
+
+/* Sets the fetcher (copied). Call before raft starts. */
+void tpdbFsmSetFetcher(struct raft_fsm *fsm, const struct tpdb_fsm_fetcher *f);
+
+/* Number of databases waiting for a stream (any thread). */
+unsigned tpdbFsmFetching(struct raft_fsm *fsm);
+
+/* Whether database `name` waits for a stream, and from which index (any
+ * thread). Returns 1 and sets *min_index if so. */
+int tpdbFsmFetchNeeded(struct raft_fsm *fsm,
+                       const char *name,
+                       uint64_t *min_index);
+
+/* Serving a database to a peer: a pinned read of its last committed state
+ * (vfs.h's reader) on a connection of its own. Owned by the caller; one
+ * thread. */
+struct tpdb_fsm_serve;
+
+/* Pins database `name` once its written state includes min_index, waiting
+ * up to timeout_ms for that and for the write lock. *served is an index the
+ * pinned state does not go beyond: the receiver must apply every entry up
+ * to it on top. Errors: TPDB_NOTFOUND (unknown or not SQLite), TPDB_BUSY
+ * (still behind min_index, or locks busy, after timeout_ms), TPDB_IOERR,
+ * TPDB_NOMEM. */
+int tpdbFsmServeOpen(struct raft_fsm *fsm,
+                     const char *name,
+                     uint64_t min_index,
+                     unsigned timeout_ms,
+                     struct tpdb_fsm_serve **out,
+                     char *errmsg);
+
+/* Page size, size in pages and served index of the pinned state. */
+void tpdbFsmServeInfo(const struct tpdb_fsm_serve *sv,
+                      uint32_t *page_size,
+                      uint32_t *db_pages,
+                      uint64_t *served);
+
+/* Reads pages first..first+n-1 into buf (n * page size bytes). */
+int tpdbFsmServeRead(struct tpdb_fsm_serve *sv,
+                     uint32_t first,
+                     uint32_t n,
+                     uint8_t *buf,
+                     char *errmsg);
+
+/* Releases the pin and the connection; NULL is a no-op. */
+void tpdbFsmServeClose(struct tpdb_fsm_serve *sv);
+
+/* Receiving a database that waits for a stream. Owned by the caller from
+ * Begin until Finish returns other than TPDB_BUSY, or Abort. */
+struct tpdb_fsm_fetch;
+
+/* Starts receiving database `name` (which must be fetching) in pages of
+ * page_size, from a state served at index `served` (tpdbFsmServeInfo).
+ * The local file is created if missing or empty, and moved aside
+ * (NAME.corrupt-TIME) if it is not a SQLite database of that page size.
+ * Errors: TPDB_INVALID (not fetching), TPDB_BUSY (write lock), TPDB_IOERR,
+ * TPDB_NOMEM. */
+int tpdbFsmFetchBegin(struct raft_fsm *fsm,
+                      const char *name,
+                      uint32_t page_size,
+                      uint64_t served,
+                      struct tpdb_fsm_fetch **out,
+                      char *errmsg);
+
+/* Stages n pages from `first` on (data: n * page size bytes, copied). */
+int tpdbFsmFetchPages(struct tpdb_fsm_fetch *ff,
+                      uint32_t first,
+                      uint32_t n,
+                      const uint8_t *data,
+                      char *errmsg);
+
+/* Stages the entries queued for the database since the restore and, once
+ * every entry up to the served index has arrived, commits the stream and
+ * them as one transaction (db_pages: the streamed size), makes it durable,
+ * and lets apply go on; ff is then freed. TPDB_BUSY: entries up to the
+ * served index have not all arrived yet: call again later (ff stays).
+ * Other errors abort (ff freed): the database still waits for a stream. */
+int tpdbFsmFetchFinish(struct tpdb_fsm_fetch *ff,
+                       uint32_t db_pages,
+                       char *errmsg);
+
+/* Drops what was staged; frees ff. NULL is a no-op. */
+void tpdbFsmFetchAbort(struct tpdb_fsm_fetch *ff);
 
 /* Closes every database connection and frees the state. */
 void tpdbFsmClose(struct raft_fsm *fsm);
@@ -77,14 +187,6 @@ int tpdbFsmFileHoldsNoData(const char *path);
 /* Number of databases the FSM has applied to or knows (for status). */
 unsigned tpdbFsmDbCount(struct raft_fsm *fsm);
 
-/* Empties every replicated database listed in the data directory's
- * manifest (main file and WAL truncated in place, WAL-index removed), so
- * that snapshot restore and log replay rebuild them. Called before
- * raft_start. Errors: TPDB_IOERR. */
-int tpdbFsmResetDatabases(const char *data_dir,
-                          const char *meta_dir,
-                          char *errmsg);
-
 /* Runs a PASSIVE checkpoint on every database the FSM holds open. */
 void tpdbFsmCheckpointAll(struct raft_fsm *fsm);
 
@@ -110,6 +212,8 @@ struct tpdb_fsm_stats {
     uint64_t applied_pages;
     uint64_t snapshots;
     uint64_t restores;
+    uint64_t fetches; /* databases received as a stream */
+    uint64_t served;  /* databases streamed to peers */
 };
 void tpdbFsmStats(struct raft_fsm *fsm, struct tpdb_fsm_stats *out);
 

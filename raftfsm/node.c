@@ -72,6 +72,82 @@ static void barrierCb(struct raft_barrier *req, int status)
     }
 }
 
+/* Publishes the raft addresses of the other members, the leader first.
+ * Mutex held. */
+static void publishPeers(struct tpdb_node *n, raft_id leaderId)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    unsigned k = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (unsigned i = 0; i < conf->n && k < NODE_PEERS_MAX; i++) {
+            const struct raft_server *srv = &conf->servers[i];
+            int isLeader = srv->id == leaderId;
+            if (srv->id == n->id || isLeader != (pass == 0)) {
+                continue;
+            }
+            snprintf(n->peerAddrs[k++], TPDB_ADDRESS_MAX, "%s", srv->address);
+        }
+    }
+    n->nPeerAddrs = k;
+}
+
+unsigned nodeFetchPeers(void *arg,
+                        char (*addrs)[TPDB_ADDRESS_MAX],
+                        unsigned max)
+{
+    struct tpdb_node *n = arg;
+    unsigned k = 0;
+    pthread_mutex_lock(&n->mutex);
+    for (; k < n->nPeerAddrs && k < max; k++) {
+        memcpy(addrs[k], n->peerAddrs[k], TPDB_ADDRESS_MAX);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return k;
+}
+
+/* One job of raft's async_work on libuv's thread pool. */
+struct nodeWork {
+    uv_work_t work;
+    struct raft_io_async_work *req;
+    int status;
+};
+
+static void workRunCb(uv_work_t *w)
+{
+    struct nodeWork *nw = w->data;
+    nw->status = nw->req->work(nw->req);
+}
+
+static void workDoneCb(uv_work_t *w, int status)
+{
+    struct nodeWork *nw = w->data;
+    struct raft_io_async_work *req = nw->req;
+    int rv = status == UV_ECANCELED ? RAFT_CANCELED : nw->status;
+    tpdb_free(nw);
+    req->cb(req, rv);
+}
+
+int nodeAsyncWork(struct raft_io *io,
+                  struct raft_io_async_work *req,
+                  raft_io_async_work_cb cb)
+{
+    struct raft *r = io->data;
+    struct tpdb_node *n = r->data;
+    struct nodeWork *nw = tpdb_malloc(sizeof *nw);
+    if (nw == NULL) {
+        return RAFT_NOMEM;
+    }
+    nw->req = req;
+    nw->work.data = nw;
+    req->cb = cb;
+    int rv = uv_queue_work(&n->loop, &nw->work, workRunCb, workDoneCb);
+    if (rv != 0) {
+        tpdb_free(nw);
+        return RAFT_IOERR;
+    }
+    return 0;
+}
+
 /* After every loop iteration: publish status; new leaders append a
  * barrier. */
 static void checkCb(uv_check_t *check)
@@ -102,6 +178,7 @@ static void checkCb(uv_check_t *check)
     n->appliedIndex = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
     n->pending = tpdbFsmPending(&n->fsm);
     n->lastIndex = raft_last_index(r);
+    publishPeers(n, leaderId);
     if (changed) {
         pthread_cond_broadcast(&n->cond);
     }
@@ -541,12 +618,14 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
     tpdbFsmStats(&n->fsm, &st);
     uint64_t applied = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
     json_t *stats =
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I}", "applied_entries",
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "applied_entries",
                   (json_int_t)st.applied_entries, "own_entries",
                   (json_int_t)st.own_entries, "applied_pages",
                   (json_int_t)st.applied_pages, "snapshots",
                   (json_int_t)st.snapshots, "restores", (json_int_t)st.restores,
-                  "pending", (json_int_t)tpdbFsmPending(&n->fsm));
+                  "pending", (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
+                  (json_int_t)tpdbFsmFetching(&n->fsm), "fetches",
+                  (json_int_t)st.fetches, "served", (json_int_t)st.served);
     o = json_pack(
         "{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I,s:o}", "id",
         (json_int_t)n->id, "address", n->address, "role",

@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 #include <uv.h>
 
+#include "raftfsm/fetch.h"
 #include "raftfsm/fsm.h"
 #include "raftfsm/nodeint.h"
 
@@ -147,6 +148,8 @@ static void raftTeardown(struct tpdb_node *n)
 {
     raft_close(&n->raft, NULL);
     uv_run(&n->loop, UV_RUN_NOWAIT);
+    tpdbFetchClose(n->fetch);
+    n->fetch = NULL;
     tpdbFsmClose(&n->fsm);
     raft_uv_close(&n->io);
     tpdbTransportClose(&n->transport);
@@ -174,10 +177,23 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
         rc = TPDB_RAFT;
         goto err_after_transport;
     }
-    rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, errmsg);
+    /* raft_uv in raft 0.15 offers no async_work; ours runs the FSM's
+     * snapshot_async on libuv's thread pool, so the loop never waits for a
+     * snapshot's fsyncs. */
+    n->io.version = 2;
+    n->io.async_work = nodeAsyncWork;
+    rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, 1, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_io;
     }
+    rc = tpdbFetchInit(&n->fetch, &n->fsm, n->id, n->address, nodeFetchPeers, n,
+                       errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_fsm;
+    }
+    struct tpdb_fsm_fetcher fetcher = {n->fetch, tpdbFetchStart};
+    tpdbFsmSetFetcher(&n->fsm, &fetcher);
+    tpdbTransportSetFetchCb(&n->transport, tpdbFetchServe, n->fetch);
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_init: %s (%d)", raft_errmsg(&n->raft), rv);
@@ -201,17 +217,13 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
             goto err_after_raft;
         }
     }
-    /* Only once raft has loaded its state: a node whose log cannot be read
-     * keeps its databases as they were. */
-    rc = tpdbFsmResetDatabases(n->dataDir, n->metaDir, errmsg);
-    if (rc != TPDB_OK) {
-        goto err_after_raft;
-    }
     return TPDB_OK;
 err_after_raft:
     raftTeardown(n);
     return rc;
 err_after_fsm:
+    tpdbFetchClose(n->fetch);
+    n->fetch = NULL;
     tpdbFsmClose(&n->fsm);
 err_after_io:
     raft_uv_close(&n->io);
@@ -483,6 +495,8 @@ static void nodeStop(struct tpdb_node *n)
     nodeRuntimeStop(n);
     tpdbTransportClose(&n->transport);
     uv_run(&n->loop, UV_RUN_DEFAULT);
+    tpdbFetchClose(n->fetch);
+    n->fetch = NULL;
     tpdbFsmClose(&n->fsm);
     if (uv_loop_close(&n->loop) != 0) {
         tpdbLog(TPDB_LOG_WARN, "node %llu: loop still has handles",

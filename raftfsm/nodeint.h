@@ -18,6 +18,9 @@
 #include "raftfsm/nodeconf.h"
 #include "raftfsm/transport.h"
 
+#define NODE_PEERS_MAX 16
+
+struct tpdb_fetch;
 struct nodeCall;
 typedef void (*nodeCallFn)(struct tpdb_node *n, struct nodeCall *c);
 
@@ -68,6 +71,7 @@ struct tpdb_node {
     struct raft_io io;
     struct raft_fsm fsm;
     struct tpdb_transport transport;
+    struct tpdb_fetch *fetch; /* catch-up streams (fetch.h) */
     struct raft_barrier barrier;
     int barrierPending;
 
@@ -86,6 +90,9 @@ struct tpdb_node {
     uint64_t appliedIndex;
     uint64_t lastIndex;
     unsigned pending; /* entries applied for raft, not yet written */
+    /* Raft addresses of the other members, the leader first. */
+    char peerAddrs[NODE_PEERS_MAX][TPDB_ADDRESS_MAX];
+    unsigned nPeerAddrs;
     uint64_t startLastIndex;
     /* join=HOST:PORT: the client runs on the loop thread; joinState and
      * joinMsg are guarded by mutex. */
@@ -113,5 +120,15 @@ int nodeRuntimeStart(struct tpdb_node *n, char *errmsg);
 
 /* Asks the loop thread to close raft and its handles and joins it. */
 void nodeRuntimeStop(struct tpdb_node *n);
+
+/* raft_io.async_work over libuv's thread pool (io of a node). */
+int nodeAsyncWork(struct raft_io *io,
+                  struct raft_io_async_work *req,
+                  raft_io_async_work_cb cb);
+
+/* The fetcher's peers (fetch.h): the published member addresses. */
+unsigned nodeFetchPeers(void *arg,
+                        char (*addrs)[TPDB_ADDRESS_MAX],
+                        unsigned max);
 
 #endif /* TPDB_NODEINT_H */

@@ -5,7 +5,7 @@
  *   offset size  field
  *        0    4  magic "TPDB"
  *        4    2  version (1)
- *        6    2  type: 1 RAFT (then raft's own messages), 2 JOIN
+ *        6    2  type: 1 RAFT (then raft's own messages), 2 JOIN, 3 FETCH
  *        8    8  sender's raft id (> 0)
  *       16    4  length L of the sender's raft address (1..255)
  *       20    4  reserved, 0
@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define HANDSHAKE_MAGIC 0x42445054u /* "TPDB" little-endian */
 #define HANDSHAKE_VERSION 1
@@ -88,7 +89,8 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
         tpdbErrf(errmsg, "handshake: unsupported version %u", version);
         return TPDB_PROTO;
     }
-    if (kind != TPDB_HANDSHAKE_RAFT && kind != TPDB_HANDSHAKE_JOIN) {
+    if (kind != TPDB_HANDSHAKE_RAFT && kind != TPDB_HANDSHAKE_JOIN &&
+        kind != TPDB_HANDSHAKE_FETCH) {
         tpdbErrf(errmsg, "handshake: unknown type %u", kind);
         return TPDB_PROTO;
     }
@@ -212,6 +214,26 @@ static void setNodelay(struct tpdb_transport *t,
     }
 }
 
+/* A FETCH stream leaves libuv: its socket (duplicated, so that closing the
+ * handle leaves it open) goes to the fetch callback, which serves it with
+ * blocking I/O on a thread of its own. */
+static void handOverFetch(struct tpdb_conn *c, uint64_t id)
+{
+    struct tpdb_transport *t = c->t;
+    uv_os_fd_t fd = -1;
+    int dup_fd = -1;
+    if (t->fetch_cb != NULL && uv_fileno((uv_handle_t *)c->tcp, &fd) == 0) {
+        dup_fd = dup(fd);
+    }
+    connClose(c);
+    if (dup_fd < 0) {
+        tpdbLog(TPDB_LOG_INFO, "transport: FETCH from node %llu ignored",
+                (unsigned long long)id);
+        return;
+    }
+    t->fetch_cb(t->fetch_cb_arg, dup_fd, id);
+}
+
 /* A complete, valid incoming handshake: give the stream to its user. */
 static void handshakeDone(struct tpdb_conn *c, int type, uint64_t id)
 {
@@ -221,6 +243,10 @@ static void handshakeDone(struct tpdb_conn *c, int type, uint64_t id)
     memcpy(address, c->buf + TPDB_HANDSHAKE_HDR, len);
     address[len] = '\0';
     uv_read_stop((uv_stream_t *)c->tcp);
+    if (type == TPDB_HANDSHAKE_FETCH) {
+        handOverFetch(c, id);
+        return;
+    }
     if (type == TPDB_HANDSHAKE_JOIN) {
         if (t->join_cb == NULL) {
             tpdbLog(TPDB_LOG_INFO, "transport: JOIN from node %llu ignored",
@@ -567,6 +593,14 @@ void tpdbTransportSetStreamCb(struct tpdb_transport *t,
 {
     t->stream_cb = cb;
     t->stream_cb_arg = arg;
+}
+
+void tpdbTransportSetFetchCb(struct tpdb_transport *t,
+                             tpdb_transport_fetch_cb cb,
+                             void *arg)
+{
+    t->fetch_cb = cb;
+    t->fetch_cb_arg = arg;
 }
 
 void tpdbTransportSetJoinCb(struct tpdb_transport *t,

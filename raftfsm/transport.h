@@ -25,7 +25,11 @@
 #include "vfs/base.h"
 
 /* Handshake message types. */
-enum { TPDB_HANDSHAKE_RAFT = 1, TPDB_HANDSHAKE_JOIN = 2 };
+enum {
+    TPDB_HANDSHAKE_RAFT = 1,
+    TPDB_HANDSHAKE_JOIN = 2,
+    TPDB_HANDSHAKE_FETCH = 3 /* a database stream (fetch.h) */
+};
 
 /* Fixed part of a handshake, and the largest whole handshake. */
 #define TPDB_HANDSHAKE_HDR 24
@@ -46,6 +50,11 @@ typedef void (*tpdb_transport_join_cb)(void *arg,
                                        struct tpdb_join_req *req,
                                        uint64_t id,
                                        const char *address);
+
+/* Called on the loop thread with the socket of a connection whose
+ * handshake was FETCH from node `id`; the callee owns fd (blocking mode is
+ * its to set) and must close it. */
+typedef void (*tpdb_transport_fetch_cb)(void *arg, int fd, uint64_t id);
 
 /* A transport. The caller owns the memory and keeps it alive, unmoved, from
  * tpdbTransportInit until tpdbTransportClose and a loop run after it. Fields
@@ -77,6 +86,8 @@ struct tpdb_transport {
     void *stream_cb_arg;
     tpdb_transport_join_cb join_cb; /* NULL: JOIN requests are dropped */
     void *join_cb_arg;
+    tpdb_transport_fetch_cb fetch_cb; /* NULL: FETCH streams are dropped */
+    void *fetch_cb_arg;
 };
 
 /* Initialises `t` over `loop` (which must outlive it). On TPDB_OK t->base is
@@ -105,6 +116,12 @@ void tpdbTransportSetStreamCb(struct tpdb_transport *t,
 void tpdbTransportSetJoinCb(struct tpdb_transport *t,
                             tpdb_transport_join_cb cb,
                             void *arg);
+
+/* Registers the handler of FETCH streams; cb NULL (the default) makes the
+ * transport close them at once. */
+void tpdbTransportSetFetchCb(struct tpdb_transport *t,
+                             tpdb_transport_fetch_cb cb,
+                             void *arg);
 
 /* Sends `len` bytes of `buf` (copied; len <= TPDB_HANDSHAKE_MAX) to the
  * peer of a JOIN request and closes the connection. Call exactly once per

@@ -217,7 +217,107 @@ static int adapterApply(struct raft_fsm *fsm,
                         void **result)
 {
     struct clusterServer *s = fsm->data;
-    return s->fsm.apply(&s->fsm, buf, result);
+    clusterServiceFetches(s->c);
+    int rv = s->fsm.apply(&s->fsm, buf, result);
+    clusterServiceFetches(s->c);
+    return rv;
+}
+
+static void fetcherStart(void *arg, const char *db, uint64_t min)
+{
+    struct clusterServer *s = arg;
+    struct cluster *c = s->c;
+    for (unsigned i = 0; i < CLUSTER_FETCHES; i++) {
+        struct clusterFetch *j = &c->fetches[i];
+        if (!j->used || (j->server == s->index && strcmp(j->db, db) == 0)) {
+            if (j->used) {
+                tpdbFsmFetchAbort(j->ff);
+            }
+            memset(j, 0, sizeof *j);
+            j->used = 1;
+            j->server = s->index;
+            snprintf(j->db, sizeof j->db, "%s", db);
+            j->min = min;
+            return;
+        }
+    }
+    fprintf(stderr, "test cluster: too many fetches\n");
+}
+
+/* Copies the database of job j from server `from` into its staged fetch. */
+static int fetchFrom(struct cluster *c, struct clusterFetch *j, unsigned from)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    struct tpdb_fsm_serve *sv = NULL;
+    uint32_t ps = 0;
+    uint64_t served = 0;
+    int rc = tpdbFsmServeOpen(&c->s[from].fsm, j->db, j->min, 0, &sv, errmsg);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    tpdbFsmServeInfo(sv, &ps, &j->pages, &served);
+    rc = tpdbFsmFetchBegin(&c->s[j->server].fsm, j->db, ps, served, &j->ff,
+                           errmsg);
+    uint8_t *buf = rc == TPDB_OK ? tpdb_malloc((size_t)ps * 16) : NULL;
+    for (uint32_t p = 1; rc == TPDB_OK && p <= j->pages; p += 16) {
+        uint32_t n = j->pages - p + 1 < 16 ? j->pages - p + 1 : 16;
+        rc = buf == NULL ? TPDB_NOMEM : tpdbFsmServeRead(sv, p, n, buf, errmsg);
+        if (rc == TPDB_OK) {
+            rc = tpdbFsmFetchPages(j->ff, p, n, buf, errmsg);
+        }
+    }
+    tpdb_free(buf);
+    tpdbFsmServeClose(sv);
+    if (rc != TPDB_OK && j->ff != NULL) {
+        tpdbFsmFetchAbort(j->ff);
+        j->ff = NULL;
+    }
+    if (rc != TPDB_OK) {
+        fprintf(stderr, "test cluster: fetch %s: %s\n", j->db, errmsg);
+    }
+    return rc;
+}
+
+/* One step of job j: stream it from a live server that has it, or finish
+ * it once the entries it needs have arrived. */
+static void serviceOne(struct cluster *c, struct clusterFetch *j)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    uint64_t min = 0;
+    if (!tpdbFsmFetchNeeded(&c->s[j->server].fsm, j->db, &min)) {
+        tpdbFsmFetchAbort(j->ff);
+        j->used = 0;
+        return;
+    }
+    for (unsigned k = 0; j->ff == NULL && k < c->n; k++) {
+        if (k != j->server && c->f.servers[k].alive) {
+            fetchFrom(c, j, k);
+        }
+    }
+    if (j->ff == NULL) {
+        return;
+    }
+    int rc = tpdbFsmFetchFinish(j->ff, j->pages, errmsg);
+    if (rc != TPDB_BUSY) {
+        j->ff = NULL;
+        if (rc != TPDB_OK) {
+            fprintf(stderr, "test cluster: finish %s: %s\n", j->db, errmsg);
+        }
+    }
+}
+
+void clusterServiceFetches(struct cluster *c)
+{
+    if (c->servicing) {
+        return;
+    }
+    c->servicing = 1;
+    for (unsigned i = 0; i < CLUSTER_FETCHES; i++) {
+        if (c->fetches[i].used) {
+            serviceOne(c, &c->fetches[i]);
+        }
+    }
+    c->servicing = 0;
 }
 
 static int adapterSnapshot(struct raft_fsm *fsm,
@@ -280,10 +380,15 @@ static int serverInit(struct cluster *c, unsigned i)
         return -1;
     }
     s->origin = 0x7e570000u + i + 1;
-    if (tpdbFsmInit(&s->fsm, s->dir, s->meta, s->origin, errmsg) != TPDB_OK) {
+    if (tpdbFsmInit(&s->fsm, s->dir, s->meta, s->origin, 0, errmsg) !=
+        TPDB_OK) {
         fprintf(stderr, "fsm init: %s\n", errmsg);
         return -1;
     }
+    s->c = c;
+    s->index = i;
+    struct tpdb_fsm_fetcher fetcher = {s, fetcherStart};
+    tpdbFsmSetFetcher(&s->fsm, &fetcher);
     adapterInit(s);
     int rv = raft_fixture_grow(&c->f, &s->adapter);
     if (rv != 0) {
@@ -362,6 +467,11 @@ struct cluster *clusterNew(void)
 
 err_after_fixture:
     raft_fixture_close(&c->f);
+    for (unsigned i = 0; i < CLUSTER_FETCHES; i++) {
+        if (c->fetches[i].used) {
+            tpdbFsmFetchAbort(c->fetches[i].ff);
+        }
+    }
     for (unsigned i = 0; i < c->n; i++) {
         tpdbFsmClose(&c->s[i].fsm);
     }
@@ -381,6 +491,11 @@ void clusterFree(struct cluster *c)
     /* The fixture first: closing raft fails pending proposals, which
      * reaches the FSMs. */
     raft_fixture_close(&c->f);
+    for (unsigned i = 0; i < CLUSTER_FETCHES; i++) {
+        if (c->fetches[i].used) {
+            tpdbFsmFetchAbort(c->fetches[i].ff);
+        }
+    }
     for (unsigned i = 0; i < c->n; i++) {
         tpdbFsmClose(&c->s[i].fsm);
     }

@@ -22,7 +22,25 @@
 #define CLUSTER_ALL CLUSTER_MAX
 #define CLUSTER_PATH_MAX 512
 
+struct cluster;
+
+/* A database a server's FSM waits for (tpdb_fsm_fetcher), served by the
+ * cluster between fixture steps from another server's FSM, through the
+ * same tpdbFsmServe* / tpdbFsmFetch* calls the node's network fetcher
+ * uses. */
+struct clusterFetch {
+    int used;
+    unsigned server;
+    char db[256];
+    uint64_t min;
+    struct tpdb_fsm_fetch *ff; /* staged, waiting for entries */
+    uint32_t pages;
+};
+#define CLUSTER_FETCHES 8
+
 struct clusterServer {
+    struct cluster *c; /* back pointer, for the fetcher */
+    unsigned index;
     char dir[CLUSTER_PATH_MAX];  /* data directory: databases live here */
     char meta[CLUSTER_PATH_MAX]; /* dir/.tpdb: the FSM's manifest */
     struct raft_fsm fsm;         /* the real FSM (tpdbFsmInit) */
@@ -43,6 +61,8 @@ struct cluster {
      * the commit hook steps the fixture; lets a test break the network at
      * the worst moment. NULL for none. */
     void (*onPropose)(struct cluster *c, unsigned i);
+    struct clusterFetch fetches[CLUSTER_FETCHES];
+    int servicing;    /* serviceFetches is running */
     unsigned commits; /* commit hook calls */
     int lastCommitRc; /* TPDB_* outcome of the last commit hook call */
 };
@@ -90,6 +110,10 @@ void clusterIsolate(struct cluster *c, unsigned i, int disconnect);
  * transaction. Returns an SQLITE_* code; SQLITE_ERROR if frames were left
  * in the WAL. */
 int clusterCheckpoint(struct cluster *c, unsigned i, const char *name);
+
+/* Serves the databases the FSMs wait for, as far as possible now; the
+ * adapter calls it around every apply. */
+void clusterServiceFetches(struct cluster *c);
 
 /* Reads the whole file at `path` into a tpdb_malloc'd buffer (caller
  * frees). Returns NULL if it cannot be read. */

@@ -401,6 +401,9 @@ static void testSnapshotInstall(void **state)
     assertConverged(c);
     tpdbFsmStats(&c->s[f].fsm, &st);
     assert_true(st.restores > 0);
+    /* The snapshot is a record: both databases came as streams. */
+    assert_int_equal(st.fetches, 2);
+    assert_int_equal(tpdbFsmFetching(&c->s[f].fsm), 0);
     assert_int_equal(tpdbFsmDbCount(&c->s[f].fsm), 2);
     assert_int_equal(countOn(c, f, "v LIKE 'during%'"), 40);
     assertFilesIdentical(c, "second.db");
@@ -467,6 +470,7 @@ static void testNewServerBySnapshot(void **state)
     assertConverged(c);
     tpdbFsmStats(&c->s[n].fsm, &st);
     assert_true(st.restores > 0);
+    assert_int_equal(st.fetches, 1);
     assert_int_equal(countOn(c, n, "1"), 33);
 }
 

@@ -1,0 +1,136 @@
+/*
+ * Internals of the state machine shared by fsm.c (databases, apply, the
+ * queue of entries not yet written, proposals), fsm_snapshot.c (snapshot
+ * records, durability, restore) and fsm_stream.c (a database streamed to or
+ * from a peer). Nothing outside raftfsm/fsm*.c includes it.
+ *
+ * Threads: apply, snapshot, restore and drain run on the Raft loop thread;
+ * snapshot_async on a worker; serving and fetching on the node's stream
+ * threads; proposals on application threads. Fields marked (mutex) are
+ * read and written under fsmState.mutex; (loop) only on the loop thread;
+ * the rest are fixed once the database is created. Databases are never
+ * freed before tpdbFsmClose.
+ */
+#ifndef TPDB_FSMINT_H
+#define TPDB_FSMINT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdint.h>
+
+#include "raftfsm/entry.h"
+#include "raftfsm/fsm.h"
+
+/* How long apply waits for a busy write lock before queueing. */
+#define FSM_APPLY_LOCK_MS 10
+/* WAL frames applied between two PASSIVE checkpoints. */
+#define FSM_CHECKPOINT_FRAMES 1000
+
+/* A committed entry waiting to be written (see fsmApply). */
+struct fsmPending {
+    struct tpdb_entry entry; /* owns its payload */
+    uint64_t index;
+    struct fsmPending *next;
+};
+
+struct fsmDb {
+    char *name;
+    char *path;
+    sqlite3 *conn;  /* (loop) apply and checkpoints; idle between calls */
+    int reopen;     /* (mutex) conn must be reopened: the file changed */
+    uint64_t acked; /* (mutex) own transactions acknowledged */
+    uint64_t done;  /* (mutex) ... and written (or given up) since */
+    uint64_t lastAckIndex; /* (mutex) index of the last own entry acked */
+    uint64_t lastSeen;     /* (mutex) index of the last entry of db applied */
+    uint64_t written;      /* (mutex) every entry of db up to this is written */
+    unsigned framesSinceCheckpoint; /* (loop) */
+    int tpdbFile;       /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
+    int fetching;       /* (mutex) waits for a stream from a peer (restore) */
+    uint64_t fetchMin;  /* (mutex) the stream must hold this index */
+    uint64_t durable;   /* (mutex) on disk at least as of this index */
+    int inSnapshot;     /* (loop) listed in the snapshot being taken */
+    uint64_t snapAcked; /* (loop) acked when the snapshot was started */
+    struct fsmPending *pendingHead; /* (mutex) */
+    struct fsmPending *pendingTail; /* (mutex) */
+    struct fsmDb *next;
+};
+
+struct fsmState {
+    char *dataDir;
+    char *metaDir;
+    uint64_t origin;
+    int async; /* snapshots run in snapshot_async on a worker */
+    struct raft *raft;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    pthread_mutex_t durableMutex;    /* orders writers of the durable file */
+    struct tpdb_proposal *proposals; /* (mutex) */
+    struct fsmDb *dbs;               /* (mutex) for lookups off the loop */
+    unsigned nPending;               /* (mutex) queued in every database */
+    uint64_t lastApplied;        /* (mutex) index of the last entry applied */
+    struct tpdb_fsm_stats stats; /* (mutex) */
+    struct tpdb_fsm_fetcher fetcher;
+    /* The snapshot being taken (loop thread, then the worker). */
+    uint64_t snapIndex;
+    uint8_t **snapImages; /* TPDB file images, per listed database */
+    unsigned nSnapDbs;
+};
+
+/* Joins dir and name into a tpdb_malloc'd string; NULL when out of
+ * memory. */
+char *fsmJoinPath(const char *dir, const char *name);
+
+/* Finds database `name` (any thread, takes the mutex); NULL if unknown. */
+struct fsmDb *fsmDbFind(struct fsmState *s, const char *name);
+
+/* Finds or creates (loop thread) the state of database `name`; *created
+ * says whether it is new to this node. Errors: TPDB_CORRUPT (unsafe
+ * name), TPDB_NOMEM, TPDB_IOERR (manifest). */
+int fsmDbGet(struct fsmState *s,
+             const char *name,
+             struct fsmDb **out,
+             int *created,
+             char *errmsg);
+
+/* A database new to this node whose file holds data the cluster does not
+ * know is moved aside (NAME.orphan-TIME), never overwritten. */
+int fsmMoveAsideIfData(struct fsmDb *db, char *errmsg);
+
+/* Opens an internal connection to path through the tpdb VFS. */
+int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg);
+
+/* Writes txn to db through its applier connection (or the TPDB file
+ * library), waiting up to lock_ms for the write lock; `index` is the
+ * entry's (0: none). Loop thread. */
+int fsmApplyTxn(struct fsmState *s,
+                struct fsmDb *db,
+                const struct tpdb_txn *txn,
+                uint64_t index,
+                unsigned lock_ms,
+                char *errmsg);
+
+/* Drops every queued entry of db (mutex taken inside). */
+void fsmPendingClear(struct fsmState *s, struct fsmDb *db);
+
+/* Writes the durable file from every database's `durable` index. */
+int fsmDurableSave(struct fsmState *s, char *errmsg);
+
+/* Loads the durable file into the databases (at init). */
+int fsmDurableLoad(struct fsmState *s, char *errmsg);
+
+/* The snapshot and restore callbacks (fsm_snapshot.c). */
+int fsmSnapshot(struct raft_fsm *fsm,
+                struct raft_buffer *bufs[],
+                unsigned *n_bufs);
+int fsmSnapshotAsync(struct raft_fsm *fsm,
+                     struct raft_buffer *bufs[],
+                     unsigned *n_bufs);
+int fsmSnapshotFinalize(struct raft_fsm *fsm,
+                        struct raft_buffer *bufs[],
+                        unsigned *n_bufs);
+int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf);
+
+/* Frees what a snapshot in progress holds (loop thread). */
+void fsmSnapshotRelease(struct fsmState *s);
+
+#endif /* TPDB_FSMINT_H */
