@@ -377,7 +377,7 @@ int main(int argc, char **argv)
     char fixdir[1024];
     const char *root = getenv("TPDB_SOURCE_ROOT");
     int files = 0;
-    snprintf(fixdir, sizeof fixdir, "%s/../shared/fixtures/tpdb",
+    snprintf(fixdir, sizeof fixdir, "%s/tests/fixtures/tpdb",
              root == NULL ? "." : root);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
