@@ -21,7 +21,9 @@
  *   corpus directories).
  * - Replay (any compiler, -DTPDB_FUZZ_REPLAY): runs every file under the
  *   directories given, then mutates seeds built from the genuine fixtures
- *   for --seconds N with a fixed --seed; this runs in the unit suite.
+ *   (tests/fixtures/tpdb) for --seconds N with a fixed --seed; this runs in
+ *   the unit suite. It fails if a directory is missing or empty, a seed
+ *   fixture is missing, or it replayed nothing.
  * Crashes found are kept in tests/fuzz/regressions/.
  */
 #include <dirent.h>
@@ -296,25 +298,33 @@ static size_t fzMutate(uint8_t *buf, size_t n, size_t cap)
     return n;
 }
 
+/* Runs every regular file of dir but *.md; returns how many ran, or -1 if
+ * the directory or one of its files cannot be read. */
 static int fzRunDir(const char *dir)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
+    struct stat st;
     char p[1024];
     int count = 0;
     if (d == NULL) {
-        return 0;
+        fprintf(stderr, "cannot open corpus %s: %s\n", dir, strerror(errno));
+        return -1;
     }
-    while ((e = readdir(d)) != NULL) {
+    while (count >= 0 && (e = readdir(d)) != NULL) {
         size_t n = 0;
         size_t len = strlen(e->d_name);
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         if (e->d_name[0] == '.' ||
-            (len > 3 && strcmp(e->d_name + len - 3, ".md") == 0)) {
+            (len > 3 && strcmp(e->d_name + len - 3, ".md") == 0) ||
+            (stat(p, &st) == 0 && !S_ISREG(st.st_mode))) {
             continue;
         }
-        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
         uint8_t *buf = fzReadFile(p, &n);
-        if (buf != NULL) {
+        if (buf == NULL) {
+            fprintf(stderr, "cannot read corpus file %s\n", p);
+            count = -1;
+        } else {
             LLVMFuzzerTestOneInput(buf, n);
             count++;
         }
@@ -329,18 +339,42 @@ static const char *fzFixtures[] = {"01_empty.tpdb",   "02_types.tpdb",
                                    "09_altered.tpdb", "04_overflow.tpdb"};
 #define FZ_NFIX (sizeof fzFixtures / sizeof fzFixtures[0])
 
-static void fzWriteSeeds(const char *fixdir, const char *out)
+/* Returns 0 if every fixture seed can be built from fixdir, else -1 with a
+ * message: mutating a subset (or nothing) would pass without testing. */
+static int fzCheckSeeds(const char *fixdir)
+{
+    for (size_t i = 0; i < FZ_NFIX; i++) {
+        size_t n = 0;
+        uint8_t *s = fzSeed(fixdir, fzFixtures[i], &n);
+        if (s == NULL) {
+            fprintf(stderr, "cannot read fixture seed %s/%s\n", fixdir,
+                    fzFixtures[i]);
+            return -1;
+        }
+        free(s);
+    }
+    return 0;
+}
+
+/* Writes the fixture seeds into out; returns 0, or -1 with a message. */
+static int fzWriteSeeds(const char *fixdir, const char *out)
 {
     char p[1024];
+    if (fzCheckSeeds(fixdir) != 0) {
+        return -1;
+    }
     for (size_t i = 0; i < FZ_NFIX; i++) {
         size_t n = 0;
         uint8_t *s = fzSeed(fixdir, fzFixtures[i], &n);
         snprintf(p, sizeof p, "%s/%s.seed", out, fzFixtures[i]);
-        if (s != NULL && fzWriteFile(p, s, n) != 0) {
-            fprintf(stderr, "cannot write %s\n", p);
-        }
+        int rc = s == NULL ? -1 : fzWriteFile(p, s, n);
         free(s);
+        if (rc != 0) {
+            fprintf(stderr, "cannot write %s\n", p);
+            return -1;
+        }
     }
+    return 0;
 }
 
 static long fzMutateRun(const char *fixdir, double seconds)
@@ -371,13 +405,16 @@ static long fzMutateRun(const char *fixdir, double seconds)
     return runs;
 }
 
+/* Exits non-zero if a corpus directory is missing, unreadable or empty, if
+ * a fixture seed is missing, or if nothing at all was replayed: a replay
+ * of zero inputs tests nothing. */
 int main(int argc, char **argv)
 {
     double seconds = 0;
     char fixdir[1024];
     const char *root = getenv("TPDB_SOURCE_ROOT");
-    int files = 0;
-    snprintf(fixdir, sizeof fixdir, "%s/../shared/fixtures/tpdb",
+    int files = 0, bad = 0, seeded = 0;
+    snprintf(fixdir, sizeof fixdir, "%s/tests/fixtures/tpdb",
              root == NULL ? "." : root);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) {
@@ -385,14 +422,29 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--seed") == 0 && i + 1 < argc) {
             fzRng = strtoull(argv[++i], NULL, 0) | 1;
         } else if (strcmp(argv[i], "--write-seeds") == 0 && i + 1 < argc) {
-            fzWriteSeeds(fixdir, argv[++i]);
+            bad |= fzWriteSeeds(fixdir, argv[++i]) != 0;
+            seeded = 1;
         } else {
-            files += fzRunDir(argv[i]);
+            int n = fzRunDir(argv[i]);
+            if (n == 0) {
+                fprintf(stderr, "corpus %s holds no inputs\n", argv[i]);
+            }
+            bad |= n <= 0;
+            files += n > 0 ? n : 0;
         }
     }
-    long runs = seconds > 0 ? fzMutateRun(fixdir, seconds) : 0;
+    if (seconds > 0 && fzCheckSeeds(fixdir) != 0) {
+        bad = 1;
+    }
+    long runs = seconds > 0 && !bad ? fzMutateRun(fixdir, seconds) : 0;
     fzCleanup();
     printf("replayed %d files, %ld mutated inputs\n", files, runs);
-    return 0;
+    if (!bad && !seeded && files + runs == 0) {
+        fprintf(stderr,
+                "replayed zero inputs: give a corpus directory or "
+                "--seconds N\n");
+        bad = 1;
+    }
+    return bad ? 1 : 0;
 }
 #endif

@@ -701,7 +701,7 @@ int main(void)
 {
     const char *root = getenv("TPDB_SOURCE_ROOT");
     const char *build = getenv("TPDB_BUILD_ROOT");
-    snprintf(fixtureDir, sizeof fixtureDir, "%s/../shared/fixtures/tpdb",
+    snprintf(fixtureDir, sizeof fixtureDir, "%s/tests/fixtures/tpdb",
              root != NULL ? root : ".");
     snprintf(buildRoot, sizeof buildRoot, "%s", build != NULL ? build : ".");
     const struct CMUnitTest tests[] = {

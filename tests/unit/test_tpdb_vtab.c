@@ -1161,43 +1161,51 @@ static void testOom(void **state)
     sqlite3_free(attach);
 }
 
-/* The genuine fixtures must never be written (as root, their read-only
- * permissions do not stop a read-write open): their modification times are
- * checked after every other test. */
+/* The genuine fixtures must never be written (git checks them out
+ * writable, and as root even read-only permissions do not stop a read-write
+ * open): their modification times are checked after every other test. */
 static const char *const fixtureNames[] = {
     "01_empty",   "02_types",          "03_multipage", "04_overflow",
     "05_indexes", "07_catalog_shrunk", "08_deleted",   "09_altered"};
 #define N_FIXTURES (sizeof fixtureNames / sizeof fixtureNames[0])
 static struct timespec fixtureMtimes[2 * N_FIXTURES];
+static size_t fixtureMtimesFound;
 
-static void fixtureTimes(struct timespec *out)
+/* Fills out[] with the fixtures' modification times (zero for a file that
+ * cannot be stat'ed) and returns how many were found. */
+static size_t fixtureTimes(struct timespec *out)
 {
     char path[1200];
     struct stat st;
+    size_t found = 0;
     for (size_t i = 0; i < 2 * N_FIXTURES; i++) {
         fixturePath(path, sizeof path, fixtureNames[i / 2],
                     i % 2 ? ".tpdb-wal" : ".tpdb");
         memset(&out[i], 0, sizeof out[i]);
         if (stat(path, &st) == 0) {
             out[i] = st.st_mtim;
+            found++;
         }
     }
+    return found;
 }
 
 static void testFixturesUntouched(void **state)
 {
     struct timespec now[2 * N_FIXTURES];
     (void)state;
-    fixtureTimes(now);
+    /* Missing fixtures would make the comparison pass vacuously. */
+    assert_int_equal(fixtureMtimesFound, 2 * N_FIXTURES);
+    assert_int_equal(fixtureTimes(now), 2 * N_FIXTURES);
     assert_memory_equal(now, fixtureMtimes, sizeof now);
 }
 
 int main(void)
 {
     const char *root = getenv("TPDB_SOURCE_ROOT");
-    snprintf(fixtureDir, sizeof fixtureDir, "%s/../shared/fixtures/tpdb",
+    snprintf(fixtureDir, sizeof fixtureDir, "%s/tests/fixtures/tpdb",
              root != NULL ? root : ".");
-    fixtureTimes(fixtureMtimes);
+    fixtureMtimesFound = fixtureTimes(fixtureMtimes);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testFixture01),
         cmocka_unit_test(testFixture02),

@@ -96,7 +96,7 @@ static char *fixtureDir(void)
 {
     const char *root = getenv("TPDB_SOURCE_ROOT");
     static char dir[4096];
-    snprintf(dir, sizeof dir, "%s/../shared/fixtures/tpdb",
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/tpdb",
              root == NULL ? "." : root);
     return dir;
 }

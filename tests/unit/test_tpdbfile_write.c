@@ -534,7 +534,7 @@ static void testWriteGenuineFile(void **state)
     struct fx *fx = *state;
     char src[1024], wal[1100];
     const char *root = getenv("TPDB_SOURCE_ROOT");
-    snprintf(src, sizeof src, "%s/../shared/fixtures/tpdb/05_indexes.tpdb",
+    snprintf(src, sizeof src, "%s/tests/fixtures/tpdb/05_indexes.tpdb",
              root == NULL ? "." : root);
     copyFile(src, fx->path);
     snprintf(wal, sizeof wal, "%s-wal", src);
