@@ -106,6 +106,52 @@ static int hasColumnUnique(struct tpdb_file *f,
     return 0;
 }
 
+/* The unique index `_pk_<table>` that tpdbExport makes for a PRIMARY KEY
+ * other than the rowid, when it can be this table's key: the table has no
+ * PK column, or the index is on exactly that column. NULL otherwise. */
+static const struct tpdb_index *keyIndex(struct tpdb_file *f,
+                                         const struct tpdb_table *t)
+{
+    for (unsigned i = 0; i < tpdb_file_index_count(f); i++) {
+        const struct tpdb_index *ix = tpdb_file_index(f, i);
+        if (!ix->unique || ix->ncols == 0 || strcmp(ix->table, t->name) != 0 ||
+            strncmp(ix->name, "_pk_", 4) != 0 ||
+            strcmp(ix->name + 4, t->name) != 0) {
+            continue;
+        }
+        if (t->pk_idx < 0 ||
+            (ix->ncols == 1 &&
+             strcmp(ix->cols[0], t->cols[t->pk_idx].name) == 0)) {
+            return ix;
+        }
+    }
+    return NULL;
+}
+
+/* Whether ix is the index keyIndex() finds for its table. */
+static int isKeyIndex(struct tpdb_file *f, const struct tpdb_index *ix)
+{
+    const struct tpdb_table *t = tpdb_file_table_find(f, ix->table);
+    return t != NULL && keyIndex(f, t) == ix;
+}
+
+/* A table-level PRIMARY KEY from the key index, when the table has no PK
+ * column (a composite key, or a single one TrashPandaDB did not record). */
+static void keyDdl(struct tpdb_file *f,
+                   sqlite3_str *s,
+                   const struct tpdb_table *t)
+{
+    const struct tpdb_index *ix = keyIndex(f, t);
+    if (ix == NULL || t->pk_idx >= 0) {
+        return;
+    }
+    sqlite3_str_appendall(s, ", PRIMARY KEY (");
+    for (unsigned c = 0; c < ix->ncols; c++) {
+        sqlite3_str_appendf(s, "%s\"%w\"", c > 0 ? ", " : "", ix->cols[c]);
+    }
+    sqlite3_str_appendall(s, ")");
+}
+
 static void columnDdl(sqlite3 *db,
                       struct tpdb_file *f,
                       sqlite3_str *s,
@@ -143,6 +189,7 @@ static int createTable(sqlite3 *db,
     for (unsigned i = 0; i < t->ncols; i++) {
         columnDdl(db, f, s, t, i);
     }
+    keyDdl(f, s, t);
     sqlite3_str_appendall(s, ")");
     char *sql = sqlite3_str_finish(s);
     if (sql == NULL) {
@@ -163,8 +210,8 @@ static int createIndexes(sqlite3 *db,
     for (unsigned i = 0; i < tpdb_file_index_count(f) && rc == TPDB_OK; i++) {
         const struct tpdb_index *ix = tpdb_file_index(f, i);
         stats->indexes++;
-        if (isColumnUnique(ix, ix->table, ix->cols[0])) {
-            continue; /* made by the column's UNIQUE constraint */
+        if (isColumnUnique(ix, ix->table, ix->cols[0]) || isKeyIndex(f, ix)) {
+            continue; /* made by a UNIQUE or PRIMARY KEY constraint */
         }
         sqlite3_str *s = sqlite3_str_new(db);
         sqlite3_str_appendf(s, "CREATE %sINDEX \"%w\" ON \"%w\" (",
