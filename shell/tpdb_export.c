@@ -423,7 +423,9 @@ static int leaveOutIndex(struct exportJob *job,
         sqlite3_str_appendf(s, "%s%s", i > 0 ? ", " : "", ix->cols[i]);
     }
     char *cols = sqlite3_str_finish(s);
-    snprintf(what, sizeof what, "index %s on %s(%s): %s", ix->name, t->name,
+    /* A constraint's index is named as the TPDB file would name it. */
+    snprintf(what, sizeof what, "index %s on %s(%s): %s",
+             ix->tname != NULL ? ix->tname : ix->name, t->name,
              cols != NULL ? cols : "...", why);
     sqlite3_free(cols);
     return leaveOut(job, &job->stats.indexes_left_out, what, errmsg);
