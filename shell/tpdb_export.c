@@ -545,6 +545,39 @@ static int readTables(struct exportJob *job, char *errmsg)
     return rc;
 }
 
+/* An AUTOINCREMENT table's counter (sqlite_sequence) goes into next_rowid,
+ * which TrashPandaDB never lowers either: rowids SQLite handed out before
+ * are not handed out again, even those of deleted rows. */
+static int carrySequence(struct exportJob *job,
+                         const struct srcTable *t,
+                         char *errmsg)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t seq = 0;
+    int rc = TPDB_OK;
+    if (sqlite3_prepare_v2(job->db,
+                           "SELECT seq FROM sqlite_sequence WHERE name = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        /* No AUTOINCREMENT table: SQLite has not made sqlite_sequence. */
+        return sqlite3_errcode(job->db) == SQLITE_NOMEM
+                   ? migrateSqliteErr(job->db, errmsg, "sqlite_sequence")
+                   : TPDB_OK;
+    }
+    sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        seq = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (seq > 0 && seq < INT64_MAX) {
+        rc = tpdb_file_raise_next_rowid(job->f, t->name, seq + 1);
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "table %s: sequence: %s", t->name,
+                 tpdb_file_errmsg(job->f));
+    }
+    return rc;
+}
+
 static int exportAll(struct exportJob *job, char *errmsg)
 {
     uint64_t copied;
@@ -555,6 +588,9 @@ static int exportAll(struct exportJob *job, char *errmsg)
         rc = createTpdbTable(job->f, t, errmsg);
         if (rc == TPDB_OK) {
             rc = exportRows(job->db, job->f, t, &job->p, &copied, errmsg);
+        }
+        if (rc == TPDB_OK) {
+            rc = carrySequence(job, t, errmsg);
         }
         if (rc == TPDB_OK && copied != (uint64_t)t->rows) {
             tpdbErrf(errmsg, "table %s: read %llu rows, expected %lld", t->name,

@@ -93,8 +93,10 @@ int tpdbImport(const char *tpdb_path,
  * Rows are written in rowid order; an INT-typed PRIMARY KEY value is the
  * TPDB rowid, other tables get TPDB rowids 1..n (the library cannot take a
  * chosen rowid), so contents and order survive but gaps in such rowids do
- * not. WITHOUT ROWID tables are exported in key order; the keyword itself
- * and AUTOINCREMENT have no place in the catalog and are not kept. Virtual
+ * not. An AUTOINCREMENT table's sqlite_sequence value becomes its
+ * next_rowid, so TrashPandaDB does not reuse rowids SQLite handed out.
+ * WITHOUT ROWID tables are exported in key order. Neither keyword has a
+ * place in the catalog that TrashPandaDB keeps, so neither is. Virtual
  * tables, views, triggers and generated columns are not exported; a table
  * name over 255 bytes is refused. tpdb_path and its -wal must not exist.
  * Rows are committed every 20,000 rows to bound memory; atomicity comes

@@ -331,6 +331,32 @@ static void testExportTextKeyUnique(void **state)
     assert_int_equal(stats.rows, 6);
 }
 
+/* An AUTOINCREMENT table's counter becomes the exported table's
+ * next_rowid: a row TrashPandaDB inserts without a key does not reuse the
+ * rowid of a row deleted in SQLite. */
+static void testExportAutoincrement(void **state)
+{
+    struct scratch *s = *state;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    struct tpdb_file *f;
+    int64_t id;
+    makeDb(s->src,
+           "CREATE TABLE seq (id INTEGER PRIMARY KEY AUTOINCREMENT, v TEXT);"
+           "INSERT INTO seq (v) VALUES ('a'), ('b'), ('c');"
+           "DELETE FROM seq WHERE id = 3;"
+           "CREATE TABLE plain (id INTEGER PRIMARY KEY, v TEXT);"
+           "INSERT INTO plain (v) VALUES ('a'), ('b'), ('c');"
+           "DELETE FROM plain WHERE id = 3");
+    exportOk(s, NULL);
+    assert_int_equal(tpdb_file_open(s->tp, 0, &f, errmsg), TPDB_OK);
+    assert_int_equal(tpdb_file_table_find(f, "seq")->next_rowid, 4);
+    assert_int_equal(tpdb_file_table_find(f, "plain")->next_rowid, 3);
+    struct tpdb_value row[2] = {{.type = TPDB_VNULL}, textValue("d")};
+    assert_int_equal(tpdb_file_insert(f, "seq", row, 2, &id), TPDB_OK);
+    assert_int_equal(id, 4);
+    tpdb_file_close(f);
+}
+
 /* ---- Indexes TrashPandaDB cannot hold -------------------------------------
  */
 
@@ -617,6 +643,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testExportDefaultsStrict, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testExportTextKeyUnique, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testExportAutoincrement, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testExportLeavesOutIndexes, setup,
                                         teardown),
