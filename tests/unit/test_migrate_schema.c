@@ -573,10 +573,8 @@ static void assertKept(sqlite3 *a, sqlite3 *b)
         assertSameRows(a, b, tables[i][0], tables[i][1]);
         assertSameText(columnsOf(a, tables[i][0]), columnsOf(b, tables[i][0]),
                        tables[i][0]);
-        if (strcmp(tables[i][0], "m") != 0) {
-            assertSameText(indexesOf(a, tables[i][0]),
-                           indexesOf(b, tables[i][0]), tables[i][0]);
-        }
+        assertSameText(indexesOf(a, tables[i][0]), indexesOf(b, tables[i][0]),
+                       tables[i][0]);
     }
     /* Defaults: a row relying on them holds the same values on both
      * sides, except the CURRENT_TIMESTAMP left out. */
@@ -613,6 +611,12 @@ static void testRoundTripSchema(void **state)
     }
     assert_int_equal(sqlite3_open(s->src, &a), SQLITE_OK);
     assert_int_equal(sqlite3_open(s->back, &b), SQLITE_OK);
+    assert_int_equal(queryInt(b,
+                              "SELECT count(*) FROM sqlite_schema WHERE "
+                              "name = 'm_r'"),
+                     0);
+    /* Everything else compares equal. */
+    execOk(a, "DROP INDEX m_r");
     assertKept(a, b);
     /* What it cannot keep, as the README says: the index over REAL
      * values, the CURRENT_TIMESTAMP default, AUTOINCREMENT and WITHOUT
