@@ -44,11 +44,12 @@ struct tpdb_migrate_stats {
 /* Copies every table of the TPDB file at tpdb_path (and its -wal, whose
  * committed frames are honoured) into a new SQLite database at sqlite_path,
  * in one transaction: columns with their declared types, NOT NULL, DEFAULT
- * and PRIMARY KEY; UNIQUE constraints (TPDB's implicit `_uq_<table>_<col>`
- * indexes become column UNIQUE constraints), the PRIMARY KEY tpdbExport
- * recorded as the unique index `_pk_<table>` (it becomes the table's
- * PRIMARY KEY again, composite or not, when the table has no PK column or
- * the index is on exactly that column) and the other indexes. Rows
+ * and PRIMARY KEY; UNIQUE constraints (an index named `_uq_<table>_<col>`,
+ * as TrashPandaDB names a column's, or `_uq_<table>_<a>_<b>`, as tpdbExport
+ * names a table constraint's, becomes a UNIQUE constraint); the PRIMARY KEY
+ * tpdbExport recorded as the unique index `_pk_<table>` (it becomes the
+ * table's PRIMARY KEY again, composite or not, when the table has no PK
+ * column or the index is on exactly that column); the other indexes. Rows
  * keep their TPDB rowids. SQLite applies each column's affinity, so a value
  * TrashPandaDB stored against its declared type (an INTEGER in a REAL
  * column) comes back converted; a TEXT PRIMARY KEY with duplicates (which
