@@ -260,8 +260,10 @@ static int convertDefaults(struct exportJob *job,
             continue;
         }
         rc = migrateDefaultConvert(job->scratch, c->type, c->dflt, &lit, why);
-        snprintf(what, sizeof what, "table %s, column %s: DEFAULT %s: %s",
-                 t->name, c->name, c->dflt, why);
+        if (rc != TPDB_OK) {
+            snprintf(what, sizeof what, "table %s, column %s: DEFAULT %s: %s",
+                     t->name, c->name, c->dflt, why);
+        }
         if (rc == TPDB_INVALID) {
             rc = leaveOut(job, &job->stats.defaults_left_out, what, errmsg);
         } else if (rc != TPDB_OK) {
