@@ -4,7 +4,7 @@
  * failed (message on stderr), 2 usage error.
  *
  *   tpdb import [--progress|--quiet] data.tpdb app.db
- *   tpdb export [--progress|--quiet] app.db out.tpdb
+ *   tpdb export [--progress|--quiet] [--strict] app.db out.tpdb
  */
 #include <stdio.h>
 #include <string.h>
@@ -29,7 +29,7 @@ static const struct command commands[] = {
     {"import", "[--progress|--quiet] SRC.tpdb DEST.db",
      "copy every table of a TrashPandaDB file into a new SQLite database",
      runImport},
-    {"export", "[--progress|--quiet] SRC.db DEST.tpdb",
+    {"export", "[--progress|--quiet] [--strict] SRC.db DEST.tpdb",
      "write a new TrashPandaDB 0.8 file from a SQLite database", runExport},
     {"help", "", "show this help", runHelp},
 };
@@ -49,6 +49,9 @@ static void usage(FILE *f)
             "  --progress  always print progress on stderr\n"
             "  --quiet     never print progress (default: only on a "
             "terminal)\n"
+            "  --strict    export: fail on an index or DEFAULT TrashPandaDB\n"
+            "              cannot hold, instead of leaving it out with a\n"
+            "              warning\n"
             "\nexit status: 0 success, 1 failure, 2 usage error\n");
 }
 
@@ -60,8 +63,9 @@ static int runHelp(int argc, char **argv)
     return EXIT_OK;
 }
 
-/* Parses "[--progress|--quiet] A B" after the subcommand name. Returns 0 and
- * sets *a, *b and opts->progress, or -1 after printing a usage error. */
+/* Parses "[--progress|--quiet] [--strict] A B" after the subcommand name
+ * (--strict only for export). Returns 0 and sets *a, *b, opts->progress and
+ * opts->strict, or -1 after printing a usage error. */
 static int parseTwoPaths(const char *cmd,
                          int argc,
                          char **argv,
@@ -76,6 +80,9 @@ static int parseTwoPaths(const char *cmd,
             opts->progress = TPDB_PROGRESS_ALWAYS;
         } else if (strcmp(argv[i], "--quiet") == 0) {
             opts->progress = TPDB_PROGRESS_NEVER;
+        } else if (strcmp(argv[i], "--strict") == 0 &&
+                   strcmp(cmd, "export") == 0) {
+            opts->strict = 1;
         } else if (argv[i][0] == '-' && argv[i][1] != '\0') {
             fprintf(stderr, "tpdb %s: unknown option '%s'\n", cmd, argv[i]);
             return -1;
@@ -105,9 +112,16 @@ static int report(const char *cmd,
         fprintf(stderr, "tpdb %s: %s\n", cmd, errmsg);
         return EXIT_FAILED;
     }
-    fprintf(stderr, "tpdb %s: %u tables, %u indexes, %llu rows -> %s\n", cmd,
+    fprintf(stderr, "tpdb %s: %u tables, %u indexes, %llu rows -> %s", cmd,
             stats->tables, stats->indexes, (unsigned long long)stats->rows,
             dest);
+    if (stats->indexes_left_out > 0 || stats->defaults_left_out > 0) {
+        fprintf(stderr,
+                " (left out: %u indexes, %u defaults, see the warnings "
+                "above)",
+                stats->indexes_left_out, stats->defaults_left_out);
+    }
+    fputc('\n', stderr);
     return EXIT_OK;
 }
 

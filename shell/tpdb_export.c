@@ -3,7 +3,9 @@
  * database in one read transaction and writes a temporary TPDB file through
  * the library's writer, committing every EXPORT_BATCH rows so memory stays
  * bounded; then indexes, a read-only reopen that verifies row counts per
- * table, and the rename of the file (WAL first) into place.
+ * table, and the rename of the file (WAL first) into place. DEFAULTs are
+ * rewritten in TrashPandaDB's literal forms (tpdb_export_dflt.c); what
+ * the format cannot hold is left out with a warning, or refused when strict.
  */
 #include "shell/tpdb_migrate_int.h"
 
@@ -86,7 +88,7 @@ static int srcColumnsRead(sqlite3 *db, struct srcTable *t, char *errmsg)
     }
     sqlite3_finalize(st);
     if (t->npk != 1) {
-        t->pk_idx = -1; /* a composite key becomes a unique index */
+        t->pk_idx = -1; /* a composite key is only the _pk_ index */
     }
     return TPDB_OK;
 }
@@ -113,6 +115,18 @@ static int createTpdbTable(struct tpdb_file *f,
     }
     return rc;
 }
+
+/* One export, from the source's schema to the published file. */
+struct exportJob {
+    const struct tpdb_migrate_opts *opts; /* may be NULL */
+    sqlite3 *db;      /* the source, read-only, in one read transaction */
+    sqlite3 *scratch; /* in-memory database that evaluates DEFAULTs */
+    struct tpdb_file *f;
+    struct srcTable *tables;
+    unsigned ntables;
+    struct migrateProgress p;
+    struct tpdb_migrate_stats stats;
+};
 
 /* ---- Export: rows -------------------------------------------------------- */
 
@@ -209,166 +223,292 @@ out:
     return rc;
 }
 
+/* ---- Export: what TrashPandaDB cannot hold ------------------------------ */
+
+/* Something TrashPandaDB cannot hold (`what` says which and why): a strict
+ * export fails with it as errmsg; otherwise it is left out, counted in
+ * *count, with a warning line. */
+static int leaveOut(struct exportJob *job,
+                    uint32_t *count,
+                    const char *what,
+                    char *errmsg)
+{
+    if (job->opts != NULL && job->opts->strict) {
+        tpdbErrf(errmsg, "%s", what);
+        return TPDB_INVALID;
+    }
+    FILE *out =
+        job->opts != NULL && job->opts->warn != NULL ? job->opts->warn : stderr;
+    fprintf(out, "export: warning: %s; left out\n", what);
+    fflush(out);
+    (*count)++;
+    return TPDB_OK;
+}
+
+/* Replaces each column's DEFAULT text by TrashPandaDB's literal for its
+ * value, or leaves out a DEFAULT that has none. */
+static int convertDefaults(struct exportJob *job,
+                           struct srcTable *t,
+                           char *errmsg)
+{
+    char why[TPDB_ERRMSG_SIZE], what[2 * TPDB_ERRMSG_SIZE];
+    int rc = TPDB_OK;
+    for (unsigned i = 0; i < t->ncols && rc == TPDB_OK; i++) {
+        struct srcColumn *c = &t->cols[i];
+        char *lit = NULL;
+        if (c->dflt == NULL) {
+            continue;
+        }
+        rc = migrateDefaultConvert(job->scratch, c->type, c->dflt, &lit, why);
+        if (rc != TPDB_OK) {
+            snprintf(what, sizeof what, "table %s, column %s: DEFAULT %s: %s",
+                     t->name, c->name, c->dflt, why);
+        }
+        if (rc == TPDB_INVALID) {
+            rc = leaveOut(job, &job->stats.defaults_left_out, what, errmsg);
+        } else if (rc != TPDB_OK) {
+            tpdbErrf(errmsg, "%s", what);
+        }
+        if (rc == TPDB_OK) {
+            sqlite3_free(c->dflt);
+            c->dflt = lit;
+        }
+    }
+    return rc;
+}
+
 /* ---- Export: indexes ----------------------------------------------------- */
 
 #define MAX_INDEX_COLS 255
+#define MAX_NAME_LEN 255
 
-/* Reads the key columns of a source index into cols (sqlite3 strings). */
-static int indexColumns(sqlite3 *db,
-                        const char *index,
-                        char **cols,
-                        unsigned *n,
-                        char *errmsg)
+/* An index of the source as it would go into the TPDB file. */
+struct srcIndex {
+    const char *name; /* SQLite's name; owned by the index_list statement */
+    char *tname;      /* name in the TPDB file (sqlite3_malloc'ed) */
+    char *cols[MAX_INDEX_COLS]; /* key columns (sqlite3_malloc'ed) */
+    unsigned n;
+    int unique;
+};
+
+static void srcIndexFree(struct srcIndex *ix)
 {
-    char *sql = sqlite3_mprintf("PRAGMA index_info(\"%w\")", index);
+    for (unsigned i = 0; i < ix->n; i++) {
+        sqlite3_free(ix->cols[i]);
+    }
+    sqlite3_free(ix->tname);
+}
+
+/* Reads the key columns of a source index. TPDB_INVALID, with `why`, for
+ * an index TrashPandaDB cannot hold (expressions, too many columns). */
+static int indexColumns(sqlite3 *db, struct srcIndex *ix, char *why)
+{
+    char *sql = sqlite3_mprintf("PRAGMA index_info(\"%w\")", ix->name);
     sqlite3_stmt *st = NULL;
     int rc = TPDB_OK;
-    *n = 0;
     if (sql == NULL ||
         sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
         sqlite3_free(sql);
-        return migrateSqliteErr(db, errmsg, "index_info");
+        return migrateSqliteErr(db, why, "index_info");
     }
     sqlite3_free(sql);
     while (rc == TPDB_OK && sqlite3_step(st) == SQLITE_ROW) {
-        if (sqlite3_column_int(st, 1) < 0 || *n == MAX_INDEX_COLS) {
-            tpdbErrf(errmsg,
-                     "index %s: expressions, the rowid and more than %d "
-                     "columns cannot be indexed in a TPDB file",
-                     index, MAX_INDEX_COLS);
+        if (sqlite3_column_int(st, 1) < 0) {
+            tpdbErrf(why, "a TPDB index holds columns, not expressions");
             rc = TPDB_INVALID;
-        } else if ((cols[*n] = columnText(st, 2)) == NULL) {
+        } else if (ix->n == MAX_INDEX_COLS) {
+            tpdbErrf(why, "a TPDB index holds at most %d columns",
+                     MAX_INDEX_COLS);
+            rc = TPDB_INVALID;
+        } else if ((ix->cols[ix->n] = columnText(st, 2)) == NULL) {
+            tpdbErrf(why, "out of memory");
             rc = TPDB_NOMEM;
         } else {
-            (*n)++;
+            ix->n++;
         }
     }
     sqlite3_finalize(st);
     return rc;
 }
 
-/* TrashPandaDB names the index of a UNIQUE constraint _uq_<table>_<col>. */
+/* TrashPandaDB names the index of a UNIQUE constraint _uq_<table>_<col>;
+ * a PRIMARY KEY that is not the rowid becomes the unique index
+ * _pk_<table>, which tpdbImport turns back into the key. */
 static char *tpdbIndexName(const char *table,
-                           const char *name,
                            const char *origin,
-                           char **cols,
-                           unsigned n)
+                           const struct srcIndex *ix)
 {
+    if (strcmp(origin, "pk") == 0) {
+        return sqlite3_mprintf("_pk_%s", table);
+    }
     if (strcmp(origin, "u") != 0) {
-        return sqlite3_mprintf("%s", name);
+        return sqlite3_mprintf("%s", ix->name);
     }
     sqlite3_str *s = sqlite3_str_new(NULL);
     sqlite3_str_appendf(s, "_uq_%s", table);
-    for (unsigned i = 0; i < n; i++) {
-        sqlite3_str_appendf(s, "_%s", cols[i]);
+    for (unsigned i = 0; i < ix->n; i++) {
+        sqlite3_str_appendf(s, "_%s", ix->cols[i]);
     }
     return sqlite3_str_finish(s);
 }
 
-static int exportIndex(sqlite3 *db,
-                       struct tpdb_file *f,
-                       const char *table,
+/* Whether the source holds a REAL or BLOB value in column `col`. */
+static int holdsRealOrBlob(sqlite3 *db,
+                           const char *table,
+                           const char *col,
+                           const char **type)
+{
+    char *sql = sqlite3_mprintf(
+        "SELECT typeof(\"%w\") FROM \"%w\" WHERE typeof(\"%w\") IN "
+        "('real', 'blob') LIMIT 1",
+        col, table, col);
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    if (sql != NULL &&
+        sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        found = 1;
+        *type = strcmp((const char *)sqlite3_column_text(st, 0), "real") == 0
+                    ? "REAL"
+                    : "BLOB";
+    }
+    sqlite3_finalize(st);
+    sqlite3_free(sql);
+    return found;
+}
+
+/* Fills `why` and returns 0 when TrashPandaDB cannot hold the index: its
+ * keys hold only INTEGER and TEXT values (defect B3), and names are at
+ * most 255 bytes. */
+static int indexHoldable(sqlite3 *db,
+                         const struct srcTable *t,
+                         const struct srcIndex *ix,
+                         char *why)
+{
+    const char *type = NULL;
+    if (strlen(ix->tname) > MAX_NAME_LEN) {
+        tpdbErrf(why, "a TPDB index name is at most %d bytes", MAX_NAME_LEN);
+        return 0;
+    }
+    for (unsigned i = 0; i < ix->n; i++) {
+        for (unsigned c = 0; c < t->ncols; c++) {
+            if (strcmp(t->cols[c].name, ix->cols[i]) == 0 &&
+                migrateTypeIsReal(t->cols[c].type)) {
+                tpdbErrf(why,
+                         "column %s is declared REAL, and a TPDB index "
+                         "cannot hold REAL values",
+                         ix->cols[i]);
+                return 0;
+            }
+        }
+        if (holdsRealOrBlob(db, t->name, ix->cols[i], &type)) {
+            tpdbErrf(why,
+                     "column %s holds %s values, which a TPDB index cannot "
+                     "hold",
+                     ix->cols[i], type);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Leaves out the index, naming it, its table and columns, and why. */
+static int leaveOutIndex(struct exportJob *job,
+                         const struct srcTable *t,
+                         const struct srcIndex *ix,
+                         const char *why,
+                         char *errmsg)
+{
+    char what[2 * TPDB_ERRMSG_SIZE];
+    sqlite3_str *s = sqlite3_str_new(NULL);
+    for (unsigned i = 0; i < ix->n; i++) {
+        sqlite3_str_appendf(s, "%s%s", i > 0 ? ", " : "", ix->cols[i]);
+    }
+    char *cols = sqlite3_str_finish(s);
+    /* A constraint's index is named as the TPDB file would name it. */
+    snprintf(what, sizeof what, "index %s on %s(%s): %s",
+             ix->tname != NULL ? ix->tname : ix->name, t->name,
+             cols != NULL ? cols : "...", why);
+    sqlite3_free(cols);
+    return leaveOut(job, &job->stats.indexes_left_out, what, errmsg);
+}
+
+/* Creates the index in the TPDB file, or leaves it out. */
+static int writeIndex(struct exportJob *job,
+                      const struct srcTable *t,
+                      struct srcIndex *ix,
+                      char *errmsg)
+{
+    char why[TPDB_ERRMSG_SIZE];
+    if (!indexHoldable(job->db, t, ix, why)) {
+        return leaveOutIndex(job, t, ix, why, errmsg);
+    }
+    int rc = tpdb_file_create_index(job->f, ix->tname, t->name,
+                                    (const char *const *)ix->cols, ix->n,
+                                    ix->unique);
+    if (rc == TPDB_TOOBIG) {
+        /* The statement left no trace: the file goes on without it. */
+        tpdbErrf(why, "%s", tpdb_file_errmsg(job->f));
+        return leaveOutIndex(job, t, ix, why, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "index %s: %s", ix->name, tpdb_file_errmsg(job->f));
+    }
+    job->stats.indexes += rc == TPDB_OK;
+    return rc;
+}
+
+static int exportIndex(struct exportJob *job,
+                       const struct srcTable *t,
                        sqlite3_stmt *list,
-                       struct tpdb_migrate_stats *stats,
                        char *errmsg)
 {
-    const char *name = (const char *)sqlite3_column_text(list, 1);
+    struct srcIndex ix = {.name = (const char *)sqlite3_column_text(list, 1),
+                          .unique = sqlite3_column_int(list, 2)};
     const char *origin = (const char *)sqlite3_column_text(list, 3);
-    char *cols[MAX_INDEX_COLS];
-    char *tname = NULL;
-    unsigned n = 0;
+    char why[TPDB_ERRMSG_SIZE];
     int rc;
-    if (name == NULL || origin == NULL || strcmp(origin, "pk") == 0) {
+    if (ix.name == NULL || origin == NULL) {
         return TPDB_OK;
     }
-    if (sqlite3_column_int(list, 4) != 0) {
-        tpdbErrf(errmsg, "index %s: partial indexes cannot be exported", name);
-        return TPDB_INVALID;
-    }
-    rc = indexColumns(db, name, cols, &n, errmsg);
-    if (rc == TPDB_OK) {
-        tname = tpdbIndexName(table, name, origin, cols, n);
-        rc = tname == NULL ? TPDB_NOMEM : TPDB_OK;
+    rc = indexColumns(job->db, &ix, why);
+    if (rc == TPDB_OK && sqlite3_column_int(list, 4) != 0) {
+        tpdbErrf(why, "a TPDB index cannot be partial");
+        rc = TPDB_INVALID;
     }
     if (rc == TPDB_OK) {
-        rc = tpdb_file_create_index(f, tname, table, (const char *const *)cols,
-                                    n, sqlite3_column_int(list, 2));
-        if (rc != TPDB_OK) {
-            tpdbErrf(errmsg, "index %s: %s", name, tpdb_file_errmsg(f));
-        }
+        ix.tname = tpdbIndexName(t->name, origin, &ix);
+        rc = ix.tname == NULL ? TPDB_NOMEM : writeIndex(job, t, &ix, errmsg);
+    } else if (rc == TPDB_INVALID) {
+        rc = leaveOutIndex(job, t, &ix, why, errmsg);
+    } else {
+        tpdbErrf(errmsg, "index %s: %s", ix.name, why);
     }
-    stats->indexes += rc == TPDB_OK;
-    sqlite3_free(tname);
-    for (unsigned i = 0; i < n; i++) {
-        sqlite3_free(cols[i]);
-    }
+    srcIndexFree(&ix);
     return rc;
 }
 
-/* A composite PRIMARY KEY becomes the unique index _pk_<table>. */
-static int exportCompositeKey(struct tpdb_file *f,
-                              const struct srcTable *t,
-                              struct tpdb_migrate_stats *stats,
-                              char *errmsg)
-{
-    const char *cols[MAX_INDEX_COLS];
-    if (t->npk < 2 || t->npk > MAX_INDEX_COLS) {
-        return TPDB_OK;
-    }
-    for (unsigned i = 0; i < t->ncols; i++) {
-        if (t->cols[i].pk > 0 && (unsigned)t->cols[i].pk <= t->npk) {
-            cols[t->cols[i].pk - 1] = t->cols[i].name;
-        }
-    }
-    char *name = sqlite3_mprintf("_pk_%s", t->name);
-    if (name == NULL) {
-        return TPDB_NOMEM;
-    }
-    int rc = tpdb_file_create_index(f, name, t->name, cols, t->npk, 1);
-    if (rc != TPDB_OK) {
-        tpdbErrf(errmsg, "primary key of %s: %s", t->name, tpdb_file_errmsg(f));
-    }
-    stats->indexes += rc == TPDB_OK;
-    sqlite3_free(name);
-    return rc;
-}
-
-static int exportIndexes(sqlite3 *db,
-                         struct tpdb_file *f,
+static int exportIndexes(struct exportJob *job,
                          const struct srcTable *t,
-                         struct tpdb_migrate_stats *stats,
                          char *errmsg)
 {
     char *sql = sqlite3_mprintf("PRAGMA index_list(\"%w\")", t->name);
     sqlite3_stmt *st = NULL;
-    int rc = exportCompositeKey(f, t, stats, errmsg);
-    if (rc != TPDB_OK) {
-        sqlite3_free(sql);
-        return rc;
-    }
+    int rc = TPDB_OK;
     if (sql == NULL ||
-        sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+        sqlite3_prepare_v2(job->db, sql, -1, &st, NULL) != SQLITE_OK) {
         sqlite3_free(sql);
-        return migrateSqliteErr(db, errmsg, "index_list");
+        return migrateSqliteErr(job->db, errmsg, "index_list");
     }
     sqlite3_free(sql);
     while (rc == TPDB_OK && sqlite3_step(st) == SQLITE_ROW) {
-        rc = exportIndex(db, f, t->name, st, stats, errmsg);
+        rc = exportIndex(job, t, st, errmsg);
     }
     sqlite3_finalize(st);
     return rc;
 }
 
 /* ---- Export: driver ------------------------------------------------------ */
-
-struct exportJob {
-    sqlite3 *db;
-    struct tpdb_file *f;
-    struct srcTable *tables;
-    unsigned ntables;
-    struct migrateProgress p;
-    struct tpdb_migrate_stats stats;
-};
 
 static int readTables(struct exportJob *job, char *errmsg)
 {
@@ -397,12 +537,46 @@ static int readTables(struct exportJob *job, char *errmsg)
         memset(t, 0, sizeof *t);
         t->name = columnText(st, 0);
         rc = t->name == NULL ? TPDB_NOMEM : srcColumnsRead(job->db, t, errmsg);
+        rc = rc == TPDB_OK ? convertDefaults(job, t, errmsg) : rc;
         t->rows =
             rc == TPDB_OK ? migrateSqliteCount(job->db, t->name, errmsg) : 0;
         rc = rc == TPDB_OK && t->rows < 0 ? TPDB_IOERR : rc;
         job->p.total += (uint64_t)t->rows;
     }
     sqlite3_finalize(st);
+    return rc;
+}
+
+/* An AUTOINCREMENT table's counter (sqlite_sequence) goes into next_rowid,
+ * which TrashPandaDB never lowers either: rowids SQLite handed out before
+ * are not handed out again, even those of deleted rows. */
+static int carrySequence(struct exportJob *job,
+                         const struct srcTable *t,
+                         char *errmsg)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t seq = 0;
+    int rc = TPDB_OK;
+    if (sqlite3_prepare_v2(job->db,
+                           "SELECT seq FROM sqlite_sequence WHERE name = ?", -1,
+                           &st, NULL) != SQLITE_OK) {
+        /* No AUTOINCREMENT table: SQLite has not made sqlite_sequence. */
+        return sqlite3_errcode(job->db) == SQLITE_NOMEM
+                   ? migrateSqliteErr(job->db, errmsg, "sqlite_sequence")
+                   : TPDB_OK;
+    }
+    sqlite3_bind_text(st, 1, t->name, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        seq = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (seq > 0 && seq < INT64_MAX) {
+        rc = tpdb_file_raise_next_rowid(job->f, t->name, seq + 1);
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "table %s: sequence: %s", t->name,
+                 tpdb_file_errmsg(job->f));
+    }
     return rc;
 }
 
@@ -417,6 +591,9 @@ static int exportAll(struct exportJob *job, char *errmsg)
         if (rc == TPDB_OK) {
             rc = exportRows(job->db, job->f, t, &job->p, &copied, errmsg);
         }
+        if (rc == TPDB_OK) {
+            rc = carrySequence(job, t, errmsg);
+        }
         if (rc == TPDB_OK && copied != (uint64_t)t->rows) {
             tpdbErrf(errmsg, "table %s: read %llu rows, expected %lld", t->name,
                      (unsigned long long)copied, (long long)t->rows);
@@ -425,8 +602,7 @@ static int exportAll(struct exportJob *job, char *errmsg)
         job->stats.rows += copied;
     }
     for (unsigned i = 0; i < job->ntables && rc == TPDB_OK; i++) {
-        rc = exportIndexes(job->db, job->f, &job->tables[i], &job->stats,
-                           errmsg);
+        rc = exportIndexes(job, &job->tables[i], errmsg);
     }
     if (rc == TPDB_OK) {
         rc = tpdb_file_commit(job->f);
@@ -507,6 +683,9 @@ static int exportRun(struct exportJob *job,
 {
     int rc = exportOpenSource(src, &job->db, errmsg);
     if (rc == TPDB_OK) {
+        rc = migrateDefaultScratch(&job->scratch, errmsg);
+    }
+    if (rc == TPDB_OK) {
         rc = readTables(job, errmsg);
     }
     if (rc == TPDB_OK) {
@@ -552,6 +731,7 @@ int tpdbExport(const char *sqlite_path,
     }
     unlink(tmp);
     unlink(tmpwal);
+    job.opts = opts;
     migrateProgressInit(&job.p, opts, "export");
     rc = exportRun(&job, sqlite_path, tmp, errmsg);
     if (rc == TPDB_OK) {
@@ -566,6 +746,7 @@ out:
         srcTableFree(&job.tables[i]);
     }
     sqlite3_free(job.tables);
+    sqlite3_close(job.scratch);
     sqlite3_close(job.db);
     tpdb_free(tmpwal);
     tpdb_free(tmp);

@@ -80,34 +80,93 @@ static int defaultIsSafe(sqlite3 *db, const char *sql)
     return ok;
 }
 
-/* The implicit index TrashPandaDB makes for a column UNIQUE constraint. */
-static int isColumnUnique(const struct tpdb_index *ix,
-                          const char *table,
-                          const char *col)
+/* Whether ix is the index of a UNIQUE constraint: TrashPandaDB names the
+ * index of a column's UNIQUE `_uq_<table>_<col>`, tpdbExport that of a
+ * table constraint UNIQUE (a, b) `_uq_<table>_<a>_<b>`. */
+static int isConstraintUnique(const struct tpdb_index *ix)
 {
-    size_t tl = strlen(table);
-    if (!ix->unique || ix->ncols != 1 || strcmp(ix->table, table) != 0 ||
-        strcmp(ix->cols[0], col) != 0 || strncmp(ix->name, "_uq_", 4) != 0) {
+    const char *p = ix->name;
+    size_t tl = strlen(ix->table);
+    if (!ix->unique || ix->ncols == 0 || strncmp(p, "_uq_", 4) != 0 ||
+        strncmp(p + 4, ix->table, tl) != 0) {
         return 0;
     }
-    return strncmp(ix->name + 4, table, tl) == 0 && ix->name[4 + tl] == '_' &&
-           strcmp(ix->name + 5 + tl, col) == 0;
+    p += 4 + tl;
+    for (unsigned c = 0; c < ix->ncols; c++) {
+        size_t cl = strlen(ix->cols[c]);
+        if (*p != '_' || strncmp(p + 1, ix->cols[c], cl) != 0) {
+            return 0;
+        }
+        p += 1 + cl;
+    }
+    return *p == '\0';
 }
 
-static int hasColumnUnique(struct tpdb_file *f,
-                           const char *table,
-                           const char *col)
+/* UNIQUE constraints of the table, from their indexes. */
+static void uniqueDdl(struct tpdb_file *f,
+                      sqlite3_str *s,
+                      const struct tpdb_table *t)
 {
     for (unsigned i = 0; i < tpdb_file_index_count(f); i++) {
-        if (isColumnUnique(tpdb_file_index(f, i), table, col)) {
-            return 1;
+        const struct tpdb_index *ix = tpdb_file_index(f, i);
+        if (strcmp(ix->table, t->name) != 0 || !isConstraintUnique(ix)) {
+            continue;
+        }
+        sqlite3_str_appendall(s, ", UNIQUE (");
+        for (unsigned c = 0; c < ix->ncols; c++) {
+            sqlite3_str_appendf(s, "%s\"%w\"", c > 0 ? ", " : "", ix->cols[c]);
+        }
+        sqlite3_str_appendall(s, ")");
+    }
+}
+
+/* The unique index `_pk_<table>` that tpdbExport makes for a PRIMARY KEY
+ * other than the rowid, when it can be this table's key: the table has no
+ * PK column, or the index is on exactly that column. NULL otherwise. */
+static const struct tpdb_index *keyIndex(struct tpdb_file *f,
+                                         const struct tpdb_table *t)
+{
+    for (unsigned i = 0; i < tpdb_file_index_count(f); i++) {
+        const struct tpdb_index *ix = tpdb_file_index(f, i);
+        if (!ix->unique || ix->ncols == 0 || strcmp(ix->table, t->name) != 0 ||
+            strncmp(ix->name, "_pk_", 4) != 0 ||
+            strcmp(ix->name + 4, t->name) != 0) {
+            continue;
+        }
+        if (t->pk_idx < 0 ||
+            (ix->ncols == 1 &&
+             strcmp(ix->cols[0], t->cols[t->pk_idx].name) == 0)) {
+            return ix;
         }
     }
-    return 0;
+    return NULL;
+}
+
+/* Whether ix is the index keyIndex() finds for its table. */
+static int isKeyIndex(struct tpdb_file *f, const struct tpdb_index *ix)
+{
+    const struct tpdb_table *t = tpdb_file_table_find(f, ix->table);
+    return t != NULL && keyIndex(f, t) == ix;
+}
+
+/* A table-level PRIMARY KEY from the key index, when the table has no PK
+ * column (a composite key, or a single one TrashPandaDB did not record). */
+static void keyDdl(struct tpdb_file *f,
+                   sqlite3_str *s,
+                   const struct tpdb_table *t)
+{
+    const struct tpdb_index *ix = keyIndex(f, t);
+    if (ix == NULL || t->pk_idx >= 0) {
+        return;
+    }
+    sqlite3_str_appendall(s, ", PRIMARY KEY (");
+    for (unsigned c = 0; c < ix->ncols; c++) {
+        sqlite3_str_appendf(s, "%s\"%w\"", c > 0 ? ", " : "", ix->cols[c]);
+    }
+    sqlite3_str_appendall(s, ")");
 }
 
 static void columnDdl(sqlite3 *db,
-                      struct tpdb_file *f,
                       sqlite3_str *s,
                       const struct tpdb_table *t,
                       unsigned i)
@@ -128,9 +187,6 @@ static void columnDdl(sqlite3 *db,
             s, isPlainLiteral(c->default_sql) ? " DEFAULT %s" : " DEFAULT (%s)",
             c->default_sql);
     }
-    if (hasColumnUnique(f, t->name, c->name)) {
-        sqlite3_str_appendall(s, " UNIQUE");
-    }
 }
 
 static int createTable(sqlite3 *db,
@@ -141,8 +197,10 @@ static int createTable(sqlite3 *db,
     sqlite3_str *s = sqlite3_str_new(db);
     sqlite3_str_appendf(s, "CREATE TABLE \"%w\" (", t->name);
     for (unsigned i = 0; i < t->ncols; i++) {
-        columnDdl(db, f, s, t, i);
+        columnDdl(db, s, t, i);
     }
+    keyDdl(f, s, t);
+    uniqueDdl(f, s, t);
     sqlite3_str_appendall(s, ")");
     char *sql = sqlite3_str_finish(s);
     if (sql == NULL) {
@@ -163,8 +221,8 @@ static int createIndexes(sqlite3 *db,
     for (unsigned i = 0; i < tpdb_file_index_count(f) && rc == TPDB_OK; i++) {
         const struct tpdb_index *ix = tpdb_file_index(f, i);
         stats->indexes++;
-        if (isColumnUnique(ix, ix->table, ix->cols[0])) {
-            continue; /* made by the column's UNIQUE constraint */
+        if (isConstraintUnique(ix) || isKeyIndex(f, ix)) {
+            continue; /* made by a UNIQUE or PRIMARY KEY constraint */
         }
         sqlite3_str *s = sqlite3_str_new(db);
         sqlite3_str_appendf(s, "CREATE %sINDEX \"%w\" ON \"%w\" (",

@@ -83,4 +83,31 @@ int64_t migrateSqliteCount(sqlite3 *db, const char *table, char *errmsg);
  * why); on error *n holds the rows counted before it. */
 int migrateTpdbCount(struct tpdb_file *f, const char *table, uint64_t *n);
 
+/* ---- DEFAULTs for TrashPandaDB (tpdb_export_dflt.c) -------------------- */
+
+/* Opens the in-memory scratch database migrateDefaultConvert() evaluates
+ * defaults in; on TPDB_OK the caller owns *db (sqlite3_close). Returns
+ * TPDB_OK, TPDB_NOMEM or TPDB_IOERR. */
+int migrateDefaultScratch(sqlite3 **db, char *errmsg);
+
+/* Converts the DEFAULT `dflt` (SQL text as PRAGMA table_info gives it) of a
+ * column declared `type` (may be NULL) into a literal TrashPandaDB 0.8
+ * parses as the value SQLite would store: a decimal integer, a decimal
+ * float without exponent that reads back as the same double, a quoted
+ * string, X'hex', NULL, or for INT64_MIN an expression of integers. scratch
+ * is a connection from migrateDefaultScratch(); its tables are left as
+ * found. On TPDB_OK *out is the literal, sqlite3_malloc'ed (the caller
+ * sqlite3_frees it). TPDB_INVALID when no literal means that value (a
+ * default that changes between uses, an infinite REAL, text holding NUL,
+ * over 65535 bytes), with errmsg saying why; TPDB_NOMEM. */
+int migrateDefaultConvert(sqlite3 *scratch,
+                          const char *type,
+                          const char *dflt,
+                          char **out,
+                          char *errmsg);
+
+/* Whether a declared type has REAL affinity by SQLite's rules: every value
+ * SQLite stores in such a column is REAL, which a TPDB index cannot hold. */
+int migrateTypeIsReal(const char *type);
+
 #endif /* TPDB_MIGRATE_INT_H */

@@ -327,6 +327,15 @@ TPDB_API int tpdb_file_delete(struct tpdb_file *f,
                               const char *table,
                               int64_t rowid);
 
+/* Raises the table's next_rowid (the rowid the next row without an INTEGER
+ * PK value gets) to next_rowid; a value at or below the current one
+ * changes nothing, so rowids in use are never handed out again. Used to
+ * carry a counter such as SQLite's AUTOINCREMENT sequence. Errors:
+ * TPDB_NOTFOUND (table), TPDB_READONLY, TPDB_IOERR, TPDB_NOMEM. */
+TPDB_API int tpdb_file_raise_next_rowid(struct tpdb_file *f,
+                                        const char *table,
+                                        int64_t next_rowid);
+
 /* Creates a table. `cols` (ncols >= 1) are copied; `pk_idx` is the PK
  * column or -1. Column types are upper-cased as TrashPandaDB stores them.
  * Errors: TPDB_INVALID (name exists, bad pk_idx, a name over 255 bytes,

@@ -506,6 +506,23 @@ int tpdb_file_delete(struct tpdb_file *f, const char *table, int64_t rowid)
     return tfStmtEnd(f, rc);
 }
 
+int tpdb_file_raise_next_rowid(struct tpdb_file *f,
+                               const char *table,
+                               int64_t next_rowid)
+{
+    unsigned ti = 0;
+    int rc = tfStmtBegin(f);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    rc = tfTableLookup(f, table, 0, &ti);
+    if (rc == TPDB_OK && next_rowid > f->cat.tables[ti].next_rowid) {
+        f->cat.tables[ti].next_rowid = next_rowid;
+        rc = tfCatalogStore(f);
+    }
+    return tfStmtEnd(f, rc);
+}
+
 /* ---- DDL ------------------------------------------------------------------
  */
 

@@ -431,8 +431,11 @@ static void testRoundTrip(void **state)
     }
     assert_int_equal(stats.tables, 5);
     assert_int_equal(stats.rows, 7 + 3 + 3 + 3);
-    /* t_i, t_su, UNIQUE(u), comp's composite key; tpk's key is pk_idx. */
-    assert_int_equal(stats.indexes, 4);
+    /* t_i, t_su, UNIQUE(u), and _pk_ indexes for comp's composite key and
+     * tpk's TEXT key (TrashPandaDB does not enforce its pk_idx, B6). */
+    assert_int_equal(stats.indexes, 5);
+    assert_int_equal(stats.indexes_left_out, 0);
+    assert_int_equal(stats.defaults_left_out, 0);
     if (tpdbImport(tp, back, &quiet, &stats, errmsg) != TPDB_OK) {
         fail_msg("import: %s", errmsg);
     }
@@ -488,22 +491,44 @@ static void testExportFailure(void **state)
     struct scratch *s = *state;
     char src[256], out[256];
     char errmsg[TPDB_ERRMSG_SIZE];
+    struct tpdb_migrate_opts strict = quiet;
     sqlite3 *db;
+    strict.strict = 1;
     scratchPath(s, "bad.db", src, sizeof src);
     scratchPath(s, "out.tpdb", out, sizeof out);
     assert_int_equal(sqlite3_open(src, &db), SQLITE_OK);
-    /* The format cannot index a REAL value (TrashPandaDB defect B3). */
+    /* The format cannot index a REAL value (TrashPandaDB defect B3): a
+     * strict export fails as a whole. */
     execOk(db,
            "CREATE TABLE t (a INTEGER, r REAL); CREATE INDEX t_r ON t(r);"
            "INSERT INTO t VALUES (1, 1.5)");
     sqlite3_close(db);
     int before = dirEntries(s);
-    assert_int_not_equal(tpdbExport(src, out, &quiet, NULL, errmsg), TPDB_OK);
+    assert_int_not_equal(tpdbExport(src, out, &strict, NULL, errmsg), TPDB_OK);
     assert_non_null(strstr(errmsg, "t_r"));
     assert_int_equal(dirEntries(s), before);
     /* Expression and partial indexes are refused too. */
     assert_int_equal(sqlite3_open(src, &db), SQLITE_OK);
     execOk(db, "DROP INDEX t_r; CREATE INDEX t_e ON t(a + 1)");
+    sqlite3_close(db);
+    assert_int_equal(tpdbExport(src, out, &strict, NULL, errmsg), TPDB_INVALID);
+    assert_int_equal(dirEntries(s), before);
+    assert_int_equal(sqlite3_open(src, &db), SQLITE_OK);
+    execOk(db, "DROP INDEX t_e; CREATE INDEX t_p ON t(a) WHERE a > 0");
+    sqlite3_close(db);
+    assert_int_equal(tpdbExport(src, out, &strict, NULL, errmsg), TPDB_INVALID);
+    assert_non_null(strstr(errmsg, "t_p"));
+    assert_int_equal(dirEntries(s), before);
+    /* A table name over 255 bytes cannot be left out: refused. */
+    assert_int_equal(sqlite3_open(src, &db), SQLITE_OK);
+    execOk(db, "DROP INDEX t_p; CREATE TABLE \"x\" (a)");
+    execOk(db,
+           "ALTER TABLE x RENAME TO "
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+           "xxxxxxxxxxxxxxxxxxxxx");
     sqlite3_close(db);
     assert_int_equal(tpdbExport(src, out, &quiet, NULL, errmsg), TPDB_INVALID);
     assert_int_equal(dirEntries(s), before);

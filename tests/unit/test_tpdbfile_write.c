@@ -401,6 +401,40 @@ static void testStatementRollback(void **state)
                      TPDB_OK);
 }
 
+/* tpdb_file_raise_next_rowid() only ever raises the counter, durably, and
+ * a rollback undoes it. */
+static void testRaiseNextRowid(void **state)
+{
+    struct fx *fx = *state;
+    char err[TPDB_ERRMSG_SIZE];
+    struct tpdb_file *ro;
+    int64_t id;
+    fx->f = openRw(fx);
+    makeUsers(fx->f);
+    struct tpdb_value row[2] = {{.type = TPDB_VNULL}, vText("a")};
+    mustOk(fx->f, tpdb_file_insert(fx->f, "users", row, 2, &id));
+    assert_int_equal(id, 1);
+    mustOk(fx->f, tpdb_file_raise_next_rowid(fx->f, "users", 10));
+    mustOk(fx->f, tpdb_file_raise_next_rowid(fx->f, "users", 5));
+    reopen(fx);
+    assert_int_equal(tpdb_file_table_find(fx->f, "users")->next_rowid, 10);
+    mustOk(fx->f, tpdb_file_insert(fx->f, "users", row, 2, &id));
+    assert_int_equal(id, 10);
+    mustOk(fx->f, tpdb_file_begin(fx->f));
+    mustOk(fx->f, tpdb_file_raise_next_rowid(fx->f, "users", 100));
+    mustOk(fx->f, tpdb_file_rollback(fx->f));
+    assert_int_equal(tpdb_file_table_find(fx->f, "users")->next_rowid, 11);
+    assert_int_equal(tpdb_file_raise_next_rowid(fx->f, "nope", 5),
+                     TPDB_NOTFOUND);
+    tpdb_file_close(fx->f);
+    fx->f = NULL;
+    assert_int_equal(tpdb_file_open(fx->path, TPDB_FILE_RDONLY, &ro, err),
+                     TPDB_OK);
+    assert_int_equal(tpdb_file_raise_next_rowid(ro, "users", 50),
+                     TPDB_READONLY);
+    tpdb_file_close(ro);
+}
+
 static void testTransactionRollback(void **state)
 {
     struct fx *fx = *state;
@@ -822,6 +856,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testStatementRollback, setup, teardown),
         cmocka_unit_test_setup_teardown(testTransactionRollback, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(testRaiseNextRowid, setup, teardown),
         cmocka_unit_test_setup_teardown(testReadOnly, setup, teardown),
         cmocka_unit_test_setup_teardown(testFormatInvariants, setup, teardown),
         cmocka_unit_test_setup_teardown(testOutOfMemory, setup, teardown),
