@@ -333,6 +333,16 @@ static int openMain(struct vfsInstance *inst,
     return SQLITE_OK;
 }
 
+/* Undoes openMain for a main file whose unix open then failed. */
+static void unopenMain(struct vfsFile *f)
+{
+    if (f->replicated && f->hooks.db_close != NULL) {
+        f->hooks.db_close(f->hooks.arg, f->handle);
+    }
+    registryRelease(f->db);
+    f->db = NULL;
+}
+
 static int vfsOpen(sqlite3_vfs *vfs,
                    sqlite3_filename name,
                    sqlite3_file *file,
@@ -341,24 +351,33 @@ static int vfsOpen(sqlite3_vfs *vfs,
 {
     struct vfsInstance *inst = vfs->pAppData;
     struct vfsFile *f = (struct vfsFile *)file;
-    int rc;
+    int rc = SQLITE_OK;
     memset(f, 0, sizeof *f);
     f->real = (sqlite3_file *)(f + 1);
-    rc = inst->root->xOpen(inst->root, name, f->real, flags, out_flags);
-    if (rc != SQLITE_OK) {
-        return rc;
-    }
     if (name != NULL && (flags & SQLITE_OPEN_MAIN_DB) != 0) {
+        /* The hook first: it may start the node, which may replace the
+         * file (a database fetched from a peer) before this connection
+         * holds it open. */
         f->kind = VFS_FILE_MAIN;
         rc = openMain(inst, f, name);
-    } else if (name != NULL && (flags & SQLITE_OPEN_WAL) != 0) {
+        if (rc != SQLITE_OK) {
+            return rc;
+        }
+    }
+    rc = inst->root->xOpen(inst->root, name, f->real, flags, out_flags);
+    if (rc != SQLITE_OK) {
+        if (f->kind == VFS_FILE_MAIN) {
+            unopenMain(f);
+        }
+        return rc;
+    }
+    if (name != NULL && (flags & SQLITE_OPEN_WAL) != 0) {
         f->kind = VFS_FILE_WAL;
         f->db = registryAcquire(sqlite3_filename_database(name));
-        rc = f->db == NULL ? SQLITE_NOMEM : SQLITE_OK;
-    }
-    if (rc != SQLITE_OK) {
-        f->real->pMethods->xClose(f->real);
-        return rc;
+        if (f->db == NULL) {
+            f->real->pMethods->xClose(f->real);
+            return SQLITE_NOMEM;
+        }
     }
     f->base.pMethods = &vfsIoMethods;
     return SQLITE_OK;

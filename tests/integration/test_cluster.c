@@ -219,8 +219,9 @@ static void testFailover(void **state)
     }
     printf("# applied index %lld on all nodes, %u unknown outcomes\n", applied,
            c->unknown);
-    /* The restarted node rebuilt its database from its own last snapshot
-     * (taken every 256 entries) plus the log after it. */
+    /* The restarted node loaded its own last snapshot record (taken every
+     * 256 entries): it kept its file, or fetched it from a peer if the
+     * leader had compacted its log past it meanwhile. */
     assert_true(nodesStat(&c->nodes, killed, "restores") >= 1);
     size_t len0 = 0;
     char path[HARNESS_PATH_MAX + 16];
