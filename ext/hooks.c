@@ -6,7 +6,7 @@
  *
  * URI parameters (all optional): node=ID, bind=HOST:PORT,
  * peers=ID@HOST:PORT,..., join=1 or join=HOST:PORT, election_ms, heartbeat_ms,
- * snapshot_threshold, snapshot_trailing, ready_ms, commit_ms.
+ * snapshot_threshold, snapshot_trailing, log_mb, ready_ms, commit_ms.
  */
 #include "ext/hooks.h"
 
@@ -87,6 +87,7 @@ static int hookDbOpen(void *arg,
     cfg.heartbeat_ms = uriUnsigned(uri, "heartbeat_ms");
     cfg.snapshot_threshold = uriUnsigned(uri, "snapshot_threshold");
     cfg.snapshot_trailing = uriUnsigned(uri, "snapshot_trailing");
+    cfg.log_mb = uriUnsigned(uri, "log_mb");
     cfg.ready_ms = uriUnsigned(uri, "ready_ms");
     cfg.commit_ms = uriUnsigned(uri, "commit_ms");
 
@@ -139,6 +140,15 @@ static int hookWriteCheck(void *arg, void *handle, char *errmsg)
     return tpdbNodeWriteCheck(h->node, h->name, errmsg);
 }
 
+static void hookBeforeWriteLock(void *arg, void *handle)
+{
+    struct extHandle *h = handle;
+    (void)arg;
+    if (h->node != NULL) {
+        tpdbNodeWaitWritable(h->node, h->name);
+    }
+}
+
 static int hookCommit(void *arg,
                       void *handle,
                       const struct tpdb_txn *txn,
@@ -171,13 +181,14 @@ static void hookTxnEnd(void *arg, void *handle, int committed)
 int extHooksRegister(void)
 {
     static const struct tpdb_vfs_hooks hooks = {
-        .version = 1,
+        .version = 2,
         .arg = NULL,
         .db_open = hookDbOpen,
         .db_close = hookDbClose,
         .write_check = hookWriteCheck,
         .commit = hookCommit,
         .txn_end = hookTxnEnd,
+        .before_write_lock = hookBeforeWriteLock,
     };
     return tpdbVfsRegister("tpdb", &hooks, 0);
 }

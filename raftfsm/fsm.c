@@ -485,6 +485,7 @@ static int fsmApply(struct raft_fsm *fsm,
     int rc;
 
     *result = NULL;
+    fsmLogCharge(s, buf->len);
     rc = tpdbEntryPeek(buf->base, buf->len, &e, errmsg);
     if (rc == TPDB_OK) {
         rc = fsmDbGet(s, e.db, &db, &created, errmsg);

@@ -66,6 +66,18 @@ struct tpdb_fsm_fetcher {
     void (*start)(void *arg, const char *db, uint64_t min_index);
 };
 
+/* Bounds raft's in-memory log by bytes, not only entries: once the entries
+ * applied since the last snapshot pass `bytes`, the FSM lowers raft's
+ * snapshot threshold so that a snapshot is taken at the next apply, and
+ * each snapshot keeps no more trailing entries than fit in bytes / 2 (at
+ * most `trailing`). `threshold` and `trailing` are the configured values,
+ * restored after each snapshot. 0 bytes: no bound. Loop thread, after
+ * tpdbFsmSetRaft. */
+void tpdbFsmSetLogBudget(struct raft_fsm *fsm,
+                         uint64_t bytes,
+                         unsigned threshold,
+                         unsigned trailing);
+
 /* Sets the fetcher (copied). Call before raft starts. */
 void tpdbFsmSetFetcher(struct raft_fsm *fsm, const struct tpdb_fsm_fetcher *f);
 

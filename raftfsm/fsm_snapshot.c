@@ -152,6 +152,73 @@ int fsmDurableSave(struct fsmState *s, char *errmsg)
     return rc;
 }
 
+void tpdbFsmSetLogBudget(struct raft_fsm *fsm,
+                         uint64_t bytes,
+                         unsigned threshold,
+                         unsigned trailing)
+{
+    struct fsmState *s = fsm->data;
+    s->budget = bytes;
+    s->threshold = threshold;
+    s->trailing = trailing;
+}
+
+void fsmLogCharge(struct fsmState *s, size_t len)
+{
+    struct raft *r = s->raft;
+    s->logBytes += len;
+    if (s->budget == 0 || r == NULL || s->logBytes < s->budget) {
+        return;
+    }
+    /* raft 0.15 snapshots by entry count only: lower the threshold to the
+     * entries applied since the last snapshot, this one included. */
+    raft_index since = raft_last_applied(r) + 1 - r->log.snapshot.last_index;
+    if (since < s->threshold) {
+        raft_set_snapshot_threshold(r, since > 0 ? (unsigned)since : 1);
+    }
+}
+
+/* How many of the log's newest entries fit in max_bytes (at most
+ * max_entries): the trailing entries a snapshot keeps. raft.h's log is a
+ * circular buffer of entries [front, back). */
+static unsigned trailingThatFits(const struct raft_log *log,
+                                 uint64_t max_bytes,
+                                 unsigned max_entries)
+{
+    size_t n = log->back >= log->front ? log->back - log->front
+                                       : log->size - log->front + log->back;
+    uint64_t bytes = 0;
+    unsigned k = 0;
+    while (k < n && k < max_entries) {
+        size_t i = (log->back + log->size - 1 - k) % log->size;
+        bytes += log->entries[i].buf.len;
+        if (bytes > max_bytes) {
+            break;
+        }
+        k++;
+    }
+    return k;
+}
+
+/* Before a snapshot: keep only as many trailing entries as fit in half the
+ * budget; after it: the configured threshold and trailing again. */
+static void budgetBefore(struct fsmState *s)
+{
+    if (s->budget > 0 && s->raft != NULL) {
+        raft_set_snapshot_trailing(
+            s->raft,
+            trailingThatFits(&s->raft->log, s->budget / 2, s->trailing));
+    }
+}
+
+static void budgetAfter(struct fsmState *s)
+{
+    if (s->budget > 0 && s->raft != NULL) {
+        s->logBytes = 0;
+        raft_set_snapshot_threshold(s->raft, s->threshold);
+    }
+}
+
 void fsmSnapshotRelease(struct fsmState *s)
 {
     for (unsigned i = 0; s->snapImages != NULL && i < s->nSnapDbs; i++) {
@@ -184,6 +251,7 @@ int fsmSnapshot(struct raft_fsm *fsm,
     int busy = 0;
     *bufs = NULL;
     *n_bufs = 0;
+    budgetBefore(s);
     s->snapIndex = s->raft != NULL ? raft_last_applied(s->raft) : 0;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
@@ -362,6 +430,7 @@ int fsmSnapshotFinalize(struct raft_fsm *fsm,
     *bufs = NULL;
     *n_bufs = 0;
     fsmSnapshotRelease(s);
+    budgetAfter(s);
     return 0;
 }
 

@@ -70,6 +70,11 @@ struct fsmState {
     uint64_t lastApplied;        /* (mutex) index of the last entry applied */
     struct tpdb_fsm_stats stats; /* (mutex) */
     struct tpdb_fsm_fetcher fetcher;
+    /* The log's byte budget (tpdbFsmSetLogBudget); loop thread. */
+    uint64_t budget;
+    uint64_t logBytes; /* applied since the last snapshot */
+    unsigned threshold;
+    unsigned trailing;
     /* The snapshot being taken (loop thread, then the worker). */
     uint64_t snapIndex;
     uint8_t **snapImages; /* TPDB file images, per listed database */
@@ -129,6 +134,10 @@ int fsmSnapshotFinalize(struct raft_fsm *fsm,
                         struct raft_buffer *bufs[],
                         unsigned *n_bufs);
 int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf);
+
+/* Counts an applied entry of len bytes against the log's budget and, past
+ * it, makes raft take a snapshot at once (loop thread). */
+void fsmLogCharge(struct fsmState *s, size_t len);
 
 /* Frees what a snapshot in progress holds (loop thread). */
 void fsmSnapshotRelease(struct fsmState *s);

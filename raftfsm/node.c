@@ -561,8 +561,18 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
             tpdbErrf(errmsg, "node is shutting down");
             break;
         }
-        if (n->role == RAFT_LEADER && n->readyTerm == n->term &&
-            tpdbFsmPendingFor(&n->fsm, db) == 0) {
+        if (n->role == RAFT_LEADER && n->readyTerm == n->term) {
+            /* The caller holds the database's write lock, which queued
+             * entries wait for: waiting here could only time out. Its
+             * transaction was read over a state that lacks them anyway. */
+            if (tpdbFsmPendingFor(&n->fsm, db) > 0) {
+                rc = TPDB_BUSY;
+                tpdbErrf(errmsg,
+                         "earlier entries of %s are not written here yet "
+                         "(they wait for this transaction's write lock, or "
+                         "for a stream from a peer): roll back and retry",
+                         db);
+            }
             break;
         }
         if (n->role == RAFT_FOLLOWER && n->leaderId != 0 &&
@@ -574,17 +584,24 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
         }
         if (tpdbNowMs() >= deadline) {
             rc = TPDB_NOTLEADER;
-            tpdbErrf(errmsg, "not the leader: %s",
-                     n->role == RAFT_LEADER
-                         ? "the new leader is still catching up (entries of "
-                           "this database wait for a local lock)"
-                         : "no leader elected");
+            tpdbErrf(errmsg, "not the leader: no leader elected");
             break;
         }
         tpdbCondWaitMs(&n->cond, &n->mutex, 5);
     }
     pthread_mutex_unlock(&n->mutex);
     return rc;
+}
+
+void tpdbNodeWaitWritable(struct tpdb_node *n, const char *db)
+{
+    uint64_t deadline = tpdbNowMs() + n->cfg.election_ms * 2;
+    pthread_mutex_lock(&n->mutex);
+    while (!n->stopping && n->role == RAFT_LEADER &&
+           tpdbFsmPendingFor(&n->fsm, db) > 0 && tpdbNowMs() < deadline) {
+        tpdbCondWaitMs(&n->cond, &n->mutex, 5);
+    }
+    pthread_mutex_unlock(&n->mutex);
 }
 
 void tpdbNodeLeader(struct tpdb_node *n, char *buf, size_t size)

@@ -32,13 +32,16 @@ struct tpdb_node_config {
     unsigned heartbeat_ms; /* default 100 */
     unsigned snapshot_threshold; /* entries between snapshots, default 1024 */
     unsigned snapshot_trailing;  /* entries kept after one, default 512 */
-    unsigned ready_ms;           /* how long acquire waits to catch up, default
-                                    15000 */
-    unsigned commit_ms;          /* longest wait for a commit, default 60000 */
-    const char *join_address;    /* "IPv4:port" of any member: ask it to add
-                                    this node as a voter (implies join = 1);
-                                    acquire waits up to ready_ms for it.
-                                    Borrowed during tpdbNodeAcquire only. */
+    unsigned log_mb;    /* snapshot once the entries since the last one pass
+                           this many MiB, and keep at most half of it as
+                           trailing entries; default 32 */
+    unsigned ready_ms;  /* how long acquire waits to catch up, default
+                           15000 */
+    unsigned commit_ms; /* longest wait for a commit, default 60000 */
+    const char *join_address; /* "IPv4:port" of any member: ask it to add
+                                 this node as a voter (implies join = 1);
+                                 acquire waits up to ready_ms for it.
+                                 Borrowed during tpdbNodeAcquire only. */
 };
 
 /* Returns the node of cfg->data_dir in this process, starting it if needed
@@ -67,11 +70,18 @@ void tpdbNodeShutdownAll(void);
  * file path); NULL if none. No reference is taken: valid until shutdown. */
 struct tpdb_node *tpdbNodeFind(const char *db_path);
 
-/* Whether a write to database `db` may start: TPDB_OK on a leader that has
- * applied every entry of earlier terms and written every entry of `db`;
- * TPDB_NOTLEADER with errmsg naming the leader. May wait briefly for a new
- * leader to catch up. */
+/* Whether a write to database `db` may start (the caller holds its WAL
+ * write lock): TPDB_OK on a leader that has applied every entry of earlier
+ * terms and written every entry of `db`; TPDB_BUSY at once when entries of
+ * `db` are still queued (roll back and retry); TPDB_NOTLEADER with errmsg
+ * naming the leader. May wait briefly for a new leader's barrier. */
 int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg);
+
+/* Called before a local connection takes the write lock of `db`: on a
+ * leader, waits (up to 2 election timeouts) while entries of `db` are
+ * queued, since they need that lock to be written. Returns at once on
+ * followers. */
+void tpdbNodeWaitWritable(struct tpdb_node *n, const char *db);
 
 /* Replicates txn of database `db` (a file name in the data directory) and
  * blocks until a quorum holds it and the FSM acknowledged it (TPDB_OK),

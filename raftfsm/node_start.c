@@ -38,6 +38,9 @@ static void defaults(struct tpdb_node_config *cfg)
     if (cfg->snapshot_trailing == 0) {
         cfg->snapshot_trailing = cfg->snapshot_threshold / 2;
     }
+    if (cfg->log_mb == 0) {
+        cfg->log_mb = 32;
+    }
     if (cfg->ready_ms == 0) {
         cfg->ready_ms = 15000;
     }
@@ -206,6 +209,8 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_ms);
     raft_set_snapshot_threshold(&n->raft, n->cfg.snapshot_threshold);
     raft_set_snapshot_trailing(&n->raft, n->cfg.snapshot_trailing);
+    tpdbFsmSetLogBudget(&n->fsm, (uint64_t)n->cfg.log_mb << 20,
+                        n->cfg.snapshot_threshold, n->cfg.snapshot_trailing);
     /* raft 0.15 waits this long before resending a snapshot a follower
      * dropped (it drops one while taking its own); its 30 s default left a
      * restarted node behind for half a minute. */

@@ -237,6 +237,11 @@ static int vfsShmLock(sqlite3_file *file, int ofst, int n, int flags)
     if (tracked && (flags & SQLITE_SHM_UNLOCK) != 0) {
         ended = captureDetach(f);
     }
+    if (tracked && (flags & SQLITE_SHM_EXCLUSIVE) != 0 &&
+        (flags & SQLITE_SHM_LOCK) != 0 && f->hooks.version >= 2 &&
+        f->hooks.before_write_lock != NULL) {
+        f->hooks.before_write_lock(f->hooks.arg, f->handle);
+    }
     rc = f->real->pMethods->xShmLock(f->real, ofst, n, flags);
     if (!tracked) {
         return rc;

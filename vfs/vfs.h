@@ -36,7 +36,7 @@
 #define TPDB_URI_INTERNAL "tpdb_internal"
 
 struct tpdb_vfs_hooks {
-    int version; /* 1 */
+    int version; /* 1 or 2 */
     void *arg;   /* passed to every hook */
 
     /* A main database file is being opened by a connection that is not
@@ -75,6 +75,12 @@ struct tpdb_vfs_hooks {
      * the lock by a non-internal connection, including sessions that wrote
      * nothing (a rolled back transaction, a checkpoint, WAL recovery). */
     void (*txn_end)(void *arg, void *handle, int committed);
+
+    /* Version 2. The connection is about to take the WAL write lock (shm
+     * slot 0) and holds no lock yet: the hook may wait, briefly and
+     * bounded, until entries the transaction must be computed over are
+     * written (they need that lock). Called on the connection's thread. */
+    void (*before_write_lock)(void *arg, void *handle);
 };
 
 /* Registers the VFS under `name` (normally "tpdb") over the "unix" VFS.

@@ -180,6 +180,32 @@ int nodesFindLeader(struct nodes *c, int timeout_ms)
     return w.leader;
 }
 
+struct statWait {
+    struct nodes *c;
+    int i;
+    const char *key;
+    long long at_least;
+};
+
+static int statReached(void *arg)
+{
+    struct statWait *w = arg;
+    return nodesStat(w->c, w->i, w->key) >= w->at_least;
+}
+
+void nodesWaitStat(struct nodes *c,
+                   int i,
+                   const char *key,
+                   long long at_least,
+                   int timeout_ms)
+{
+    struct statWait w = {c, i, key, at_least};
+    if (harnessPollUntil(statReached, &w, timeout_ms, 20) != TPDB_OK) {
+        fail_msg("node %d: stats.%s stayed below %lld for %d ms", i + 1, key,
+                 at_least, timeout_ms);
+    }
+}
+
 struct appliedWait {
     struct nodes *c;
     long long index;

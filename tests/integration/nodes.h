@@ -89,6 +89,14 @@ void nodesRole(struct nodes *c,
  * absent or the node does not answer. */
 long long nodesStat(struct nodes *c, int i, const char *key);
 
+/* Polls (every 20 ms, at most timeout_ms) until member i's stats.<key> is
+ * at least at_least; fails the test at the deadline. */
+void nodesWaitStat(struct nodes *c,
+                   int i,
+                   const char *key,
+                   long long at_least,
+                   int timeout_ms);
+
 /* Polls (every 50 ms, at most timeout_ms) until some running member says it
  * is the leader and returns its index; fails the test at the deadline. */
 int nodesFindLeader(struct nodes *c, int timeout_ms);

@@ -9,6 +9,9 @@
  *   garbage is moved aside, not deleted) and ends byte-identical.
  * - A follower that was down while the leader compacted its log past it
  *   installs the snapshot record and fetches the stream.
+ * - A new leader whose own connection holds the write lock that its
+ *   queued entries wait for refuses that connection's write at once
+ *   (REPLFAIL, roll back and retry) and writes again once it has.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -256,6 +259,49 @@ static void testBehindSnapshotFetches(void **state)
     tpdb_free(c);
 }
 
+static char *command(struct nodes *c, int i, const char *cmd)
+{
+    char *line = nodesCommand(c, i, cmd);
+    assert_non_null(line);
+    return line;
+}
+
+static void testNewLeaderWithQueuedEntries(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    char cmd[128];
+    (void)state;
+    assert_non_null(c);
+    startAll(c, PARAMS_KEEP);
+    int leader = nodesFindLeader(c, 30000);
+    exec(c, leader, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    int f = followerOf(leader);
+    nodesWaitApplied(c, 30000);
+    /* The follower's connection holds the write lock: entries queue. */
+    exec(c, f, "BEGIN IMMEDIATE");
+    load(c, leader, 0, 5);
+    nodesWaitStat(c, f, "pending", 5, 10000);
+    snprintf(cmd, sizeof cmd, "exec SELECT tpdb_transfer(%d)", f + 1);
+    char *line = command(c, leader, cmd);
+    assert_int_equal(strncmp(line, "ok", 2), 0);
+    tpdb_free(line);
+    assert_int_equal(nodesFindLeader(c, 30000), f);
+    /* The transaction that holds the lock commits a write: refused at once
+     * as definitely not committed (SQLite rolls it back), not after
+     * timeouts as "not the leader". */
+    line = command(c, f, "exec INSERT INTO t(k) VALUES(-1); COMMIT");
+    if (strncmp(line, "err 51722 ", 10) != 0 ||
+        strstr(line, "roll back and retry") == NULL) {
+        fail_msg("write on the new leader: %s", line);
+    }
+    tpdb_free(line);
+    /* Released: the queue drains, the same write goes through. */
+    exec(c, f, "INSERT INTO t(k) VALUES(-1)");
+    assertConverged(c, 4 * 5 + 1);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -264,6 +310,8 @@ int main(void)
         cmocka_unit_test_teardown(testDeletedFilesFetched, harnessTeardown),
         cmocka_unit_test_teardown(testGarbageFileFetched, harnessTeardown),
         cmocka_unit_test_teardown(testBehindSnapshotFetches, harnessTeardown),
+        cmocka_unit_test_teardown(testNewLeaderWithQueuedEntries,
+                                  harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
