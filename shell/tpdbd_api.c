@@ -441,7 +441,8 @@ char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len)
     json_error_t jerr;
     struct request r;
     memset(&r, 0, sizeof r);
-    r.json = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+    r.json =
+        json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (r.json == NULL) {
         return tpdbdErrorReply(jerr.text);
     }

@@ -23,6 +23,8 @@
 #include "shell/tpdbd_api.h"
 #include "shell/tpdbd_log.h"
 
+#define DRAIN_MAX (16u * 1024 * 1024)
+
 struct tpdbd_server {
     struct tpdbd *d;
     int fd;
@@ -130,6 +132,24 @@ static int answer(struct tpdbd *d, int fd, char *line, size_t len)
     return sendReply(fd, tpdbdHandle(d, line, len));
 }
 
+/* Closing a socket with unread input resets the connection, and the
+ * client may lose the error reply: end our side, then read the client's
+ * remaining input (at most DRAIN_MAX bytes, one idle second) before the
+ * caller closes. */
+static void drain(int fd)
+{
+    static char sink[65536];
+    struct timeval second = {1, 0};
+    size_t total = 0;
+    ssize_t n;
+    shutdown(fd, SHUT_WR);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &second, sizeof second);
+    while (total < DRAIN_MAX && ((n = recv(fd, sink, sizeof sink, 0)) > 0 ||
+                                 (n < 0 && errno == EINTR))) {
+        total += n > 0 ? (size_t)n : 0;
+    }
+}
+
 struct lineBuf {
     char *base;
     size_t len, cap;
@@ -156,6 +176,7 @@ static int answerLines(struct tpdbd *d, int fd, struct lineBuf *b)
                  "request line longer than %d bytes: closing the connection",
                  TPDBD_LINE_MAX);
         sendReply(fd, tpdbdErrorReply(msg));
+        drain(fd);
         return -1;
     }
     return 0;
