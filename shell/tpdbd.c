@@ -244,14 +244,42 @@ static void registerIfLeader(struct tpdbd *d, long long *registeredTerm)
     json_decref(st);
 }
 
+/* A node that joined tells the leader its string id and client address
+ * (action join), so that other nodes can name it and forward to it. */
+static void announceJoin(struct tpdbd *d, int *done)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "action", "join", "node_id",
+                          d->cfg.node_id, "raft_addr", d->cfg.raft_addr,
+                          "client_addr", d->client_addr);
+    char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *reply = line != NULL ? tpdbdHandle(d, line, strlen(line)) : NULL;
+    json_decref(o);
+    o = reply != NULL ? json_loads(reply, 0, NULL) : NULL;
+    if (json_is_true(json_object_get(o, "ok"))) {
+        *done = 1;
+        tpdbdLog(TPDBD_INFO, "joined: the cluster knows node %s",
+                 d->cfg.node_id);
+    } else {
+        tpdbdLog(TPDBD_DEBUG, "announcing the join: %s",
+                 reply != NULL ? reply : "out of memory");
+    }
+    json_decref(o);
+    free(reply);
+    free(line);
+}
+
 static void *housekeepingThread(void *arg)
 {
     struct housekeeping *h = arg;
     long long registeredTerm = -1;
+    int announced = h->d->cfg.join[0] == '\0';
     pthread_mutex_lock(&h->mutex);
     while (!h->stop) {
         pthread_mutex_unlock(&h->mutex);
         registerIfLeader(h->d, &registeredTerm);
+        if (!announced) {
+            announceJoin(h->d, &announced);
+        }
         pthread_mutex_lock(&h->mutex);
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);

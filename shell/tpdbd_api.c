@@ -35,7 +35,12 @@ struct request {
     const char *db;
     int blobs;
     int forwarded; /* sent by another node: never forward again */
+    const char *join_id, *join_raft, *join_client; /* action join */
 };
+
+/* What a node does with a request it may have to forward: returns
+ * TPDB_ERR_NOTLEADER (nothing done, *reply unset) or sets *reply. */
+typedef int (*localFn)(struct tpdbd *d, struct request *r, char **reply);
 
 /* The leader as this node sees it. */
 struct leader {
@@ -284,9 +289,9 @@ static int forwardOnce(struct tpdbd *d,
     return 1;
 }
 
-/* propose: here on the leader, else forwarded to it; retried while no
+/* Runs r on the leader: here, else forwarded to it; retried while no
  * leader is known or leadership moves, for at most LEADER_WAIT_MS. */
-static char *actionPropose(struct tpdbd *d, struct request *r)
+static char *onLeader(struct tpdbd *d, struct request *r, localFn local)
 {
     char last[ERR_SIZE] = "not the leader: no leader elected";
     long long deadline = nowMs() + LEADER_WAIT_MS;
@@ -294,7 +299,7 @@ static char *actionPropose(struct tpdbd *d, struct request *r)
     for (;;) {
         struct leader l;
         findLeader(d, &l);
-        if (l.self && proposeLocal(d, r, &reply) != TPDB_ERR_NOTLEADER) {
+        if (l.self && local(d, r, &reply) != TPDB_ERR_NOTLEADER) {
             return reply;
         }
         if (r->forwarded) {
@@ -314,6 +319,78 @@ static char *actionPropose(struct tpdbd *d, struct request *r)
         }
         usleep(RETRY_MS * 1000);
     }
+}
+
+/* Whether the status lists raft id id at address addr. */
+static int isMember(json_t *st, uint64_t id, const char *addr)
+{
+    json_t *m;
+    size_t i;
+    json_array_foreach(json_object_get(st, "members"), i, m)
+    {
+        const char *a = json_string_value(json_object_get(m, "address"));
+        if ((uint64_t)intOf(m, "id") == id && a != NULL &&
+            strcmp(a, addr) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* join on the leader. tpdbd nodes join through raft's own protocol on
+ * the Raft port (--join), so the node must be a member already; this
+ * records its string id and client address for everyone. */
+static int joinLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    char err[ERR_SIZE] = "";
+    struct tpdbd_node_row row = {tpdbdRaftId(r->join_id), r->join_id,
+                                 r->join_raft, r->join_client};
+    json_t *st = tpdbdStatus(d);
+    const char *role = json_string_value(json_object_get(st, "role"));
+    int leader = role != NULL && strcmp(role, "leader") == 0;
+    int member = isMember(st, row.raft_id, r->join_raft);
+    json_decref(st);
+    if (!leader) {
+        return TPDB_ERR_NOTLEADER;
+    }
+    if (!member) {
+        snprintf(err, sizeof err,
+                 "'%s' is not a member at %s: start it with --join (tpdbd "
+                 "adds nodes through the Raft port)",
+                 r->join_id, r->join_raft);
+        *reply = tpdbdErrorReply(err);
+        return SQLITE_ERROR;
+    }
+    int rc = tpdbdMetaRecord(d, &row, err, sizeof err);
+    if (rc != TPDB_ERR_NOTLEADER) {
+        *reply = rc == SQLITE_OK ? dumpReply(json_pack("{s:b}", "ok", 1))
+                                 : tpdbdErrorReply(err);
+    }
+    return rc;
+}
+
+/* Fills the join fields of r; returns an error reply or NULL. */
+static char *parseJoinFields(struct request *r)
+{
+    static const char *const keys[] = {"node_id", "raft_addr", "client_addr"};
+    const char **dst[] = {&r->join_id, &r->join_raft, &r->join_client};
+    char msg[128];
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(r->json, keys[i]);
+        if (v == NULL) {
+            snprintf(msg, sizeof msg, "Missing hash key: \"%s\"", keys[i]);
+            return tpdbdErrorReply(msg);
+        }
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) >= TPDBD_ID_MAX) {
+            snprintf(msg, sizeof msg, "%s must be a string of 1-%d bytes",
+                     keys[i], TPDBD_ID_MAX - 1);
+            return tpdbdErrorReply(msg);
+        }
+        *dst[i] = json_string_value(v);
+    }
+    r->forwarded = json_is_true(json_object_get(r->json, "forwarded"));
+    return NULL;
 }
 
 static char *runRead(struct tpdbd *d, struct request *r)
@@ -421,6 +498,10 @@ static char *dispatch(struct tpdbd *d, struct request *r)
     if (strcmp(r->action, "metrics") == 0) {
         return actionMetrics(d);
     }
+    if (strcmp(r->action, "join") == 0) {
+        bad = parseJoinFields(r);
+        return bad != NULL ? bad : onLeader(d, r, joinLocal);
+    }
     int propose = strcmp(r->action, "propose") == 0;
     int query = strcmp(r->action, "query") == 0;
     int local = strcmp(r->action, "local_query") == 0;
@@ -431,7 +512,7 @@ static char *dispatch(struct tpdbd *d, struct request *r)
     if ((bad = parseSqlFields(r)) != NULL) {
         return bad;
     }
-    return propose ? actionPropose(d, r)
+    return propose ? onLeader(d, r, proposeLocal)
            : query ? actionQuery(d, r)
                    : runRead(d, r);
 }

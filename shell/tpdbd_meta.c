@@ -25,8 +25,8 @@ static int execError(sqlite3 *db, const char *what, char *err, size_t size)
     return rc != SQLITE_OK ? rc : SQLITE_ERROR;
 }
 
-/* Whether nodes already holds exactly this node's row. */
-static int rowCurrent(sqlite3 *db, const struct tpdbd *d)
+/* Whether nodes already holds exactly this row. */
+static int rowCurrent(sqlite3 *db, const struct tpdbd_node_row *row)
 {
     sqlite3_stmt *st = NULL;
     int same = 0;
@@ -36,10 +36,10 @@ static int rowCurrent(sqlite3 *db, const struct tpdbd *d)
                            -1, &st, NULL) != SQLITE_OK) {
         return 0;
     }
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)d->cfg.raft_id);
-    sqlite3_bind_text(st, 2, d->cfg.node_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, d->cfg.raft_addr, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, d->client_addr, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)row->raft_id);
+    sqlite3_bind_text(st, 2, row->node_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, row->raft_addr, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, row->client_addr, -1, SQLITE_STATIC);
     if (sqlite3_step(st) == SQLITE_ROW) {
         same = sqlite3_column_int(st, 0);
     }
@@ -47,7 +47,10 @@ static int rowCurrent(sqlite3 *db, const struct tpdbd *d)
     return same;
 }
 
-static int writeRow(sqlite3 *db, const struct tpdbd *d, char *err, size_t size)
+static int writeRow(sqlite3 *db,
+                    const struct tpdbd_node_row *row,
+                    char *err,
+                    size_t size)
 {
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db,
@@ -57,10 +60,10 @@ static int writeRow(sqlite3 *db, const struct tpdbd *d, char *err, size_t size)
     if (rc != SQLITE_OK) {
         return execError(db, "prepare nodes row", err, size);
     }
-    sqlite3_bind_int64(st, 1, (sqlite3_int64)d->cfg.raft_id);
-    sqlite3_bind_text(st, 2, d->cfg.node_id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 3, d->cfg.raft_addr, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, d->client_addr, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)row->raft_id);
+    sqlite3_bind_text(st, 2, row->node_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, row->raft_addr, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, row->client_addr, -1, SQLITE_STATIC);
     rc = sqlite3_step(st) == SQLITE_DONE
              ? SQLITE_OK
              : execError(db, "write nodes row", err, size);
@@ -68,22 +71,32 @@ static int writeRow(sqlite3 *db, const struct tpdbd *d, char *err, size_t size)
     return rc;
 }
 
-int tpdbdMetaRegister(struct tpdbd *d, char *err, size_t size)
+int tpdbdMetaRecord(struct tpdbd *d,
+                    const struct tpdbd_node_row *row,
+                    char *err,
+                    size_t size)
 {
     struct tpdbd_conn *c = tpdbdPoolGet(d->pool, TPDBD_META_DB, err, size);
     int rc = SQLITE_OK;
     if (c == NULL) {
         return SQLITE_CANTOPEN;
     }
-    if (!rowCurrent(c->db, d)) {
+    if (!rowCurrent(c->db, row)) {
         if (sqlite3_exec(c->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
             rc = execError(c->db, "create tables", err, size);
         } else {
-            rc = writeRow(c->db, d, err, size);
+            rc = writeRow(c->db, row, err, size);
         }
     }
     tpdbdPoolPut(d->pool, c);
     return rc;
+}
+
+int tpdbdMetaRegister(struct tpdbd *d, char *err, size_t size)
+{
+    struct tpdbd_node_row row = {d->cfg.raft_id, d->cfg.node_id,
+                                 d->cfg.raft_addr, d->client_addr};
+    return tpdbdMetaRecord(d, &row, err, size);
 }
 
 int tpdbdMetaBarrier(struct tpdbd *d, char *err, size_t size)

@@ -18,8 +18,21 @@
 
 #include "shell/tpdbd.h"
 
-/* On the leader: creates the tables if needed and writes this node's row
- * unless it already says the same. Returns an SQLite extended code
+/* One row of nodes; the strings are borrowed. */
+struct tpdbd_node_row {
+    uint64_t raft_id;
+    const char *node_id, *raft_addr, *client_addr;
+};
+
+/* On the leader: creates the tables if needed and writes row unless the
+ * table already says the same. Returns an SQLite extended code
+ * (TPDB_ERR_NOTLEADER on a follower) with err (size bytes) set. */
+int tpdbdMetaRecord(struct tpdbd *d,
+                    const struct tpdbd_node_row *row,
+                    char *err,
+                    size_t size);
+
+/* tpdbdMetaRecord() of this node's own row. Returns an SQLite extended code
  * (TPDB_ERR_NOTLEADER on a follower) with err (size bytes) set. */
 int tpdbdMetaRegister(struct tpdbd *d, char *err, size_t size);
 
