@@ -106,12 +106,17 @@ static void findLeader(struct tpdbd *d, struct leader *l)
     }
 }
 
-/* TrashPandaDB's text, naming the leader by its string id. */
-static char *notLeaderReply(struct tpdbd *d)
+/* TrashPandaDB's text, naming the leader by its string id. A leader
+ * that cannot take writes yet (it is catching up) says why instead:
+ * why is tpdb's reason, or NULL. */
+static char *notLeaderReply(struct tpdbd *d, const char *why)
 {
     struct leader l;
-    char msg[256];
+    char msg[ERR_SIZE];
     findLeader(d, &l);
+    if (l.self && why != NULL && why[0] != '\0') {
+        return tpdbdErrorReply(why);
+    }
     snprintf(msg, sizeof msg, "not the leader (leader=%s)",
              l.self ? "" : l.node_id);
     return tpdbdErrorReply(msg);
@@ -303,7 +308,7 @@ static char *onLeader(struct tpdbd *d, struct request *r, localFn local)
             return reply;
         }
         if (r->forwarded) {
-            return notLeaderReply(d);
+            return notLeaderReply(d, NULL);
         }
         if (!l.self && l.raft_id != 0 && l.client[0] == '\0') {
             snprintf(last, sizeof last,
@@ -417,11 +422,11 @@ static char *actionQuery(struct tpdbd *d, struct request *r)
     struct leader l;
     findLeader(d, &l);
     if (!l.self) {
-        return notLeaderReply(d);
+        return notLeaderReply(d, NULL);
     }
     int rc = tpdbdMetaBarrier(d, err, sizeof err);
     if (rc == TPDB_ERR_NOTLEADER) {
-        return notLeaderReply(d);
+        return notLeaderReply(d, err);
     }
     if (rc == TPDB_ERR_UNKNOWN || rc == TPDB_ERR_REPLFAIL) {
         return tpdbdErrorReply("not the leader: could not confirm quorum");
