@@ -6,7 +6,8 @@
  * everywhere; SIGKILL of the leader during writes, writes through the new
  * leader, and every acknowledged row on every node, the killed node
  * included once restarted; SIGTERM of a leader hands leadership over and
- * exits 0.
+ * exits 0; a propose on a node left alone ends with an error in bounded
+ * time.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,12 +37,14 @@ struct state {
 
 static struct state s;
 
+static const char *const flags[] = {"--commit-ms=5000", NULL};
+
 static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&s.c, N, 0);
     for (int i = 0; i < N; i++) {
-        tpdbdsStart(&s.c, i, NULL);
+        tpdbdsStart(&s.c, i, flags);
     }
     for (int i = 0; i < N; i++) {
         tpdbdsWaitReady(&s.c, i);
@@ -237,7 +240,7 @@ static void testLeaderKilled(void **state)
     writeUntilAcked(40);
     waitAgreement();
     /* The killed node comes back with every acknowledged row. */
-    tpdbdsStart(&s.c, leader, NULL);
+    tpdbdsStart(&s.c, leader, flags);
     tpdbdsWaitReady(&s.c, leader);
     waitAgreement();
 }
@@ -255,12 +258,44 @@ static void testSigtermLeaderHandsOver(void **state)
     waitAgreement();
 }
 
+/* The last member standing: a propose must end with an error (unknown
+ * outcome or no leader), never hang and never be acknowledged. */
+static void testLostQuorumNeverHangs(void **state)
+{
+    (void)state;
+    int leader = tpdbdsFindLeader(&s.c, WAIT_MS);
+    for (int i = 0; i < N; i++) {
+        if (i != leader && s.c.procs[i] != NULL) {
+            tpdbdsKill(&s.c, i);
+        }
+    }
+    uint64_t start = tpdbNowMs();
+    json_t *o = tpdbdsCall(&s.c, leader,
+                           "{\"action\":\"propose\",\"sql\":\"INSERT INTO "
+                           "t(id, via) VALUES(%d, 0)\"}",
+                           s.next++);
+    const char *e = errorOf(o);
+    assert_non_null(o);
+    assert_true(json_is_false(json_object_get(o, "ok")));
+    if (strncmp(e, "outcome unknown", 15) != 0 &&
+        strncmp(e, "not the leader", 14) != 0) {
+        fail_msg("unexpected error: %s", e);
+    }
+    /* --commit-ms 5000 bounds the wait for an outcome; a lost leadership
+     * ends it sooner; 10 s more are allowed for waiting for a leader. */
+    print_message("alone: '%s' after %llu ms\n", e,
+                  (unsigned long long)(tpdbNowMs() - start));
+    assert_true(tpdbNowMs() - start < 20000);
+    json_decref(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testWritesLeaderAndFollowers),
         cmocka_unit_test(testLeaderKilled),
         cmocka_unit_test(testSigtermLeaderHandsOver),
+        cmocka_unit_test(testLostQuorumNeverHangs),
     };
     return cmocka_run_group_tests(tests, startCluster, stopCluster);
 }
