@@ -118,6 +118,23 @@ static void testStatusAndMetrics(void **state)
     json_decref(o);
 }
 
+/* The '?' of a literal, a missing param, a bad BLOB. */
+static void paramsEdgeCases(void)
+{
+    /* A '?' inside a literal is text, never a parameter. */
+    json_decref(
+        ok("{\"action\":\"propose\",\"sql\":\"INSERT INTO p(v) "
+           "VALUES('a?b')\"}"));
+    refused(
+        "{\"action\":\"propose\",\"sql\":\"INSERT INTO p(v) VALUES(?)\","
+        "\"params\":[]}",
+        "the statement takes 1 params, 0 given");
+    refused(
+        "{\"action\":\"propose\",\"sql\":\"INSERT INTO p(v) VALUES(?)\","
+        "\"params\":[{\"$blob\":\"!!\"}]}",
+        "params[0]: $blob is not base64");
+}
+
 static void testParamsRoundTrip(void **state)
 {
     static const char *const params[] = {"null",
@@ -159,18 +176,7 @@ static void testParamsRoundTrip(void **state)
     assert_string_equal(rows, "[[{\"$blob\":\"AP8=\"}]]");
     free(rows);
     json_decref(o);
-    /* A '?' inside a literal is text, never a parameter. */
-    json_decref(
-        ok("{\"action\":\"propose\",\"sql\":\"INSERT INTO p(v) "
-           "VALUES('a?b')\"}"));
-    refused(
-        "{\"action\":\"propose\",\"sql\":\"INSERT INTO p(v) VALUES(?)\","
-        "\"params\":[]}",
-        "the statement takes 1 params, 0 given");
-    refused(
-        "{\"action\":\"propose\",\"sql\":\"INSERT INTO p(v) VALUES(?)\","
-        "\"params\":[{\"$blob\":\"!!\"}]}",
-        "params[0]: $blob is not base64");
+    paramsEdgeCases();
     assert_int_equal(count("p"), 8);
 }
 

@@ -144,13 +144,8 @@ static int allMatch(void *arg)
     return 1;
 }
 
-static void testHammer(void **state)
+static void startCluster(void)
 {
-    static struct writer writers[WRITERS];
-    pthread_t threads[WRITERS];
-    const char *env = getenv("TPDB_HAMMER_SECONDS");
-    int seconds = env != NULL ? atoi(env) : 5;
-    (void)state;
     tpdbdsInit(&c, N, 0);
     for (int i = 0; i < N; i++) {
         tpdbdsStart(&c, i, NULL);
@@ -158,6 +153,16 @@ static void testHammer(void **state)
     for (int i = 0; i < N; i++) {
         tpdbdsWaitReady(&c, i);
     }
+}
+
+static void testHammer(void **state)
+{
+    static struct writer writers[WRITERS];
+    pthread_t threads[WRITERS];
+    const char *env = getenv("TPDB_HAMMER_SECONDS");
+    int seconds = env != NULL ? atoi(env) : 5;
+    (void)state;
+    startCluster();
     int leader = tpdbdsFindLeader(&c, WAIT_MS);
     json_t *o = tpdbdsCall(&c, leader,
                            "{\"action\":\"propose\",\"sql\":\"CREATE TABLE "
