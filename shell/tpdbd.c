@@ -346,7 +346,8 @@ static int startNode(struct tpdbd *d)
     }
     if (tpdbdPoolOpen(d->pool, TPDBD_MAIN_DB, &d->control, err, sizeof err) !=
         SQLITE_OK) {
-        tpdbdLog(TPDBD_ERROR, "start node %s: %s", d->cfg.node_id, err);
+        tpdbdLog(TPDBD_ERROR, "start node %s (raft id %llu): %s",
+                 d->cfg.node_id, (unsigned long long)d->cfg.raft_id, err);
         return -1;
     }
     return 0;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ext/tpdb.h"
+
 #define BUSY_TIMEOUT_MS 10000
 
 struct tpdbd_pool {
@@ -84,8 +86,12 @@ int tpdbdPoolOpen(struct tpdbd_pool *pool,
     snprintf(uri, sizeof uri, "file:%s/%s?%s", pool->dir, name, pool->query);
     int rc = sqlite3_open_v2(uri, db, flags, "tpdb");
     if (rc != SQLITE_OK) {
+        /* The VFS cannot set SQLite's message; tpdb keeps the reason. */
+        const char *why = tpdb_errmsg();
         snprintf(err, size, "open %s: %s", name,
-                 *db != NULL ? sqlite3_errmsg(*db) : "out of memory");
+                 why[0] != '\0' ? why
+                 : *db != NULL  ? sqlite3_errmsg(*db)
+                                : "out of memory");
         sqlite3_close(*db);
         *db = NULL;
         return rc;

@@ -552,6 +552,87 @@ static void testTempDirRemovedAtExit(void **state)
     harnessProcFree(p);
 }
 
+static int readyOrError(const char *line, void *arg)
+{
+    (void)arg;
+    return strstr(line, " ready: ") != NULL || strstr(line, " error ") != NULL;
+}
+
+/* Starts a single node "id" on dir; returns the process once ready, or
+ * NULL if it logged an error (that line then in *err, caller frees)
+ * and exited. */
+static struct harness_proc *startSolo(const char *id,
+                                      const char *dir,
+                                      const unsigned *ports,
+                                      char **err)
+{
+    char prog[HARNESS_PATH_MAX], raft[64], client[64], data[HARNESS_PATH_MAX];
+    char errmsg[512];
+    struct harness_proc *p = NULL;
+    snprintf(prog, sizeof prog, "%s/shell/tpdbd", getenv("TPDB_BUILD_ROOT"));
+    snprintf(raft, sizeof raft, "--raft=127.0.0.1:%u", ports[0]);
+    snprintf(client, sizeof client, "--client=127.0.0.1:%u", ports[1]);
+    snprintf(data, sizeof data, "--data-dir=%s", dir);
+    const char *argv[] = {prog, "--node-id", id, raft, client, data, NULL};
+    assert_int_equal(harnessSpawn(argv, NULL, NULL, &p, errmsg), TPDB_OK);
+    char *line = NULL;
+    int rc = harnessProcExpect(p, HARNESS_STDERR, readyOrError, NULL,
+                               TPDBDS_READY_MS, &line, errmsg);
+    assert_int_equal(rc, TPDB_OK);
+    if (strstr(line, " ready: ") != NULL) {
+        tpdb_free(line);
+        return p;
+    }
+    *err = line;
+    assert_int_equal(harnessProcWait(p, 10000, NULL, errmsg), TPDB_OK);
+    harnessProcFree(p);
+    return NULL;
+}
+
+/* The node id's raft id and the data survive a restart; another id on
+ * the same directory is refused with the library's reason. */
+static void testRestartKeepsIdentity(void **state)
+{
+    char dir[HARNESS_PATH_MAX], errmsg[512];
+    unsigned ports[2];
+    char *err = NULL;
+    long long ids[2];
+    int status;
+    (void)state;
+    assert_int_equal(harnessTmpDir(dir, sizeof dir, errmsg), TPDB_OK);
+    assert_int_equal(harnessFreePorts(ports, 2, errmsg), TPDB_OK);
+    for (int run = 0; run < 2; run++) {
+        struct harness_proc *p = startSolo("alpha", dir, ports, &err);
+        assert_non_null(p);
+        json_t *o = tpdbdsRequest(ports[1],
+                                  "{\"action\":\"propose\",\"sql\":"
+                                  "\"CREATE TABLE IF NOT EXISTS r(x); "
+                                  "INSERT INTO r VALUES(1)\"}");
+        assert_true(json_is_true(json_object_get(o, "ok")));
+        json_decref(o);
+        o = tpdbdsRequest(ports[1],
+                          "{\"action\":\"query\",\"sql\":"
+                          "\"SELECT count(*) FROM r\"}");
+        char *rows = json_dumps(json_object_get(o, "rows"), JSON_COMPACT);
+        assert_string_equal(rows, run == 0 ? "[[1]]" : "[[2]]");
+        free(rows);
+        json_decref(o);
+        o = tpdbdsRequest(ports[1], "{\"action\":\"status\"}");
+        ids[run] = json_integer_value(json_object_get(o, "raft_id"));
+        json_decref(o);
+        assert_int_equal(harnessProcStop(p, 30000, &status, errmsg), TPDB_OK);
+        harnessProcFree(p);
+    }
+    assert_true(ids[0] >> 62 == 1);
+    assert_int_equal(ids[0], ids[1]);
+    assert_null(startSolo("beta", dir, ports, &err));
+    if (strstr(err, "this directory is node ") == NULL) {
+        fail_msg("refusal does not say why: %s", err);
+    }
+    tpdb_free(err);
+    harnessRmTree(dir, errmsg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +649,7 @@ int main(void)
     };
     const struct CMUnitTest alone[] = {
         cmocka_unit_test_teardown(testTempDirRemovedAtExit, harnessTeardown),
+        cmocka_unit_test_teardown(testRestartKeepsIdentity, harnessTeardown),
     };
     int failed = cmocka_run_group_tests(tests, startNode, stopNode);
     return failed + cmocka_run_group_tests(alone, NULL, NULL);
