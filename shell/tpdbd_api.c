@@ -249,11 +249,16 @@ static int proposeLocal(struct tpdbd *d, struct request *r, char **reply)
     return rc;
 }
 
-static int isNotLeaderReply(const char *reply)
+/* Whether reply is a "not the leader..." error; if so, last gets
+ * "forward failed: <that error>". */
+static int isNotLeaderReply(const char *reply, char *last)
 {
     json_t *o = json_loads(reply, 0, NULL);
     const char *e = json_string_value(json_object_get(o, "error"));
     int yes = e != NULL && strncmp(e, "not the leader", 14) == 0;
+    if (yes) {
+        snprintf(last, ERR_SIZE, "forward failed: %s", e);
+    }
     json_decref(o);
     return yes;
 }
@@ -277,8 +282,7 @@ static int forwardOnce(struct tpdbd *d,
     }
     int rc = tpdbdForward(l->client, line, timeout, reply, err, sizeof err);
     free(line);
-    if (rc == 0 && isNotLeaderReply(*reply)) {
-        snprintf(last, ERR_SIZE, "forward failed: %s", *reply);
+    if (rc == 0 && isNotLeaderReply(*reply, last)) {
         free(*reply);
         return 0;
     }

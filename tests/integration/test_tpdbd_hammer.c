@@ -1,6 +1,8 @@
 /*
  * The short version of TrashPandaDB's "hammer" load test on real tpdbd
- * processes: 3 nodes, 20 writer threads for HAMMER_SECONDS (default 5, or
+ * processes, started like the original with --peer and --client-peer
+ * (the cluster test covers forwarding without --client-peer): 3 nodes,
+ * 20 writer threads for HAMMER_SECONDS (default 5, or
  * $TPDB_HAMMER_SECONDS) each sending `propose INSERT INTO hammer ...
  * VALUES('<w>_<seq>', w, seq, port)` on a new connection per request to
  * node (w + seq) % 3, so two thirds are forwarded. Pass: no write failed,
@@ -146,7 +148,7 @@ static int allMatch(void *arg)
 
 static void startCluster(void)
 {
-    tpdbdsInit(&c, N, 0);
+    tpdbdsInit(&c, N, 1);
     for (int i = 0; i < N; i++) {
         tpdbdsStart(&c, i, NULL);
     }
