@@ -1,0 +1,473 @@
+/*
+ * tpdbd: the standalone tpdb replica daemon, compatible with TrashPandaDB
+ * 0.8's server (flags and JSON-lines client API; README "tpdbd"). It links
+ * libtpdbraft like any application: tpdb_register(), then DATA_DIR/data.db
+ * opened through the tpdb VFS with this node's cluster URI parameters, so
+ * a directory tpdbd serves is the node directory the extension uses.
+ *
+ * Threads: main (start-up, accepting clients, shutdown), one per client
+ * connection (tpdbd_server.c), one housekeeping thread that records a new
+ * leader's client address in tpdbd's metadata database, and the library's
+ * own Raft thread. SIGTERM/SIGINT: stop accepting, finish the requests in
+ * progress, hand leadership to another voter, stop the node, exit 0.
+ */
+#include "shell/tpdbd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ext/tpdb.h"
+#include "shell/tpdbd_api.h"
+#include "shell/tpdbd_forward.h"
+#include "shell/tpdbd_log.h"
+#include "shell/tpdbd_meta.h"
+#include "shell/tpdbd_server.h"
+
+#define HOUSEKEEPING_MS 200
+#define JOIN_RETRY_MS 200
+
+static int wakePipe[2] = {-1, -1};
+
+static void onSignal(int sig)
+{
+    int saved = errno;
+    char c = (char)sig;
+    if (write(wakePipe[1], &c, 1) < 0) {
+        /* The pipe is full: a wake-up is pending anyway. */
+    }
+    errno = saved;
+}
+
+static int setupSignals(void)
+{
+    struct sigaction sa;
+    if (pipe2(wakePipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        return -1;
+    }
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = onSignal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    if (sigaction(SIGTERM, &sa, NULL) != 0 ||
+        sigaction(SIGINT, &sa, NULL) != 0) {
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+json_t *tpdbdStatus(struct tpdbd *d)
+{
+    char *text = NULL;
+    json_t *st = NULL;
+    if (d->control != NULL && tpdb_status(d->control, &text) == SQLITE_OK) {
+        st = json_loads(text, 0, NULL);
+    }
+    sqlite3_free(text);
+    return st;
+}
+
+static int rmEntry(const char *path,
+                   const struct stat *sb,
+                   int flag,
+                   struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    if (remove(path) != 0) {
+        tpdbdLog(TPDBD_WARN, "remove %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
+/* The node directory: --data-dir (created if missing) or a new temporary
+ * one. */
+static int setupDir(struct tpdbd *d, int *temp)
+{
+    *temp = d->cfg.data_dir[0] == '\0';
+    if (*temp) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(d->dir, sizeof d->dir, "%s/tpdbd-XXXXXX",
+                 tmp != NULL && tmp[0] ? tmp : "/tmp");
+        if (mkdtemp(d->dir) == NULL) {
+            tpdbdLog(TPDBD_ERROR, "mkdtemp %s: %s", d->dir, strerror(errno));
+            return -1;
+        }
+        tpdbdLog(TPDBD_WARN,
+                 "no --data-dir: using temporary directory %s, removed at "
+                 "exit (nothing survives a restart)",
+                 d->dir);
+        return 0;
+    }
+    snprintf(d->dir, sizeof d->dir, "%s", d->cfg.data_dir);
+    for (char *p = d->dir + 1; *p != '\0'; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(d->dir, 0755);
+            *p = '/';
+        }
+    }
+    if (mkdir(d->dir, 0755) != 0 && errno != EEXIST) {
+        tpdbdLog(TPDBD_ERROR, "--data-dir %s: %s", d->dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Asks the member at the --join client address for its Raft address (the
+ * library's join protocol then finds the leader from there). */
+static int joinTarget(struct tpdbd *d, char *raft, size_t size)
+{
+    unsigned wait = d->cfg.ready_ms ? d->cfg.ready_ms : 15000;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    long long deadline = (long long)ts.tv_sec * 1000 + wait;
+    char err[256] = "";
+    for (;;) {
+        char *reply = NULL;
+        if (tpdbdForward(d->cfg.join, "{\"action\":\"status\"}", 5000, &reply,
+                         err, sizeof err) == 0) {
+            json_t *o = json_loads(reply, 0, NULL);
+            const char *addr =
+                json_string_value(json_object_get(o, "raft_addr"));
+            snprintf(raft, size, "%s", addr != NULL ? addr : "");
+            json_decref(o);
+            free(reply);
+            if (raft[0] != '\0') {
+                return 0;
+            }
+            snprintf(err, sizeof err, "its status names no raft_addr");
+        }
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        if ((long long)ts.tv_sec * 1000 >= deadline) {
+            tpdbdLog(TPDBD_ERROR, "--join %s: %s", d->cfg.join, err);
+            return -1;
+        }
+        usleep(JOIN_RETRY_MS * 1000);
+    }
+}
+
+static void appendf(char *buf, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void appendf(char *buf, size_t size, const char *fmt, ...)
+{
+    size_t used = strlen(buf);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, size - used, fmt, ap);
+    va_end(ap);
+}
+
+/* The URI query every connection of this node carries. Peers are sorted by
+ * raft id so that every node bootstraps the same configuration. */
+static int uriQuery(struct tpdbd *d, char *q, size_t size)
+{
+    const struct tpdbd_config *c = &d->cfg;
+    char raft[TPDBD_ADDR_MAX];
+    uint64_t last = 0;
+    snprintf(q, size, "vfs=tpdb&node=%llu&bind=%s",
+             (unsigned long long)c->raft_id, c->raft_addr);
+    if (c->join[0] != '\0') {
+        if (joinTarget(d, raft, sizeof raft) != 0) {
+            return -1;
+        }
+        appendf(q, size, "&join=%s", raft);
+    } else {
+        appendf(q, size, "&peers=");
+        for (unsigned k = 0; k <= c->npeers; k++) {
+            /* The smallest raft id above last, self included. */
+            uint64_t best = c->raft_id > last ? c->raft_id : UINT64_MAX;
+            const char *addr = c->raft_addr;
+            for (unsigned i = 0; i < c->nmembers; i++) {
+                const struct tpdbd_member *m = &c->members[i];
+                if (m->raft[0] && m->raft_id > last && m->raft_id < best) {
+                    best = m->raft_id;
+                    addr = m->raft;
+                }
+            }
+            appendf(q, size, "%s%llu@%s", k ? "," : "",
+                    (unsigned long long)best, addr);
+            last = best;
+        }
+    }
+    if (c->election_ms) {
+        appendf(q, size, "&election_ms=%u", c->election_ms);
+    }
+    if (c->ready_ms) {
+        appendf(q, size, "&ready_ms=%u", c->ready_ms);
+    }
+    if (c->commit_ms) {
+        appendf(q, size, "&commit_ms=%u", c->commit_ms);
+    }
+    return 0;
+}
+
+struct housekeeping {
+    struct tpdbd *d;
+    pthread_t thread;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    int stop;
+};
+
+/* A leader records its row in tpdbd's metadata once per term, so that
+ * followers can forward writes to it. */
+static void registerIfLeader(struct tpdbd *d, long long *registeredTerm)
+{
+    char err[512];
+    json_t *st = tpdbdStatus(d);
+    const char *role = json_string_value(json_object_get(st, "role"));
+    long long term = json_integer_value(json_object_get(st, "term"));
+    if (role != NULL && strcmp(role, "leader") == 0 &&
+        term != *registeredTerm) {
+        int rc = tpdbdMetaRegister(d, err, sizeof err);
+        if (rc == SQLITE_OK) {
+            *registeredTerm = term;
+            tpdbdLog(TPDBD_INFO, "leader in term %lld", term);
+        } else {
+            tpdbdLog(TPDBD_DEBUG, "recording the leader: %s", err);
+        }
+    }
+    json_decref(st);
+}
+
+/* A node that joined tells the leader its string id and client address
+ * (action join), so that other nodes can name it and forward to it. */
+static void announceJoin(struct tpdbd *d, int *done)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "action", "join", "node_id",
+                          d->cfg.node_id, "raft_addr", d->cfg.raft_addr,
+                          "client_addr", d->client_addr);
+    char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *reply = line != NULL ? tpdbdHandle(d, line, strlen(line)) : NULL;
+    json_decref(o);
+    o = reply != NULL ? json_loads(reply, 0, NULL) : NULL;
+    if (json_is_true(json_object_get(o, "ok"))) {
+        *done = 1;
+        tpdbdLog(TPDBD_INFO, "joined: the cluster knows node %s",
+                 d->cfg.node_id);
+    } else {
+        tpdbdLog(TPDBD_DEBUG, "announcing the join: %s",
+                 reply != NULL ? reply : "out of memory");
+    }
+    json_decref(o);
+    free(reply);
+    free(line);
+}
+
+static void *housekeepingThread(void *arg)
+{
+    struct housekeeping *h = arg;
+    long long registeredTerm = -1;
+    int announced = h->d->cfg.join[0] == '\0';
+    pthread_mutex_lock(&h->mutex);
+    while (!h->stop) {
+        pthread_mutex_unlock(&h->mutex);
+        registerIfLeader(h->d, &registeredTerm);
+        if (!announced) {
+            announceJoin(h->d, &announced);
+        }
+        pthread_mutex_lock(&h->mutex);
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += HOUSEKEEPING_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        if (!h->stop) {
+            pthread_cond_timedwait(&h->cond, &h->mutex, &until);
+        }
+    }
+    pthread_mutex_unlock(&h->mutex);
+    return NULL;
+}
+
+static int housekeepingStart(struct housekeeping *h, struct tpdbd *d)
+{
+    memset(h, 0, sizeof *h);
+    h->d = d;
+    pthread_mutex_init(&h->mutex, NULL);
+    pthread_cond_init(&h->cond, NULL);
+    return pthread_create(&h->thread, NULL, housekeepingThread, h) == 0 ? 0
+                                                                        : -1;
+}
+
+static void housekeepingStop(struct housekeeping *h)
+{
+    pthread_mutex_lock(&h->mutex);
+    h->stop = 1;
+    pthread_cond_signal(&h->cond);
+    pthread_mutex_unlock(&h->mutex);
+    pthread_join(h->thread, NULL);
+    pthread_cond_destroy(&h->cond);
+    pthread_mutex_destroy(&h->mutex);
+}
+
+/* The client address other nodes forward to: 0.0.0.0 means every
+ * interface, reachable at the Raft address's host. */
+static void advertiseClient(struct tpdbd *d)
+{
+    const char *port = strrchr(d->cfg.client_listen, ':');
+    const char *colon = strrchr(d->cfg.raft_addr, ':');
+    if (strncmp(d->cfg.client_listen, "0.0.0.0:", 8) == 0) {
+        snprintf(d->client_addr, sizeof d->client_addr, "%.*s%s",
+                 (int)(colon - d->cfg.raft_addr), d->cfg.raft_addr, port);
+    } else {
+        snprintf(d->client_addr, sizeof d->client_addr, "%s",
+                 d->cfg.client_listen);
+    }
+}
+
+static int startNode(struct tpdbd *d)
+{
+    char query[8192], err[1024];
+    if (uriQuery(d, query, sizeof query) != 0) {
+        return -1;
+    }
+    tpdbdLog(TPDBD_DEBUG, "URI parameters: %s", query);
+    if (tpdb_register() != SQLITE_OK ||
+        tpdbdPoolInit(&d->pool, d->dir, query, 32) != 0) {
+        tpdbdLog(TPDBD_ERROR, "cannot register the tpdb VFS");
+        return -1;
+    }
+    if (tpdbdPoolOpen(d->pool, TPDBD_MAIN_DB, &d->control, err, sizeof err) !=
+        SQLITE_OK) {
+        tpdbdLog(TPDBD_ERROR, "start node %s (raft id %llu): %s",
+                 d->cfg.node_id, (unsigned long long)d->cfg.raft_id, err);
+        return -1;
+    }
+    return 0;
+}
+
+/* A leader hands leadership to another voter before it goes. */
+static void transferLeadership(struct tpdbd *d)
+{
+    json_t *st = tpdbdStatus(d);
+    const char *role = json_string_value(json_object_get(st, "role"));
+    size_t members = json_array_size(json_object_get(st, "members"));
+    if (role != NULL && strcmp(role, "leader") == 0 && members > 1) {
+        char *msg = NULL;
+        if (sqlite3_exec(d->control, "SELECT tpdb_transfer(0)", NULL, NULL,
+                         &msg) == SQLITE_OK) {
+            tpdbdLog(TPDBD_INFO, "leadership transferred");
+        } else {
+            tpdbdLog(TPDBD_WARN, "leadership transfer: %s",
+                     msg != NULL ? msg : "failed");
+        }
+        sqlite3_free(msg);
+    }
+    json_decref(st);
+}
+
+/* Stops everything start-up made, in reverse order. Returns 0 if the node
+ * stopped cleanly. */
+static int stopAll(struct tpdbd *d,
+                   struct tpdbd_server *s,
+                   struct housekeeping *h)
+{
+    unsigned wait = (d->cfg.commit_ms ? d->cfg.commit_ms : 60000) + 5000;
+    int left = s != NULL ? tpdbdServerClose(s, wait) : 0;
+    if (h != NULL) {
+        housekeepingStop(h);
+    }
+    if (d->control != NULL) {
+        transferLeadership(d);
+    }
+    if (left > 0) {
+        /* Their connections are still in use: the node cannot stop. */
+        tpdbdLog(TPDBD_ERROR, "%d client requests did not end", left);
+        return -1;
+    }
+    sqlite3_close(d->control);
+    d->control = NULL;
+    tpdbdPoolClose(d->pool);
+    d->pool = NULL;
+    tpdb_shutdown();
+    return 0;
+}
+
+static int parseEnv(struct tpdbd *d)
+{
+    const char *slow = getenv("TPDB_SLOW_QUERY_MS");
+    d->slow_ms = slow != NULL ? (unsigned)strtoul(slow, NULL, 10) : 100;
+    if (d->cfg.log_level == TPDBD_DEBUG) {
+        setenv("TPDB_TRACE", "1", 0);
+    }
+    tpdbdLogSetLevel(d->cfg.log_level);
+    return 0;
+}
+
+/* Starts the node, the housekeeping thread and the client listener, then
+ * serves until a signal. Returns 0 after a signal, -1 if start-up failed;
+ * *server and *h say what to stop either way. */
+static int serveUntilSignal(struct tpdbd *d,
+                            struct tpdbd_server **server,
+                            struct housekeeping *hk,
+                            struct housekeeping **h)
+{
+    char err[1024];
+    if (startNode(d) != 0) {
+        return -1;
+    }
+    if (housekeepingStart(hk, d) != 0) {
+        tpdbdLog(TPDBD_ERROR, "cannot start the housekeeping thread");
+        return -1;
+    }
+    *h = hk;
+    if (tpdbdServerInit(server, d, err, sizeof err) != 0) {
+        tpdbdLog(TPDBD_ERROR, "%s", err);
+        return -1;
+    }
+    tpdbdLog(TPDBD_INFO,
+             "ready: node %s (raft id %llu), raft %s, client %s, data dir %s",
+             d->cfg.node_id, (unsigned long long)d->cfg.raft_id,
+             d->cfg.raft_addr, d->cfg.client_listen, d->dir);
+    tpdbdServerRun(*server, wakePipe[0]);
+    tpdbdLog(TPDBD_INFO, "stopping");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static struct tpdbd d;
+    struct tpdbd_server *server = NULL;
+    struct housekeeping hk, *h = NULL;
+    char err[2048];
+    int temp = 0;
+    if (tpdbdParseArgs(argc, argv, &d.cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (d.cfg.help) {
+        fputs(tpdbdUsage(), stdout);
+        return 0;
+    }
+    parseEnv(&d);
+    if (setupSignals() != 0 || setupDir(&d, &temp) != 0) {
+        return 1;
+    }
+    advertiseClient(&d);
+    int rc = serveUntilSignal(&d, &server, &hk, &h) == 0 ? 0 : 1;
+    if (stopAll(&d, server, h) != 0) {
+        rc = 1;
+    }
+    if (temp) {
+        nftw(d.dir, rmEntry, 16, FTW_DEPTH | FTW_PHYS);
+    }
+    tpdbdLog(TPDBD_INFO, "stopped");
+    return rc;
+}

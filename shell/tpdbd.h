@@ -1,0 +1,50 @@
+/*
+ * tpdbd, the standalone replica daemon: the state its modules share. One
+ * struct tpdbd lives for the whole process (made by main in tpdbd.c); the
+ * client threads read it and update only its atomic counters.
+ *
+ *   tpdbd.c          start-up, housekeeping thread, signals, shutdown
+ *   tpdbd_flags.c    command line, node ids, addresses
+ *   tpdbd_pool.c     pooled SQLite connections through the tpdb VFS
+ *   tpdbd_server.c   client listener, a thread per connection, line reading
+ *   tpdbd_api.c      the JSON actions
+ *   tpdbd_sql.c      params binding, statement execution, result rows
+ *   tpdbd_meta.c     tpdbd's own replicated database: members, read barrier
+ *   tpdbd_forward.c  a request forwarded to the leader's client port
+ */
+#ifndef TPDBD_H
+#define TPDBD_H
+
+#include <stdatomic.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "shell/tpdbd_flags.h"
+#include "shell/tpdbd_pool.h"
+
+/* The main database of a node directory, as in TrashPandaDB. */
+#define TPDBD_MAIN_DB "data.db"
+
+/* tpdbd's own replicated database in the node directory (tpdbd_meta.c);
+ * clients cannot name it in "db". */
+#define TPDBD_META_DB "tpdbd-meta.db"
+
+/* Longest request line a client may send, without its newline. */
+#define TPDBD_LINE_MAX (1024 * 1024)
+
+struct tpdbd {
+    struct tpdbd_config cfg;
+    char dir[PATH_MAX];               /* node directory in use */
+    char client_addr[TPDBD_ADDR_MAX]; /* client address other nodes use */
+    struct tpdbd_pool *pool;
+    sqlite3 *control; /* data.db, opened first: keeps the node up */
+    unsigned slow_ms; /* TPDB_SLOW_QUERY_MS */
+    atomic_ullong queries_total, writes_total, slow_queries_total;
+};
+
+/* The node's status (tpdb_status() parsed), or NULL if it is unavailable.
+ * Caller json_decrefs. */
+json_t *tpdbdStatus(struct tpdbd *d);
+
+#endif /* TPDBD_H */

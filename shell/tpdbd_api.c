@@ -1,0 +1,551 @@
+/*
+ * tpdbd's client API (tpdbd_api.h): request validation, the five actions,
+ * forwarding of propose from followers to the leader, and the linearizable
+ * `query`: a write to tpdbd's metadata database is committed through Raft
+ * first (tpdbdMetaBarrier), which proves this node led a quorum after the
+ * request arrived and that every earlier entry is applied here; the read
+ * runs after it.
+ */
+#include "shell/tpdbd_api.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ext/tpdb.h"
+#include "shell/tpdbd_forward.h"
+#include "shell/tpdbd_log.h"
+#include "shell/tpdbd_meta.h"
+#include "shell/tpdbd_sql.h"
+
+#define ERR_SIZE 1024
+/* How long a propose waits for a leader to be elected and known. */
+#define LEADER_WAIT_MS 10000
+#define RETRY_MS 50
+
+/* A request being answered. */
+struct request {
+    json_t *json;
+    const char *action;
+    const char *sql;
+    json_t *params; /* NULL if absent */
+    const char *db;
+    int blobs;
+    int forwarded; /* sent by another node: never forward again */
+    const char *join_id, *join_raft, *join_client; /* action join */
+};
+
+/* What a node does with a request it may have to forward: returns
+ * TPDB_ERR_NOTLEADER (nothing done, *reply unset) or sets *reply. */
+typedef int (*localFn)(struct tpdbd *d, struct request *r, char **reply);
+
+/* The leader as this node sees it. */
+struct leader {
+    uint64_t raft_id; /* 0: none known */
+    int self;
+    char node_id[TPDBD_ID_MAX + 1]; /* "" if none */
+    char client[TPDBD_ADDR_MAX];    /* "" if unknown */
+};
+
+static long long nowMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *dumpReply(json_t *o)
+{
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+char *tpdbdErrorReply(const char *msg)
+{
+    return dumpReply(json_pack("{s:b,s:s}", "ok", 0, "error", msg));
+}
+
+/* The string id of raft id id: from the flags, tpdbd's metadata, or the
+ * decimal number. client gets its client address ("" if unknown). */
+static void nodeName(struct tpdbd *d, uint64_t id, char *node_id, char *client)
+{
+    const struct tpdbd_member *m = tpdbdMemberByRaftId(&d->cfg, id);
+    char metaId[TPDBD_ID_MAX + 1] = "", metaClient[TPDBD_ADDR_MAX] = "";
+    if (id == d->cfg.raft_id) {
+        snprintf(node_id, TPDBD_ID_MAX + 1, "%s", d->cfg.node_id);
+        snprintf(client, TPDBD_ADDR_MAX, "%s", d->client_addr);
+        return;
+    }
+    if (m == NULL || m->client[0] == '\0') {
+        tpdbdMetaLookup(d, id, metaId, metaClient);
+    }
+    if (m != NULL) {
+        snprintf(node_id, TPDBD_ID_MAX + 1, "%s", m->id);
+    } else if (metaId[0] != '\0') {
+        snprintf(node_id, TPDBD_ID_MAX + 1, "%s", metaId);
+    } else {
+        snprintf(node_id, TPDBD_ID_MAX + 1, "%llu", (unsigned long long)id);
+    }
+    snprintf(client, TPDBD_ADDR_MAX, "%s",
+             m != NULL && m->client[0] ? m->client : metaClient);
+}
+
+static void findLeader(struct tpdbd *d, struct leader *l)
+{
+    json_t *st = tpdbdStatus(d);
+    memset(l, 0, sizeof *l);
+    l->raft_id = (uint64_t)json_integer_value(json_object_get(st, "leader_id"));
+    json_decref(st);
+    if (l->raft_id != 0) {
+        l->self = l->raft_id == d->cfg.raft_id;
+        nodeName(d, l->raft_id, l->node_id, l->client);
+    }
+}
+
+/* TrashPandaDB's text, naming the leader by its string id. A leader
+ * that cannot take writes yet (it is catching up) says why instead:
+ * why is tpdb's reason, or NULL. */
+static char *notLeaderReply(struct tpdbd *d, const char *why)
+{
+    struct leader l;
+    char msg[ERR_SIZE];
+    findLeader(d, &l);
+    if (l.self && why != NULL && why[0] != '\0') {
+        return tpdbdErrorReply(why);
+    }
+    snprintf(msg, sizeof msg, "not the leader (leader=%s)",
+             l.self ? "" : l.node_id);
+    return tpdbdErrorReply(msg);
+}
+
+/* "leader" -> "Leader", as TrashPandaDB spells roles. */
+static json_t *roleJson(json_t *st)
+{
+    char role[32];
+    const char *r = json_string_value(json_object_get(st, "role"));
+    snprintf(role, sizeof role, "%s", r != NULL ? r : "unavailable");
+    role[0] = (char)toupper((unsigned char)role[0]);
+    return json_string(role);
+}
+
+static json_int_t intOf(json_t *st, const char *key)
+{
+    return json_integer_value(json_object_get(st, key));
+}
+
+/* members {id: {raft, client}} without this node, as TrashPandaDB. */
+static json_t *membersJson(struct tpdbd *d, json_t *st)
+{
+    json_t *out = json_object();
+    json_t *m;
+    size_t i;
+    json_array_foreach(json_object_get(st, "members"), i, m)
+    {
+        char id[TPDBD_ID_MAX + 1], client[TPDBD_ADDR_MAX];
+        uint64_t raft_id = (uint64_t)intOf(m, "id");
+        const char *addr = json_string_value(json_object_get(m, "address"));
+        if (raft_id == d->cfg.raft_id) {
+            continue;
+        }
+        nodeName(d, raft_id, id, client);
+        json_object_set_new(
+            out, id,
+            json_pack("{s:s,s:s,s:I,s:s?}", "raft", addr ? addr : "", "client",
+                      client, "raft_id", (json_int_t)raft_id, "role",
+                      json_string_value(json_object_get(m, "role"))));
+    }
+    return out;
+}
+
+static char *actionStatus(struct tpdbd *d)
+{
+    char leaderId[TPDBD_ID_MAX + 1] = "", client[TPDBD_ADDR_MAX];
+    json_t *st = tpdbdStatus(d);
+    if (st == NULL) {
+        return tpdbdErrorReply("node stopped");
+    }
+    uint64_t leader = (uint64_t)intOf(st, "leader_id");
+    if (leader != 0) {
+        nodeName(d, leader, leaderId, client);
+    }
+    json_t *o = json_pack(
+        "{s:b,s:o,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:I,s:s,s:s,s:O}", "ok", 1,
+        "role", roleJson(st), "node_id", d->cfg.node_id, "leader_id", leaderId,
+        "term", intOf(st, "term"), "commit_index", intOf(st, "commit_index"),
+        "last_applied", intOf(st, "applied_index"), "log_last_index",
+        intOf(st, "last_index"), "members", membersJson(d, st), "raft_id",
+        (json_int_t)d->cfg.raft_id, "raft_addr", d->cfg.raft_addr,
+        "client_addr", d->client_addr, "tpdb", st);
+    json_decref(st);
+    return dumpReply(o);
+}
+
+static char *actionMetrics(struct tpdbd *d)
+{
+    json_t *st = tpdbdStatus(d);
+    if (st == NULL) {
+        return tpdbdErrorReply("node stopped");
+    }
+    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "queries_total",
+                          (json_int_t)d->queries_total, "writes_total",
+                          (json_int_t)d->writes_total, "slow_queries_total",
+                          (json_int_t)d->slow_queries_total, "commit_index",
+                          intOf(st, "commit_index"), "last_applied",
+                          intOf(st, "applied_index"), "role", roleJson(st),
+                          "term", intOf(st, "term"));
+    json_decref(st);
+    return dumpReply(o);
+}
+
+/* Counts and logs statements at least TPDB_SLOW_QUERY_MS slow, in
+ * TrashPandaDB's "[SLOW] <ms>ms <sql>" form. */
+static void noteTime(struct tpdbd *d, long long start, const char *sql)
+{
+    long long ms = nowMs() - start;
+    if (ms >= (long long)d->slow_ms) {
+        d->slow_queries_total++;
+        tpdbdLog(TPDBD_WARN, "[SLOW] %lldms %.200s", ms, sql);
+    }
+}
+
+static char *writeReply(const struct tpdbd_write *w)
+{
+    return dumpReply(json_pack("{s:b,s:I,s:I}", "ok", 1, "rows_affected",
+                               (json_int_t)w->rows_affected, "last_id",
+                               (json_int_t)w->last_id));
+}
+
+/* Runs a propose here. Returns the SQLite code; *reply is set unless the
+ * code is TPDB_ERR_NOTLEADER (nothing was written: the caller forwards). */
+static int proposeLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    char err[ERR_SIZE] = "", msg[ERR_SIZE + 128];
+    struct tpdbd_write w;
+    long long start = nowMs();
+    struct tpdbd_conn *c = tpdbdPoolGet(d->pool, r->db, err, sizeof err);
+    if (c == NULL) {
+        *reply = tpdbdErrorReply(err);
+        return SQLITE_CANTOPEN;
+    }
+    int rc = tpdbdSqlPropose(c->db, r->sql, r->params, &w, err, sizeof err);
+    tpdbdPoolPut(d->pool, c);
+    noteTime(d, start, r->sql);
+    if (rc == SQLITE_OK) {
+        d->writes_total++;
+        *reply = writeReply(&w);
+    } else if (rc == TPDB_ERR_UNKNOWN) {
+        snprintf(msg, sizeof msg,
+                 "outcome unknown: the write may or may not have committed "
+                 "(%s); read before retrying",
+                 err);
+        *reply = tpdbdErrorReply(msg);
+    } else if (rc != TPDB_ERR_NOTLEADER) {
+        *reply = tpdbdErrorReply(err);
+    }
+    return rc;
+}
+
+/* Whether reply is a "not the leader..." error; if so, last gets
+ * "forward failed: <that error>". */
+static int isNotLeaderReply(const char *reply, char *last)
+{
+    json_t *o = json_loads(reply, 0, NULL);
+    const char *e = json_string_value(json_object_get(o, "error"));
+    int yes = e != NULL && strncmp(e, "not the leader", 14) == 0;
+    if (yes) {
+        snprintf(last, ERR_SIZE, "forward failed: %s", e);
+    }
+    json_decref(o);
+    return yes;
+}
+
+/* Forwards r to leader l. Returns 1 with *reply set when done, 0 to retry
+ * (last says why). */
+static int forwardOnce(struct tpdbd *d,
+                       struct request *r,
+                       const struct leader *l,
+                       char **reply,
+                       char *last)
+{
+    char err[ERR_SIZE] = "";
+    unsigned timeout = (d->cfg.commit_ms ? d->cfg.commit_ms : 60000) + 5000;
+    json_t *copy = json_deep_copy(r->json);
+    json_object_set_new(copy, "forwarded", json_true());
+    char *line = dumpReply(copy);
+    if (line == NULL) {
+        *reply = NULL;
+        return 1;
+    }
+    int rc = tpdbdForward(l->client, line, timeout, reply, err, sizeof err);
+    free(line);
+    if (rc == 0 && isNotLeaderReply(*reply, last)) {
+        free(*reply);
+        return 0;
+    }
+    if (rc == TPDBD_FWD_NOT_SENT) {
+        snprintf(last, ERR_SIZE, "forward failed: %s", err);
+        return 0;
+    }
+    if (rc == TPDBD_FWD_NO_REPLY) {
+        snprintf(last, ERR_SIZE,
+                 "no reply from leader: the outcome is unknown (%s)", err);
+        *reply = tpdbdErrorReply(last);
+    }
+    return 1;
+}
+
+/* Runs r on the leader: here, else forwarded to it; retried while no
+ * leader is known or leadership moves, for at most LEADER_WAIT_MS. */
+static char *onLeader(struct tpdbd *d, struct request *r, localFn local)
+{
+    char last[ERR_SIZE] = "not the leader: no leader elected";
+    long long deadline = nowMs() + LEADER_WAIT_MS;
+    char *reply = NULL;
+    for (;;) {
+        struct leader l;
+        findLeader(d, &l);
+        if (l.self && local(d, r, &reply) != TPDB_ERR_NOTLEADER) {
+            return reply;
+        }
+        if (r->forwarded) {
+            return notLeaderReply(d, NULL);
+        }
+        if (!l.self && l.raft_id != 0 && l.client[0] == '\0') {
+            snprintf(last, sizeof last,
+                     "forward failed: client address of leader %s unknown "
+                     "(give --client-peer)",
+                     l.node_id);
+        } else if (!l.self && l.raft_id != 0 &&
+                   forwardOnce(d, r, &l, &reply, last)) {
+            return reply;
+        }
+        if (nowMs() >= deadline) {
+            return tpdbdErrorReply(last);
+        }
+        usleep(RETRY_MS * 1000);
+    }
+}
+
+/* Whether the status lists raft id id at address addr. */
+static int isMember(json_t *st, uint64_t id, const char *addr)
+{
+    json_t *m;
+    size_t i;
+    json_array_foreach(json_object_get(st, "members"), i, m)
+    {
+        const char *a = json_string_value(json_object_get(m, "address"));
+        if ((uint64_t)intOf(m, "id") == id && a != NULL &&
+            strcmp(a, addr) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* join on the leader. tpdbd nodes join through raft's own protocol on
+ * the Raft port (--join), so the node must be a member already; this
+ * records its string id and client address for everyone. */
+static int joinLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    char err[ERR_SIZE] = "";
+    struct tpdbd_node_row row = {tpdbdRaftId(r->join_id), r->join_id,
+                                 r->join_raft, r->join_client};
+    json_t *st = tpdbdStatus(d);
+    const char *role = json_string_value(json_object_get(st, "role"));
+    int leader = role != NULL && strcmp(role, "leader") == 0;
+    int member = isMember(st, row.raft_id, r->join_raft);
+    json_decref(st);
+    if (!leader) {
+        return TPDB_ERR_NOTLEADER;
+    }
+    if (!member) {
+        snprintf(err, sizeof err,
+                 "'%s' is not a member at %s: start it with --join (tpdbd "
+                 "adds nodes through the Raft port)",
+                 r->join_id, r->join_raft);
+        *reply = tpdbdErrorReply(err);
+        return SQLITE_ERROR;
+    }
+    int rc = tpdbdMetaRecord(d, &row, err, sizeof err);
+    if (rc != TPDB_ERR_NOTLEADER) {
+        *reply = rc == SQLITE_OK ? dumpReply(json_pack("{s:b}", "ok", 1))
+                                 : tpdbdErrorReply(err);
+    }
+    return rc;
+}
+
+/* Fills the join fields of r; returns an error reply or NULL. */
+static char *parseJoinFields(struct request *r)
+{
+    static const char *const keys[] = {"node_id", "raft_addr", "client_addr"};
+    const char **dst[] = {&r->join_id, &r->join_raft, &r->join_client};
+    char msg[128];
+    for (size_t i = 0; i < 3; i++) {
+        json_t *v = json_object_get(r->json, keys[i]);
+        if (v == NULL) {
+            snprintf(msg, sizeof msg, "Missing hash key: \"%s\"", keys[i]);
+            return tpdbdErrorReply(msg);
+        }
+        if (!json_is_string(v) || json_string_length(v) == 0 ||
+            json_string_length(v) >= TPDBD_ID_MAX) {
+            snprintf(msg, sizeof msg, "%s must be a string of 1-%d bytes",
+                     keys[i], TPDBD_ID_MAX - 1);
+            return tpdbdErrorReply(msg);
+        }
+        *dst[i] = json_string_value(v);
+    }
+    r->forwarded = json_is_true(json_object_get(r->json, "forwarded"));
+    return NULL;
+}
+
+static char *runRead(struct tpdbd *d, struct request *r)
+{
+    char err[ERR_SIZE] = "";
+    json_t *result = NULL;
+    long long start = nowMs();
+    struct tpdbd_conn *c = tpdbdPoolGet(d->pool, r->db, err, sizeof err);
+    if (c == NULL) {
+        return tpdbdErrorReply(err);
+    }
+    int rc = tpdbdSqlQuery(c->db, r->sql, r->params, r->blobs, &result, err,
+                           sizeof err);
+    tpdbdPoolPut(d->pool, c);
+    noteTime(d, start, r->sql);
+    d->queries_total++;
+    return rc == SQLITE_OK ? dumpReply(result) : tpdbdErrorReply(err);
+}
+
+/* query: leader only, linearizable through the metadata barrier. */
+static char *actionQuery(struct tpdbd *d, struct request *r)
+{
+    char err[ERR_SIZE] = "";
+    struct leader l;
+    findLeader(d, &l);
+    if (!l.self) {
+        return notLeaderReply(d, NULL);
+    }
+    int rc = tpdbdMetaBarrier(d, err, sizeof err);
+    if (rc == TPDB_ERR_NOTLEADER) {
+        return notLeaderReply(d, err);
+    }
+    if (rc == TPDB_ERR_UNKNOWN || rc == TPDB_ERR_REPLFAIL) {
+        return tpdbdErrorReply("not the leader: could not confirm quorum");
+    }
+    if (rc != SQLITE_OK) {
+        return tpdbdErrorReply(err);
+    }
+    return runRead(d, r);
+}
+
+/* A database of the node directory a client may name: NAME.db with NAME
+ * of letters, digits, '_', '-' and '.', starting with a letter or digit. */
+static int dbNameValid(const char *name)
+{
+    size_t len = strlen(name);
+    if (len < 4 || len > 64 || strcmp(name + len - 3, ".db") != 0 ||
+        !isalnum((unsigned char)name[0]) || strstr(name, "..") != NULL ||
+        strcmp(name, TPDBD_META_DB) == 0) {
+        return 0;
+    }
+    return strspn(name,
+                  "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                  "0123456789_-.") == len;
+}
+
+/* Fills the SQL fields of r; returns an error reply or NULL. */
+static char *parseSqlFields(struct request *r)
+{
+    json_t *sql = json_object_get(r->json, "sql");
+    json_t *params = json_object_get(r->json, "params");
+    json_t *db = json_object_get(r->json, "db");
+    json_t *blobs = json_object_get(r->json, "blobs");
+    char msg[256];
+    if (sql == NULL) {
+        return tpdbdErrorReply("Missing hash key: \"sql\"");
+    }
+    if (!json_is_string(sql) ||
+        strlen(json_string_value(sql)) != json_string_length(sql)) {
+        return tpdbdErrorReply("sql must be a string without NUL");
+    }
+    if (params != NULL && !json_is_null(params) && !json_is_array(params)) {
+        return tpdbdErrorReply("params must be an array");
+    }
+    if (db != NULL &&
+        (!json_is_string(db) || !dbNameValid(json_string_value(db)))) {
+        snprintf(msg, sizeof msg,
+                 "db must name a database of the node directory: NAME.db, "
+                 "NAME of letters, digits, '_', '-', '.' (not %s)",
+                 TPDBD_META_DB);
+        return tpdbdErrorReply(msg);
+    }
+    if (blobs != NULL && (!json_is_string(blobs) ||
+                          (strcmp(json_string_value(blobs), "hex") != 0 &&
+                           strcmp(json_string_value(blobs), "base64") != 0))) {
+        return tpdbdErrorReply("blobs must be \"hex\" or \"base64\"");
+    }
+    r->sql = json_string_value(sql);
+    r->params = json_is_array(params) ? params : NULL;
+    r->db = db != NULL ? json_string_value(db) : TPDBD_MAIN_DB;
+    r->blobs = blobs != NULL && strcmp(json_string_value(blobs), "base64") == 0
+                   ? TPDBD_BLOBS_BASE64
+                   : TPDBD_BLOBS_HEX;
+    r->forwarded = json_is_true(json_object_get(r->json, "forwarded"));
+    return NULL;
+}
+
+static char *dispatch(struct tpdbd *d, struct request *r)
+{
+    char msg[128];
+    char *bad;
+    if (strcmp(r->action, "status") == 0) {
+        return actionStatus(d);
+    }
+    if (strcmp(r->action, "metrics") == 0) {
+        return actionMetrics(d);
+    }
+    if (strcmp(r->action, "join") == 0) {
+        bad = parseJoinFields(r);
+        return bad != NULL ? bad : onLeader(d, r, joinLocal);
+    }
+    int propose = strcmp(r->action, "propose") == 0;
+    int query = strcmp(r->action, "query") == 0;
+    int local = strcmp(r->action, "local_query") == 0;
+    if (!propose && !query && !local) {
+        snprintf(msg, sizeof msg, "unknown action: %.64s", r->action);
+        return tpdbdErrorReply(msg);
+    }
+    if ((bad = parseSqlFields(r)) != NULL) {
+        return bad;
+    }
+    return propose ? onLeader(d, r, proposeLocal)
+           : query ? actionQuery(d, r)
+                   : runRead(d, r);
+}
+
+char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len)
+{
+    json_error_t jerr;
+    struct request r;
+    memset(&r, 0, sizeof r);
+    r.json =
+        json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+    if (r.json == NULL) {
+        return tpdbdErrorReply(jerr.text);
+    }
+    char *reply;
+    if (!json_is_object(r.json)) {
+        reply = tpdbdErrorReply("request must be a JSON object");
+    } else {
+        r.action = json_string_value(json_object_get(r.json, "action"));
+        if (r.action == NULL) {
+            r.action = "unknown";
+        }
+        reply = dispatch(d, &r);
+    }
+    json_decref(r.json);
+    return reply;
+}

@@ -1,0 +1,60 @@
+/*
+ * SQL for tpdbd's client API: JSON params bound as TrashPandaDB binds
+ * them (plus BLOBs as {"$blob":"<base64>"}), statements run, result rows
+ * turned into JSON. Errors are SQLite's extended result codes with the
+ * message in err; no function here knows about Raft except that a failed
+ * write carries tpdb_errmsg()'s reason.
+ */
+#ifndef TPDBD_SQL_H
+#define TPDBD_SQL_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+/* How BLOB results are written: TrashPandaDB's lowercase hex string, or
+ * {"$blob":"<base64>"} (request field "blobs":"base64"). */
+enum { TPDBD_BLOBS_HEX = 0, TPDBD_BLOBS_BASE64 };
+
+/* The outcome of a propose. */
+struct tpdbd_write {
+    long long rows_affected; /* sqlite3_changes() after the last statement */
+    long long last_id;       /* sqlite3_last_insert_rowid() */
+};
+
+/* Runs the one read-only statement sql with params (a JSON array or NULL)
+ * and sets *result to {"ok":true,"cols":[...],"rows":[[...],...]} (caller
+ * json_decrefs). A statement that could write, or more than one
+ * statement, is refused before it runs (SQLITE_READONLY, SQLITE_MISUSE).
+ * Returns SQLITE_OK or an extended code with err (size bytes) set. */
+int tpdbdSqlQuery(sqlite3 *db,
+                  const char *sql,
+                  json_t *params,
+                  int blobs,
+                  json_t **result,
+                  char *err,
+                  size_t size);
+
+/* Runs sql (one or more statements; params only with one) for propose;
+ * rows a statement returns are dropped. Leaves no transaction open: if
+ * the SQL does, it is rolled back and SQLITE_MISUSE returned. Returns
+ * SQLITE_OK with *out filled, or an extended code (TPDB_ERR_* for
+ * replication outcomes) with err set. */
+int tpdbdSqlPropose(sqlite3 *db,
+                    const char *sql,
+                    json_t *params,
+                    struct tpdbd_write *out,
+                    char *err,
+                    size_t size);
+
+/* Base64 (RFC 4648, with padding). Encode returns a malloc'ed string;
+ * decode returns 0 with a malloc'ed *out of *len bytes, or -1 for bad
+ * input. */
+char *tpdbdBase64Encode(const unsigned char *in, size_t len);
+int tpdbdBase64Decode(const char *in,
+                      size_t inLen,
+                      unsigned char **out,
+                      size_t *len);
+
+#endif /* TPDBD_SQL_H */
