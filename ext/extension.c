@@ -56,7 +56,11 @@ static int connectionInit(sqlite3 *db,
 #endif
     if (rc == SQLITE_OK && isReplicated(db)) {
         /* Replicated databases are always in WAL mode; on a read-only
-         * connection this fails harmlessly. */
+         * connection this fails harmlessly. SQLite fails the open when an
+         * auto-extension leaves an error, so a lock held for a moment by
+         * the node (WAL recovery, a checkpoint after a stream) is waited
+         * for; the connection's own busy timeout (none) is restored. */
+        sqlite3_busy_timeout(db, 10000);
         sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
         /* Durability comes from the Raft log, fsynced on a quorum before
          * COMMIT returns, and a restarted node rebuilds its databases from
@@ -64,6 +68,7 @@ static int connectionInit(sqlite3 *db,
          * that buys nothing. Checkpoints still sync. A connection may set
          * FULL again. */
         sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+        sqlite3_busy_timeout(db, 0);
     }
     if (rc != SQLITE_OK && pzErrMsg != NULL) {
         *pzErrMsg = sqlite3_mprintf("tpdb: cannot register SQL functions");

@@ -1,0 +1,544 @@
+/*
+ * Scale benchmark: a 3-node tpdb cluster on loopback (this process is node
+ * 1, the leader; nodes 2 and 3 are this program re-run with --node-uri)
+ * loaded with 100 MB and 1 GB (--mb 100,1000,4000), next to plain SQLite
+ * WAL (FULL and NORMAL) loading the same rows on the same disk in the same
+ * run. Per size it prints:
+ *   - load MB/s, and the ratio to plain SQLite;
+ *   - steady RSS (after the load) and peak RSS (VmHWM) of every node;
+ *   - one-row INSERTs on the leader for --probe-seconds while snapshots are
+ *     taken: commits, p99 and longest commit, snapshots taken, term changes;
+ *   - restart of a SIGKILLed follower until it has applied the leader's
+ *     index, and catch-up of a follower whose database files were deleted
+ *     (streamed from a peer), next to `cp` + `sync` of the same file.
+ * Rows are 1 KB of random bytes, 1,000 per transaction.
+ *   bench_scale [--mb 100,1000] [--probe-seconds 20] [--dir /tmp]
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "bench/bench_util.h"
+#include "ext/tpdb.h"
+#include "vfs/base.h"
+
+#define URI_SIZE (PATH_MAX + 256)
+#define ROW_BYTES 1000
+#define ROWS_PER_TXN 1000
+#define WAIT_MS 120000
+#define MAX_SIZES 8
+
+struct options {
+    unsigned mb[MAX_SIZES];
+    unsigned n_sizes;
+    double probe;
+    const char *parent;
+};
+
+struct run {
+    const struct options *o;
+    char tmp[PATH_MAX];
+    int ports[3];
+    pid_t child[2]; /* nodes 2 and 3 */
+    sqlite3 *db;    /* node 1's connection */
+};
+
+static uint64_t nowNs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static double secsSince(uint64_t t0)
+{
+    return (double)(nowNs() - t0) / 1e9;
+}
+
+static void pauseMs(unsigned ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static int execSql(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        fprintf(stderr, "bench_scale: %s: %s (%s)\n", sql, msg ? msg : "",
+                tpdb_errmsg());
+    }
+    sqlite3_free(msg);
+    return rc;
+}
+
+/* Loads mb MB of rows; returns MB/s or -1. */
+static double load(sqlite3 *db, unsigned mb)
+{
+    char sql[256];
+    unsigned txns = (unsigned)((uint64_t)mb * 1000000 /
+                               ((uint64_t)ROW_BYTES * ROWS_PER_TXN));
+    if (execSql(db,
+                "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, "
+                "v BLOB)") != SQLITE_OK) {
+        return -1;
+    }
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+             "WHERE i < %d) INSERT INTO t(v) SELECT randomblob(%d) FROM c",
+             ROWS_PER_TXN, ROW_BYTES);
+    uint64_t t0 = nowNs();
+    for (unsigned i = 0; i < txns; i++) {
+        if (execSql(db, sql) != SQLITE_OK) {
+            return -1;
+        }
+    }
+    return (double)txns * ROWS_PER_TXN * ROW_BYTES / 1e6 / secsSince(t0);
+}
+
+static double plainLoad(struct run *r, unsigned mb, const char *sync)
+{
+    char path[PATH_MAX + 32];
+    char pragma[64];
+    sqlite3 *db = NULL;
+    snprintf(path, sizeof path, "%s/plain-%s.db", r->tmp, sync);
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                        "unix") != SQLITE_OK) {
+        return -1;
+    }
+    snprintf(pragma, sizeof pragma, "PRAGMA synchronous=%s", sync);
+    double rate = -1;
+    if (execSql(db, "PRAGMA journal_mode=WAL") == SQLITE_OK &&
+        execSql(db, pragma) == SQLITE_OK) {
+        rate = load(db, mb);
+    }
+    sqlite3_close(db);
+    unlink(path);
+    return rate;
+}
+
+/* ---- node processes --------------------------------------------------- */
+
+static void nodeUri(const struct run *r, int id, char *uri)
+{
+    /* Node 1 times out first so that it wins the first election. */
+    snprintf(uri, URI_SIZE,
+             "file:%s/n%d/app.db?vfs=tpdb&node=%d&bind=127.0.0.1:%d&"
+             "peers=1@127.0.0.1:%d,2@127.0.0.1:%d,3@127.0.0.1:%d&"
+             "election_ms=%d&ready_ms=%d",
+             r->tmp, id, id, r->ports[id - 1], r->ports[0], r->ports[1],
+             r->ports[2], id == 1 ? 1000 : 5000, WAIT_MS);
+}
+
+/* A follower process: writes its status to DIR/status.json every 100 ms
+ * and hands leadership back to node 1 if it gets it. */
+static int childMain(const char *uri, long parent)
+{
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI;
+    sqlite3 *db = NULL;
+    char dir[URI_SIZE], path[URI_SIZE + 32], tmp[URI_SIZE + 32];
+    /* uri is "file:DIR/app.db?..." */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != (pid_t)parent) {
+        return 1;
+    }
+    snprintf(dir, sizeof dir, "%s", uri + 5);
+    char *q = strchr(dir, '?');
+    if (q != NULL) {
+        *q = '\0';
+    }
+    char *slash = strrchr(dir, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+    }
+    snprintf(path, sizeof path, "%s/status.json", dir);
+    snprintf(tmp, sizeof tmp, "%s/status.tmp", dir);
+    if (tpdb_register() != SQLITE_OK ||
+        sqlite3_open_v2(uri, &db, flags, NULL) != SQLITE_OK) {
+        fprintf(stderr, "bench node: open %s: %s (%s)\n", uri,
+                db != NULL ? sqlite3_errmsg(db) : "no memory", tpdb_errmsg());
+        return 1;
+    }
+    for (;;) {
+        char *json = NULL;
+        if (tpdb_status(db, &json) == SQLITE_OK) {
+            FILE *f = fopen(tmp, "w");
+            if (f != NULL) {
+                fputs(json, f);
+                fclose(f);
+                rename(tmp, path);
+            }
+            if (strstr(json, "\"role\":\"leader\"") != NULL) {
+                sqlite3_exec(db, "SELECT tpdb_transfer(1)", NULL, NULL, NULL);
+            }
+        }
+        sqlite3_free(json);
+        pauseMs(100);
+    }
+}
+
+static int spawnNode(struct run *r, int id)
+{
+    char self[PATH_MAX], uri[URI_SIZE], ppid[32], errmsg[TPDB_ERRMSG_SIZE];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (len <= 0) {
+        return -1;
+    }
+    self[len] = '\0';
+    snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
+    nodeUri(r, id, uri);
+    char *argv[] = {self, "--node-uri", uri, "--parent", ppid, NULL};
+    if (benchSpawn(argv, &r->child[id - 2], errmsg) != 0) {
+        fprintf(stderr, "bench_scale: %s\n", errmsg);
+        return -1;
+    }
+    return 0;
+}
+
+/* A JSON integer from node id's status (node 1: its own), or -1. */
+static long long statusInt(struct run *r,
+                           int id,
+                           const char *key,
+                           const char *sub)
+{
+    json_t *root = NULL;
+    long long v = -1;
+    if (id == 1) {
+        char *text = NULL;
+        if (tpdb_status(r->db, &text) == SQLITE_OK) {
+            root = json_loads(text, 0, NULL);
+        }
+        sqlite3_free(text);
+    } else {
+        char path[PATH_MAX + 32];
+        snprintf(path, sizeof path, "%s/n%d/status.json", r->tmp, id);
+        root = json_load_file(path, 0, NULL);
+    }
+    json_t *o = root != NULL && sub != NULL ? json_object_get(root, sub) : root;
+    json_t *x = o != NULL ? json_object_get(o, key) : NULL;
+    if (json_is_integer(x)) {
+        v = json_integer_value(x);
+    }
+    json_decref(root);
+    return v;
+}
+
+/* Waits until node id has applied at least `index`; seconds, or -1. */
+static double waitApplied(struct run *r, int id, long long index)
+{
+    uint64_t t0 = nowNs();
+    while (statusInt(r, id, "applied_index", NULL) < index) {
+        if (secsSince(t0) * 1000 > WAIT_MS) {
+            return -1;
+        }
+        pauseMs(20);
+    }
+    return secsSince(t0);
+}
+
+/* VmRSS or VmHWM of pid (0: this process) in MB. */
+static double memMb(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    double kb = -1;
+    snprintf(path, sizeof path, "/proc/%s/status", pid == 0 ? "self" : "");
+    if (pid != 0) {
+        snprintf(path, sizeof path, "/proc/%ld/status", (long)pid);
+    }
+    FILE *f = fopen(path, "r");
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, field, strlen(field)) == 0) {
+            kb = strtod(line + strlen(field) + 1, NULL);
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return kb / 1024;
+}
+
+static void printMem(struct run *r, const char *when)
+{
+    printf(
+        "  RSS %-8s node1 %6.1f MB (peak %6.1f)  node2 %6.1f (peak "
+        "%6.1f)  node3 %6.1f (peak %6.1f)\n",
+        when, memMb(0, "VmRSS:"), memMb(0, "VmHWM:"),
+        memMb(r->child[0], "VmRSS:"), memMb(r->child[0], "VmHWM:"),
+        memMb(r->child[1], "VmRSS:"), memMb(r->child[1], "VmHWM:"));
+}
+
+static int startCluster(struct run *r)
+{
+    char errmsg[TPDB_ERRMSG_SIZE], dir[PATH_MAX + 16], uri[URI_SIZE];
+    if (benchPickPorts(r->ports, 3, errmsg) != 0) {
+        fprintf(stderr, "bench_scale: %s\n", errmsg);
+        return -1;
+    }
+    for (int id = 1; id <= 3; id++) {
+        snprintf(dir, sizeof dir, "%s/n%d", r->tmp, id);
+        if (mkdir(dir, 0700) != 0) {
+            return -1;
+        }
+    }
+    if (spawnNode(r, 2) != 0 || spawnNode(r, 3) != 0) {
+        return -1;
+    }
+    nodeUri(r, 1, uri);
+    if (sqlite3_open_v2(
+            uri, &r->db,
+            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+            NULL) != SQLITE_OK) {
+        fprintf(stderr, "bench_scale: open node 1: %s\n", tpdb_errmsg());
+        return -1;
+    }
+    sqlite3_busy_timeout(r->db, 10000);
+    for (uint64_t t0 = nowNs(); secsSince(t0) < 60;) {
+        char *json = NULL;
+        int leader = tpdb_status(r->db, &json) == SQLITE_OK &&
+                     strstr(json, "\"role\":\"leader\"") != NULL;
+        sqlite3_free(json);
+        if (leader) {
+            return 0;
+        }
+        pauseMs(50);
+    }
+    fprintf(stderr, "bench_scale: node 1 did not become leader\n");
+    return -1;
+}
+
+static void stopCluster(struct run *r)
+{
+    benchKill(r->child[0]);
+    benchKill(r->child[1]);
+    sqlite3_close(r->db);
+    r->db = NULL;
+    tpdb_shutdown();
+}
+
+/* ---- phases ----------------------------------------------------------- */
+
+static long long maxTerm(struct run *r)
+{
+    long long t = 0;
+    for (int id = 1; id <= 3; id++) {
+        long long v = statusInt(r, id, "term", NULL);
+        t = v > t ? v : t;
+    }
+    return t;
+}
+
+/* One-row INSERTs on the leader for o->probe seconds. */
+static void probe(struct run *r)
+{
+    struct bench_lat lat = {0};
+    sqlite3_stmt *st = NULL;
+    long long snaps0 = statusInt(r, 1, "snapshots", "stats");
+    long long term0 = maxTerm(r);
+    unsigned errors = 0;
+    uint64_t worst = 0;
+    if (sqlite3_prepare_v2(r->db, "INSERT INTO t(v) VALUES(randomblob(100))",
+                           -1, &st, NULL) != SQLITE_OK) {
+        return;
+    }
+    uint64_t t0 = nowNs();
+    while (secsSince(t0) < r->o->probe) {
+        uint64_t a = nowNs();
+        int rc = sqlite3_step(st);
+        uint64_t d = nowNs() - a;
+        sqlite3_reset(st);
+        if (rc != SQLITE_DONE) {
+            errors++;
+            continue;
+        }
+        benchLatPush(&lat, d);
+        worst = d > worst ? d : worst;
+    }
+    double secs = secsSince(t0);
+    sqlite3_finalize(st);
+    benchLatSort(&lat);
+    printf(
+        "  one-row INSERTs for %.0f s: %zu commits (%.0f/s), p99 %.2f ms, "
+        "longest %.1f ms, %u errors; %lld snapshots on the leader, %lld "
+        "term changes\n",
+        secs, lat.n, (double)lat.n / secs,
+        (double)benchLatPercentile(&lat, 0.99) / 1e6, (double)worst / 1e6,
+        errors, statusInt(r, 1, "snapshots", "stats") - snaps0,
+        maxTerm(r) - term0);
+    benchLatFree(&lat);
+}
+
+static void removeFiles(struct run *r, int id, int db_too)
+{
+    static const char *const names[] = {"status.json", "app.db", "app.db-wal",
+                                        "app.db-shm"};
+    char path[PATH_MAX + 32];
+    for (unsigned i = 0; i < (db_too ? 4u : 1u); i++) {
+        snprintf(path, sizeof path, "%s/n%d/%s", r->tmp, id, names[i]);
+        unlink(path);
+    }
+}
+
+/* SIGKILLs node 2, optionally deletes its database, restarts it; returns
+ * the seconds until it has applied the leader's index, or -1. */
+static double restartFollower(struct run *r, int wipe)
+{
+    long long target = statusInt(r, 1, "applied_index", NULL);
+    benchKill(r->child[0]);
+    removeFiles(r, 2, wipe);
+    uint64_t t0 = nowNs();
+    if (spawnNode(r, 2) != 0 || waitApplied(r, 2, target) < 0) {
+        return -1;
+    }
+    return secsSince(t0);
+}
+
+/* Seconds to cp node 1's database file and sync. */
+static double copyAndSync(struct run *r)
+{
+    char cmd[2 * PATH_MAX + 64];
+    execSql(r->db, "PRAGMA wal_checkpoint(PASSIVE)");
+    snprintf(cmd, sizeof cmd, "cp %s/n1/app.db %s/copy.db && sync", r->tmp,
+             r->tmp);
+    uint64_t t0 = nowNs();
+    int rc = system(cmd);
+    double secs = secsSince(t0);
+    snprintf(cmd, sizeof cmd, "%s/copy.db", r->tmp);
+    unlink(cmd);
+    return rc == 0 ? secs : -1;
+}
+
+static int runSize(struct run *r, unsigned mb)
+{
+    printf("== %u MB (rows of %d bytes, %d per transaction)\n", mb, ROW_BYTES,
+           ROWS_PER_TXN);
+    double full = plainLoad(r, mb, "FULL");
+    double normal = plainLoad(r, mb, "NORMAL");
+    printf("  load, plain SQLite WAL: FULL %.1f MB/s, NORMAL %.1f MB/s\n", full,
+           normal);
+    fflush(stdout);
+    if (startCluster(r) != 0) {
+        return -1;
+    }
+    double rate = load(r->db, mb);
+    printf(
+        "  load, tpdb 3 nodes: %.1f MB/s = %.2fx plain FULL, %.2fx plain "
+        "NORMAL\n",
+        rate, rate / full, rate / normal);
+    long long index = statusInt(r, 1, "applied_index", NULL);
+    waitApplied(r, 2, index);
+    waitApplied(r, 3, index);
+    printMem(r, "loaded");
+    fflush(stdout);
+    probe(r);
+    printMem(r, "probed");
+    double restart = restartFollower(r, 0);
+    printf("  restart of a SIGKILLed follower until caught up: %.2f s\n",
+           restart);
+    double cp = copyAndSync(r);
+    double catchup = restartFollower(r, 1);
+    printf(
+        "  catch-up of a follower with no database: %.2f s; cp + sync of "
+        "the file: %.2f s (%.1fx)\n",
+        catchup, cp, catchup / cp);
+    printf("  follower fetched %lld database(s), leader served %lld\n",
+           statusInt(r, 2, "fetches", "stats"),
+           statusInt(r, 1, "served", "stats"));
+    printMem(r, "end");
+    fflush(stdout);
+    stopCluster(r);
+    return 0;
+}
+
+static int parseArgs(int argc,
+                     char **argv,
+                     struct options *o,
+                     const char **uri,
+                     long *parent)
+{
+    static const struct option longs[] = {
+        {"mb", required_argument, NULL, 'm'},
+        {"probe-seconds", required_argument, NULL, 'p'},
+        {"dir", required_argument, NULL, 'd'},
+        {"node-uri", required_argument, NULL, 'u'},
+        {"parent", required_argument, NULL, 'P'},
+        {NULL, 0, NULL, 0}};
+    int c;
+    o->mb[0] = 100;
+    o->mb[1] = 1000;
+    o->n_sizes = 2;
+    o->probe = 20;
+    o->parent = "/tmp";
+    while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        char *list, *tok, *save = NULL;
+        switch (c) {
+            case 'm':
+                o->n_sizes = 0;
+                list = optarg;
+                while ((tok = strtok_r(list, ",", &save)) != NULL &&
+                       o->n_sizes < MAX_SIZES) {
+                    o->mb[o->n_sizes++] = (unsigned)strtoul(tok, NULL, 10);
+                    list = NULL;
+                }
+                break;
+            case 'p':
+                o->probe = strtod(optarg, NULL);
+                break;
+            case 'd':
+                o->parent = optarg;
+                break;
+            case 'u':
+                *uri = optarg;
+                break;
+            case 'P':
+                *parent = strtol(optarg, NULL, 10);
+                break;
+            default:
+                fprintf(stderr,
+                        "usage: bench_scale [--mb 100,1000] "
+                        "[--probe-seconds 20] [--dir /tmp]\n");
+                return -1;
+        }
+    }
+    return o->n_sizes > 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    const char *uri = NULL;
+    long parent = 0;
+    if (parseArgs(argc, argv, &o, &uri, &parent) != 0) {
+        return 2;
+    }
+    if (uri != NULL) {
+        return childMain(uri, parent);
+    }
+    if (tpdb_register() != SQLITE_OK) {
+        return 1;
+    }
+    int rc = 0;
+    for (unsigned i = 0; i < o.n_sizes && rc == 0; i++) {
+        struct run r = {.o = &o};
+        snprintf(r.tmp, sizeof r.tmp, "%s/tpdb-scale-XXXXXX", o.parent);
+        if (mkdtemp(r.tmp) == NULL) {
+            perror("mkdtemp");
+            return 1;
+        }
+        rc = runSize(&r, o.mb[i]);
+        benchRemoveTree(r.tmp);
+    }
+    return rc == 0 ? 0 : 1;
+}
