@@ -177,7 +177,7 @@ static void crcInit(void)
     __atomic_store_n(&crcReady, 1, __ATOMIC_RELEASE);
 }
 
-uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len)
+uint32_t tpdbCrc32cPortable(uint32_t crc, const void *buf, size_t len)
 {
     const uint8_t *p = buf;
     if (!__atomic_load_n(&crcReady, __ATOMIC_ACQUIRE)) {
@@ -189,6 +189,47 @@ uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len)
     }
     return ~crc;
 }
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* SSE4.2's crc32 instruction computes CRC-32C itself, about 20 times as
+ * fast as the table: every log entry, snapshot stream chunk and TPDB page
+ * is checksummed, so the table was a third of a node's CPU under a bulk
+ * load. */
+__attribute__((target("sse4.2"))) static uint32_t crcSse42(uint32_t crc,
+                                                           const void *buf,
+                                                           size_t len)
+{
+    const uint8_t *p = buf;
+    uint64_t c = ~crc;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        c = __builtin_ia32_crc32di(c, v);
+    }
+    uint32_t c32 = (uint32_t)c;
+    for (; len > 0; p++, len--) {
+        c32 = __builtin_ia32_crc32qi(c32, *p);
+    }
+    return ~c32;
+}
+
+uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len)
+{
+    static int hw = -1;
+    int use = __atomic_load_n(&hw, __ATOMIC_RELAXED);
+    if (use < 0) {
+        __builtin_cpu_init();
+        use = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        __atomic_store_n(&hw, use, __ATOMIC_RELAXED);
+    }
+    return use ? crcSse42(crc, buf, len) : tpdbCrc32cPortable(crc, buf, len);
+}
+#else
+uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len)
+{
+    return tpdbCrc32cPortable(crc, buf, len);
+}
+#endif
 
 uint64_t tpdbNowNs(void)
 {

@@ -86,6 +86,10 @@ void tpdbLog(int level, const char *fmt, ...)
 /* CRC-32C (Castagnoli) of buf, continuing from crc (start with 0). */
 uint32_t tpdbCrc32c(uint32_t crc, const void *buf, size_t len);
 
+/* The same CRC from a table, whatever the CPU offers (for tests: the
+ * hardware path must agree with it). */
+uint32_t tpdbCrc32cPortable(uint32_t crc, const void *buf, size_t len);
+
 /* Little- and big-endian integer helpers for on-disk and wire formats. */
 static inline void tpdbPut16(uint8_t *p, uint16_t v)
 {
