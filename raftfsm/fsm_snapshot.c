@@ -25,6 +25,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -217,6 +220,12 @@ static void budgetAfter(struct fsmState *s)
         s->logBytes = 0;
         raft_set_snapshot_threshold(s->raft, s->threshold);
     }
+#ifdef __GLIBC__
+    /* raft frees the compacted entries once the snapshot is stored; large
+     * entries live on the heap, which glibc otherwise keeps: give it back
+     * so that a node's RSS follows its log. */
+    malloc_trim(0);
+#endif
 }
 
 void fsmSnapshotRelease(struct fsmState *s)
@@ -563,6 +572,13 @@ static int restoreRecord(struct fsmState *s,
     unsigned n = 0;
     uint64_t index = 0;
     int rc = tpdbSnaprecDecode(buf->base, buf->len, &index, &dbs, &n, errmsg);
+    if (rc == TPDB_OK) {
+        /* The state machine is at the record's index now: a stream served
+         * at exactly that index needs no further entry. */
+        pthread_mutex_lock(&s->mutex);
+        s->lastApplied = index > s->lastApplied ? index : s->lastApplied;
+        pthread_mutex_unlock(&s->mutex);
+    }
     for (unsigned i = 0; rc == TPDB_OK && i < n; i++) {
         rc = restoreOne(s, &dbs[i], index, errmsg);
     }

@@ -34,7 +34,7 @@ struct tpdb_node_config {
     unsigned snapshot_trailing;  /* entries kept after one, default 512 */
     unsigned log_mb;    /* snapshot once the entries since the last one pass
                            this many MiB, and keep at most half of it as
-                           trailing entries; default 32 */
+                           trailing entries; default 16 */
     unsigned ready_ms;  /* how long acquire waits to catch up, default
                            15000 */
     unsigned commit_ms; /* longest wait for a commit, default 60000 */

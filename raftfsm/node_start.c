@@ -39,7 +39,7 @@ static void defaults(struct tpdb_node_config *cfg)
         cfg->snapshot_trailing = cfg->snapshot_threshold / 2;
     }
     if (cfg->log_mb == 0) {
-        cfg->log_mb = 32;
+        cfg->log_mb = 16;
     }
     if (cfg->ready_ms == 0) {
         cfg->ready_ms = 15000;
