@@ -2,7 +2,7 @@
 # check_install.sh BUILD_DIR PREFIX LIBDIR BINDIR INCLUDEDIR PROGRAM.c:
 # `meson install --destdir` of BUILD_DIR into a temporary staging directory
 # must yield exactly the versioned libtpdbraft.so with its SONAME links,
-# tpdb.h, tpdbraft.pc and the tpdb program; PROGRAM.c must then compile and
+# tpdb.h, tpdbraft.pc the tpdb and tpdbd programs; PROGRAM.c must then compile and
 # link through `pkg-config tpdbraft` against the staged files alone and run.
 # The directories are meson's options (LIBDIR, BINDIR and INCLUDEDIR may be
 # relative to PREFIX). $CC is the C compiler (default cc).
@@ -33,7 +33,8 @@ fi
 # Exactly these files and links, nothing else.
 expect=$(printf '%s\n' "$libdir/libtpdbraft.so.0.1.0" \
     "$libdir/libtpdbraft.so.0" "$libdir/libtpdbraft.so" \
-    "$libdir/pkgconfig/tpdbraft.pc" "$includedir/tpdb.h" "$bindir/tpdb" |
+    "$libdir/pkgconfig/tpdbraft.pc" "$includedir/tpdb.h" "$bindir/tpdb" \
+    "$bindir/tpdbd" |
     sort)
 got=$(cd "$stage" && find . ! -type d | sed 's|^\.||' | sort)
 if [[ $got != "$expect" ]]; then
