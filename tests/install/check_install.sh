@@ -2,8 +2,8 @@
 # check_install.sh BUILD_DIR PREFIX LIBDIR BINDIR INCLUDEDIR PROGRAM.c:
 # `meson install --destdir` of BUILD_DIR into a temporary staging directory
 # must yield exactly the versioned libtpdbraft.so with its SONAME links,
-# tpdb.h, tpdbraft.pc the tpdb and tpdbd programs; PROGRAM.c must then compile and
-# link through `pkg-config tpdbraft` against the staged files alone and run.
+# tpdb.h, tpdbraft.pc, and the tpdb and tpdbd programs; PROGRAM.c must then
+# compile and link through `pkg-config tpdbraft` against the staged files alone and run.
 # The directories are meson's options (LIBDIR, BINDIR and INCLUDEDIR may be
 # relative to PREFIX). $CC is the C compiler (default cc).
 set -uo pipefail
