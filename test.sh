@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # tpdb test entry point. Installs missing Debian packages, builds `build`,
 # runs every meson suite but `slow` there, builds `build-asan` with
-# ASan+UBSan and runs the unit suite there, and ends with the line
+# ASan+UBSan and runs the unit suite there, builds `build-tsan` with
+# ThreadSanitizer and runs the fsm and threads suites there (the node's
+# worker threads: snapshots, streams), and ends with the line
 # "N passed, N failed" (exit status non-zero if anything failed).
 #   --slow    also run the slow suite
 #   --format  also check C formatting with clang-format (one more check)
-# TPDB_BUILD_DIR / TPDB_ASAN_BUILD_DIR override the build directories.
+# TPDB_BUILD_DIR / TPDB_ASAN_BUILD_DIR / TPDB_TSAN_BUILD_DIR override the
+# build directories.
 # ./quickstart.sh sources this file for tpdb_install_deps and tpdb_build.
 
 TPDB_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 TPDB_BUILD_DIR=${TPDB_BUILD_DIR:-build}
 TPDB_ASAN_BUILD_DIR=${TPDB_ASAN_BUILD_DIR:-build-asan}
+TPDB_TSAN_BUILD_DIR=${TPDB_TSAN_BUILD_DIR:-build-tsan}
 TPDB_PASSED=0
 TPDB_FAILED=0
 TPDB_SKIPPED=0
@@ -205,6 +209,17 @@ tpdb_test_builds() {
         tpdb_warn "build of $TPDB_ASAN_BUILD_DIR failed"
         TPDB_FAILED=$((TPDB_FAILED + 1))
     fi
+    if tpdb_build "$TPDB_TSAN_BUILD_DIR" -Db_sanitize=thread \
+        -Db_lundef=false; then
+        # A report ends the reporting process: a node that dies fails its
+        # test.
+        TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} \
+            tpdb_run_tests tsan "$TPDB_TSAN_BUILD_DIR" --suite fsm \
+            --suite threads --timeout-multiplier 4
+    else
+        tpdb_warn "build of $TPDB_TSAN_BUILD_DIR failed"
+        TPDB_FAILED=$((TPDB_FAILED + 1))
+    fi
 }
 
 tpdb_main() {
@@ -214,7 +229,7 @@ tpdb_main() {
         --slow) slow=1 ;;
         --format) format=1 TPDB_NEED_FORMAT=1 ;;
         -h | --help)
-            sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+            sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             return 0
             ;;
         *)
