@@ -51,6 +51,7 @@ struct tpdb_fetch {
     uint64_t id;
     char address[TPDB_ADDRESS_MAX];
     tpdb_fetch_peers_fn peers;
+    tpdb_fetch_index_fn index;
     void *peersArg;
     pthread_mutex_t mutex;
     pthread_cond_t cond;
@@ -130,7 +131,11 @@ static int readRequest(int fd, char *db, uint64_t *min, char *errmsg)
         return TPDB_PROTO;
     }
     size_t n = tpdbGet16(b);
-    if (n == 0 || n > TPDB_DBNAME_MAX || readFull(fd, db, n) != TPDB_OK ||
+    if (n == 0) {
+        db[0] = '\0'; /* an index query */
+        return readFull(fd, b, 8) == TPDB_OK ? TPDB_OK : TPDB_PROTO;
+    }
+    if (n > TPDB_DBNAME_MAX || readFull(fd, db, n) != TPDB_OK ||
         readFull(fd, b, 8) != TPDB_OK || memchr(db, '\0', n) != NULL) {
         tpdbErrf(errmsg, "fetch request: bad name");
         return TPDB_PROTO;
@@ -184,6 +189,17 @@ static void serveStream(struct tpdb_fetch *f, int fd)
     struct tpdb_fsm_serve *sv = NULL;
     setBlocking(fd);
     int rc = readRequest(fd, db, &min, errmsg);
+    if (rc == TPDB_OK && db[0] == '\0') {
+        uint8_t r[13];
+        int leads = 0;
+        uint64_t commit = 0;
+        f->index(f->peersArg, &leads, &commit);
+        tpdbPut32(r, 0);
+        r[4] = (uint8_t)leads;
+        tpdbPut64(r + 5, commit);
+        writeFull(fd, r, sizeof r);
+        return;
+    }
     if (rc == TPDB_OK) {
         rc =
             tpdbFsmServeOpen(f->fsm, db, min, FETCH_SERVE_WAIT_MS, &sv, errmsg);
@@ -281,13 +297,13 @@ static int sendRequest(struct tpdb_fetch *f, int fd, const struct fetchJob *job)
     uint8_t buf[TPDB_HANDSHAKE_MAX + 2 + TPDB_DBNAME_MAX + 8];
     size_t n =
         tpdbHandshakeEncode(buf, TPDB_HANDSHAKE_FETCH, f->id, f->address);
-    size_t len = strlen(job->db);
+    size_t len = job != NULL ? strlen(job->db) : 0;
     if (n == 0) {
         return TPDB_INVALID;
     }
     tpdbPut16(buf + n, (uint16_t)len);
-    memcpy(buf + n + 2, job->db, len);
-    tpdbPut64(buf + n + 2 + len, job->min);
+    memcpy(buf + n + 2, job != NULL ? job->db : "", len);
+    tpdbPut64(buf + n + 2 + len, job != NULL ? job->min : 0);
     return writeFull(fd, buf, n + 2 + len + 8);
 }
 
@@ -500,6 +516,48 @@ static void *clientThread(void *arg)
     return NULL;
 }
 
+/* One index query to the peer at address: TPDB_OK with *index if it
+ * leads. */
+static int askIndex(struct tpdb_fetch *f,
+                    const char *address,
+                    uint64_t *index,
+                    char *errmsg)
+{
+    uint8_t r[13];
+    int fd = connectTo(address, errmsg);
+    if (fd < 0) {
+        return TPDB_IOERR;
+    }
+    int rc = sendRequest(f, fd, NULL);
+    if (rc == TPDB_OK) {
+        rc = readFull(fd, r, sizeof r);
+    }
+    close(fd);
+    if (rc != TPDB_OK || tpdbGet32(r) != 0) {
+        tpdbErrf(errmsg, "index query to %s: no answer", address);
+        return TPDB_IOERR;
+    }
+    if (r[4] != 1) {
+        tpdbErrf(errmsg, "%s does not lead", address);
+        return TPDB_NOTFOUND;
+    }
+    *index = tpdbGet64(r + 5);
+    return TPDB_OK;
+}
+
+int tpdbFetchLeaderIndex(struct tpdb_fetch *f, uint64_t *index, char *errmsg)
+{
+    char addrs[FETCH_PEERS_MAX][TPDB_ADDRESS_MAX];
+    unsigned n = f->peers(f->peersArg, addrs, FETCH_PEERS_MAX);
+    tpdbErrf(errmsg, "no peer known");
+    for (unsigned i = 0; i < n; i++) {
+        if (askIndex(f, addrs[i], index, errmsg) == TPDB_OK) {
+            return TPDB_OK;
+        }
+    }
+    return TPDB_NOTFOUND;
+}
+
 void tpdbFetchStart(void *fetch, const char *db, uint64_t min_index)
 {
     struct tpdb_fetch *f = fetch;
@@ -535,7 +593,8 @@ int tpdbFetchInit(struct tpdb_fetch **out,
                   uint64_t id,
                   const char *address,
                   tpdb_fetch_peers_fn peers,
-                  void *peers_arg,
+                  tpdb_fetch_index_fn index,
+                  void *arg,
                   char *errmsg)
 {
     struct tpdb_fetch *f = tpdb_calloc(1, sizeof *f);
@@ -547,7 +606,8 @@ int tpdbFetchInit(struct tpdb_fetch **out,
     f->id = id;
     snprintf(f->address, sizeof f->address, "%s", address);
     f->peers = peers;
-    f->peersArg = peers_arg;
+    f->index = index;
+    f->peersArg = arg;
     f->clientFd = -1;
     for (int i = 0; i < FETCH_SERVERS; i++) {
         f->servers[i].f = f;

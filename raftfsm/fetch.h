@@ -6,6 +6,8 @@
  *
  * Wire, after the 24-byte handshake (little-endian):
  *   request:  u16 name length, name, u64 min_index
+ *             (name length 0: an index query; the response is u32 status
+ *             0, u8 1 if the peer leads, u64 its commit index)
  *   response: u32 status; status != 0: u16 length, message, end;
  *             status 0: u32 page_size, u32 db_pages, u64 served_index,
  *             then chunks: u32 n_pages (0 ends), u32 CRC-32C of the data,
@@ -36,16 +38,26 @@ typedef unsigned (*tpdb_fetch_peers_fn)(void *arg,
                                         char (*addrs)[TPDB_ADDRESS_MAX],
                                         unsigned max);
 
+/* Sets *leads (1 if this node is the leader) and *commit (its commit
+ * index), for index queries. Any thread. */
+typedef void (*tpdb_fetch_index_fn)(void *arg, int *leads, uint64_t *commit);
+
 /* Creates the fetcher of a node: `fsm` (borrowed, outlives it), the node's
- * id and advertised address (copied), and where to find peers. Errors:
- * TPDB_NOMEM. */
+ * id and advertised address (copied), where to find peers and this node's
+ * commit index (both called with `arg`). Errors: TPDB_NOMEM. */
 int tpdbFetchInit(struct tpdb_fetch **out,
                   struct raft_fsm *fsm,
                   uint64_t id,
                   const char *address,
                   tpdb_fetch_peers_fn peers,
-                  void *peers_arg,
+                  tpdb_fetch_index_fn index,
+                  void *arg,
                   char *errmsg);
+
+/* Asks the peers (leader first) for the leader's commit index; only an
+ * answer from a peer that leads counts. Blocks up to a few seconds.
+ * Errors: TPDB_NOTFOUND (no peer leads or answers). */
+int tpdbFetchLeaderIndex(struct tpdb_fetch *f, uint64_t *index, char *errmsg);
 
 /* The state machine's fetcher callback (tpdb_fsm_fetcher.start): queues
  * database `db` to fetch with a state that holds min_index. Any thread. */

@@ -105,6 +105,15 @@ unsigned nodeFetchPeers(void *arg,
     return k;
 }
 
+void nodeFetchIndex(void *arg, int *leads, uint64_t *commit)
+{
+    struct tpdb_node *n = arg;
+    pthread_mutex_lock(&n->mutex);
+    *leads = n->role == RAFT_LEADER && n->readyTerm == n->term;
+    *commit = n->commitIndex;
+    pthread_mutex_unlock(&n->mutex);
+}
+
 /* One job of raft's async_work on libuv's thread pool. */
 struct nodeWork {
     uv_work_t work;
@@ -179,6 +188,7 @@ static void checkCb(uv_check_t *check)
     n->pending = tpdbFsmPending(&n->fsm);
     n->lastIndex = raft_last_index(r);
     publishPeers(n, leaderId);
+    n->published = 1;
     if (changed) {
         pthread_cond_broadcast(&n->cond);
     }

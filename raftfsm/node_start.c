@@ -189,8 +189,8 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     if (rc != TPDB_OK) {
         goto err_after_io;
     }
-    rc = tpdbFetchInit(&n->fetch, &n->fsm, n->id, n->address, nodeFetchPeers, n,
-                       errmsg);
+    rc = tpdbFetchInit(&n->fetch, &n->fsm, n->id, n->address, nodeFetchPeers,
+                       nodeFetchIndex, n, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_fsm;
     }
@@ -266,6 +266,67 @@ static int waitReady(struct tpdb_node *n, char *errmsg)
                      (unsigned long long)n->id,
                      (unsigned long long)n->appliedIndex,
                      (unsigned long long)n->startLastIndex, n->cfg.ready_ms);
+            rc = TPDB_TIMEOUT;
+            break;
+        }
+        tpdbCondWaitMs(&n->cond, &n->mutex, 20);
+    }
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
+/* The leader's commit index as of now: this node's own if it leads, else
+ * asked of the peers. 0 with TPDB_OK for a node that has no peers. */
+static int leaderCommit(struct tpdb_node *n,
+                        uint64_t deadline,
+                        uint64_t *target,
+                        char *errmsg)
+{
+    for (;;) {
+        pthread_mutex_lock(&n->mutex);
+        int leads = n->role == RAFT_LEADER && n->readyTerm == n->term;
+        unsigned peers = n->nPeerAddrs;
+        int published = n->published;
+        *target = n->commitIndex;
+        pthread_mutex_unlock(&n->mutex);
+        if (published && (leads || peers == 0)) {
+            *target = peers == 0 && !leads ? 0 : *target;
+            return TPDB_OK;
+        }
+        if (published &&
+            tpdbFetchLeaderIndex(n->fetch, target, errmsg) == TPDB_OK) {
+            return TPDB_OK;
+        }
+        if (tpdbNowMs() >= deadline) {
+            tpdbErrWrap(errmsg, "no leader told its commit index within %u ms",
+                        n->cfg.ready_ms);
+            return TPDB_TIMEOUT;
+        }
+        pthread_mutex_lock(&n->mutex);
+        tpdbCondWaitMs(&n->cond, &n->mutex, 50);
+        pthread_mutex_unlock(&n->mutex);
+    }
+}
+
+/* Honest readiness: waits until this node has written everything the
+ * leader had committed when the open began (a new, wiped or lagging node
+ * never answers from an empty or stale database as if caught up). */
+static int waitCaughtUp(struct tpdb_node *n, char *errmsg)
+{
+    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
+    uint64_t target = 0;
+    int rc = leaderCommit(n, deadline, &target, errmsg);
+    pthread_mutex_lock(&n->mutex);
+    while (rc == TPDB_OK && n->appliedIndex < target) {
+        if (tpdbNowMs() >= deadline) {
+            tpdbErrf(errmsg,
+                     "node %llu has written %llu of the leader's %llu "
+                     "entries after %u ms (%u database(s) still fetched from "
+                     "a peer)",
+                     (unsigned long long)n->id,
+                     (unsigned long long)n->appliedIndex,
+                     (unsigned long long)target, n->cfg.ready_ms,
+                     tpdbFsmFetching(&n->fsm));
             rc = TPDB_TIMEOUT;
             break;
         }
@@ -454,6 +515,9 @@ int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
     rc = waitReady(n, errmsg);
     if (rc == TPDB_OK && cfg->join_address != NULL) {
         rc = nodeJoin(n, cfg->join_address, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = waitCaughtUp(n, errmsg);
     }
     if (rc != TPDB_OK) {
         tpdbNodeRelease(n);

@@ -93,6 +93,7 @@ struct tpdb_node {
     /* Raft addresses of the other members, the leader first. */
     char peerAddrs[NODE_PEERS_MAX][TPDB_ADDRESS_MAX];
     unsigned nPeerAddrs;
+    int published; /* the loop published the fields above at least once */
     uint64_t startLastIndex;
     /* join=HOST:PORT: the client runs on the loop thread; joinState and
      * joinMsg are guarded by mutex. */
@@ -125,6 +126,10 @@ void nodeRuntimeStop(struct tpdb_node *n);
 int nodeAsyncWork(struct raft_io *io,
                   struct raft_io_async_work *req,
                   raft_io_async_work_cb cb);
+
+/* The fetcher's index callback (fetch.h): the published role and commit
+ * index. */
+void nodeFetchIndex(void *arg, int *leads, uint64_t *commit);
 
 /* The fetcher's peers (fetch.h): the published member addresses. */
 unsigned nodeFetchPeers(void *arg,

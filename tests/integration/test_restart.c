@@ -9,6 +9,8 @@
  *   garbage is moved aside, not deleted) and ends byte-identical.
  * - A follower that was down while the leader compacted its log past it
  *   installs the snapshot record and fetches the stream.
+ * - Opening on such a follower returns only once it holds everything the
+ *   leader had committed.
  * - A new leader whose own connection holds the write lock that its
  *   queued entries wait for refuses that connection's write at once
  *   (REPLFAIL, roll back and retry) and writes again once it has.
@@ -123,6 +125,17 @@ static void assertConverged(struct nodes *c, int rows)
     }
 }
 
+/* Node i holds `rows` rows now, without waiting. */
+static void assertCount(struct nodes *c, int i, int rows)
+{
+    char want[64];
+    snprintf(want, sizeof want, "row %d", rows);
+    char *line = nodesQueryFirst(c, i, "SELECT count(*) FROM t");
+    assert_non_null(line);
+    assert_string_equal(line, want);
+    tpdb_free(line);
+}
+
 static int followerOf(int leader)
 {
     return (leader + 1) % N_NODES;
@@ -214,6 +227,8 @@ static void damagedFollower(int garbage)
     load(c, leader, 100, 20);
     nodesStart(c, f, -1);
     nodesWaitReady(c, f);
+    /* Open returned only once the stream and the log were in. */
+    assertCount(c, f, 4 * 120);
     load(c, leader, 120, 5);
     assertConverged(c, 4 * 125);
     assert_true(nodesStat(c, f, "fetches") >= 1);
@@ -252,6 +267,7 @@ static void testBehindSnapshotFetches(void **state)
     load(c, leader, 30, 80);
     nodesStart(c, f, -1);
     nodesWaitReady(c, f);
+    assertCount(c, f, 4 * 110);
     assertConverged(c, 4 * 110);
     assert_true(nodesStat(c, f, "fetches") >= 1);
     assert_true(nodesStat(c, leader, "served") >= 1);
