@@ -12,7 +12,8 @@
  *     index, and catch-up of a follower whose database files were deleted
  *     (streamed from a peer), next to `cp` + `sync` of the same file.
  * Rows are 1 KB of random bytes, 1,000 per transaction.
- *   bench_scale [--mb 100,1000] [--probe-seconds 20] [--dir /tmp]
+ *   bench_scale [--mb 100,1000] [--probe-seconds 20] [--log-mb N]
+ *       [--dir /tmp]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +45,7 @@ struct options {
     unsigned mb[MAX_SIZES];
     unsigned n_sizes;
     double probe;
+    unsigned log_mb; /* 0: the node's default */
     const char *parent;
 };
 
@@ -138,9 +140,9 @@ static void nodeUri(const struct run *r, int id, char *uri)
     snprintf(uri, URI_SIZE,
              "file:%s/n%d/app.db?vfs=tpdb&node=%d&bind=127.0.0.1:%d&"
              "peers=1@127.0.0.1:%d,2@127.0.0.1:%d,3@127.0.0.1:%d&"
-             "election_ms=%d&ready_ms=%d",
+             "election_ms=%d&ready_ms=%d&log_mb=%u",
              r->tmp, id, id, r->ports[id - 1], r->ports[0], r->ports[1],
-             r->ports[2], id == 1 ? 1000 : 5000, WAIT_MS);
+             r->ports[2], id == 1 ? 1000 : 5000, WAIT_MS, r->o->log_mb);
 }
 
 /* A follower process: writes its status to DIR/status.json every 100 ms
@@ -422,8 +424,10 @@ static double copyAndSync(struct run *r)
 
 static int runSize(struct run *r, unsigned mb)
 {
-    printf("== %u MB (rows of %d bytes, %d per transaction)\n", mb, ROW_BYTES,
-           ROWS_PER_TXN);
+    printf(
+        "== %u MB (rows of %d bytes, %d per transaction; log_mb %u, 0: "
+        "the default)\n",
+        mb, ROW_BYTES, ROWS_PER_TXN, r->o->log_mb);
     double full = plainLoad(r, mb, "FULL");
     double normal = plainLoad(r, mb, "NORMAL");
     printf("  load, plain SQLite WAL: FULL %.1f MB/s, NORMAL %.1f MB/s\n", full,
@@ -472,6 +476,7 @@ static int parseArgs(int argc,
         {"mb", required_argument, NULL, 'm'},
         {"probe-seconds", required_argument, NULL, 'p'},
         {"dir", required_argument, NULL, 'd'},
+        {"log-mb", required_argument, NULL, 'l'},
         {"node-uri", required_argument, NULL, 'u'},
         {"parent", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0}};
@@ -498,6 +503,9 @@ static int parseArgs(int argc,
                 break;
             case 'd':
                 o->parent = optarg;
+                break;
+            case 'l':
+                o->log_mb = (unsigned)strtoul(optarg, NULL, 10);
                 break;
             case 'u':
                 *uri = optarg;

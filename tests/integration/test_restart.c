@@ -11,6 +11,7 @@
  *   installs the snapshot record and fetches the stream.
  * - Opening on such a follower returns only once it holds everything the
  *   leader had committed.
+ * - One 200 MB transaction commits with a plain OK and no election.
  * - A new leader whose own connection holds the write lock that its
  *   queued entries wait for refuses that connection's write at once
  *   (REPLFAIL, roll back and retry) and writes again once it has.
@@ -24,6 +25,8 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+
+#include <jansson.h>
 
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
@@ -275,6 +278,44 @@ static void testBehindSnapshotFetches(void **state)
     tpdb_free(c);
 }
 
+static long long term(struct nodes *c, int i)
+{
+    json_t *st = nodesStatus(c, i);
+    assert_non_null(st);
+    long long t = json_integer_value(json_object_get(st, "term"));
+    json_decref(st);
+    return t;
+}
+
+/* One 200 MB transaction: a plain OK, no election, on every node. */
+static void testBigTransaction(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    (void)state;
+    assert_non_null(c);
+    startAll(c, "election_ms=1000&ready_ms=60000&commit_ms=120000");
+    int leader = nodesFindLeader(c, 30000);
+    exec(c, leader, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    nodesWaitApplied(c, 30000);
+    long long before[N_NODES];
+    for (int i = 0; i < N_NODES; i++) {
+        before[i] = term(c, i);
+    }
+    char *line = nodesCommand(c, leader,
+                              "exec WITH RECURSIVE n(i) AS (SELECT 1 UNION "
+                              "ALL SELECT i + 1 FROM n WHERE i < 200) INSERT "
+                              "INTO t(v) SELECT randomblob(1000000) FROM n");
+    assert_non_null(line);
+    assert_string_equal(line, "ok 200");
+    tpdb_free(line);
+    assertConverged(c, 200);
+    for (int i = 0; i < N_NODES; i++) {
+        assert_int_equal(term(c, i), before[i]);
+    }
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 static char *command(struct nodes *c, int i, const char *cmd)
 {
     char *line = nodesCommand(c, i, cmd);
@@ -328,6 +369,7 @@ int main(void)
         cmocka_unit_test_teardown(testBehindSnapshotFetches, harnessTeardown),
         cmocka_unit_test_teardown(testNewLeaderWithQueuedEntries,
                                   harnessTeardown),
+        cmocka_unit_test_teardown(testBigTransaction, harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
