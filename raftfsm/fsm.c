@@ -93,16 +93,34 @@ struct fsmDb *fsmDbFind(struct fsmState *s, const char *name)
     return db;
 }
 
-/* A TPDB page file starts with the TPDB magic, never a SQLite database. */
-static int fileIsTpdb(const char *path)
+int fsmFileStartsWith(const char *path, const char *magic, size_t n)
 {
-    char magic[8];
-    FILE *f = fopen(path, "rb");
-    size_t got = f != NULL ? fread(magic, 1, sizeof magic, f) : 0;
+    char head[32];
+    FILE *f = n <= sizeof head ? fopen(path, "rb") : NULL;
+    size_t got = f != NULL ? fread(head, 1, n, f) : 0;
     if (f != NULL) {
         fclose(f);
     }
-    return got == sizeof magic && memcmp(magic, "TPANDADB", 8) == 0;
+    return got == n && memcmp(head, magic, n) == 0;
+}
+
+int fsmImageTxn(struct tpdb_txn *txn,
+                const uint8_t *image,
+                uint32_t page_size,
+                uint32_t pages)
+{
+    txn->page_size = page_size;
+    txn->db_pages = pages;
+    txn->n_pages = pages;
+    txn->pages = tpdb_malloc(sizeof *txn->pages * (pages ? pages : 1));
+    if (txn->pages == NULL) {
+        return TPDB_NOMEM;
+    }
+    for (uint32_t i = 0; i < pages; i++) {
+        txn->pages[i].pgno = i + 1;
+        txn->pages[i].data = image + (size_t)i * page_size;
+    }
+    return TPDB_OK;
 }
 
 /* Adds database `name` to the list; with `manifest` also to the manifest
@@ -129,7 +147,9 @@ static int dbCreate(struct fsmState *s,
         tpdb_free(db);
         return rc;
     }
-    db->tpdbFile = fileIsTpdb(db->path);
+    /* A TPDB page file starts with the TPDB magic, never a SQLite
+     * database. */
+    db->tpdbFile = fsmFileStartsWith(db->path, "TPANDADB", 8);
     pthread_mutex_lock(&s->mutex);
     db->next = s->dbs;
     s->dbs = db;
@@ -209,29 +229,33 @@ int tpdbFsmFileHoldsNoData(const char *path)
            h[104] == 0;
 }
 
-int fsmMoveAsideIfData(struct fsmDb *db, char *errmsg)
+int fsmMoveAside(struct fsmDb *db, const char *why, char *errmsg)
 {
     char aside[4096 + 64];
-    if (tpdbFsmFileHoldsNoData(db->path)) {
-        return TPDB_OK;
-    }
-    snprintf(aside, sizeof aside, "%s.orphan-%lld", db->path,
+    snprintf(aside, sizeof aside, "%s.%s-%lld", db->path, why,
              (long long)time(NULL));
     if (rename(db->path, aside) != 0) {
         tpdbErrf(errmsg, "move %s aside: %s", db->path, strerror(errno));
         return TPDB_IOERR;
     }
-    for (const char *sfx = "-wal"; sfx != NULL;
-         sfx = strcmp(sfx, "-wal") == 0 ? "-shm" : NULL) {
+    for (int i = 0; i < 2; i++) {
         char from[4096 + 8];
         char to[4096 + 80];
+        const char *sfx = i == 0 ? "-wal" : "-shm";
         snprintf(from, sizeof from, "%s%s", db->path, sfx);
         snprintf(to, sizeof to, "%s%s", aside, sfx);
         rename(from, to);
     }
-    tpdbLog(TPDB_LOG_WARN, "%s held data unknown to the cluster: moved to %s",
-            db->path, aside);
+    tpdbLog(TPDB_LOG_WARN, "%s: moved to %s (%s)", db->path, aside, why);
     return TPDB_OK;
+}
+
+int fsmMoveAsideIfData(struct fsmDb *db, char *errmsg)
+{
+    /* Data unknown to the cluster: never overwritten. */
+    return tpdbFsmFileHoldsNoData(db->path)
+               ? TPDB_OK
+               : fsmMoveAside(db, "orphan", errmsg);
 }
 
 int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg)

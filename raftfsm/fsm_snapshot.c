@@ -443,18 +443,6 @@ int fsmSnapshotFinalize(struct raft_fsm *fsm,
     return 0;
 }
 
-/* Whether the file at path starts as a SQLite database. */
-static int sqliteFileOk(const char *path)
-{
-    char magic[16];
-    FILE *f = fopen(path, "rb");
-    size_t got = f != NULL ? fread(magic, 1, sizeof magic, f) : 0;
-    if (f != NULL) {
-        fclose(f);
-    }
-    return got == sizeof magic && memcmp(magic, "SQLite format 3", 16) == 0;
-}
-
 /* A TPDB file from its image in the record, unless the local one is
  * durable at the index already. */
 static int restoreTpdbFile(struct fsmDb *db,
@@ -468,18 +456,11 @@ static int restoreTpdbFile(struct fsmDb *db,
     if (keep || r->db_pages == 0) {
         return TPDB_OK;
     }
-    txn.page_size = r->page_size;
-    txn.db_pages = r->db_pages;
-    txn.n_pages = r->db_pages;
-    txn.pages = tpdb_malloc(sizeof *txn.pages * r->db_pages);
-    if (txn.pages == NULL) {
-        return TPDB_NOMEM;
+    int rc = fsmImageTxn(&txn, r->image, r->page_size, r->db_pages);
+    if (rc != TPDB_OK) {
+        return rc;
     }
-    for (uint32_t i = 0; i < r->db_pages; i++) {
-        txn.pages[i].pgno = i + 1;
-        txn.pages[i].data = r->image + (size_t)i * r->page_size;
-    }
-    int rc = tpdb_file_apply(db->path, &txn, errmsg);
+    rc = tpdb_file_apply(db->path, &txn, errmsg);
     tpdb_free(txn.pages);
     (void)index;
     return rc;
@@ -508,7 +489,8 @@ static int restoreOne(struct fsmState *s,
     if (r->kind == TPDB_SNAPREC_TPDBFILE) {
         return restoreTpdbFile(db, r, index, keep && db->tpdbFile, errmsg);
     }
-    if (r->db_pages == 0 || (keep && sqliteFileOk(db->path))) {
+    if (r->db_pages == 0 ||
+        (keep && fsmFileStartsWith(db->path, "SQLite format 3", 16))) {
         return TPDB_OK;
     }
     pthread_mutex_lock(&s->mutex);
@@ -548,16 +530,9 @@ static int restoreLegacyDb(void *arg,
         memcmp(sdb->image, "TPANDADB", 8) == 0) {
         db->tpdbFile = 1;
     }
-    txn.page_size = sdb->page_size;
-    txn.db_pages = sdb->db_pages;
-    txn.n_pages = sdb->db_pages;
-    txn.pages = tpdb_malloc(sizeof *txn.pages * sdb->db_pages);
-    if (txn.pages == NULL) {
-        return TPDB_NOMEM;
-    }
-    for (uint32_t i = 0; i < sdb->db_pages; i++) {
-        txn.pages[i].pgno = i + 1;
-        txn.pages[i].data = sdb->image + (size_t)i * sdb->page_size;
+    rc = fsmImageTxn(&txn, sdb->image, sdb->page_size, sdb->db_pages);
+    if (rc != TPDB_OK) {
+        return rc;
     }
     rc = fsmApplyTxn(s, db, &txn, 0, 10000, errmsg);
     tpdb_free(txn.pages);

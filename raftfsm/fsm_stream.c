@@ -16,7 +16,6 @@
  * last one, a state of the cluster's history, and that is what readers see
  * at once.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -176,27 +175,13 @@ static uint32_t filePageSize(const char *path)
  * to reopen. */
 static int moveCorruptAside(struct fsmState *s, struct fsmDb *db, char *errmsg)
 {
-    char aside[4096 + 64];
-    snprintf(aside, sizeof aside, "%s.corrupt-%lld", db->path,
-             (long long)time(NULL));
-    if (rename(db->path, aside) != 0) {
-        tpdbErrf(errmsg, "move %s aside: %s", db->path, strerror(errno));
-        return TPDB_IOERR;
+    int rc = fsmMoveAside(db, "corrupt", errmsg);
+    if (rc == TPDB_OK) {
+        pthread_mutex_lock(&s->mutex);
+        db->reopen = 1;
+        pthread_mutex_unlock(&s->mutex);
     }
-    for (int i = 0; i < 2; i++) {
-        char from[4096 + 8];
-        char to[4096 + 80];
-        const char *sfx = i == 0 ? "-wal" : "-shm";
-        snprintf(from, sizeof from, "%s%s", db->path, sfx);
-        snprintf(to, sizeof to, "%s%s", aside, sfx);
-        rename(from, to);
-    }
-    tpdbLog(TPDB_LOG_WARN, "%s cannot take the stream: moved to %s", db->path,
-            aside);
-    pthread_mutex_lock(&s->mutex);
-    db->reopen = 1;
-    pthread_mutex_unlock(&s->mutex);
-    return TPDB_OK;
+    return rc;
 }
 
 /* Makes the local file a SQLite database in WAL mode of page_size that can

@@ -85,6 +85,17 @@ struct fsmState {
  * memory. */
 char *fsmJoinPath(const char *dir, const char *name);
 
+/* Whether the file at path starts with the n (<= 32) bytes of magic. */
+int fsmFileStartsWith(const char *path, const char *magic, size_t n);
+
+/* Fills txn with every page of a whole-database image (pages pages of
+ * page_size bytes, borrowed); txn->pages is tpdb_malloc'd (caller frees).
+ * Errors: TPDB_NOMEM. */
+int fsmImageTxn(struct tpdb_txn *txn,
+                const uint8_t *image,
+                uint32_t page_size,
+                uint32_t pages);
+
 /* Finds database `name` (any thread, takes the mutex); NULL if unknown. */
 struct fsmDb *fsmDbFind(struct fsmState *s, const char *name);
 
@@ -100,6 +111,10 @@ int fsmDbGet(struct fsmState *s,
 /* A database new to this node whose file holds data the cluster does not
  * know is moved aside (NAME.orphan-TIME), never overwritten. */
 int fsmMoveAsideIfData(struct fsmDb *db, char *errmsg);
+
+/* Renames db's main file, WAL and WAL-index to NAME.<why>-TIME (never
+ * deletes them) and logs it. Errors: TPDB_IOERR. */
+int fsmMoveAside(struct fsmDb *db, const char *why, char *errmsg);
 
 /* Opens an internal connection to path through the tpdb VFS. */
 int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg);
