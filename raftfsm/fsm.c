@@ -7,7 +7,7 @@
  * frames are written by the proposing SQLite connection once the commit
  * hook returns); any other entry is decoded and appended to the database's
  * WAL through tpdbVfsApply on an internal, idle connection. An entry that
- * cannot be written within a few milliseconds (a local connection holds the
+ * cannot be written at once (a local connection holds the
  * write lock), or whose database waits for a stream, is queued in order
  * and written by tpdbFsmDrain (or by the stream's commit), so the loop
  * thread never blocks for long and raft never sees a failed apply.
@@ -283,20 +283,13 @@ int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg)
     return TPDB_OK;
 }
 
-static void maybeCheckpoint(struct fsmDb *db)
+static void maybeCheckpoint(struct fsmState *s, struct fsmDb *db)
 {
-    int logFrames = 0;
-    int ckptFrames = 0;
-    if (db->conn == NULL || db->framesSinceCheckpoint < FSM_CHECKPOINT_FRAMES) {
+    if (db->framesSinceCheckpoint < FSM_CHECKPOINT_FRAMES) {
         return;
     }
     db->framesSinceCheckpoint = 0;
-    int rc = sqlite3_wal_checkpoint_v2(
-        db->conn, "main", SQLITE_CHECKPOINT_PASSIVE, &logFrames, &ckptFrames);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
-        tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,
-                sqlite3_errmsg(db->conn));
-    }
+    fsmCheckpointRequest(s, db);
 }
 
 static void countApplied(struct fsmState *s, const struct tpdb_txn *txn)
@@ -378,7 +371,7 @@ int fsmApplyTxn(struct fsmState *s,
     db->framesSinceCheckpoint += txn->n_pages;
     countApplied(s, txn);
     markWritten(s, db, index);
-    maybeCheckpoint(db);
+    maybeCheckpoint(s, db);
     return TPDB_OK;
 }
 
@@ -682,6 +675,9 @@ int tpdbFsmInit(struct raft_fsm *fsm,
     if (rc == TPDB_OK) {
         rc = fsmDurableLoad(s, errmsg);
     }
+    if (rc == TPDB_OK && async) {
+        rc = fsmCheckpointerStart(s, errmsg);
+    }
     if (rc != TPDB_OK) {
         stateFree(s);
         tpdbErrWrap(errmsg, "fsm");
@@ -704,6 +700,7 @@ void tpdbFsmClose(struct raft_fsm *fsm)
     if (s == NULL) {
         return;
     }
+    fsmCheckpointerStop(s);
     fsmSnapshotRelease(s);
     stateFree(s);
     fsm->data = NULL;
@@ -854,7 +851,7 @@ void tpdbFsmCheckpointAll(struct raft_fsm *fsm)
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         if (db->conn != NULL) {
             db->framesSinceCheckpoint = FSM_CHECKPOINT_FRAMES;
-            maybeCheckpoint(db);
+            maybeCheckpoint(s, db);
         }
     }
 }

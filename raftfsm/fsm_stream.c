@@ -179,6 +179,7 @@ static int moveCorruptAside(struct fsmState *s, struct fsmDb *db, char *errmsg)
     if (rc == TPDB_OK) {
         pthread_mutex_lock(&s->mutex);
         db->reopen = 1;
+        db->ckptReopen = 1;
         pthread_mutex_unlock(&s->mutex);
     }
     return rc;

@@ -21,8 +21,9 @@
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
 
-/* How long apply waits for a busy write lock before queueing. */
-#define FSM_APPLY_LOCK_MS 10
+/* How long apply waits for a busy write lock before queueing: not at all,
+ * the loop thread must not wait on locks; the drain timer retries. */
+#define FSM_APPLY_LOCK_MS 0
 /* WAL frames applied between two PASSIVE checkpoints. */
 #define FSM_CHECKPOINT_FRAMES 1000
 
@@ -44,6 +45,9 @@ struct fsmDb {
     uint64_t lastSeen;     /* (mutex) index of the last entry of db applied */
     uint64_t written;      /* (mutex) every entry of db up to this is written */
     unsigned framesSinceCheckpoint; /* (loop) */
+    int ckptWanted;     /* (mutex) the checkpointer should run one */
+    sqlite3 *ckptConn;  /* the checkpointer thread's own connection */
+    int ckptReopen;     /* (mutex) ckptConn must be reopened */
     int tpdbFile;       /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
     int fetching;       /* (mutex) waits for a stream from a peer (restore) */
     uint64_t fetchMin;  /* (mutex) the stream must hold this index */
@@ -75,6 +79,11 @@ struct fsmState {
     uint64_t logBytes; /* applied since the last snapshot */
     unsigned threshold;
     unsigned trailing;
+    /* The checkpointer thread (async FSMs only, fsm_checkpoint.c). */
+    pthread_t ckptThread;
+    int ckptRunning;
+    int ckptStop;            /* (mutex) */
+    pthread_cond_t ckptCond; /* with mutex: work or stop */
     /* The snapshot being taken (loop thread, then the worker). */
     uint64_t snapIndex;
     uint8_t **snapImages; /* TPDB file images, per listed database */
@@ -137,6 +146,14 @@ int fsmDurableSave(struct fsmState *s, char *errmsg);
 
 /* Loads the durable file into the databases (at init). */
 int fsmDurableLoad(struct fsmState *s, char *errmsg);
+
+/* Checkpoints (fsm_checkpoint.c). Start: a thread that runs the PASSIVE
+ * checkpoints of followers' databases off the loop (its errors are only
+ * logged). Request (loop thread): one checkpoint of db, on that thread if
+ * it runs, else here. Stop: joins the thread and closes its connections. */
+int fsmCheckpointerStart(struct fsmState *s, char *errmsg);
+void fsmCheckpointRequest(struct fsmState *s, struct fsmDb *db);
+void fsmCheckpointerStop(struct fsmState *s);
 
 /* The snapshot and restore callbacks (fsm_snapshot.c). */
 int fsmSnapshot(struct raft_fsm *fsm,

@@ -1,0 +1,112 @@
+/*
+ * Checkpoints of the databases the state machine writes (see fsmint.h).
+ * Apply never runs SQLite's autocheckpoint (it writes frames itself), so
+ * the FSM checkpoints every FSM_CHECKPOINT_FRAMES applied frames. A
+ * checkpoint copies frames into the main file and syncs it: on the Raft
+ * loop thread that is disk work growing with the data, so a node's FSM
+ * hands it to a thread of its own, with a connection of its own per
+ * database. PASSIVE never waits for readers or writers and never takes the
+ * write lock, so it cannot hold apply back.
+ */
+#include <string.h>
+
+#include "raftfsm/fsmint.h"
+
+static void checkpointOne(struct fsmDb *db, sqlite3 *conn)
+{
+    int rc = sqlite3_wal_checkpoint_v2(conn, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                       NULL, NULL);
+    if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
+        tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,
+                sqlite3_errmsg(conn));
+    }
+}
+
+/* The next database that wants a checkpoint, its flag cleared; NULL when
+ * stopping. Mutex held; waits. */
+static struct fsmDb *nextWanted(struct fsmState *s)
+{
+    for (;;) {
+        if (s->ckptStop) {
+            return NULL;
+        }
+        for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+            if (db->ckptWanted && !db->fetching) {
+                db->ckptWanted = 0;
+                return db;
+            }
+        }
+        pthread_cond_wait(&s->ckptCond, &s->mutex);
+    }
+}
+
+static void *checkpointerMain(void *arg)
+{
+    struct fsmState *s = arg;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    pthread_mutex_lock(&s->mutex);
+    struct fsmDb *db;
+    while ((db = nextWanted(s)) != NULL) {
+        int reopen = db->ckptReopen;
+        db->ckptReopen = 0;
+        pthread_mutex_unlock(&s->mutex);
+        if (reopen && db->ckptConn != NULL) {
+            sqlite3_close(db->ckptConn);
+            db->ckptConn = NULL;
+        }
+        if (db->ckptConn == NULL &&
+            fsmOpenInternal(db->path, &db->ckptConn, errmsg) != TPDB_OK) {
+            tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name, errmsg);
+        }
+        if (db->ckptConn != NULL) {
+            checkpointOne(db, db->ckptConn);
+        }
+        pthread_mutex_lock(&s->mutex);
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return NULL;
+}
+
+int fsmCheckpointerStart(struct fsmState *s, char *errmsg)
+{
+    pthread_cond_init(&s->ckptCond, NULL);
+    if (pthread_create(&s->ckptThread, NULL, checkpointerMain, s) != 0) {
+        pthread_cond_destroy(&s->ckptCond);
+        tpdbErrf(errmsg, "cannot start the checkpoint thread");
+        return TPDB_NOMEM;
+    }
+    s->ckptRunning = 1;
+    return TPDB_OK;
+}
+
+void fsmCheckpointRequest(struct fsmState *s, struct fsmDb *db)
+{
+    if (!s->ckptRunning) {
+        if (db->conn != NULL) {
+            checkpointOne(db, db->conn);
+        }
+        return;
+    }
+    pthread_mutex_lock(&s->mutex);
+    db->ckptWanted = 1;
+    pthread_cond_signal(&s->ckptCond);
+    pthread_mutex_unlock(&s->mutex);
+}
+
+void fsmCheckpointerStop(struct fsmState *s)
+{
+    if (!s->ckptRunning) {
+        return;
+    }
+    pthread_mutex_lock(&s->mutex);
+    s->ckptStop = 1;
+    pthread_cond_signal(&s->ckptCond);
+    pthread_mutex_unlock(&s->mutex);
+    pthread_join(s->ckptThread, NULL);
+    s->ckptRunning = 0;
+    pthread_cond_destroy(&s->ckptCond);
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        sqlite3_close(db->ckptConn);
+        db->ckptConn = NULL;
+    }
+}
