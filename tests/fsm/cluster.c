@@ -90,7 +90,24 @@ static int hookWriteCheck(void *arg, void *handle, char *errmsg)
                  raft_state(r));
         return TPDB_NOTLEADER;
     }
+    /* As the node does: entries of the database still queued, or a stream
+     * awaited, refuse the write. */
+    if (tpdbFsmPendingFor(&c->s[h->server].fsm, h->name) > 0) {
+        tpdbErrf(errmsg, "earlier entries of %s are not written yet", h->name);
+        return TPDB_BUSY;
+    }
     return TPDB_OK;
+}
+
+/* A pwrite64 that fails as on a full disk (failCommitWrite). */
+static ssize_t failingPwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    (void)fd;
+    (void)buf;
+    (void)n;
+    (void)off;
+    errno = ENOSPC;
+    return -1;
 }
 
 static void applyCb(struct raft_apply *req, int status, void *result)
@@ -169,6 +186,14 @@ static int hookCommit(void *arg,
     }
     c->s[h->server].pending = NULL;
     rc = tpdbFsmProposalWait(fsm, &p, 0);
+    if (rc == TPDB_OK && c->failCommitWrite) {
+        /* The quorum holds it; the local write of its frame now fails. */
+        sqlite3_vfs *unix_vfs = sqlite3_vfs_find("unix");
+        c->realPwrite = unix_vfs->xGetSystemCall(unix_vfs, "pwrite64");
+        unix_vfs->xSetSystemCall(unix_vfs, "pwrite64",
+                                 (sqlite3_syscall_ptr)failingPwrite);
+        c->failCommitWrite = 0;
+    }
     if (rc == TPDB_OK) {
         h->acked = 1;
     } else {
@@ -182,6 +207,11 @@ static void hookTxnEnd(void *arg, void *handle, int committed)
 {
     struct cluster *c = arg;
     struct clusterHandle *h = handle;
+    if (c->realPwrite != NULL) {
+        sqlite3_vfs *unix_vfs = sqlite3_vfs_find("unix");
+        unix_vfs->xSetSystemCall(unix_vfs, "pwrite64", c->realPwrite);
+        c->realPwrite = NULL;
+    }
     if (h->acked) {
         h->acked = 0;
         tpdbFsmOwnWriteDone(&c->s[h->server].fsm, h->name, committed);

@@ -62,7 +62,11 @@ struct cluster {
      * the worst moment. NULL for none. */
     void (*onPropose)(struct cluster *c, unsigned i);
     struct clusterFetch fetches[CLUSTER_FETCHES];
-    int servicing;    /* serviceFetches is running */
+    int servicing; /* serviceFetches is running */
+    /* 1: the next acknowledged commit's own local write fails (pwrite64
+     * of the unix VFS fails with ENOSPC until the transaction ends). */
+    int failCommitWrite;
+    sqlite3_syscall_ptr realPwrite;
     unsigned commits; /* commit hook calls */
     int lastCommitRc; /* TPDB_* outcome of the last commit hook call */
 };

@@ -614,10 +614,55 @@ static void testUnknownCommittedLater(void **state)
     sqlite3_close(db);
 }
 
+/* The cluster committed a transaction whose frame the leader then failed
+ * to write locally (disk full after the quorum held it): the leader takes
+ * no write on that database until a follower's copy, which has the
+ * transaction, replaced its own; then it writes again and every node ends
+ * identical. */
+static void testCommittedNotWrittenLocally(void **state)
+{
+    struct cluster *c = *state;
+    struct tpdb_fsm_stats st;
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    sqlite3 *db = openApp(c, l, 1);
+    insertRows(db, 3, "before", 100);
+    c->failCommitWrite = 1;
+    assert_int_not_equal(
+        sqlite3_exec(db, "INSERT INTO t(v) VALUES('lost-here')", NULL, NULL,
+                     NULL),
+        SQLITE_OK);
+    assert_null(c->realPwrite);
+    assert_int_equal(tpdbFsmFetching(&c->s[l].fsm), 1);
+    /* Refused while the database waits for its stream. */
+    int rc = sqlite3_exec(db, "INSERT INTO t(v) VALUES('refused')", NULL, NULL,
+                          NULL);
+    assert_int_equal(sqlite3_extended_errcode(db), TPDB_SQLITE_REPLFAIL);
+    assert_int_not_equal(rc, SQLITE_OK);
+    /* Once a follower has written it, the leader can fetch from it (the
+     * fixture serves fetches around every apply, and here). */
+    raft_index index = raft_last_applied(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
+    clusterServiceFetches(c);
+    assert_int_equal(tpdbFsmFetching(&c->s[l].fsm), 0);
+    tpdbFsmStats(&c->s[l].fsm, &st);
+    assert_int_equal(st.fetches, 1);
+    insertRows(db, 2, "after", 100);
+    sqlite3_close(db);
+    assertConverged(c);
+    for (unsigned i = 0; i < c->n; i++) {
+        assert_int_equal(countOn(c, i, "v = 'lost-here'"), 1);
+        assert_int_equal(countOn(c, i, "v = 'refused'"), 0);
+        assert_int_equal(countOn(c, i, "1"), 6);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(testReplication, setup, teardown),
+        cmocka_unit_test_setup_teardown(testCommittedNotWrittenLocally, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(testLeaderChange, setup, teardown),
         cmocka_unit_test_setup_teardown(testDisconnectRejoin, setup, teardown),
         cmocka_unit_test_setup_teardown(testSnapshotInstall, setup, teardown),
