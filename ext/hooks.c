@@ -24,6 +24,7 @@ struct extHandle {
     char name[256];         /* database file name in the data directory */
     char readonlyMsg[TPDB_ERRMSG_SIZE];
     int acked; /* the node acknowledged a commit not yet written */
+    unsigned parts; /* parts of a large transaction handed over so far */
 };
 
 static unsigned uriUnsigned(const char *uri, const char *key)
@@ -168,10 +169,35 @@ static int hookCommit(void *arg,
     return rc;
 }
 
+/* A part of a large transaction (VFS hook version 3). */
+static int hookCommitPart(void *arg,
+                          void *handle,
+                          const struct tpdb_txn *part,
+                          int final,
+                          char *errmsg)
+{
+    struct extHandle *h = handle;
+    (void)arg;
+    if (h->node == NULL) {
+        tpdbErrf(errmsg, "%s", h->readonlyMsg);
+        return TPDB_READONLY;
+    }
+    int rc =
+        tpdbNodeCommitPart(h->node, h->name, part, h->parts++, final, errmsg);
+    if (final || rc != TPDB_OK) {
+        h->parts = 0;
+    }
+    if (final && rc == TPDB_OK) {
+        h->acked = 1;
+    }
+    return rc;
+}
+
 static void hookTxnEnd(void *arg, void *handle, int committed)
 {
     struct extHandle *h = handle;
     (void)arg;
+    h->parts = 0;
     if (h->acked) {
         h->acked = 0;
         tpdbNodeOwnWriteDone(h->node, h->name, committed);
@@ -181,7 +207,7 @@ static void hookTxnEnd(void *arg, void *handle, int committed)
 int extHooksRegister(void)
 {
     static const struct tpdb_vfs_hooks hooks = {
-        .version = 2,
+        .version = 3,
         .arg = NULL,
         .db_open = hookDbOpen,
         .db_close = hookDbClose,
@@ -189,6 +215,7 @@ int extHooksRegister(void)
         .commit = hookCommit,
         .txn_end = hookTxnEnd,
         .before_write_lock = hookBeforeWriteLock,
+        .commit_part = hookCommitPart,
     };
     return tpdbVfsRegister("tpdb", &hooks, 0);
 }

@@ -61,8 +61,7 @@ static int checkShape(int type,
                       uint64_t *raw_len,
                       char *errmsg)
 {
-    if (type != TPDB_ENTRY_TXN && type != TPDB_ENTRY_IMAGE &&
-        type != TPDB_ENTRY_TPDBFILE) {
+    if (type < TPDB_ENTRY_TXN || type > TPDB_ENTRY_CHUNK_END) {
         tpdbErrf(errmsg, "unknown entry type %d", type);
         return TPDB_CORRUPT;
     }

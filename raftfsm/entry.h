@@ -36,10 +36,18 @@
 #define TPDB_DBNAME_MAX 255
 
 enum {
-    TPDB_ENTRY_TXN = 1,     /* a committed transaction's pages */
-    TPDB_ENTRY_IMAGE = 2,   /* a whole database image (pages 1..db_pages) that
-                               replaces the database, e.g. its first import */
-    TPDB_ENTRY_TPDBFILE = 3 /* a commit to a TPDB page file (tpdbfile.h) */
+    TPDB_ENTRY_TXN = 1,      /* a committed transaction's pages */
+    TPDB_ENTRY_IMAGE = 2,    /* a whole database image (pages 1..db_pages) that
+                                replaces the database, e.g. its first import */
+    TPDB_ENTRY_TPDBFILE = 3, /* a commit to a TPDB page file (tpdbfile.h) */
+    /* A transaction too large for one entry, split in parts (the VFS's
+     * commit_part): BEGIN starts staging it, each CHUNK adds pages, END
+     * adds its own and commits them all. Nothing is visible before END;
+     * any other entry of the database ends a sequence without END, which
+     * then never committed. db_pages is the size after the commit. */
+    TPDB_ENTRY_CHUNK_BEGIN = 4,
+    TPDB_ENTRY_CHUNK = 5,
+    TPDB_ENTRY_CHUNK_END = 6
 };
 
 /* TPDB_ENTRY_TPDBFILE maps a TPDB page file onto the txn (page_size 4096):

@@ -321,9 +321,7 @@ static int applyTpdbFile(struct fsmState *s,
     return rc;
 }
 
-/* The applier connection of db, reopened when a stream replaced the file
- * under it. Loop thread. */
-static int applierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
+int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
 {
     pthread_mutex_lock(&s->mutex);
     int reopen = db->reopen;
@@ -347,6 +345,39 @@ static void markWritten(struct fsmState *s, struct fsmDb *db, uint64_t index)
     pthread_mutex_unlock(&s->mutex);
 }
 
+void fsmAfterWrite(struct fsmState *s,
+                   struct fsmDb *db,
+                   const struct tpdb_txn *txn,
+                   uint64_t index)
+{
+    db->framesSinceCheckpoint += txn->n_pages;
+    countApplied(s, txn);
+    markWritten(s, db, index);
+    maybeCheckpoint(s, db);
+}
+
+int fsmCreateWalDb(sqlite3 *conn,
+                   const char *path,
+                   uint32_t page_size,
+                   char *errmsg)
+{
+    struct stat st;
+    if (stat(path, &st) == 0 && st.st_size > 0) {
+        return TPDB_OK;
+    }
+    char *sql = sqlite3_mprintf("PRAGMA page_size=%u; PRAGMA journal_mode=WAL;",
+                                page_size);
+    int rc =
+        sql != NULL && sqlite3_exec(conn, sql, NULL, NULL, NULL) == SQLITE_OK
+            ? TPDB_OK
+            : TPDB_IOERR;
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "create %s: %s", path, sqlite3_errmsg(conn));
+    }
+    sqlite3_free(sql);
+    return rc;
+}
+
 int fsmApplyTxn(struct fsmState *s,
                 struct fsmDb *db,
                 const struct tpdb_txn *txn,
@@ -361,17 +392,14 @@ int fsmApplyTxn(struct fsmState *s,
         }
         return rc;
     }
-    int rc = applierConn(s, db, errmsg);
+    int rc = fsmApplierConn(s, db, errmsg);
     if (rc == TPDB_OK) {
         rc = tpdbVfsApply(db->conn, txn, 0, lock_ms, errmsg);
     }
     if (rc != TPDB_OK) {
         return rc;
     }
-    db->framesSinceCheckpoint += txn->n_pages;
-    countApplied(s, txn);
-    markWritten(s, db, index);
-    maybeCheckpoint(s, db);
+    fsmAfterWrite(s, db, txn, index);
     return TPDB_OK;
 }
 
@@ -381,16 +409,22 @@ static uint64_t appliedIndex(struct fsmState *s)
 }
 
 /* Acknowledges an own entry: returns 1 if `seq` was a registered proposal. */
-static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq)
+static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq, int type)
 {
+    /* A non-final part of a large transaction is acknowledged, but the
+     * transaction is written (and counted as in flight) only after its
+     * end. */
+    int counts = type != TPDB_ENTRY_CHUNK_BEGIN && type != TPDB_ENTRY_CHUNK;
     struct tpdb_proposal *p;
     int found = 0;
     pthread_mutex_lock(&s->mutex);
     for (p = s->proposals; p != NULL; p = p->next) {
         if (p->seq == seq && p->state == TPDB_BUSY) {
             p->state = TPDB_OK;
-            db->acked++;
-            db->lastAckIndex = appliedIndex(s);
+            if (counts) {
+                db->acked++;
+                db->lastAckIndex = appliedIndex(s);
+            }
             s->stats.own_entries++;
             found = 1;
             pthread_cond_broadcast(&s->cond);
@@ -460,7 +494,7 @@ static void pendingDrain(struct fsmState *s, struct fsmDb *db, unsigned lock_ms)
         if (p == NULL) {
             return;
         }
-        int rc = fsmApplyTxn(s, db, &p->entry.txn, p->index, lock_ms, errmsg);
+        int rc = fsmApplyEntry(s, db, &p->entry, p->index, lock_ms, errmsg);
         if (rc != TPDB_OK) {
             if (rc != TPDB_BUSY) {
                 tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
@@ -510,7 +544,8 @@ static int fsmApply(struct raft_fsm *fsm,
     if (rc == TPDB_OK && e.type == TPDB_ENTRY_TPDBFILE) {
         db->tpdbFile = 1;
     }
-    if (rc == TPDB_OK && e.origin == s->origin && ackOwn(s, db, e.seq)) {
+    if (rc == TPDB_OK && e.origin == s->origin &&
+        ackOwn(s, db, e.seq, e.type)) {
         mustQueue(s, db, index);
         return 0;
     }
@@ -526,7 +561,7 @@ static int fsmApply(struct raft_fsm *fsm,
         return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
     if (!mustQueue(s, db, index)) {
-        rc = fsmApplyTxn(s, db, &e.txn, index, FSM_APPLY_LOCK_MS, errmsg);
+        rc = fsmApplyEntry(s, db, &e, index, FSM_APPLY_LOCK_MS, errmsg);
         if (rc == TPDB_OK) {
             tpdbEntryRelease(&e);
             return 0;
@@ -701,9 +736,15 @@ void tpdbFsmClose(struct raft_fsm *fsm)
         return;
     }
     fsmCheckpointerStop(s);
+    fsmStagesAbort(s);
     fsmSnapshotRelease(s);
     stateFree(s);
     fsm->data = NULL;
+}
+
+void tpdbFsmBecameLeader(struct raft_fsm *fsm)
+{
+    fsmStagesAbort(fsm->data);
 }
 
 void tpdbFsmSetRaft(struct raft_fsm *fsm, struct raft *raft)

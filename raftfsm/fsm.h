@@ -164,6 +164,10 @@ void tpdbFsmFetchAbort(struct tpdb_fsm_fetch *ff);
 /* Closes every database connection and frees the state. */
 void tpdbFsmClose(struct raft_fsm *fsm);
 
+/* This node just became leader: large transactions staged from other
+ * origins can no longer end and are dropped. Loop thread. */
+void tpdbFsmBecameLeader(struct raft_fsm *fsm);
+
 /* The raft instance using this FSM, for the applied index (optional). */
 void tpdbFsmSetRaft(struct raft_fsm *fsm, struct raft *raft);
 

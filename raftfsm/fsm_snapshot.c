@@ -266,6 +266,7 @@ int fsmSnapshot(struct raft_fsm *fsm,
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         db->inSnapshot = 1;
         db->snapAcked = db->acked;
+        db->snapStageFirst = db->stage != NULL ? db->stageFirst : 0;
         /* A stream must finish first; without a worker to wait on, own
          * writes and queued entries must be done already. */
         busy |= db->fetching || (!s->async && !settled(s, db));
@@ -378,8 +379,15 @@ static int makeDurable(struct fsmState *s, struct fsmDb *head, char *errmsg)
     }
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = head; db != NULL; db = db->next) {
-        if (db->inSnapshot && db->durable < s->snapIndex) {
-            db->durable = s->snapIndex;
+        /* Frames staged for a large transaction that began at or before
+         * the index are not committed: the files hold only what came
+         * before it. */
+        uint64_t upto =
+            db->snapStageFirst != 0 && db->snapStageFirst - 1 < s->snapIndex
+                ? db->snapStageFirst - 1
+                : s->snapIndex;
+        if (db->inSnapshot && db->durable < upto) {
+            db->durable = upto;
         }
     }
     pthread_mutex_unlock(&s->mutex);

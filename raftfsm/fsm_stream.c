@@ -201,17 +201,7 @@ static int prepareFile(struct tpdb_fsm_fetch *ff, char *errmsg)
         rc = fsmOpenInternal(db->path, &ff->conn, errmsg);
     }
     if (rc == TPDB_OK && !exists) {
-        char *sql = sqlite3_mprintf(
-            "PRAGMA page_size=%u; PRAGMA "
-            "journal_mode=WAL;",
-            ff->pageSize);
-        if (sql == NULL ||
-            sqlite3_exec(ff->conn, sql, NULL, NULL, NULL) != SQLITE_OK) {
-            tpdbErrf(errmsg, "create %s: %s", db->path,
-                     sqlite3_errmsg(ff->conn));
-            rc = TPDB_IOERR;
-        }
-        sqlite3_free(sql);
+        rc = fsmCreateWalDb(ff->conn, db->path, ff->pageSize, errmsg);
     }
     return rc;
 }
@@ -394,7 +384,7 @@ int tpdbFsmFetchFinish(struct tpdb_fsm_fetch *ff,
         return TPDB_BUSY;
     }
     if (rc == TPDB_OK) {
-        rc = tpdbVfsStageCommit(ff->st, ff->dbPages ? ff->dbPages : db_pages,
+        rc = tpdbVfsStageCommit(ff->st, ff->dbPages ? ff->dbPages : db_pages, 1,
                                 errmsg);
         ff->st = NULL;
     }

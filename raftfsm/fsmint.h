@@ -45,9 +45,14 @@ struct fsmDb {
     uint64_t lastSeen;     /* (mutex) index of the last entry of db applied */
     uint64_t written;      /* (mutex) every entry of db up to this is written */
     unsigned framesSinceCheckpoint; /* (loop) */
-    int ckptWanted;     /* (mutex) the checkpointer should run one */
-    sqlite3 *ckptConn;  /* the checkpointer thread's own connection */
-    int ckptReopen;     /* (mutex) ckptConn must be reopened */
+    int ckptWanted;    /* (mutex) the checkpointer should run one */
+    sqlite3 *ckptConn; /* the checkpointer thread's own connection */
+    int ckptReopen;    /* (mutex) ckptConn must be reopened */
+    /* A large transaction being staged (fsm_chunk.c); loop thread. */
+    struct tpdb_vfs_stage *stage;
+    uint64_t stageOrigin;
+    uint64_t stageFirst;     /* index of its CHUNK_BEGIN */
+    uint64_t snapStageFirst; /* stageFirst when the snapshot began */
     int tpdbFile;       /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
     int fetching;       /* (mutex) waits for a stream from a peer (restore) */
     uint64_t fetchMin;  /* (mutex) the stream must hold this index */
@@ -127,6 +132,38 @@ int fsmMoveAside(struct fsmDb *db, const char *why, char *errmsg);
 
 /* Opens an internal connection to path through the tpdb VFS. */
 int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg);
+
+/* Makes the empty or missing file behind conn (an internal connection) a
+ * WAL-mode SQLite database of page_size. Errors: TPDB_IOERR. */
+int fsmCreateWalDb(sqlite3 *conn,
+                   const char *path,
+                   uint32_t page_size,
+                   char *errmsg);
+
+/* Writes a decoded entry of db: a transaction, an image, a TPDB file
+ * commit, or a part of a large transaction (staged until its end). TPDB_BUSY
+ * and other errors: not written, queue it. Loop thread. */
+int fsmApplyEntry(struct fsmState *s,
+                  struct fsmDb *db,
+                  const struct tpdb_entry *e,
+                  uint64_t index,
+                  unsigned lock_ms,
+                  char *errmsg);
+
+/* Drops every staged large transaction (this node became leader, or
+ * closes): they can no longer end. Loop thread. */
+void fsmStagesAbort(struct fsmState *s);
+
+/* The applier connection of db (loop thread), opened or reopened (after a
+ * stream replaced the file) as needed. */
+int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg);
+
+/* Bookkeeping after an entry of db was written: counters, the written
+ * index, a checkpoint every FSM_CHECKPOINT_FRAMES frames. Loop thread. */
+void fsmAfterWrite(struct fsmState *s,
+                   struct fsmDb *db,
+                   const struct tpdb_txn *txn,
+                   uint64_t index);
 
 /* Writes txn to db through its applier connection (or the TPDB file
  * library), waiting up to lock_ms for the write lock; `index` is the

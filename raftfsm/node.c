@@ -169,6 +169,7 @@ static void checkCb(uv_check_t *check)
 
     if (state == RAFT_LEADER && !n->barrierPending &&
         n->readyTerm != r->current_term) {
+        tpdbFsmBecameLeader(&n->fsm);
         n->barrier.data = n;
         if (raft_barrier(r, &n->barrier, barrierCb) == 0) {
             n->barrierPending = 1;
@@ -461,6 +462,26 @@ int tpdbNodeCommit(struct tpdb_node *n,
                    char *errmsg)
 {
     return tpdbNodePropose(n, TPDB_ENTRY_TXN, db, txn, errmsg);
+}
+
+int tpdbNodeCommitPart(struct tpdb_node *n,
+                       const char *db,
+                       const struct tpdb_txn *part,
+                       unsigned index,
+                       int final,
+                       char *errmsg)
+{
+    int type = final        ? TPDB_ENTRY_CHUNK_END
+               : index == 0 ? TPDB_ENTRY_CHUNK_BEGIN
+                            : TPDB_ENTRY_CHUNK;
+    int rc = tpdbNodePropose(n, type, db, part, errmsg);
+    if (!final && rc == TPDB_UNKNOWN) {
+        /* Without its last part the transaction cannot commit. */
+        tpdbErrWrap(errmsg, "part %u of a large transaction: not committed",
+                    index);
+        rc = TPDB_RAFT;
+    }
+    return rc;
 }
 
 /* Reads a consistent image of the database at path through the plain

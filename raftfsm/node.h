@@ -93,6 +93,20 @@ int tpdbNodeCommit(struct tpdb_node *n,
                    const struct tpdb_txn *txn,
                    char *errmsg);
 
+/* One part of a transaction the VFS hands over in parts (commit_part):
+ * part `index` (0 first), `final` on the last. Each part is replicated as a
+ * chunk entry (entry.h) and waits for the quorum; only the final one's
+ * outcome makes the transaction committed, so a failure before it is
+ * definite (TPDB_RAFT with the reason), never TPDB_UNKNOWN. After TPDB_OK
+ * on the final part the caller writes the transaction and calls
+ * tpdbNodeOwnWriteDone, as after tpdbNodeCommit. */
+int tpdbNodeCommitPart(struct tpdb_node *n,
+                       const char *db,
+                       const struct tpdb_txn *part,
+                       unsigned index,
+                       int final,
+                       char *errmsg);
+
 /* Like tpdbNodeCommit, for an entry of type TPDB_ENTRY_* (entry.h). */
 int tpdbNodePropose(struct tpdb_node *n,
                     int type,

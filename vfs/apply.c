@@ -452,7 +452,7 @@ static void stageFree(struct tpdb_vfs_stage *st)
 }
 
 /* The commit frame, the sync and the index; the caller publishes. */
-static int stageFinish(struct tpdb_vfs_stage *st, uint32_t db_pages)
+static int stageFinish(struct tpdb_vfs_stage *st, uint32_t db_pages, int sync)
 {
     struct walCtx *c = &st->c;
     struct tpdb_page last = {st->pgnos[st->n - 1], st->last};
@@ -460,7 +460,7 @@ static int stageFinish(struct tpdb_vfs_stage *st, uint32_t db_pages)
     uint8_t *region = NULL;
     int rc = writeFrames(c, st->page_size, c->h.mx_frame + st->n, &last, 1,
                          db_pages);
-    if (rc == TPDB_OK) {
+    if (rc == TPDB_OK && sync) {
         rc = syncWal(c);
     }
     for (uint32_t i = 0; rc == TPDB_OK && i < st->n; i++) {
@@ -476,6 +476,7 @@ static int stageFinish(struct tpdb_vfs_stage *st, uint32_t db_pages)
 
 int tpdbVfsStageCommit(struct tpdb_vfs_stage *st,
                        uint32_t db_pages,
+                       int sync,
                        char *errmsg)
 {
     int rc;
@@ -484,7 +485,7 @@ int tpdbVfsStageCommit(struct tpdb_vfs_stage *st,
         tpdbErrf(errmsg, "stage: nothing staged or database size 0");
         rc = TPDB_INVALID;
     } else {
-        rc = stageFinish(st, db_pages);
+        rc = stageFinish(st, db_pages, sync);
     }
     if (rc == TPDB_OK) {
         st->c.h.mx_frame += st->n + 1;

@@ -253,8 +253,48 @@ static int readImages(struct vfsSession *s,
     return SQLITE_OK;
 }
 
+/* Hands the transaction to hooks->commit_part in parts of at most
+ * TPDB_VFS_PART_PAGES pages, each read back from the WAL into one buffer:
+ * memory stays bounded whatever the transaction's size. */
+static int commitParts(struct vfsSession *s,
+                       struct vfsFile *wal,
+                       const uint8_t *data,
+                       const struct pageRef *refs,
+                       long n,
+                       uint32_t db_pages)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    struct vfsFile *owner = s->owner;
+    struct tpdb_page *pages = tpdb_malloc(TPDB_VFS_PART_PAGES * sizeof *pages);
+    uint8_t *images = tpdb_malloc((size_t)TPDB_VFS_PART_PAGES * s->page_size);
+    int rc = pages != NULL && images != NULL ? SQLITE_OK : SQLITE_NOMEM;
+    if (rc != SQLITE_OK) {
+        captureSetError("capture: out of memory for a part");
+        rc = TPDB_SQLITE_REPLFAIL;
+    }
+    for (long off = 0; rc == SQLITE_OK && off < n; off += TPDB_VFS_PART_PAGES) {
+        long k = n - off < TPDB_VFS_PART_PAGES ? n - off : TPDB_VFS_PART_PAGES;
+        rc = readImages(s, wal, refs + off, k, data, pages, images);
+        if (rc != SQLITE_OK) {
+            break;
+        }
+        struct tpdb_txn part = {s->page_size, db_pages, (uint32_t)k, pages};
+        int hrc = owner->hooks.commit_part(owner->hooks.arg, owner->handle,
+                                           &part, off + k == n, errmsg);
+        if (hrc != TPDB_OK) {
+            captureSetError("commit failed: %s",
+                            errmsg[0] ? errmsg : tpdb_strerror(hrc));
+            rc = hookCode(hrc);
+        }
+    }
+    tpdb_free(images);
+    tpdb_free(pages);
+    return rc;
+}
+
 /* Builds the session's transaction, the commit frame's data being `data`,
- * and hands it to hooks->commit. Returns an SQLITE_* code. */
+ * and hands it to hooks->commit (or, when large, to commit_part in parts).
+ * Returns an SQLITE_* code. */
 static int commitTxn(struct vfsSession *s,
                      struct vfsFile *wal,
                      const uint8_t *data)
@@ -272,6 +312,11 @@ static int commitTxn(struct vfsSession *s,
     n = collectPages(s, tpdbGetBe32(s->held_hdr), db_pages, &refs);
     if (n < 0) {
         captureSetError("capture: out of memory");
+        goto err;
+    }
+    if (n > TPDB_VFS_PART_PAGES && owner->hooks.version >= 3 &&
+        owner->hooks.commit_part != NULL) {
+        rc = commitParts(s, wal, data, refs, n, db_pages);
         goto err;
     }
     pages = tpdb_malloc(((size_t)n + 1) * sizeof *pages);

@@ -35,8 +35,12 @@
  * applier); db_open/db_close hooks are not called for it. */
 #define TPDB_URI_INTERNAL "tpdb_internal"
 
+/* Transactions of more pages than this go to hooks->commit_part (version
+ * 3) in parts of at most this many pages, in bounded memory. */
+#define TPDB_VFS_PART_PAGES 1024
+
 struct tpdb_vfs_hooks {
-    int version; /* 1 or 2 */
+    int version; /* 1, 2 or 3 */
     void *arg;   /* passed to every hook */
 
     /* A main database file is being opened by a connection that is not
@@ -81,6 +85,18 @@ struct tpdb_vfs_hooks {
      * bounded, until entries the transaction must be computed over are
      * written (they need that lock). Called on the connection's thread. */
     void (*before_write_lock)(void *arg, void *handle);
+
+    /* Version 3. Called instead of commit for a transaction of more than
+     * TPDB_VFS_PART_PAGES pages: once per part of at most that many pages,
+     * in page order, `final` set on the last; part->db_pages is the size
+     * after the commit. Returns as commit does; an error on any part fails
+     * the transaction (SQLite rolls back), and only the final part's
+     * outcome can be TPDB_UNKNOWN. Same thread and lock as commit. */
+    int (*commit_part)(void *arg,
+                       void *handle,
+                       const struct tpdb_txn *part,
+                       int final,
+                       char *errmsg);
 };
 
 /* Registers the VFS under `name` (normally "tpdb") over the "unix" VFS.
@@ -146,12 +162,13 @@ int tpdbVfsStageAppend(struct tpdb_vfs_stage *st,
 uint32_t tpdbVfsStageFrames(const struct tpdb_vfs_stage *st);
 
 /* Commits everything staged as one transaction leaving the database
- * db_pages long: appends the commit frame, syncs the WAL, indexes and
- * publishes, releases the lock. Frees st whatever the outcome; on an error
- * nothing was published. Errors: TPDB_INVALID (nothing staged), TPDB_IOERR,
- * TPDB_FULL, TPDB_CORRUPT. */
+ * db_pages long: appends the commit frame, syncs the WAL when `sync` is
+ * non-zero, indexes and publishes, releases the lock. Frees st whatever the
+ * outcome; on an error nothing was published. Errors: TPDB_INVALID (nothing
+ * staged), TPDB_IOERR, TPDB_FULL, TPDB_CORRUPT. */
 int tpdbVfsStageCommit(struct tpdb_vfs_stage *st,
                        uint32_t db_pages,
+                       int sync,
                        char *errmsg);
 
 /* Drops what was staged (never visible) and releases the lock; frees st.

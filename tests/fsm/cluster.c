@@ -28,7 +28,8 @@ struct clusterHandle {
     struct cluster *c;
     unsigned server;
     char name[256];
-    int acked; /* the FSM acknowledged a commit not yet written */
+    int acked;      /* the FSM acknowledged a commit not yet written */
+    unsigned parts; /* parts of a large transaction sent so far */
 };
 
 /* One proposal handed to raft_apply. */
@@ -155,13 +156,16 @@ static void propose(struct cluster *c,
     }
 }
 
-static int hookCommit(void *arg,
-                      void *handle,
-                      const struct tpdb_txn *txn,
-                      char *errmsg)
+/* Replicates one entry of `type` for h's server and steps the fixture until
+ * its outcome. `last`: the transaction is complete with it (the local write
+ * follows; failCommitWrite applies). */
+static int commitEntry(struct cluster *c,
+                       struct clusterHandle *h,
+                       int type,
+                       int last,
+                       const struct tpdb_txn *txn,
+                       char *errmsg)
 {
-    struct cluster *c = arg;
-    struct clusterHandle *h = handle;
     struct raft_fsm *fsm = &c->s[h->server].fsm;
     struct tpdb_proposal p;
     struct raft_buffer buf;
@@ -171,14 +175,14 @@ static int hookCommit(void *arg,
     p.seq = ++c->nextSeq;
     p.db = h->name;
     c->commits++;
-    rc = tpdbEntryEncode(TPDB_ENTRY_TXN, h->name, c->s[h->server].origin, p.seq,
-                         txn, &buf.base, &buf.len, errmsg);
+    rc = tpdbEntryEncode(type, h->name, c->s[h->server].origin, p.seq, txn,
+                         &buf.base, &buf.len, errmsg);
     if (rc != TPDB_OK) {
         c->lastCommitRc = rc;
         return rc;
     }
     tpdbFsmProposalAdd(fsm, &p);
-    c->s[h->server].pending = &p;
+    c->s[h->server].pending = last ? &p : NULL;
     propose(c, h->server, p.seq, buf);
     /* Single-threaded: the FSM sets p.state from inside the steps. */
     for (unsigned n = 0; p.state == TPDB_BUSY && n < COMMIT_STEP_LIMIT; n++) {
@@ -186,7 +190,7 @@ static int hookCommit(void *arg,
     }
     c->s[h->server].pending = NULL;
     rc = tpdbFsmProposalWait(fsm, &p, 0);
-    if (rc == TPDB_OK && c->failCommitWrite) {
+    if (rc == TPDB_OK && last && c->failCommitWrite) {
         /* The quorum holds it; the local write of its frame now fails. */
         sqlite3_vfs *unix_vfs = sqlite3_vfs_find("unix");
         c->realPwrite = unix_vfs->xGetSystemCall(unix_vfs, "pwrite64");
@@ -194,12 +198,42 @@ static int hookCommit(void *arg,
                                  (sqlite3_syscall_ptr)failingPwrite);
         c->failCommitWrite = 0;
     }
-    if (rc == TPDB_OK) {
+    if (rc == TPDB_OK && last) {
         h->acked = 1;
-    } else {
+    } else if (rc != TPDB_OK) {
         tpdbErrf(errmsg, "%s", p.errmsg[0] ? p.errmsg : tpdb_strerror(rc));
     }
     c->lastCommitRc = rc;
+    return rc;
+}
+
+static int hookCommit(void *arg,
+                      void *handle,
+                      const struct tpdb_txn *txn,
+                      char *errmsg)
+{
+    return commitEntry(arg, handle, TPDB_ENTRY_TXN, 1, txn, errmsg);
+}
+
+/* A part of a large transaction, as the node replicates it. */
+static int hookCommitPart(void *arg,
+                          void *handle,
+                          const struct tpdb_txn *part,
+                          int final,
+                          char *errmsg)
+{
+    struct cluster *c = arg;
+    struct clusterHandle *h = handle;
+    int type = final           ? TPDB_ENTRY_CHUNK_END
+               : h->parts == 0 ? TPDB_ENTRY_CHUNK_BEGIN
+                               : TPDB_ENTRY_CHUNK;
+    int rc = commitEntry(c, h, type, final, part, errmsg);
+    h->parts = final || rc != TPDB_OK ? 0 : h->parts + 1;
+    c->parts++;
+    if (!final && rc == TPDB_UNKNOWN) {
+        rc = TPDB_RAFT; /* not committed without its last part */
+        c->lastCommitRc = rc;
+    }
     return rc;
 }
 
@@ -207,6 +241,7 @@ static void hookTxnEnd(void *arg, void *handle, int committed)
 {
     struct cluster *c = arg;
     struct clusterHandle *h = handle;
+    h->parts = 0;
     if (c->realPwrite != NULL) {
         sqlite3_vfs *unix_vfs = sqlite3_vfs_find("unix");
         unix_vfs->xSetSystemCall(unix_vfs, "pwrite64", c->realPwrite);
@@ -432,13 +467,14 @@ static int serverInit(struct cluster *c, unsigned i)
 static int registerVfs(struct cluster *c)
 {
     struct tpdb_vfs_hooks hooks = {
-        .version = 1,
+        .version = 3,
         .arg = c,
         .db_open = hookDbOpen,
         .db_close = hookDbClose,
         .write_check = hookWriteCheck,
         .commit = hookCommit,
         .txn_end = hookTxnEnd,
+        .commit_part = hookCommitPart,
     };
     return tpdbVfsRegister("tpdb", &hooks, 0);
 }
@@ -627,6 +663,11 @@ unsigned clusterLeaderReady(struct cluster *c)
             return CLUSTER_NONE;
         }
         unsigned l = raft_fixture_leader_index(&c->f);
+        struct raft *r = raft_fixture_get(&c->f, l);
+        if (c->s[l].readyTerm != r->current_term) {
+            /* As the node does when it becomes leader. */
+            tpdbFsmBecameLeader(&c->s[l].fsm);
+        }
         if (barrierOn(c, l)) {
             c->s[l].readyTerm = raft_fixture_get(&c->f, l)->current_term;
             return l;

@@ -67,7 +67,8 @@ struct cluster {
      * of the unix VFS fails with ENOSPC until the transaction ends). */
     int failCommitWrite;
     sqlite3_syscall_ptr realPwrite;
-    unsigned commits; /* commit hook calls */
+    unsigned commits; /* commit hook calls (entries proposed) */
+    unsigned parts;   /* of which parts of large transactions */
     int lastCommitRc; /* TPDB_* outcome of the last commit hook call */
 };
 

@@ -239,7 +239,9 @@ static void testReplication(void **state)
     assert_int_equal(countOn(c, f, "v LIKE 'spilled%' OR v LIKE 'undone%'"), 0);
     assert_int_equal(countOn(c, f, "v LIKE '%-u'"), 13);
     tpdbFsmStats(&c->s[f].fsm, &st);
-    assert_true(st.applied_entries >= c->commits);
+    /* The 4 MB transaction went as parts (staged, then one commit). */
+    assert_true(c->parts >= 2);
+    assert_true(st.applied_entries + c->parts >= c->commits);
     tpdbFsmStats(&c->s[l].fsm, &st);
     assert_int_equal(st.own_entries, c->commits);
     assert_int_equal(st.applied_entries, 0);
@@ -614,6 +616,55 @@ static void testUnknownCommittedLater(void **state)
     sqlite3_close(db);
 }
 
+/* Isolates the proposer right after the second (middle) part of a large
+ * transaction is appended: the first part is committed everywhere (and
+ * staged by the followers), the rest never comes. */
+static unsigned proposals;
+
+static void isolateAtSecondPart(struct cluster *c, unsigned i)
+{
+    if (++proposals == 2) {
+        c->onPropose = NULL;
+        clusterIsolate(c, i, 1);
+    }
+}
+
+/* A leader change in the middle of a large transaction: the client hears
+ * a definite failure (never "committed"), no node keeps any of its parts,
+ * and the cluster goes on and ends byte-identical. */
+static void testLargeTransactionLeaderChange(void **state)
+{
+    struct cluster *c = *state;
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    sqlite3 *db = openApp(c, l, 1);
+    insertRows(db, 3, "ok", 100);
+    raft_index index = raft_last_applied(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
+    proposals = 0;
+    c->onPropose = isolateAtSecondPart;
+    execOk(db, "BEGIN");
+    insertRows(db, 40, "big", 256 * 1024); /* about 2,600 pages: 3 parts */
+    int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+    assert_int_not_equal(rc, SQLITE_OK);
+    assert_int_equal(sqlite3_extended_errcode(db), TPDB_SQLITE_REPLFAIL);
+    assert_true(c->parts >= 2);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(db);
+    unsigned l1 = clusterLeaderReady(c);
+    assert_int_not_equal(l1, CLUSTER_NONE);
+    assert_int_not_equal(l1, l);
+    clusterIsolate(c, l, 0);
+    sqlite3 *db1 = openApp(c, l1, 0);
+    insertRows(db1, 2, "after", 100);
+    sqlite3_close(db1);
+    assertConverged(c);
+    for (unsigned i = 0; i < c->n; i++) {
+        assert_int_equal(countOn(c, i, "v LIKE 'big%'"), 0);
+        assert_int_equal(countOn(c, i, "1"), 5);
+    }
+}
+
 /* The cluster committed a transaction whose frame the leader then failed
  * to write locally (disk full after the quorum held it): the leader takes
  * no write on that database until a follower's copy, which has the
@@ -662,6 +713,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(testReplication, setup, teardown),
         cmocka_unit_test_setup_teardown(testCommittedNotWrittenLocally, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testLargeTransactionLeaderChange, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testLeaderChange, setup, teardown),
         cmocka_unit_test_setup_teardown(testDisconnectRejoin, setup, teardown),

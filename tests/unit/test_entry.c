@@ -310,7 +310,7 @@ static void testEncodeInvalid(void **state)
     expectInvalid(TPDB_ENTRY_TXN, long_name, &t.txn, TPDB_INVALID);
     expectInvalid(TPDB_ENTRY_TXN, "db", NULL, TPDB_INVALID);
     expectInvalid(0, "db", &t.txn, TPDB_INVALID);
-    expectInvalid(4, "db", &t.txn, TPDB_INVALID);
+    expectInvalid(99, "db", &t.txn, TPDB_INVALID);
     /* IMAGE needs pages 1..db_pages. */
     expectInvalid(TPDB_ENTRY_IMAGE, "db", &t.txn, TPDB_INVALID);
     const uint32_t bad_sizes[] = {0, 256, 1000, 4095, 131072};

@@ -211,7 +211,7 @@ static void testReadWhileWritingThenStage(void **state)
     struct tpdb_vfs_stage *st = stageImage(f, img, pages, ps);
     /* Staged, not committed: B's reader still sees the old database. */
     assert_int_equal(queryInt(f->b_read, "SELECT count(*) FROM old"), 3);
-    assert_int_equal(tpdbVfsStageCommit(st, pages, errmsg), TPDB_OK);
+    assert_int_equal(tpdbVfsStageCommit(st, pages, 1, errmsg), TPDB_OK);
     assert_int_equal(queryInt(f->b_read, "SELECT count(*) FROM t"), rows);
     assert_int_equal(
         sqlite3_exec(f->b_read, "SELECT * FROM old", NULL, NULL, NULL),
@@ -271,7 +271,7 @@ static void testErrors(void **state)
     assert_int_equal(tpdbVfsStageBegin(f->b, 4096, 20, &st, errmsg), TPDB_BUSY);
     exec(f->b_read, "COMMIT");
     assert_int_equal(tpdbVfsStageBegin(f->b, 4096, 20, &st, errmsg), TPDB_OK);
-    assert_int_equal(tpdbVfsStageCommit(st, 1, errmsg), TPDB_INVALID);
+    assert_int_equal(tpdbVfsStageCommit(st, 1, 0, errmsg), TPDB_INVALID);
     assert_int_equal(tpdbVfsReaderOpen(f->a_pin, 1000, NULL, NULL, &r, errmsg),
                      TPDB_OK);
     uint8_t page[4096];
