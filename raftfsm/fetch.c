@@ -225,7 +225,10 @@ static void reapServers(struct tpdb_fetch *f)
     }
 }
 
-void tpdbFetchServe(void *fetch, int fd, uint64_t id)
+void tpdbFetchServe(void *fetch,
+                    int fd,
+                    uint64_t id,
+                    const struct tpdb_seal_session *session)
 {
     struct tpdb_fetch *f = fetch;
     struct fetchServer *slot = NULL;

@@ -25,6 +25,7 @@
 #include <raft.h>
 
 #include "raftfsm/nodeconf.h"
+#include "raftfsm/seal.h"
 #include "vfs/base.h"
 
 struct tpdb_fetch;
@@ -52,8 +53,12 @@ int tpdbFetchInit(struct tpdb_fetch **out,
 void tpdbFetchStart(void *fetch, const char *db, uint64_t min_index);
 
 /* The transport's FETCH callback: serves the stream on fd (owned) from a
- * thread of its own, or closes it when too many are served already. */
-void tpdbFetchServe(void *fetch, int fd, uint64_t id);
+ * thread of its own, or closes it when too many are served already.
+ * session (copied; NULL: plain) seals the stream. */
+void tpdbFetchServe(void *fetch,
+                    int fd,
+                    uint64_t id,
+                    const struct tpdb_seal_session *session);
 
 /* Stops the threads (waiting for them) and frees the fetcher. */
 void tpdbFetchClose(struct tpdb_fetch *f);

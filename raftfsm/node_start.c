@@ -160,6 +160,13 @@ static void raftTeardown(struct tpdb_node *n)
     uv_loop_close(&n->loop);
 }
 
+/* The wire check's view of our term (loop thread, like raft). */
+static uint64_t currentTerm(void *arg)
+{
+    const struct raft *r = arg;
+    return r->current_term;
+}
+
 /* Sets up raft over the loop; nothing runs yet. */
 static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
 {
@@ -174,6 +181,10 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
         goto err_after_loop;
     }
     tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
+    tpdbTransportSetTermFn(&n->transport, currentTerm, &n->raft);
+    /* A stream that carried nothing for a few election timeouts is dead
+     * or a stranger's; raft reconnects when it needs one. */
+    n->transport.idle_ms = n->cfg.election_ms * 5;
     rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
