@@ -60,6 +60,10 @@ void tpdbFetchServe(void *fetch,
                     uint64_t id,
                     const struct tpdb_seal_session *session);
 
+/* Makes every fetch a sealed stream with keys (borrowed until
+ * tpdbFetchClose; set before the first fetch; NULL or n == 0: plain). */
+void tpdbFetchSetKeys(struct tpdb_fetch *f, const struct tpdb_seal_keys *keys);
+
 /* Stops the threads (waiting for them) and frees the fetcher. */
 void tpdbFetchClose(struct tpdb_fetch *f);
 

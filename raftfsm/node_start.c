@@ -160,6 +160,57 @@ static void raftTeardown(struct tpdb_node *n)
     uv_loop_close(&n->loop);
 }
 
+/* Whether address ("IPv4:port") is on 127.0.0.0/8. */
+static int isLoopback(const char *address)
+{
+    struct sockaddr_in sa;
+    return tpdbTransportParseAddress(address, &sa) == TPDB_OK &&
+           (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+}
+
+/* Loads the cluster key into the transport and sets where it listens;
+ * without a key, refuses to listen beyond loopback unless told it is
+ * insecure. */
+static int keysSetup(struct tpdb_node *n, char *errmsg)
+{
+    struct tpdb_seal_keys keys;
+    int rc = tpdbSealInit(errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdbSealKeysLoad(&keys, n->cfg.key_file, n->cfg.key_file_next,
+                              errmsg);
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrWrap(errmsg, "node %llu: cluster key",
+                    (unsigned long long)n->id);
+        return rc;
+    }
+    tpdbTransportSetKeys(&n->transport, &keys);
+    sodium_memzero(&keys, sizeof keys);
+    if (n->cfg.listen != NULL) {
+        rc = tpdbTransportSetBindAddress(&n->transport, n->cfg.listen, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    }
+    const char *where = n->cfg.listen != NULL ? n->cfg.listen : n->address;
+    if (n->transport.keys.n > 0 || isLoopback(where)) {
+        return TPDB_OK;
+    }
+    if (!n->cfg.insecure) {
+        tpdbErrf(errmsg,
+                 "node %llu: refusing to listen on %s without a cluster key "
+                 "(set key_file=PATH or %s, or insecure=1 to accept that "
+                 "anyone who reaches the port can join, vote and read)",
+                 (unsigned long long)n->id, where, TPDB_SEAL_ENV);
+        return TPDB_INVALID;
+    }
+    tpdbLog(TPDB_LOG_WARN,
+            "node %llu: listening on %s WITHOUT a cluster key (insecure=1): "
+            "anyone who reaches it can join, vote and read",
+            (unsigned long long)n->id, where);
+    return TPDB_OK;
+}
+
 /* The wire check's view of our term (loop thread, like raft). */
 static uint64_t currentTerm(void *arg)
 {
@@ -179,6 +230,10 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     rc = tpdbTransportInit(&n->transport, &n->loop, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_loop;
+    }
+    rc = keysSetup(n, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_transport;
     }
     tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
     tpdbTransportSetTermFn(&n->transport, currentTerm, &n->raft);
@@ -207,6 +262,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     }
     struct tpdb_fsm_fetcher fetcher = {n->fetch, tpdbFetchStart};
     tpdbFsmSetFetcher(&n->fsm, &fetcher);
+    tpdbFetchSetKeys(n->fetch, &n->transport.keys);
     tpdbTransportSetFetchCb(&n->transport, tpdbFetchServe, n->fetch);
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
     if (rv != 0) {
@@ -385,9 +441,9 @@ static void joinStartFn(struct tpdb_node *n, struct nodeCall *c)
             return;
         }
     }
-    int rc =
-        tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address, c->address,
-                            n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
+    int rc = tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address,
+                                 c->address, &n->transport.keys,
+                                 n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
     if (rc != TPDB_OK) {
         joinDoneCb(n, rc, c->errmsg);
     }

@@ -117,10 +117,10 @@ int tpdbTransportInit(struct tpdb_transport *t,
                       struct uv_loop_s *loop,
                       char *errmsg);
 
-/* Makes the listening socket bind to `address` ("IPv4:port", the port equal
- * to the one given to raft_init) instead of the node's advertised address,
- * e.g. "0.0.0.0:9001". `address` is copied. Call after tpdbTransportInit and
- * before raft_init. Errors: TPDB_INVALID (unparsable). */
+/* Makes the listening socket bind to `address` ("IPv4:port") instead of
+ * the node's advertised address, e.g. "0.0.0.0:9001", or another port when
+ * a proxy forwards the advertised one. `address` is copied. Call after
+ * tpdbTransportInit and before raft_init. Errors: TPDB_INVALID (unparsable). */
 int tpdbTransportSetBindAddress(struct tpdb_transport *t,
                                 const char *address,
                                 char *errmsg);

@@ -15,8 +15,9 @@
 
 enum { S_PRE = 0, S_HDR, S_ENTRY, S_PASS, S_HOLD };
 
-#define WIRE_INDEX_MAX (1ull << 62) /* far beyond any log, far from overflow \
-                                     */
+#define WIRE_INDEX_MAX                                    \
+    (1ull << 62) /* far beyond any log, far from overflow \
+                  */
 #define WIRE_SERVERS_MAX 4096
 
 /* Fixed header sizes by message type (AppendEntries and InstallSnapshot
