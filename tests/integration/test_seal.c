@@ -289,6 +289,7 @@ static void testWrongKeyMemberIsCutOff(void **state)
     keyFile(c, "b.key", 2, NULL);
     keyParam(c, "key_file", "a.key", a, sizeof a);
     keyParam(c, "key_file", "b.key", b, sizeof b);
+    strcat(a, "&snapshot_threshold=32&snapshot_trailing=8");
     params(c, a);
     startAll(c, 3);
     leader = nodesFindLeader(c, WAIT_MS);
@@ -312,6 +313,11 @@ static void testWrongKeyMemberIsCutOff(void **state)
     commit(c, &leader, "INSERT INTO t(v) VALUES ('while cut off')");
     waitCount(c, other, 1);
     waitExit(c, victim);
+    /* Far enough ahead that the victim must fetch the database (a sealed
+     * FETCH stream) rather than replay entries. */
+    for (int i = 0; i < 80; i++) {
+        commit(c, &leader, "INSERT INTO t(v) VALUES ('more')");
+    }
     assert_int_equal(nodesFindLeader(c, WAIT_MS), leader);
     char role[32];
     long long applied;
@@ -322,7 +328,8 @@ static void testWrongKeyMemberIsCutOff(void **state)
     params(c, a);
     nodesStart(c, victim, -1);
     nodesWaitReady(c, victim);
-    waitCount(c, victim, 1);
+    waitCount(c, victim, 81);
+    assert_true(nodesStat(c, victim, "fetches") >= 1);
     nodesClose(c);
     tpdb_free(c);
 }
