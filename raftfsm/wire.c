@@ -139,6 +139,17 @@ static int checkPreamble(struct tpdb_wire *w, char *errmsg)
     return TPDB_OK;
 }
 
+/* Length of the printable address (0x21..0x7e) at p, which must end with
+ * a NUL within n bytes and be 1..255 long; 0 if it is not one. */
+static size_t addressLen(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && i < 256 && p[i] >= 0x21 && p[i] <= 0x7e) {
+        i++;
+    }
+    return i > 0 && i < 256 && i < n && p[i] == '\0' ? i : 0;
+}
+
 /* Checks an encoded configuration of len bytes (padding included). */
 static int checkConf(const uint8_t *p, size_t len, char *errmsg)
 {
@@ -154,21 +165,21 @@ static int checkConf(const uint8_t *p, size_t len, char *errmsg)
         return TPDB_PROTO;
     }
     for (uint64_t i = 0; i < n; i++) {
-        const uint8_t *nul;
+        size_t alen;
         if (len - at < 8 + 2 + 1 || tpdbGet64(p + at) == 0) {
             tpdbErrf(errmsg, "configuration: server %llu: truncated or id 0",
                      (unsigned long long)i);
             return TPDB_PROTO;
         }
         at += 8;
-        nul = memchr(p + at, '\0', len - at);
-        if (nul == NULL || nul == p + at || (size_t)(nul - (p + at)) >= 256 ||
-            (size_t)(nul + 1 - p) >= len || nul[1] > RAFT_SPARE) {
+        alen = addressLen(p + at, len - at);
+        if (alen == 0 || at + alen + 1 >= len ||
+            p[at + alen + 1] > RAFT_SPARE) {
             tpdbErrf(errmsg, "configuration: server %llu: bad address or role",
                      (unsigned long long)i);
             return TPDB_PROTO;
         }
-        at = (size_t)(nul + 2 - p);
+        at += alen + 2;
     }
     return TPDB_OK;
 }
