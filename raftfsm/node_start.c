@@ -49,6 +49,22 @@ static void defaults(struct tpdb_node_config *cfg)
     }
 }
 
+/* Refuses a log that could hold more entries than the wire check lets
+ * through in one AppendEntries: a follower that far behind would never
+ * catch up. */
+static int checkLogBounds(const struct tpdb_node_config *cfg, char *errmsg)
+{
+    uint64_t most = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing;
+    if (most > TPDB_WIRE_ENTRIES_MAX / 2) {
+        tpdbErrf(errmsg,
+                 "snapshot_threshold + snapshot_trailing = %llu: at most %u "
+                 "(raft sends a lagging follower all it lacks at once)",
+                 (unsigned long long)most, TPDB_WIRE_ENTRIES_MAX / 2);
+        return TPDB_INVALID;
+    }
+    return TPDB_OK;
+}
+
 /* Finds this node's address in the peers list. */
 static int addressFromPeers(const char *peers,
                             uint64_t id,
@@ -232,6 +248,9 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
         goto err_after_loop;
     }
     rc = keysSetup(n, errmsg);
+    if (rc == TPDB_OK) {
+        rc = checkLogBounds(&n->cfg, errmsg);
+    }
     if (rc != TPDB_OK) {
         goto err_after_transport;
     }

@@ -43,8 +43,11 @@
 #include "vfs/base.h"
 
 #define TPDB_WIRE_PREAMBLE 16
-/* Largest header: AppendEntries with TPDB_WIRE_ENTRIES_MAX entries. */
-#define TPDB_WIRE_ENTRIES_MAX 65536u
+/* Largest header: AppendEntries with TPDB_WIRE_ENTRIES_MAX entries (16
+ * MiB). raft 0.15 may send every entry a follower lacks in one message, so
+ * a node refuses a configuration that could keep more entries than half of
+ * this (node_start.c). */
+#define TPDB_WIRE_ENTRIES_MAX (1u << 20)
 #define TPDB_WIRE_HEADER_MAX (48u + 16u * TPDB_WIRE_ENTRIES_MAX)
 /* Largest configuration: in a change entry or an InstallSnapshot. */
 #define TPDB_WIRE_CONF_MAX (1u << 20)
