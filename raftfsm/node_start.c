@@ -234,6 +234,24 @@ static uint64_t currentTerm(void *arg)
     return r->current_term;
 }
 
+/* Configures the initialised transport: key, limits, callbacks. */
+static int transportSetup(struct tpdb_node *n, char *errmsg)
+{
+    int rc = keysSetup(n, errmsg);
+    if (rc == TPDB_OK) {
+        rc = checkLogBounds(&n->cfg, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
+    tpdbTransportSetTermFn(&n->transport, currentTerm, &n->raft);
+    /* A stream that carried nothing for a few election timeouts is dead
+     * or a stranger's; raft reconnects when it needs one. */
+    n->transport.idle_ms = n->cfg.election_ms * 5;
+    return TPDB_OK;
+}
+
 /* Sets up raft over the loop; nothing runs yet. */
 static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
 {
@@ -247,18 +265,10 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     if (rc != TPDB_OK) {
         goto err_after_loop;
     }
-    rc = keysSetup(n, errmsg);
-    if (rc == TPDB_OK) {
-        rc = checkLogBounds(&n->cfg, errmsg);
-    }
+    rc = transportSetup(n, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_transport;
     }
-    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
-    tpdbTransportSetTermFn(&n->transport, currentTerm, &n->raft);
-    /* A stream that carried nothing for a few election timeouts is dead
-     * or a stranger's; raft reconnects when it needs one. */
-    n->transport.idle_ms = n->cfg.election_ms * 5;
     rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
