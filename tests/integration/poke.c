@@ -29,7 +29,10 @@ int pokeConnect(unsigned port)
     sa.sin_family = AF_INET;
     sa.sin_port = htons((unsigned short)port);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        fail_msg("cannot connect to 127.0.0.1:%u: %s (is the node alive?)",
+                 port, strerror(errno));
+    }
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     return fd;
