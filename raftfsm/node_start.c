@@ -249,6 +249,12 @@ static int transportSetup(struct tpdb_node *n, char *errmsg)
     /* A stream that carried nothing for a few election timeouts is dead
      * or a stranger's; raft reconnects when it needs one. */
     n->transport.idle_ms = n->cfg.election_ms * 5;
+    /* The log holds at most threshold + trailing entries, more while a
+     * snapshot runs: twice that (at least 8192) bounds what raft sends in
+     * one AppendEntries, and so the header a stream can make us hold (128
+     * KiB by default). */
+    unsigned most = 2 * (n->cfg.snapshot_threshold + n->cfg.snapshot_trailing);
+    n->transport.entries_max = most > 8192 ? most : 8192;
     return TPDB_OK;
 }
 

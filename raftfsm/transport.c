@@ -276,6 +276,7 @@ static struct uv_stream_s *relayOf(struct tpdb_conn *c, int inbound)
     memset(&cfg, 0, sizeof cfg);
     cfg.peer = c->peer;
     cfg.idle_ms = inbound ? t->idle_ms : 0;
+    cfg.limits.entries_max = t->entries_max;
     cfg.limits.term_fn = t->term_fn;
     cfg.limits.term_arg = t->term_arg;
     cfg.closed_cb = relayClosedCb;

@@ -105,6 +105,8 @@ struct tpdb_transport {
                                    without a byte; default 10000 */
     unsigned per_address_max;   /* accepted streams from one IPv4 address;
                                    default 64 */
+    unsigned entries_max;       /* most entries in one AppendEntries;
+                                   default TPDB_WIRE_ENTRIES_MAX */
     tpdb_wire_term_fn term_fn;  /* for the wire check's term bound */
     void *term_arg;
     struct tpdb_guard guard; /* relays and refusals */

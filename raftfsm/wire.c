@@ -35,6 +35,10 @@ void tpdbWireInit(struct tpdb_wire *w, const struct tpdb_wire_limits *limits)
     if (limits != NULL) {
         w->limits = *limits;
     }
+    if (w->limits.entries_max == 0 ||
+        w->limits.entries_max > TPDB_WIRE_ENTRIES_MAX) {
+        w->limits.entries_max = TPDB_WIRE_ENTRIES_MAX;
+    }
     if (w->limits.entry_max == 0) {
         /* An entry's header, name and padding, and the lz4 bound of the
          * largest payload the entry format takes. */
@@ -110,7 +114,7 @@ static int checkPreamble(struct tpdb_wire *w, char *errmsg)
     int ok;
     switch (type) {
         case RAFT_IO_APPEND_ENTRIES:
-            ok = len >= 48 && len <= TPDB_WIRE_HEADER_MAX &&
+            ok = len >= 48 && len <= 48 + 16 * w->limits.entries_max &&
                  (len - 48) % 16 == 0;
             break;
         case RAFT_IO_INSTALL_SNAPSHOT:

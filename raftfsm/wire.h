@@ -49,8 +49,9 @@
  * this (node_start.c). */
 #define TPDB_WIRE_ENTRIES_MAX (1u << 20)
 #define TPDB_WIRE_HEADER_MAX (48u + 16u * TPDB_WIRE_ENTRIES_MAX)
-/* Largest configuration: in a change entry or an InstallSnapshot. */
-#define TPDB_WIRE_CONF_MAX (1u << 20)
+/* Largest configuration: in a change entry or an InstallSnapshot (some
+ * 2,000 servers of typical addresses). */
+#define TPDB_WIRE_CONF_MAX (64u << 10)
 /* Terms further ahead of ours than this are refused, and no term may come
  * within this distance of overflowing. */
 #define TPDB_WIRE_TERM_AHEAD (1ull << 32)
@@ -66,6 +67,9 @@ struct tpdb_wire_limits {
     uint64_t snapshot_max;     /* InstallSnapshot data; default 64 MiB */
     tpdb_wire_term_fn term_fn; /* NULL: only the overflow bound applies */
     void *term_arg;
+    uint64_t entries_max; /* entries in one AppendEntries, at most and by
+                             default TPDB_WIRE_ENTRIES_MAX; it bounds the
+                             header a stream may make us hold */
 };
 
 /* Takes checked bytes; returns TPDB_OK or an error code, which stops the

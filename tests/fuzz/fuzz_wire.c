@@ -73,7 +73,7 @@ static uint64_t fzTerm(void *arg)
 /* Feeds p to a wire check in chunks; returns how many bytes it passed. */
 static size_t fzWire(unsigned chunk, const uint8_t *p, size_t n)
 {
-    struct tpdb_wire_limits limits = {0, 0, 1u << 20, fzTerm, NULL};
+    struct tpdb_wire_limits limits = {0, 0, 1u << 20, fzTerm, NULL, 0};
     struct tpdb_wire w;
     struct fzOut out = {NULL, 0, 0};
     struct fzOut again = {NULL, 0, 0};

@@ -121,7 +121,7 @@ static size_t installSnapshot(uint8_t *b)
 /* Feeds p in chunks of `chunk` bytes; returns the feed's last code. */
 static int feed(const uint8_t *p, size_t n, size_t chunk, struct sink *s)
 {
-    struct tpdb_wire_limits limits = {0, 0, 0, termCb, NULL};
+    struct tpdb_wire_limits limits = {0, 0, 0, termCb, NULL, 0};
     struct tpdb_wire w;
     char errmsg[TPDB_ERRMSG_SIZE];
     int rc = TPDB_OK;
@@ -224,6 +224,17 @@ static void testHeaderClaims(void **state)
     tpdbWireClose(&w);
     tpdbPut64(b + 8, TPDB_WIRE_HEADER_MAX + 16);
     refused(b, 16);
+
+    /* A node's own bound on entries per message bounds the header too. */
+    struct tpdb_wire_limits four = {0, 0, 0, NULL, NULL, 4};
+    tpdbWireInit(&w, &four);
+    tpdbPut64(b + 8, 48 + 16 * 5);
+    assert_int_equal(tpdbWireFeed(&w, b, 16, sinkCb, &s, errmsg), TPDB_PROTO);
+    tpdbWireClose(&w);
+    tpdbWireInit(&w, &four);
+    tpdbPut64(b + 8, 48 + 16 * 4);
+    assert_int_equal(tpdbWireFeed(&w, b, 16, sinkCb, &s, errmsg), TPDB_OK);
+    tpdbWireClose(&w);
 }
 
 int main(void)
