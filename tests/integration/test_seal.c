@@ -5,7 +5,8 @@
  * member restarted with a wrong key is cut off (its peers refuse it and it
  * refuses them) until it has the right key again; a client holding the key
  * whose record is altered or replayed is cut off; and a rolling rotation
- * from key A to key B keeps committing throughout.
+ * from key A to key B keeps committing throughout; and without a key a
+ * node listens beyond loopback only with insecure=1.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -430,6 +431,43 @@ static void testRotation(void **state)
     tpdb_free(c);
 }
 
+/* Without a key a node will not listen beyond loopback unless told
+ * insecure=1; with a key it will. */
+static void testPublicAddressNeedsKey(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    char extra[800];
+    char kp[600];
+    char *err = NULL;
+    (void)state;
+    assert_non_null(c);
+    nodesInit(c, 1, 1, BASE);
+    snprintf(extra, sizeof extra, "listen=0.0.0.0:%u", c->ports[0]);
+    params(c, extra);
+    nodesStart(c, 0, -1);
+    assert_int_equal(
+        harnessProcReadAll(c->procs[0], HARNESS_STDERR, WAIT_MS, &err, errmsg),
+        TPDB_OK);
+    assert_non_null(strstr(err, "without a cluster key"));
+    tpdb_free(err);
+    waitExit(c, 0);
+    snprintf(extra, sizeof extra, "listen=0.0.0.0:%u&insecure=1", c->ports[0]);
+    params(c, extra);
+    nodesStart(c, 0, -1);
+    nodesWaitReady(c, 0);
+    stop(c, 0);
+    keyFile(c, "a.key", 1, NULL);
+    keyParam(c, "key_file", "a.key", kp, sizeof kp);
+    int n =
+        snprintf(extra, sizeof extra, "listen=0.0.0.0:%u&%s", c->ports[0], kp);
+    assert_true(n > 0 && (size_t)n < sizeof extra);
+    params(c, extra);
+    nodesStart(c, 0, -1);
+    nodesWaitReady(c, 0);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +476,7 @@ int main(void)
         cmocka_unit_test_teardown(testWrongKeyMemberIsCutOff, harnessTeardown),
         cmocka_unit_test_teardown(testTamperAndReplay, harnessTeardown),
         cmocka_unit_test_teardown(testRotation, harnessTeardown),
+        cmocka_unit_test_teardown(testPublicAddressNeedsKey, harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
