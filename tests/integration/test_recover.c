@@ -22,8 +22,7 @@
 #include "vfs/base.h"
 
 #define WAIT_MS 60000
-#define PARAMS \
-    "election_ms=400&heartbeat_ms=40&ready_ms=60000&commit_ms=3000"
+#define PARAMS "election_ms=400&heartbeat_ms=40&ready_ms=60000&commit_ms=3000"
 
 static char errmsg[TPDB_ERRMSG_SIZE];
 
