@@ -879,10 +879,14 @@ static void tickCb(uv_timer_t *timer)
 static void nodeStart(struct node *n,
                       unsigned id,
                       const struct raft_configuration *conf,
-                      uv_loop_t *loop)
+                      uv_loop_t *loop,
+                      const struct tpdb_seal_keys *keys)
 {
     char errmsg[TPDB_ERRMSG_SIZE];
     assert_int_equal(tpdbTransportInit(&n->t, loop, errmsg), TPDB_OK);
+    if (keys != NULL) {
+        tpdbTransportSetKeys(&n->t, keys);
+    }
     tpdbTransportSetStreamCb(&n->t, statsCb, &n->stats);
     assert_int_equal(raft_uv_init(&n->io, loop, n->dir, &n->t.base), 0);
     raft_uv_set_connect_retry_delay(&n->io, 20);
@@ -915,11 +919,11 @@ static void removeDir(const char *dir)
     assert_int_equal(nftw(dir, removeEntryCb, 8, FTW_DEPTH | FTW_PHYS), 0);
 }
 
-static void testTwoRaftNodes(void **state)
+/* Two raft nodes commit an entry over our transport (sealed if keys). */
+static void twoRaftNodes(const struct tpdb_seal_keys *keys)
 {
     struct raft_configuration conf;
     struct pair *p = calloc(1, sizeof *p);
-    (void)state;
     assert_non_null(p);
     assert_int_equal(uv_loop_init(&p->loop), 0);
     raft_configuration_init(&conf);
@@ -932,7 +936,7 @@ static void testTwoRaftNodes(void **state)
             raft_configuration_add(&conf, i + 1, n->address, RAFT_VOTER), 0);
     }
     for (unsigned i = 0; i < 2; i++) {
-        nodeStart(&p->nodes[i], i + 1, &conf, &p->loop);
+        nodeStart(&p->nodes[i], i + 1, &conf, &p->loop, keys);
     }
     raft_configuration_close(&conf);
     uv_timer_init(&p->loop, &p->tick);
@@ -952,12 +956,63 @@ static void testTwoRaftNodes(void **state)
         assert_true(n->stats.seen >= 2);
         assert_int_equal(n->stats.nodelay, n->stats.seen);
         assert_int_equal(tpdbTransportNodelayCount(&n->t), n->stats.seen);
-        print_message("[ info ] node %d: TCP_NODELAY on %u streams\n", i + 1,
-                      n->stats.seen);
+        print_message("[ info ] node %d: TCP_NODELAY on %u streams%s\n", i + 1,
+                      n->stats.seen, keys != NULL ? ", sealed" : "");
+        assert_int_equal(tpdbTransportRefusedCount(&n->t), 0);
         removeDir(n->dir);
     }
     assert_int_equal(uv_loop_close(&p->loop), 0);
     free(p);
+}
+
+static void testTwoRaftNodes(void **state)
+{
+    (void)state;
+    twoRaftNodes(NULL);
+}
+
+static void testTwoSealedRaftNodes(void **state)
+{
+    struct tpdb_seal_keys keys = {1, {{0}}};
+    (void)state;
+    assert_int_equal(tpdbSealInit(NULL), TPDB_OK);
+    randombytes_buf(keys.key[0], sizeof keys.key[0]);
+    twoRaftNodes(&keys);
+}
+
+/* A keyed transport refuses a plain handshake, and a sealed one made with
+ * another key, without handing anything to raft. */
+static void testSealedRefusesStrangers(void **state)
+{
+    struct solo s;
+    struct raw r;
+    struct tpdb_seal_keys keys = {1, {{0}}};
+    struct tpdb_seal_keys other = {1, {{0}}};
+    struct tpdb_seal_hs hs;
+    (void)state;
+    assert_int_equal(tpdbSealInit(NULL), TPDB_OK);
+    randombytes_buf(keys.key[0], sizeof keys.key[0]);
+    randombytes_buf(other.key[0], sizeof other.key[0]);
+    soloSetup(&s);
+    tpdbTransportSetKeys(&s.t, &keys);
+    assert_int_equal(s.t.base.listen(&s.t.base, soloAcceptCb), 0);
+    for (int k = 0; k < 2; k++) {
+        memset(&r, 0, sizeof r);
+        r.out_len =
+            tpdbHandshakeEncode(r.out, TPDB_HANDSHAKE_RAFT, 5, "127.0.0.1:1");
+        if (k == 1) {
+            tpdbHandshakeSetSealed(r.out);
+            tpdbSealClientHello(&hs, &other, r.out, r.out_len,
+                                r.out + r.out_len);
+            r.out_len += TPDB_SEAL_HELLO;
+        }
+        rawStart(&r, &s.loop, s.address);
+        runUntil(&s, &r.closed);
+        assert_int_equal(r.in_len, 0); /* not even a server hello */
+    }
+    assert_null(s.accepted);
+    assert_int_equal(tpdbTransportRefusedCount(&s.t), 2);
+    soloTeardown(&s);
 }
 
 int main(void)
@@ -982,6 +1037,8 @@ int main(void)
         cmocka_unit_test(testJoinWithoutHandler),
         cmocka_unit_test(testJoinReplyAfterClose),
         cmocka_unit_test(testTwoRaftNodes),
+        cmocka_unit_test(testTwoSealedRaftNodes),
+        cmocka_unit_test(testSealedRefusesStrangers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
