@@ -7,6 +7,10 @@
  * rounds so that every configuration sees the same disk.
  *   bench_commit [--seconds 3] [--rounds 3] [--clients 8] [--dir /tmp]
  *       [--sync full|normal] [--configs plain,tpdb1,tpdb3] [--no-reads]
+ *       [--key]
+ * --key runs the tpdb configurations with a cluster key (a random one in
+ * TPDB_REPLICATION_KEY, which the node processes inherit), so that every
+ * raft stream is sealed.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -43,6 +47,7 @@ struct options {
     int clients;
     int rounds;
     int reads; /* run the read cases (--no-reads: 0, e.g. to profile) */
+    int key;   /* --key: seal replication with a random cluster key */
     const char *parent; /* directory for the temporary tree */
     const char *sync;   /* synchronous= of the tpdb connections */
     int enabled[CFG_N];
@@ -763,7 +768,7 @@ static void usage(void)
             "usage: bench_commit [--seconds N] [--rounds N] [--clients N] "
             "[--dir PARENT]\n"
             "                    [--sync full|normal] "
-            "[--configs plain,tpdb1,tpdb3] [--no-reads]\n");
+            "[--configs plain,tpdb1,tpdb3] [--no-reads] [--key]\n");
     exit(2);
 }
 
@@ -786,6 +791,7 @@ static int parseArgs(int argc,
         {"clients", required_argument, NULL, 'c'},
         {"rounds", required_argument, NULL, 'r'},
         {"no-reads", no_argument, NULL, 'R'},
+        {"key", no_argument, NULL, 'k'},
         {"dir", required_argument, NULL, 'd'},
         {"sync", required_argument, NULL, 'y'},
         {"configs", required_argument, NULL, 'g'},
@@ -813,6 +819,9 @@ static int parseArgs(int argc,
                 break;
             case 'R':
                 o->reads = 0;
+                break;
+            case 'k':
+                o->key = 1;
                 break;
             case 'd':
                 o->parent = optarg;
@@ -904,6 +913,26 @@ static int runAll(struct bench *b, char *errmsg)
     return b->o.reads ? readPhase(b, errmsg) : 0;
 }
 
+/* Puts a random cluster key into TPDB_REPLICATION_KEY. Returns 0, or -1
+ * if /dev/urandom cannot be read. */
+static int randomKey(void)
+{
+    unsigned char k[32];
+    char hex[65];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f != NULL ? fread(k, 1, sizeof k, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (got != sizeof k) {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof k; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", k[i]);
+    }
+    return setenv("TPDB_REPLICATION_KEY", hex, 1);
+}
+
 int main(int argc, char **argv)
 {
     static struct bench b;
@@ -918,6 +947,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_commit: cannot register the tpdb VFS\n");
         return 1;
     }
+    if (b.o.key && randomKey() != 0) {
+        fprintf(stderr, "bench_commit: cannot make a cluster key\n");
+        return 1;
+    }
+    printf("cluster key: %s\n",
+           b.o.key ? "on (every raft stream sealed)" : "off");
     rc = runAll(&b, errmsg);
     finishResults(&b);
     printDisk(&b);

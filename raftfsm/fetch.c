@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "raftfsm/chan.h"
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
 #include "raftfsm/transport.h"
@@ -41,6 +42,8 @@ struct fetchJob {
 
 struct fetchServer {
     struct tpdb_fetch *f;
+    int sealed;
+    struct tpdb_seal_session session; /* handed to the thread */
     pthread_t thread;
     int fd;   /* -1 when the slot is free */
     int done; /* the thread finished; join it */
@@ -48,6 +51,7 @@ struct fetchServer {
 
 struct tpdb_fetch {
     struct raft_fsm *fsm;
+    const struct tpdb_seal_keys *keys; /* borrowed; NULL: plain */
     uint64_t id;
     char address[TPDB_ADDRESS_MAX];
     tpdb_fetch_peers_fn peers;
@@ -75,68 +79,37 @@ static void setBlocking(int fd)
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-static int readFull(int fd, void *buf, size_t n)
-{
-    uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t got = recv(fd, p, n, 0);
-        if (got <= 0) {
-            if (got < 0 && errno == EINTR) {
-                continue;
-            }
-            return got == 0 ? TPDB_PROTO : TPDB_IOERR;
-        }
-        p += got;
-        n -= (size_t)got;
-    }
-    return TPDB_OK;
-}
-
-static int writeFull(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t put = send(fd, p, n, MSG_NOSIGNAL);
-        if (put < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return TPDB_IOERR;
-        }
-        p += put;
-        n -= (size_t)put;
-    }
-    return TPDB_OK;
-}
-
 /* ---- serving ---------------------------------------------------------- */
 
-static void sendError(int fd, int rc, const char *msg)
+static void sendError(struct tpdb_chan *ch, int rc, const char *msg)
 {
     uint8_t hdr[6];
     size_t len = strnlen(msg, FETCH_MSG_MAX);
     tpdbPut32(hdr, (uint32_t)(rc != TPDB_OK ? rc : TPDB_IOERR));
     tpdbPut16(hdr + 4, (uint16_t)len);
-    if (writeFull(fd, hdr, sizeof hdr) == TPDB_OK) {
-        writeFull(fd, msg, len);
+    if (tpdbChanWrite(ch, hdr, sizeof hdr) == TPDB_OK) {
+        tpdbChanWrite(ch, msg, len);
     }
 }
 
 /* Reads the request: database name and minimum index. */
-static int readRequest(int fd, char *db, uint64_t *min, char *errmsg)
+static int readRequest(struct tpdb_chan *ch,
+                       char *db,
+                       uint64_t *min,
+                       char *errmsg)
 {
     uint8_t b[8];
-    if (readFull(fd, b, 2) != TPDB_OK) {
+    if (tpdbChanRead(ch, b, 2) != TPDB_OK) {
         tpdbErrf(errmsg, "fetch request: truncated");
         return TPDB_PROTO;
     }
     size_t n = tpdbGet16(b);
     if (n == 0) {
         db[0] = '\0'; /* an index query */
-        return readFull(fd, b, 8) == TPDB_OK ? TPDB_OK : TPDB_PROTO;
+        return tpdbChanRead(ch, b, 8) == TPDB_OK ? TPDB_OK : TPDB_PROTO;
     }
-    if (n > TPDB_DBNAME_MAX || readFull(fd, db, n) != TPDB_OK ||
-        readFull(fd, b, 8) != TPDB_OK || memchr(db, '\0', n) != NULL) {
+    if (n > TPDB_DBNAME_MAX || tpdbChanRead(ch, db, n) != TPDB_OK ||
+        tpdbChanRead(ch, b, 8) != TPDB_OK || memchr(db, '\0', n) != NULL) {
         tpdbErrf(errmsg, "fetch request: bad name");
         return TPDB_PROTO;
     }
@@ -146,7 +119,9 @@ static int readRequest(int fd, char *db, uint64_t *min, char *errmsg)
 }
 
 /* Streams the pinned state: header, chunks, end, page count. */
-static int sendPages(int fd, struct tpdb_fsm_serve *sv, char *errmsg)
+static int sendPages(struct tpdb_chan *ch,
+                     struct tpdb_fsm_serve *sv,
+                     char *errmsg)
 {
     uint32_t ps = 0, pages = 0;
     uint64_t served = 0;
@@ -156,7 +131,7 @@ static int sendPages(int fd, struct tpdb_fsm_serve *sv, char *errmsg)
     tpdbPut32(hdr + 4, ps);
     tpdbPut32(hdr + 8, pages);
     tpdbPut64(hdr + 12, served);
-    int rc = writeFull(fd, hdr, sizeof hdr);
+    int rc = tpdbChanWrite(ch, hdr, sizeof hdr);
     uint32_t per = FETCH_CHUNK_BYTES / ps ? FETCH_CHUNK_BYTES / ps : 1;
     uint8_t *buf = tpdb_malloc(8 + (size_t)per * ps);
     if (buf == NULL) {
@@ -168,27 +143,32 @@ static int sendPages(int fd, struct tpdb_fsm_serve *sv, char *errmsg)
         if (rc == TPDB_OK) {
             tpdbPut32(buf, n);
             tpdbPut32(buf + 4, tpdbCrc32c(0, buf + 8, (size_t)n * ps));
-            rc = writeFull(fd, buf, 8 + (size_t)n * ps);
+            rc = tpdbChanWrite(ch, buf, 8 + (size_t)n * ps);
         }
     }
     if (rc == TPDB_OK) {
         tpdbPut32(buf, 0);
         tpdbPut32(buf + 4, 0);
         tpdbPut32(buf + 8, pages);
-        rc = writeFull(fd, buf, 12);
+        rc = tpdbChanWrite(ch, buf, 12);
     }
     tpdb_free(buf);
     return rc;
 }
 
-static void serveStream(struct tpdb_fetch *f, int fd)
+static void serveStream(struct tpdb_fetch *f, struct fetchServer *srv)
 {
+    struct tpdb_chan chan;
+    struct tpdb_chan *ch = &chan;
+    int fd = srv->fd;
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     char db[TPDB_DBNAME_MAX + 1];
     uint64_t min = 0;
     struct tpdb_fsm_serve *sv = NULL;
     setBlocking(fd);
-    int rc = readRequest(fd, db, &min, errmsg);
+    tpdbChanInit(ch, fd, srv->sealed ? &srv->session : NULL);
+    sodium_memzero(&srv->session, sizeof srv->session);
+    int rc = readRequest(ch, db, &min, errmsg);
     if (rc == TPDB_OK && db[0] == '\0') {
         uint8_t r[13];
         int leads = 0;
@@ -197,20 +177,22 @@ static void serveStream(struct tpdb_fetch *f, int fd)
         tpdbPut32(r, 0);
         r[4] = (uint8_t)leads;
         tpdbPut64(r + 5, commit);
-        writeFull(fd, r, sizeof r);
+        tpdbChanWrite(ch, r, sizeof r);
+        tpdbChanClose(ch);
         return;
     }
     if (rc == TPDB_OK) {
         rc =
             tpdbFsmServeOpen(f->fsm, db, min, FETCH_SERVE_WAIT_MS, &sv, errmsg);
         if (rc != TPDB_OK) {
-            sendError(fd, rc, errmsg);
+            sendError(ch, rc, errmsg);
         }
     }
     if (rc == TPDB_OK) {
-        rc = sendPages(fd, sv, errmsg);
+        rc = sendPages(ch, sv, errmsg);
     }
     tpdbFsmServeClose(sv);
+    tpdbChanClose(ch);
     if (rc != TPDB_OK) {
         tpdbLog(TPDB_LOG_WARN, "serve %s: %s", db,
                 errmsg[0] ? errmsg : tpdb_strerror(rc));
@@ -221,7 +203,7 @@ static void *serverThread(void *arg)
 {
     struct fetchServer *srv = arg;
     struct tpdb_fetch *f = srv->f;
-    serveStream(f, srv->fd);
+    serveStream(f, srv);
     pthread_mutex_lock(&f->mutex);
     close(srv->fd);
     srv->fd = -1;
@@ -241,7 +223,10 @@ static void reapServers(struct tpdb_fetch *f)
     }
 }
 
-void tpdbFetchServe(void *fetch, int fd, uint64_t id)
+void tpdbFetchServe(void *fetch,
+                    int fd,
+                    uint64_t id,
+                    const struct tpdb_seal_session *session)
 {
     struct tpdb_fetch *f = fetch;
     struct fetchServer *slot = NULL;
@@ -254,6 +239,10 @@ void tpdbFetchServe(void *fetch, int fd, uint64_t id)
     }
     if (slot != NULL) {
         slot->fd = fd;
+        slot->sealed = session != NULL;
+        if (session != NULL) {
+            slot->session = *session;
+        }
         if (pthread_create(&slot->thread, NULL, serverThread, slot) != 0) {
             slot->fd = -1;
             slot = NULL;
@@ -292,30 +281,26 @@ static int connectTo(const char *address, char *errmsg)
     return fd;
 }
 
-static int sendRequest(struct tpdb_fetch *f, int fd, const struct fetchJob *job)
+/* job NULL: an index query. */
+static int sendRequest(struct tpdb_chan *ch, const struct fetchJob *job)
 {
-    uint8_t buf[TPDB_HANDSHAKE_MAX + 2 + TPDB_DBNAME_MAX + 8];
-    size_t n =
-        tpdbHandshakeEncode(buf, TPDB_HANDSHAKE_FETCH, f->id, f->address);
+    uint8_t buf[2 + TPDB_DBNAME_MAX + 8];
     size_t len = job != NULL ? strlen(job->db) : 0;
-    if (n == 0) {
-        return TPDB_INVALID;
-    }
-    tpdbPut16(buf + n, (uint16_t)len);
-    memcpy(buf + n + 2, job != NULL ? job->db : "", len);
-    tpdbPut64(buf + n + 2 + len, job != NULL ? job->min : 0);
-    return writeFull(fd, buf, n + 2 + len + 8);
+    tpdbPut16(buf, (uint16_t)len);
+    memcpy(buf + 2, job != NULL ? job->db : "", len);
+    tpdbPut64(buf + 2 + len, job != NULL ? job->min : 0);
+    return tpdbChanWrite(ch, buf, 2 + len + 8);
 }
 
 /* Reads the response header; on a refusal, its message into errmsg. */
-static int readHeader(int fd,
+static int readHeader(struct tpdb_chan *ch,
                       uint32_t *ps,
                       uint32_t *pages,
                       uint64_t *served,
                       char *errmsg)
 {
     uint8_t h[16];
-    if (readFull(fd, h, 4) != TPDB_OK) {
+    if (tpdbChanRead(ch, h, 4) != TPDB_OK) {
         tpdbErrf(errmsg, "no response");
         return TPDB_IOERR;
     }
@@ -323,10 +308,10 @@ static int readHeader(int fd,
     if (status != 0) {
         char msg[FETCH_MSG_MAX + 1] = "";
         size_t len = 0;
-        if (readFull(fd, h, 2) == TPDB_OK) {
+        if (tpdbChanRead(ch, h, 2) == TPDB_OK) {
             len = tpdbGet16(h);
             len = len > FETCH_MSG_MAX ? FETCH_MSG_MAX : len;
-            if (readFull(fd, msg, len) != TPDB_OK) {
+            if (tpdbChanRead(ch, msg, len) != TPDB_OK) {
                 len = 0;
             }
         }
@@ -334,7 +319,7 @@ static int readHeader(int fd,
         tpdbErrf(errmsg, "refused: %s", msg);
         return status == TPDB_BUSY ? TPDB_BUSY : TPDB_IOERR;
     }
-    if (readFull(fd, h, 16) != TPDB_OK) {
+    if (tpdbChanRead(ch, h, 16) != TPDB_OK) {
         tpdbErrf(errmsg, "truncated response header");
         return TPDB_PROTO;
     }
@@ -349,7 +334,7 @@ static int readHeader(int fd,
 }
 
 /* Receives the chunks into ff. */
-static int readPages(int fd,
+static int readPages(struct tpdb_chan *ch,
                      struct tpdb_fsm_fetch *ff,
                      uint32_t ps,
                      uint32_t pages,
@@ -361,7 +346,7 @@ static int readPages(int fd,
     int rc = buf != NULL ? TPDB_OK : TPDB_NOMEM;
     while (rc == TPDB_OK) {
         uint8_t h[8];
-        rc = readFull(fd, h, 8);
+        rc = tpdbChanRead(ch, h, 8);
         uint32_t n = tpdbGet32(h);
         if (rc != TPDB_OK || n == 0) {
             break;
@@ -371,7 +356,7 @@ static int readPages(int fd,
             rc = TPDB_PROTO;
             break;
         }
-        rc = readFull(fd, buf, (size_t)n * ps);
+        rc = tpdbChanRead(ch, buf, (size_t)n * ps);
         if (rc == TPDB_OK &&
             tpdbCrc32c(0, buf, (size_t)n * ps) != tpdbGet32(h + 4)) {
             tpdbErrf(errmsg, "chunk at page %u: checksum mismatch", next);
@@ -383,7 +368,7 @@ static int readPages(int fd,
         }
     }
     uint8_t t[4];
-    if (rc == TPDB_OK && (readFull(fd, t, 4) != TPDB_OK ||
+    if (rc == TPDB_OK && (tpdbChanRead(ch, t, 4) != TPDB_OK ||
                           tpdbGet32(t) != pages || next != pages + 1)) {
         tpdbErrf(errmsg, "stream ended after %u of %u pages", next - 1, pages);
         rc = TPDB_PROTO;
@@ -437,15 +422,20 @@ static int fetchFrom(struct tpdb_fetch *f,
     pthread_mutex_lock(&f->mutex);
     f->clientFd = fd;
     pthread_mutex_unlock(&f->mutex);
-    int rc = sendRequest(f, fd, job);
+    struct tpdb_chan ch;
+    int rc = tpdbChanConnect(&ch, fd, f->keys, TPDB_HANDSHAKE_FETCH, f->id,
+                             f->address, errmsg);
     if (rc == TPDB_OK) {
-        rc = readHeader(fd, &ps, &pages, &served, errmsg);
+        rc = sendRequest(&ch, job);
+    }
+    if (rc == TPDB_OK) {
+        rc = readHeader(&ch, &ps, &pages, &served, errmsg);
     }
     if (rc == TPDB_OK) {
         rc = tpdbFsmFetchBegin(f->fsm, job->db, ps, served, &ff, errmsg);
     }
     if (rc == TPDB_OK) {
-        rc = readPages(fd, ff, ps, pages, errmsg);
+        rc = readPages(&ch, ff, ps, pages, errmsg);
         if (rc != TPDB_OK) {
             tpdbFsmFetchAbort(ff);
         }
@@ -453,6 +443,7 @@ static int fetchFrom(struct tpdb_fetch *f,
     pthread_mutex_lock(&f->mutex);
     f->clientFd = -1;
     pthread_mutex_unlock(&f->mutex);
+    tpdbChanClose(&ch);
     close(fd);
     if (rc == TPDB_OK) {
         rc = finish(f, ff, pages, errmsg);
@@ -524,13 +515,19 @@ static int askIndex(struct tpdb_fetch *f,
                     char *errmsg)
 {
     uint8_t r[13];
+    struct tpdb_chan ch;
     int fd = connectTo(address, errmsg);
     if (fd < 0) {
         return TPDB_IOERR;
     }
-    int rc = sendRequest(f, fd, NULL);
+    int rc = tpdbChanConnect(&ch, fd, f->keys, TPDB_HANDSHAKE_FETCH, f->id,
+                             f->address, errmsg);
     if (rc == TPDB_OK) {
-        rc = readFull(fd, r, sizeof r);
+        rc = sendRequest(&ch, NULL);
+        if (rc == TPDB_OK) {
+            rc = tpdbChanRead(&ch, r, sizeof r);
+        }
+        tpdbChanClose(&ch);
     }
     close(fd);
     if (rc != TPDB_OK || tpdbGet32(r) != 0) {
@@ -594,7 +591,7 @@ int tpdbFetchInit(struct tpdb_fetch **out,
                   const char *address,
                   tpdb_fetch_peers_fn peers,
                   tpdb_fetch_index_fn index,
-                  void *arg,
+                  void *peers_arg,
                   char *errmsg)
 {
     struct tpdb_fetch *f = tpdb_calloc(1, sizeof *f);
@@ -607,7 +604,7 @@ int tpdbFetchInit(struct tpdb_fetch **out,
     snprintf(f->address, sizeof f->address, "%s", address);
     f->peers = peers;
     f->index = index;
-    f->peersArg = arg;
+    f->peersArg = peers_arg;
     f->clientFd = -1;
     for (int i = 0; i < FETCH_SERVERS; i++) {
         f->servers[i].f = f;
@@ -617,6 +614,11 @@ int tpdbFetchInit(struct tpdb_fetch **out,
     pthread_cond_init(&f->cond, NULL);
     *out = f;
     return TPDB_OK;
+}
+
+void tpdbFetchSetKeys(struct tpdb_fetch *f, const struct tpdb_seal_keys *keys)
+{
+    f->keys = keys;
 }
 
 void tpdbFetchClose(struct tpdb_fetch *f)

@@ -27,6 +27,7 @@
 #include <raft.h>
 
 #include "raftfsm/nodeconf.h"
+#include "raftfsm/seal.h"
 #include "vfs/base.h"
 
 struct tpdb_fetch;
@@ -64,8 +65,16 @@ int tpdbFetchLeaderIndex(struct tpdb_fetch *f, uint64_t *index, char *errmsg);
 void tpdbFetchStart(void *fetch, const char *db, uint64_t min_index);
 
 /* The transport's FETCH callback: serves the stream on fd (owned) from a
- * thread of its own, or closes it when too many are served already. */
-void tpdbFetchServe(void *fetch, int fd, uint64_t id);
+ * thread of its own, or closes it when too many are served already.
+ * session (copied; NULL: plain) seals the stream. */
+void tpdbFetchServe(void *fetch,
+                    int fd,
+                    uint64_t id,
+                    const struct tpdb_seal_session *session);
+
+/* Makes every fetch a sealed stream with keys (borrowed until
+ * tpdbFetchClose; set before the first fetch; NULL or n == 0: plain). */
+void tpdbFetchSetKeys(struct tpdb_fetch *f, const struct tpdb_seal_keys *keys);
 
 /* Stops the threads (waiting for them) and frees the fetcher. */
 void tpdbFetchClose(struct tpdb_fetch *f);

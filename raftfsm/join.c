@@ -21,6 +21,10 @@ enum { STATE_IDLE = 0, STATE_WAIT, STATE_IO, STATE_DONE };
 /* The outcome of an attempt besides the reply statuses. */
 enum { RESULT_FAILED = -1, RESULT_TIMEOUT = -2 };
 
+/* What the joining side reads: a plain reply, or the server's sealed hello
+ * and then the reply as one sealed record. */
+enum { PH_REPLY = 0, PH_SERVER, PH_RECORD_LEN, PH_RECORD };
+
 size_t tpdbJoinReplyEncode(uint8_t *buf, int status, const char *text)
 {
     size_t len = text != NULL ? strlen(text) : 0;
@@ -297,33 +301,32 @@ static void allocCb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     buf->len = c->want - c->have;
 }
 
-/* A whole reply has arrived. */
-static void replyDone(struct tpdb_join_client *c, int status)
+/* A whole reply (len bytes at p) has arrived. */
+static void replyIn(struct tpdb_join_client *c, const uint8_t *p, size_t len)
 {
-    size_t len = c->have - TPDB_JOIN_REPLY_HDR;
-    memcpy(c->msg, c->buf + TPDB_JOIN_REPLY_HDR, len);
-    c->msg[len] = '\0';
+    int status;
+    size_t text;
+    if (tpdbJoinReplyDecode(p, &status, &text, c->msg) != TPDB_OK ||
+        TPDB_JOIN_REPLY_HDR + text != len) {
+        if (TPDB_JOIN_REPLY_HDR + text != len) {
+            snprintf(c->msg, sizeof c->msg, "bad reply length");
+        }
+        tpdbErrWrap(c->msg, "%s", c->target);
+        closeTcp(c);
+        return;
+    }
+    memcpy(c->msg, p + TPDB_JOIN_REPLY_HDR, text);
+    c->msg[text] = '\0';
     c->result = status;
     uv_read_stop((uv_stream_t *)&c->tcp);
     closeTcp(c);
 }
 
-static void readCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+/* A plain reply: its header, then its text. */
+static void plainIn(struct tpdb_join_client *c)
 {
-    struct tpdb_join_client *c = stream->data;
     int status;
     size_t len;
-    (void)buf;
-    if (nread < 0) {
-        snprintf(c->msg, sizeof c->msg, "%s closed the connection: %s",
-                 c->target, uv_strerror((int)nread));
-        closeTcp(c);
-        return;
-    }
-    c->have += (size_t)nread;
-    if (c->have < c->want) {
-        return;
-    }
     if (tpdbJoinReplyDecode(c->buf, &status, &len, c->msg) != TPDB_OK) {
         tpdbErrWrap(c->msg, "%s", c->target);
         closeTcp(c);
@@ -333,7 +336,89 @@ static void readCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         c->want += len;
         return;
     }
-    replyDone(c, status);
+    replyIn(c, c->buf, c->have);
+}
+
+static void finWrittenCb(uv_write_t *w, int status)
+{
+    struct tpdb_join_client *c = w->data;
+    if (status != 0 && status != UV_ECANCELED) {
+        snprintf(c->msg, sizeof c->msg, "send to %s failed", c->target);
+        closeTcp(c);
+    }
+}
+
+/* The member's sealed hello: prove we hold the key, then read the reply. */
+static void serverIn(struct tpdb_join_client *c)
+{
+    uv_buf_t b = uv_buf_init((char *)c->fin, sizeof c->fin);
+    if (tpdbSealClientFinish(&c->hs, c->buf, 0, c->fin, &c->session, c->msg) !=
+        TPDB_OK) {
+        tpdbErrWrap(c->msg, "%s", c->target);
+        closeTcp(c);
+        return;
+    }
+    c->phase = PH_RECORD_LEN;
+    c->have = 0;
+    c->want = TPDB_SEAL_LEN;
+    if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, finWrittenCb) != 0) {
+        snprintf(c->msg, sizeof c->msg, "send to %s failed", c->target);
+        closeTcp(c);
+    }
+}
+
+/* The sealed reply record: its length, then the rest. */
+static void recordIn(struct tpdb_join_client *c)
+{
+    size_t len;
+    if (c->phase == PH_RECORD_LEN) {
+        if (tpdbSealRecordLen(c->buf, &len, c->msg) != TPDB_OK ||
+            len > TPDB_HANDSHAKE_MAX) {
+            tpdbErrWrap(c->msg, "%s", c->target);
+            closeTcp(c);
+            return;
+        }
+        c->phase = PH_RECORD;
+        c->want += len + TPDB_SEAL_TAG;
+        return;
+    }
+    len = c->want - TPDB_SEAL_OVERHEAD;
+    if (tpdbSealOpen(&c->session, c->buf, len, c->msg) != TPDB_OK) {
+        tpdbErrWrap(c->msg, "%s", c->target);
+        closeTcp(c);
+        return;
+    }
+    replyIn(c, c->buf + TPDB_SEAL_LEN, len);
+}
+
+static void readCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tpdb_join_client *c = stream->data;
+    (void)buf;
+    if (nread < 0) {
+        snprintf(
+            c->msg, sizeof c->msg, "%s closed the connection: %s%s", c->target,
+            uv_strerror((int)nread),
+            c->phase == PH_SERVER ? " (does it hold our cluster key?)" : "");
+        closeTcp(c);
+        return;
+    }
+    c->have += (size_t)nread;
+    if (c->have < c->want) {
+        return;
+    }
+    switch (c->phase) {
+        case PH_SERVER:
+            serverIn(c);
+            return;
+        case PH_RECORD_LEN:
+        case PH_RECORD:
+            recordIn(c);
+            return;
+        default:
+            plainIn(c);
+            return;
+    }
 }
 
 static void writeCb(uv_write_t *w, int status)
@@ -343,7 +428,8 @@ static void writeCb(uv_write_t *w, int status)
         return;
     }
     c->have = 0;
-    c->want = TPDB_JOIN_REPLY_HDR;
+    c->phase = c->sealed ? PH_SERVER : PH_REPLY;
+    c->want = c->sealed ? TPDB_SEAL_SERVER : TPDB_JOIN_REPLY_HDR;
     if (status != 0 ||
         uv_read_start((uv_stream_t *)&c->tcp, allocCb, readCb) != 0) {
         snprintf(c->msg, sizeof c->msg, "send to %s failed", c->target);
@@ -366,6 +452,12 @@ static void connectCb(uv_connect_t *req, int status)
         return;
     }
     len = tpdbHandshakeEncode(c->buf, TPDB_HANDSHAKE_JOIN, c->id, c->address);
+    c->sealed = c->keys != NULL && c->keys->n > 0;
+    if (c->sealed) {
+        tpdbHandshakeSetSealed(c->buf);
+        tpdbSealClientHello(&c->hs, c->keys, c->buf, len, c->buf + len);
+        len += TPDB_SEAL_HELLO;
+    }
     b = uv_buf_init((char *)c->buf, (unsigned)len);
     c->write.data = c;
     if (uv_write(&c->write, (uv_stream_t *)&c->tcp, &b, 1, writeCb) != 0) {
@@ -404,6 +496,7 @@ int tpdbJoinClientStart(struct tpdb_join_client *c,
                         uint64_t id,
                         const char *address,
                         const char *target,
+                        const struct tpdb_seal_keys *keys,
                         unsigned timeout_ms,
                         tpdb_join_done_cb cb,
                         void *arg,
@@ -427,6 +520,7 @@ int tpdbJoinClientStart(struct tpdb_join_client *c,
     }
     c->loop = loop;
     c->id = id;
+    c->keys = keys;
     snprintf(c->address, sizeof c->address, "%s", address);
     snprintf(c->origin, sizeof c->origin, "%s", target);
     snprintf(c->target, sizeof c->target, "%s", target);

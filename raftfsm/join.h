@@ -77,7 +77,13 @@ struct tpdb_join_client {
     int tcp_open;
     int state;
     int result;
-    uint8_t buf[TPDB_HANDSHAKE_MAX];
+    const struct tpdb_seal_keys *keys; /* borrowed; n == 0: plain */
+    int phase;                         /* what is being read */
+    int sealed;
+    struct tpdb_seal_hs hs;
+    struct tpdb_seal_session session;
+    uint8_t fin[TPDB_SEAL_FINISH];
+    uint8_t buf[TPDB_HANDSHAKE_MAX + TPDB_SEAL_HELLO + TPDB_SEAL_OVERHEAD];
     size_t have;
     size_t want;
     char msg[TPDB_ERRMSG_SIZE];
@@ -86,7 +92,9 @@ struct tpdb_join_client {
 };
 
 /* Starts asking `target` ("IPv4:port", copied) to add node `id` at
- * `address` (copied) as a voter, retrying until timeout_ms pass; cb reports
+ * `address` (copied) as a voter, retrying until timeout_ms pass; with keys
+ * (borrowed until the run ends; n == 0 or NULL: plain) every attempt is a
+ * sealed stream, so only a member holding our key can answer; cb reports
  * the outcome once, on the loop thread. A client whose previous run ended
  * may be started again. Errors (no callback then): TPDB_INVALID (bad
  * target, or the target is this node), TPDB_BUSY (a run is in progress). */
@@ -95,6 +103,7 @@ int tpdbJoinClientStart(struct tpdb_join_client *c,
                         uint64_t id,
                         const char *address,
                         const char *target,
+                        const struct tpdb_seal_keys *keys,
                         unsigned timeout_ms,
                         tpdb_join_done_cb cb,
                         void *arg,

@@ -38,10 +38,18 @@ struct tpdb_node_config {
     unsigned ready_ms;  /* how long acquire waits to catch up, default
                            15000 */
     unsigned commit_ms; /* longest wait for a commit, default 60000 */
-    const char *join_address; /* "IPv4:port" of any member: ask it to add
-                                 this node as a voter (implies join = 1);
-                                 acquire waits up to ready_ms for it.
-                                 Borrowed during tpdbNodeAcquire only. */
+    const char *join_address;  /* "IPv4:port" of any member: ask it to add
+                                  this node as a voter (implies join = 1);
+                                  acquire waits up to ready_ms for it.
+                                  Borrowed during tpdbNodeAcquire only. */
+    const char *key_file;      /* the cluster key (seal.h); NULL: the
+                                  TPDB_REPLICATION_KEY variable, if set.
+                                  Borrowed during tpdbNodeAcquire only. */
+    const char *key_file_next; /* a rotation's other key, also accepted */
+    int insecure;       /* 1: allow a non-loopback address without a key */
+    const char *listen; /* "IPv4:port" to listen on if not the node's
+                           address (e.g. 0.0.0.0:9001, or behind a proxy);
+                           borrowed during tpdbNodeAcquire only */
 };
 
 /* Returns the node of cfg->data_dir in this process, starting it if needed

@@ -49,6 +49,22 @@ static void defaults(struct tpdb_node_config *cfg)
     }
 }
 
+/* Refuses a log that could hold more entries than the wire check lets
+ * through in one AppendEntries: a follower that far behind would never
+ * catch up. */
+static int checkLogBounds(const struct tpdb_node_config *cfg, char *errmsg)
+{
+    uint64_t most = (uint64_t)cfg->snapshot_threshold + cfg->snapshot_trailing;
+    if (most > TPDB_WIRE_ENTRIES_MAX / 2) {
+        tpdbErrf(errmsg,
+                 "snapshot_threshold + snapshot_trailing = %llu: at most %u "
+                 "(raft sends a lagging follower all it lacks at once)",
+                 (unsigned long long)most, TPDB_WIRE_ENTRIES_MAX / 2);
+        return TPDB_INVALID;
+    }
+    return TPDB_OK;
+}
+
 /* Finds this node's address in the peers list. */
 static int addressFromPeers(const char *peers,
                             uint64_t id,
@@ -160,6 +176,88 @@ static void raftTeardown(struct tpdb_node *n)
     uv_loop_close(&n->loop);
 }
 
+/* Whether address ("IPv4:port") is on 127.0.0.0/8. */
+static int isLoopback(const char *address)
+{
+    struct sockaddr_in sa;
+    return tpdbTransportParseAddress(address, &sa) == TPDB_OK &&
+           (ntohl(sa.sin_addr.s_addr) >> 24) == 127;
+}
+
+/* Loads the cluster key into the transport and sets where it listens;
+ * without a key, refuses to listen beyond loopback unless told it is
+ * insecure. */
+static int keysSetup(struct tpdb_node *n, char *errmsg)
+{
+    struct tpdb_seal_keys keys;
+    int rc = tpdbSealInit(errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdbSealKeysLoad(&keys, n->cfg.key_file, n->cfg.key_file_next,
+                              errmsg);
+    }
+    if (rc != TPDB_OK) {
+        tpdbErrWrap(errmsg, "node %llu: cluster key",
+                    (unsigned long long)n->id);
+        return rc;
+    }
+    tpdbTransportSetKeys(&n->transport, &keys);
+    sodium_memzero(&keys, sizeof keys);
+    if (n->cfg.listen != NULL) {
+        rc = tpdbTransportSetBindAddress(&n->transport, n->cfg.listen, errmsg);
+        if (rc != TPDB_OK) {
+            return rc;
+        }
+    }
+    const char *where = n->cfg.listen != NULL ? n->cfg.listen : n->address;
+    if (n->transport.keys.n > 0 || isLoopback(where)) {
+        return TPDB_OK;
+    }
+    if (!n->cfg.insecure) {
+        tpdbErrf(errmsg,
+                 "node %llu: refusing to listen on %s without a cluster key "
+                 "(set key_file=PATH or %s, or insecure=1 to accept that "
+                 "anyone who reaches the port can join, vote and read)",
+                 (unsigned long long)n->id, where, TPDB_SEAL_ENV);
+        return TPDB_INVALID;
+    }
+    tpdbLog(TPDB_LOG_WARN,
+            "node %llu: listening on %s WITHOUT a cluster key (insecure=1): "
+            "anyone who reaches it can join, vote and read",
+            (unsigned long long)n->id, where);
+    return TPDB_OK;
+}
+
+/* The wire check's view of our term (loop thread, like raft). */
+static uint64_t currentTerm(void *arg)
+{
+    const struct raft *r = arg;
+    return r->current_term;
+}
+
+/* Configures the initialised transport: key, limits, callbacks. */
+static int transportSetup(struct tpdb_node *n, char *errmsg)
+{
+    int rc = keysSetup(n, errmsg);
+    if (rc == TPDB_OK) {
+        rc = checkLogBounds(&n->cfg, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
+    tpdbTransportSetTermFn(&n->transport, currentTerm, &n->raft);
+    /* A stream that carried nothing for a few election timeouts is dead
+     * or a stranger's; raft reconnects when it needs one. */
+    n->transport.idle_ms = n->cfg.election_ms * 5;
+    /* The log holds at most threshold + trailing entries, more while a
+     * snapshot runs: twice that (at least 8192) bounds what raft sends in
+     * one AppendEntries, and so the header a stream can make us hold (128
+     * KiB by default). */
+    unsigned most = 2 * (n->cfg.snapshot_threshold + n->cfg.snapshot_trailing);
+    n->transport.entries_max = most > 8192 ? most : 8192;
+    return TPDB_OK;
+}
+
 /* Sets up raft over the loop; nothing runs yet. */
 static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
 {
@@ -173,7 +271,10 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     if (rc != TPDB_OK) {
         goto err_after_loop;
     }
-    tpdbTransportSetJoinCb(&n->transport, tpdbJoinServe, &n->raft);
+    rc = transportSetup(n, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_transport;
+    }
     rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
@@ -196,6 +297,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     }
     struct tpdb_fsm_fetcher fetcher = {n->fetch, tpdbFetchStart};
     tpdbFsmSetFetcher(&n->fsm, &fetcher);
+    tpdbFetchSetKeys(n->fetch, &n->transport.keys);
     tpdbTransportSetFetchCb(&n->transport, tpdbFetchServe, n->fetch);
     rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
     if (rv != 0) {
@@ -435,9 +537,9 @@ static void joinStartFn(struct tpdb_node *n, struct nodeCall *c)
             return;
         }
     }
-    int rc =
-        tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address, c->address,
-                            n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
+    int rc = tpdbJoinClientStart(&n->join, &n->loop, n->id, n->address,
+                                 c->address, &n->transport.keys,
+                                 n->cfg.ready_ms, joinDoneCb, n, c->errmsg);
     if (rc != TPDB_OK) {
         joinDoneCb(n, rc, c->errmsg);
     }

@@ -1,6 +1,6 @@
 /*
  * Raft transport over libuv TCP with a handshake of our own (see
- * transport.h). Every connection, in either direction, starts with:
+ * transport.h). Every connection starts with, from the connecting side:
  *
  *   offset size  field
  *        0    4  magic "TPDB"
@@ -8,13 +8,15 @@
  *        6    2  type: 1 RAFT (then raft's own messages), 2 JOIN, 3 FETCH
  *        8    8  sender's raft id (> 0)
  *       16    4  length L of the sender's raft address (1..255)
- *       20    4  reserved, 0
+ *       20    4  flags: bit 0 sealed (the sender has a cluster key), 0
  *       24    L  the address, printable ASCII, no terminator
  *
- * Integers are little-endian. Incoming bytes are read exactly as far as the
- * handshake goes, so raft's first message stays in the socket for raft.
- * Anything malformed closes the connection with a log line. Streams handed
- * to raft are allocated with raft_malloc, because raft frees them.
+ * then, if sealed, the rest of seal.h's handshake, and every later byte in
+ * either direction is in sealed records. Integers are little-endian.
+ * Incoming bytes are read exactly as far as the handshake goes, so what
+ * follows stays in the socket for its reader. Anything malformed closes the
+ * connection with a log line (at most one per address and minute). raft
+ * never gets a TCP stream: it gets a relay's socketpair end (relay.h).
  */
 #include "raftfsm/transport.h"
 
@@ -23,20 +25,42 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "raftfsm/relay.h"
+
 #define HANDSHAKE_MAGIC 0x42445054u /* "TPDB" little-endian */
 #define HANDSHAKE_VERSION 1
+#define HANDSHAKE_SEALED 1u
 
 enum { CONN_IN = 1, CONN_OUT, CONN_JOIN };
+
+/* Handshake states: incoming, then outgoing. */
+enum { IN_HDR = 1, IN_ADDR, IN_EXT, IN_FIN, OUT_CONNECT, OUT_HELLO, OUT_FIN };
+
+/* The most a handshake buffer holds: our hello and the server's answer, or
+ * a sealed JOIN reply. */
+#define CONN_BUF                                               \
+    (TPDB_HANDSHAKE_MAX + TPDB_SEAL_HELLO + TPDB_SEAL_SERVER + \
+     TPDB_SEAL_FINISH + TPDB_SEAL_OVERHEAD)
 
 /* A connection not (yet) handed to raft. */
 struct tpdb_conn {
     struct tpdb_transport *t; /* NULL once unlinked from the transport */
     struct uv_tcp_s *tcp;     /* NULL once closed */
     int kind;
+    int state;        /* IN_* or OUT_* */
     int status;       /* CONN_OUT: what to report if it closes */
     int owned;        /* CONN_JOIN: the join callback still holds it */
     uint64_t started; /* CONN_IN: when accepted (ms) */
-    uint8_t buf[TPDB_HANDSHAKE_MAX];
+    uint32_t ip;      /* the peer's IPv4 address, network order */
+    int type;         /* CONN_IN: the handshake's type */
+    size_t addr_len;  /* CONN_IN: its address length */
+    int sealed;
+    int writing; /* CONN_IN: the server hello is being written */
+    int fin_in;  /* CONN_IN: the proof came before that write ended */
+    struct tpdb_seal_hs hs;
+    struct tpdb_seal_session session;
+    uint8_t srv[TPDB_SEAL_SERVER]; /* the server hello, or our proof */
+    uint8_t buf[CONN_BUF];
     size_t have;
     size_t want;
     raft_id peer;
@@ -98,7 +122,8 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
         tpdbErrf(errmsg, "handshake: node id 0");
         return TPDB_PROTO;
     }
-    if (len == 0 || len >= TPDB_ADDRESS_MAX || tpdbGet32(hdr + 20) != 0) {
+    if (len == 0 || len >= TPDB_ADDRESS_MAX ||
+        (tpdbGet32(hdr + 20) & ~HANDSHAKE_SEALED) != 0) {
         tpdbErrf(errmsg, "handshake: bad address length %u or reserved field",
                  (unsigned)len);
         return TPDB_PROTO;
@@ -107,6 +132,16 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
     *id = tpdbGet64(hdr + 8);
     *address_len = len;
     return TPDB_OK;
+}
+
+void tpdbHandshakeSetSealed(uint8_t *buf)
+{
+    tpdbPut32(buf + 20, HANDSHAKE_SEALED);
+}
+
+int tpdbHandshakeSealed(const uint8_t *hdr)
+{
+    return (tpdbGet32(hdr + 20) & HANDSHAKE_SEALED) != 0;
 }
 
 int tpdbTransportParseAddress(const char *address, struct sockaddr_in *sa)
@@ -164,7 +199,7 @@ static void maybeClosed(struct tpdb_transport *t)
 {
     raft_uv_transport_close_cb cb = t->close_cb;
     if (t->closing && !t->listener_open && !t->sweep_open && !t->reject_busy &&
-        t->conns == NULL && cb != NULL) {
+        t->conns == NULL && tpdbGuardRelays(&t->guard) == 0 && cb != NULL) {
         t->close_cb = NULL;
         cb(&t->base);
     }
@@ -176,6 +211,8 @@ static void connClosedCb(uv_handle_t *handle)
     struct tpdb_transport *t = c->t;
     raft_free(c->tcp);
     c->tcp = NULL;
+    sodium_memzero(&c->hs, sizeof c->hs);
+    sodium_memzero(&c->session, sizeof c->session);
     if (c->kind == CONN_OUT && c->req != NULL) {
         c->req->cb(c->req, NULL, c->status);
     }
@@ -195,8 +232,8 @@ static void connClose(struct tpdb_conn *c)
     }
 }
 
-/* Sets TCP_NODELAY on a stream about to be handed to raft. A failure only
- * costs latency, so the stream is handed over anyway. */
+/* Sets TCP_NODELAY on a stream about to be relayed to raft. A failure only
+ * costs latency, so the stream is used anyway. */
 static void setNodelay(struct tpdb_transport *t,
                        struct uv_tcp_s *tcp,
                        const char *what,
@@ -214,6 +251,54 @@ static void setNodelay(struct tpdb_transport *t,
     }
 }
 
+static void relayClosedCb(void *arg, struct tpdb_relay *r)
+{
+    struct tpdb_transport *t = arg;
+    tpdbGuardRemove(&t->guard, r);
+    maybeClosed(t);
+}
+
+static void relayRefusedCb(void *arg, struct tpdb_relay *r, const char *why)
+{
+    struct tpdb_transport *t = arg;
+    tpdbGuardRefused(&t->guard, tpdbRelayPeerIp(r), why);
+}
+
+/* Moves c's socket into a relay and returns raft's end of it, or NULL (c
+ * is closed then). c is freed either way. */
+static struct uv_stream_s *relayOf(struct tpdb_conn *c, int inbound)
+{
+    struct tpdb_transport *t = c->t;
+    struct tpdb_relay_config cfg;
+    struct uv_stream_s *raft_side = NULL;
+    struct tpdb_relay *r = NULL;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    memset(&cfg, 0, sizeof cfg);
+    cfg.peer = c->peer;
+    cfg.idle_ms = inbound ? t->idle_ms : 0;
+    cfg.limits.entries_max = t->entries_max;
+    cfg.limits.term_fn = t->term_fn;
+    cfg.limits.term_arg = t->term_arg;
+    cfg.closed_cb = relayClosedCb;
+    cfg.refused_cb = relayRefusedCb;
+    cfg.arg = t;
+    if (tpdbGuardReserve(&t->guard) != TPDB_OK ||
+        tpdbRelayStart(t->loop, c->tcp, &cfg, c->sealed ? &c->session : NULL,
+                       &r, &raft_side, errmsg) != TPDB_OK) {
+        tpdbLog(TPDB_LOG_ERROR, "transport: node %llu: %s",
+                (unsigned long long)c->peer, "cannot start a relay");
+        sodium_memzero(&c->session, sizeof c->session);
+        connClose(c);
+        return NULL;
+    }
+    tpdbGuardAdd(&t->guard, r, inbound);
+    sodium_memzero(&c->session, sizeof c->session);
+    c->tcp = NULL; /* the relay's now */
+    connUnlink(c);
+    tpdb_free(c);
+    return raft_side;
+}
+
 /* A FETCH stream leaves libuv: its socket (duplicated, so that closing the
  * handle leaves it open) goes to the fetch callback, which serves it with
  * blocking I/O on a thread of its own. */
@@ -222,32 +307,37 @@ static void handOverFetch(struct tpdb_conn *c, uint64_t id)
     struct tpdb_transport *t = c->t;
     uv_os_fd_t fd = -1;
     int dup_fd = -1;
+    struct tpdb_seal_session session = c->session;
+    int sealed = c->sealed;
     if (t->fetch_cb != NULL && uv_fileno((uv_handle_t *)c->tcp, &fd) == 0) {
         dup_fd = dup(fd);
     }
+    sodium_memzero(&c->session, sizeof c->session);
     connClose(c);
     if (dup_fd < 0) {
         tpdbLog(TPDB_LOG_INFO, "transport: FETCH from node %llu ignored",
                 (unsigned long long)id);
-        return;
+    } else {
+        t->fetch_cb(t->fetch_cb_arg, dup_fd, id, sealed ? &session : NULL);
     }
-    t->fetch_cb(t->fetch_cb_arg, dup_fd, id);
+    sodium_memzero(&session, sizeof session);
 }
 
 /* A complete, valid incoming handshake: give the stream to its user. */
-static void handshakeDone(struct tpdb_conn *c, int type, uint64_t id)
+static void handshakeDone(struct tpdb_conn *c)
 {
     struct tpdb_transport *t = c->t;
     char address[TPDB_ADDRESS_MAX];
-    size_t len = c->have - TPDB_HANDSHAKE_HDR;
-    memcpy(address, c->buf + TPDB_HANDSHAKE_HDR, len);
-    address[len] = '\0';
+    uint64_t id = c->peer;
+    struct uv_stream_s *stream;
+    memcpy(address, c->buf + TPDB_HANDSHAKE_HDR, c->addr_len);
+    address[c->addr_len] = '\0';
     uv_read_stop((uv_stream_t *)c->tcp);
-    if (type == TPDB_HANDSHAKE_FETCH) {
+    if (c->type == TPDB_HANDSHAKE_FETCH) {
         handOverFetch(c, id);
         return;
     }
-    if (type == TPDB_HANDSHAKE_JOIN) {
+    if (c->type == TPDB_HANDSHAKE_JOIN) {
         if (t->join_cb == NULL) {
             tpdbLog(TPDB_LOG_INFO, "transport: JOIN from node %llu ignored",
                     (unsigned long long)id);
@@ -264,40 +354,115 @@ static void handshakeDone(struct tpdb_conn *c, int type, uint64_t id)
         connClose(c);
         return;
     }
-    struct uv_tcp_s *tcp = c->tcp;
-    setNodelay(t, tcp, "accepted", id);
-    connUnlink(c);
-    tpdb_free(c);
-    t->accept_cb(&t->base, id, address, (struct uv_stream_s *)tcp);
+    setNodelay(t, c->tcp, "accepted", id);
+    stream = relayOf(c, 1);
+    if (stream != NULL) {
+        t->accept_cb(&t->base, id, address, stream);
+    }
+}
+
+/* Refuses an incoming connection: a log line (at most one per address and
+ * minute) and close. */
+static void refuse(struct tpdb_conn *c, const char *why)
+{
+    tpdbGuardRefused(&c->t->guard, c->ip, why);
+    connClose(c);
+}
+
+static void serverHelloWrittenCb(uv_write_t *w, int status)
+{
+    struct tpdb_conn *c = w->data;
+    c->writing = 0;
+    if (status != 0 || c->t == NULL) {
+        connClose(c);
+    } else if (c->fin_in) {
+        handshakeDone(c); /* c's write request is free now */
+    }
+}
+
+/* The client's sealed hello is in: answer it, then wait for its proof. */
+static void sealedHello(struct tpdb_conn *c)
+{
+    char errmsg[TPDB_ERRMSG_SIZE];
+    size_t h_len = TPDB_HANDSHAKE_HDR + c->addr_len;
+    uv_buf_t b;
+    if (tpdbSealServerHello(&c->hs, &c->t->keys, c->buf, h_len, c->buf + h_len,
+                            c->t->id, c->srv, errmsg) != TPDB_OK) {
+        refuse(c, errmsg);
+        return;
+    }
+    c->state = IN_FIN;
+    c->want += TPDB_SEAL_FINISH;
+    c->writing = 1;
+    b = uv_buf_init((char *)c->srv, sizeof c->srv);
+    c->write.data = c;
+    if (uv_write(&c->write, (uv_stream_t *)c->tcp, &b, 1,
+                 serverHelloWrittenCb) != 0) {
+        connClose(c);
+    }
+}
+
+/* The address is in: checks it and what the peer's sealing says. */
+static int addressIn(struct tpdb_conn *c)
+{
+    for (size_t i = 0; i < c->addr_len; i++) {
+        uint8_t ch = c->buf[TPDB_HANDSHAKE_HDR + i];
+        if (ch < 0x21 || ch > 0x7e) {
+            refuse(c, "handshake: address not printable");
+            return 1;
+        }
+    }
+    if (c->sealed != (c->t->keys.n > 0)) {
+        refuse(c, c->sealed ? "handshake: the peer seals, we have no key"
+                            : "handshake: the peer has no cluster key");
+        return 1;
+    }
+    if (!c->sealed) {
+        handshakeDone(c);
+        return 1;
+    }
+    c->state = IN_EXT;
+    c->want += TPDB_SEAL_HELLO;
+    return 0;
 }
 
 /* Checks the bytes read so far; returns 0 to go on reading. */
 static int handshakeCheck(struct tpdb_conn *c)
 {
     char errmsg[TPDB_ERRMSG_SIZE];
-    int type;
+    size_t h_len = TPDB_HANDSHAKE_HDR + c->addr_len;
     uint64_t id;
-    size_t len;
-    if (tpdbHandshakeDecode(c->buf, &type, &id, &len, errmsg) != TPDB_OK) {
-        tpdbLog(TPDB_LOG_WARN, "transport: closing connection: %s", errmsg);
-        connClose(c);
-        return 1;
-    }
-    if (c->want == TPDB_HANDSHAKE_HDR) {
-        c->want += len;
-        return 0;
-    }
-    for (size_t i = TPDB_HANDSHAKE_HDR; i < c->have; i++) {
-        if (c->buf[i] < 0x21 || c->buf[i] > 0x7e) {
-            tpdbLog(TPDB_LOG_WARN,
-                    "transport: closing connection: "
-                    "handshake: address not printable");
-            connClose(c);
+    switch (c->state) {
+        case IN_HDR:
+            if (tpdbHandshakeDecode(c->buf, &c->type, &id, &c->addr_len,
+                                    errmsg) != TPDB_OK) {
+                refuse(c, errmsg);
+                return 1;
+            }
+            c->peer = id;
+            c->sealed = tpdbHandshakeSealed(c->buf);
+            c->state = IN_ADDR;
+            c->want += c->addr_len;
+            return 0;
+        case IN_ADDR:
+            return addressIn(c);
+        case IN_EXT:
+            sealedHello(c);
             return 1;
-        }
+        default: /* IN_FIN */
+            if (tpdbSealServerFinish(&c->hs, c->buf + h_len + TPDB_SEAL_HELLO,
+                                     &c->session, errmsg) != TPDB_OK) {
+                refuse(c, errmsg);
+                return 1;
+            }
+            uv_read_stop((uv_stream_t *)c->tcp);
+            if (c->writing) {
+                c->fin_in = 1;
+            } else {
+                handshakeDone(c);
+            }
+            return 1;
     }
-    handshakeDone(c, type, id);
-    return 1;
 }
 
 /* Reads exactly what the handshake still lacks, never beyond. */
@@ -320,12 +485,16 @@ static void readCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->have += (size_t)nread;
-    if (c->have == c->want) {
-        handshakeCheck(c);
+    while (c->have == c->want && c->t != NULL &&
+           !uv_is_closing((uv_handle_t *)c->tcp)) {
+        size_t before = c->want;
+        if (handshakeCheck(c) != 0 || c->want == before) {
+            break;
+        }
     }
 }
 
-static void rejectConnection(struct tpdb_transport *t);
+static void rejectConnection(struct tpdb_transport *t, const char *why);
 
 static void rejectClosedCb(uv_handle_t *handle)
 {
@@ -333,16 +502,19 @@ static void rejectClosedCb(uv_handle_t *handle)
     t->reject_busy = 0;
     if (t->reject_pending && !t->closing) {
         t->reject_pending = 0;
-        rejectConnection(t);
+        rejectConnection(t, NULL);
     }
     maybeClosed(t);
 }
 
-/* Out of memory: accept the connection into the spare handle and close it,
- * since one left unaccepted would stop the listener. */
-static void rejectConnection(struct tpdb_transport *t)
+/* Out of memory or over a limit: accept the connection into the spare
+ * handle and close it, since one left unaccepted would stop the listener.
+ */
+static void rejectConnection(struct tpdb_transport *t, const char *why)
 {
-    tpdbLog(TPDB_LOG_ERROR, "transport: accept: out of memory");
+    if (why != NULL) {
+        tpdbLog(TPDB_LOG_ERROR, "transport: accept: %s", why);
+    }
     if (t->reject_busy) {
         t->reject_pending = 1; /* libuv holds it until we accept */
         return;
@@ -352,6 +524,27 @@ static void rejectConnection(struct tpdb_transport *t)
     t->reject_busy = 1;
     uv_accept((uv_stream_t *)&t->listener, (uv_stream_t *)&t->reject);
     uv_close((uv_handle_t *)&t->reject, rejectClosedCb);
+}
+
+static uint32_t peerIp(struct uv_tcp_s *tcp)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    if (uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len) != 0 ||
+        ss.ss_family != AF_INET) {
+        return 0;
+    }
+    return ((struct sockaddr_in *)&ss)->sin_addr.s_addr;
+}
+
+/* Whether one more connection from ip is over the per-address cap. */
+static int overCap(struct tpdb_transport *t, uint32_t ip)
+{
+    unsigned n = tpdbGuardCount(&t->guard, ip);
+    for (struct tpdb_conn *c = t->conns; c != NULL; c = c->next) {
+        n += c->kind == CONN_IN && c->ip == ip;
+    }
+    return n >= t->per_address_max;
 }
 
 static void connectionCb(uv_stream_t *server, int status)
@@ -366,30 +559,41 @@ static void connectionCb(uv_stream_t *server, int status)
     if (c == NULL || tcp == NULL) {
         tpdb_free(c);
         raft_free(tcp);
-        rejectConnection(t);
+        rejectConnection(t, "out of memory");
         return;
     }
     uv_tcp_init(t->loop, tcp);
     tcp->data = c;
     c->tcp = tcp;
     c->kind = CONN_IN;
+    c->state = IN_HDR;
     c->started = tpdbNowMs();
     c->want = TPDB_HANDSHAKE_HDR;
     connLink(t, c);
-    if (uv_accept(server, (uv_stream_t *)tcp) != 0 ||
-        uv_read_start((uv_stream_t *)tcp, allocCb, readCb) != 0) {
+    if (uv_accept(server, (uv_stream_t *)tcp) != 0) {
+        connClose(c);
+        return;
+    }
+    c->ip = peerIp(tcp);
+    if (overCap(t, c->ip)) {
+        refuse(c, "too many connections from this address");
+        return;
+    }
+    if (uv_read_start((uv_stream_t *)tcp, allocCb, readCb) != 0) {
         connClose(c);
     }
 }
 
 /* A peer that connects and never completes its handshake must not hold a
- * connection forever. */
+ * connection forever, and neither may one we connected to that never
+ * answers our sealed hello. */
 static void sweepCb(uv_timer_t *timer)
 {
     struct tpdb_transport *t = timer->data;
     uint64_t now = tpdbNowMs();
     for (struct tpdb_conn *c = t->conns; c != NULL; c = c->next) {
-        if (c->kind == CONN_IN && now - c->started >= t->handshake_timeout_ms) {
+        if ((c->kind == CONN_IN || c->state == OUT_HELLO) &&
+            now - c->started >= t->handshake_timeout_ms) {
             tpdbLog(TPDB_LOG_WARN,
                     "transport: closing connection: no handshake in %u ms",
                     t->handshake_timeout_ms);
@@ -440,29 +644,106 @@ static int transportListen(struct raft_uv_transport *base, raft_uv_accept_cb cb)
     return 0;
 }
 
-static void handshakeWrittenCb(uv_write_t *w, int status)
+/* Our handshake is done: the stream goes to raft through a relay. */
+static void connectDone(struct tpdb_conn *c)
+{
+    struct raft_uv_connect *req = c->req;
+    struct uv_stream_s *stream;
+    setNodelay(c->t, c->tcp, "connected", c->peer);
+    stream = relayOf(c, 0);
+    if (stream != NULL) {
+        req->cb(req, stream, 0);
+    }
+}
+
+static void finWrittenCb(uv_write_t *w, int status)
 {
     struct tpdb_conn *c = w->data;
-    struct raft_uv_connect *req = c->req;
-    struct uv_tcp_s *tcp = c->tcp;
-    if (status != 0) {
+    if (status != 0 || c->t == NULL) {
         connClose(c);
         return;
     }
-    setNodelay(c->t, tcp, "connected", c->peer);
-    connUnlink(c);
-    tpdb_free(c);
-    req->cb(req, (struct uv_stream_s *)tcp, 0);
+    connectDone(c);
+}
+
+/* Reads the server's sealed hello, then proves we hold the key. */
+static void outReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct tpdb_conn *c = stream->data;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    uv_buf_t b;
+    (void)buf;
+    if (nread < 0) {
+        tpdbLog(TPDB_LOG_INFO,
+                "transport: node %llu closed our sealed "
+                "handshake (does it hold our key?)",
+                (unsigned long long)c->peer);
+        connClose(c);
+        return;
+    }
+    c->have += (size_t)nread;
+    if (c->have < c->want) {
+        return;
+    }
+    uv_read_stop(stream);
+    if (tpdbSealClientFinish(&c->hs, c->buf + c->want - TPDB_SEAL_SERVER,
+                             c->peer, c->srv, &c->session, errmsg) != TPDB_OK) {
+        tpdbGuardRefused(&c->t->guard, c->ip, errmsg);
+        connClose(c);
+        return;
+    }
+    c->state = OUT_FIN;
+    b = uv_buf_init((char *)c->srv, TPDB_SEAL_FINISH);
+    if (uv_write(&c->write, stream, &b, 1, finWrittenCb) != 0) {
+        connClose(c);
+    }
+}
+
+static void handshakeWrittenCb(uv_write_t *w, int status)
+{
+    struct tpdb_conn *c = w->data;
+    if (status != 0 || c->t == NULL) {
+        connClose(c);
+        return;
+    }
+    if (!c->sealed) {
+        connectDone(c);
+        return;
+    }
+    c->state = OUT_HELLO;
+    c->started = tpdbNowMs();
+    c->have = c->want;
+    c->want += TPDB_SEAL_SERVER;
+    if (uv_read_start((uv_stream_t *)c->tcp, allocCb, outReadCb) != 0) {
+        connClose(c);
+    }
 }
 
 static void connectCb(uv_connect_t *cr, int status)
 {
     struct tpdb_conn *c = cr->data;
     uv_buf_t b = uv_buf_init((char *)c->buf, (unsigned)c->want);
+    if (status == 0) {
+        c->ip = peerIp(c->tcp);
+    }
     if (status != 0 || uv_write(&c->write, (uv_stream_t *)c->tcp, &b, 1,
                                 handshakeWrittenCb) != 0) {
         connClose(c);
     }
+}
+
+/* Encodes our hello for c into c->buf; sets c->want. */
+static void helloEncode(struct tpdb_transport *t, struct tpdb_conn *c)
+{
+    c->want =
+        tpdbHandshakeEncode(c->buf, TPDB_HANDSHAKE_RAFT, t->id, t->address);
+    if (c->want == 0 || t->keys.n == 0) {
+        return;
+    }
+    tpdbHandshakeSetSealed(c->buf);
+    c->sealed = 1;
+    tpdbSealClientHello(&c->hs, &t->keys, c->buf, c->want, c->buf + c->want);
+    c->want += TPDB_SEAL_HELLO;
 }
 
 static int transportConnect(struct raft_uv_transport *base,
@@ -488,10 +769,10 @@ static int transportConnect(struct raft_uv_transport *base,
     uv_tcp_init(t->loop, c->tcp);
     c->tcp->data = c;
     c->kind = CONN_OUT;
+    c->state = OUT_CONNECT;
     c->peer = id;
     c->status = RAFT_NOCONNECTION;
-    c->want =
-        tpdbHandshakeEncode(c->buf, TPDB_HANDSHAKE_RAFT, t->id, t->address);
+    helloEncode(t, c);
     c->connect.data = c;
     c->write.data = c;
     connLink(t, c);
@@ -544,7 +825,9 @@ static void transportClose(struct raft_uv_transport *base,
         c->status = RAFT_CANCELED;
         connClose(c);
     }
+    tpdbGuardCloseAll(&t->guard);
     closeHandles(t);
+    maybeClosed(t);
 }
 
 int tpdbTransportInit(struct tpdb_transport *t,
@@ -564,6 +847,8 @@ int tpdbTransportInit(struct tpdb_transport *t,
     t->sweep.data = t;
     t->sweep_open = 1;
     t->handshake_timeout_ms = 5000;
+    t->idle_ms = 10000;
+    t->per_address_max = 64;
     t->base.impl = t;
     t->base.init = transportInit;
     t->base.listen = transportListen;
@@ -632,10 +917,15 @@ void tpdbTransportJoinReply(struct tpdb_join_req *req,
     if (uv_is_closing((uv_handle_t *)c->tcp)) {
         return; /* connClosedCb frees it */
     }
-    if (len > sizeof c->buf) {
-        len = sizeof c->buf;
+    if (len > TPDB_HANDSHAKE_MAX) {
+        len = TPDB_HANDSHAKE_MAX;
     }
-    memcpy(c->buf, buf, len);
+    if (c->sealed) {
+        memcpy(c->buf + TPDB_SEAL_LEN, buf, len);
+        len = tpdbSealRecord(&c->session, c->buf, len);
+    } else {
+        memcpy(c->buf, buf, len);
+    }
     b = uv_buf_init((char *)c->buf, (unsigned)len);
     c->write.data = c;
     if (uv_write(&c->write, (uv_stream_t *)c->tcp, &b, 1, replyWrittenCb) !=
@@ -649,7 +939,28 @@ unsigned long tpdbTransportNodelayCount(const struct tpdb_transport *t)
     return t->n_nodelay;
 }
 
+void tpdbTransportSetKeys(struct tpdb_transport *t,
+                          const struct tpdb_seal_keys *keys)
+{
+    t->keys = *keys;
+}
+
+void tpdbTransportSetTermFn(struct tpdb_transport *t,
+                            tpdb_wire_term_fn fn,
+                            void *arg)
+{
+    t->term_fn = fn;
+    t->term_arg = arg;
+}
+
+unsigned long tpdbTransportRefusedCount(const struct tpdb_transport *t)
+{
+    return tpdbGuardRefusedCount(&t->guard);
+}
+
 void tpdbTransportClose(struct tpdb_transport *t)
 {
     closeHandles(t);
+    tpdbGuardCloseAll(&t->guard);
+    sodium_memzero(&t->keys, sizeof t->keys);
 }

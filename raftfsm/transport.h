@@ -4,8 +4,11 @@
  * transport.c) carrying a message type, the sender's id and its raft
  * address. Type RAFT hands the stream to raft; type JOIN is a request from a
  * new node to be added to the cluster, handed to the join callback (see
- * join.h). TCP_NODELAY is set on every stream given to raft. Peer
- * authentication, when it comes, belongs in the handshake.
+ * join.h); type FETCH streams a database (fetch.h). TCP_NODELAY is set
+ * on every stream. raft never reads a peer's bytes itself: each RAFT stream
+ * goes through a relay (relay.h) that checks every message first. With a
+ * cluster key (seal.h) every stream is mutually authenticated and sealed,
+ * and a peer without the key is refused in the handshake.
  *
  * Usage: tpdbTransportInit(&t, loop), raft_uv_init(&io, loop, dir, &t.base),
  * raft_init(...). Shutdown: raft_close, then in its callback raft_uv_close,
@@ -21,7 +24,10 @@
 #include <raft/uv.h>
 #include <uv.h>
 
+#include "raftfsm/guard.h"
 #include "raftfsm/nodeconf.h"
+#include "raftfsm/seal.h"
+#include "raftfsm/wire.h"
 #include "vfs/base.h"
 
 /* Handshake message types. */
@@ -35,8 +41,9 @@ enum {
 #define TPDB_HANDSHAKE_HDR 24
 #define TPDB_HANDSHAKE_MAX (TPDB_HANDSHAKE_HDR + TPDB_ADDRESS_MAX)
 
-/* Called with every stream right after TCP_NODELAY was set on it and before
- * raft gets it. The stream belongs to raft: only inspect it. */
+/* Called with every TCP stream of raft's right after TCP_NODELAY was set on
+ * it and before its relay starts. The stream belongs to the relay: only
+ * inspect it. */
 typedef void (*tpdb_transport_stream_cb)(void *arg, struct uv_stream_s *stream);
 
 /* A JOIN request received by the transport. Opaque; owned by the transport
@@ -53,8 +60,13 @@ typedef void (*tpdb_transport_join_cb)(void *arg,
 
 /* Called on the loop thread with the socket of a connection whose
  * handshake was FETCH from node `id`; the callee owns fd (blocking mode is
- * its to set) and must close it. */
-typedef void (*tpdb_transport_fetch_cb)(void *arg, int fd, uint64_t id);
+ * its to set) and must close it. session (NULL: a plain stream) holds the
+ * sealed stream's keys, valid during the call only (copy it). */
+typedef void (*tpdb_transport_fetch_cb)(
+    void *arg,
+    int fd,
+    uint64_t id,
+    const struct tpdb_seal_session *session);
 
 /* A transport. The caller owns the memory and keeps it alive, unmoved, from
  * tpdbTransportInit until tpdbTransportClose and a loop run after it. Fields
@@ -88,6 +100,16 @@ struct tpdb_transport {
     void *join_cb_arg;
     tpdb_transport_fetch_cb fetch_cb; /* NULL: FETCH streams are dropped */
     void *fetch_cb_arg;
+    struct tpdb_seal_keys keys; /* n == 0: plain streams */
+    unsigned idle_ms;           /* an accepted stream closes after this long
+                                   without a byte; default 10000 */
+    unsigned per_address_max;   /* accepted streams from one IPv4 address;
+                                   default 64 */
+    unsigned entries_max;       /* most entries in one AppendEntries;
+                                   default TPDB_WIRE_ENTRIES_MAX */
+    tpdb_wire_term_fn term_fn;  /* for the wire check's term bound */
+    void *term_arg;
+    struct tpdb_guard guard; /* relays and refusals */
 };
 
 /* Initialises `t` over `loop` (which must outlive it). On TPDB_OK t->base is
@@ -97,10 +119,10 @@ int tpdbTransportInit(struct tpdb_transport *t,
                       struct uv_loop_s *loop,
                       char *errmsg);
 
-/* Makes the listening socket bind to `address` ("IPv4:port", the port equal
- * to the one given to raft_init) instead of the node's advertised address,
- * e.g. "0.0.0.0:9001". `address` is copied. Call after tpdbTransportInit and
- * before raft_init. Errors: TPDB_INVALID (unparsable). */
+/* Makes the listening socket bind to `address` ("IPv4:port") instead of
+ * the node's advertised address, e.g. "0.0.0.0:9001", or another port when
+ * a proxy forwards the advertised one. `address` is copied. Call after
+ * tpdbTransportInit and before raft_init. Errors: TPDB_INVALID (unparsable). */
 int tpdbTransportSetBindAddress(struct tpdb_transport *t,
                                 const char *address,
                                 char *errmsg);
@@ -148,6 +170,25 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
                         uint64_t *id,
                         size_t *address_len,
                         char *errmsg);
+
+/* Sets the sealed flag in an encoded handshake; tells whether one is set. */
+void tpdbHandshakeSetSealed(uint8_t *buf);
+int tpdbHandshakeSealed(const uint8_t *hdr);
+
+/* Makes every stream sealed with `keys` (copied; keys->n == 0: plain, the
+ * default). Call before raft_init. */
+void tpdbTransportSetKeys(struct tpdb_transport *t,
+                          const struct tpdb_seal_keys *keys);
+
+/* Gives the wire check the local raft's current term: fn(arg) is called on
+ * the loop thread for each message. */
+void tpdbTransportSetTermFn(struct tpdb_transport *t,
+                            tpdb_wire_term_fn fn,
+                            void *arg);
+
+/* Connections and messages refused so far (bad handshakes, wrong keys,
+ * refused messages, caps). */
+unsigned long tpdbTransportRefusedCount(const struct tpdb_transport *t);
 
 /* Parses "a.b.c.d:port" into sa. Returns TPDB_OK or TPDB_INVALID. */
 int tpdbTransportParseAddress(const char *address, struct sockaddr_in *sa);

@@ -5,10 +5,12 @@
  *
  *   tpdb import [--progress|--quiet] data.tpdb app.db
  *   tpdb export [--progress|--quiet] [--strict] app.db out.tpdb
+ *   tpdb recover DIR --members ID@HOST:PORT,...
  */
 #include <stdio.h>
 #include <string.h>
 
+#include "raftfsm/recover.h"
 #include "shell/tpdb_migrate.h"
 #include "vfs/base.h"
 
@@ -23,6 +25,7 @@ struct command {
 
 static int runImport(int argc, char **argv);
 static int runExport(int argc, char **argv);
+static int runRecover(int argc, char **argv);
 static int runHelp(int argc, char **argv);
 
 static const struct command commands[] = {
@@ -31,6 +34,10 @@ static const struct command commands[] = {
      runImport},
     {"export", "[--progress|--quiet] [--strict] SRC.db DEST.tpdb",
      "write a new TrashPandaDB 0.8 file from a SQLite database", runExport},
+    {"recover", "DIR --members ID@HOST:PORT,...",
+     "on a stopped node, replace the cluster's members after a lost quorum "
+     "(then start it and let the others rejoin)",
+     runRecover},
     {"help", "", "show this help", runHelp},
 };
 
@@ -153,6 +160,22 @@ static int runExport(int argc, char **argv)
     }
     int rc = tpdbExport(src, dest, &opts, &stats, errmsg);
     return report("export", rc, errmsg, &stats, dest);
+}
+
+static int runRecover(int argc, char **argv)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    if (argc != 4 || strcmp(argv[2], "--members") != 0) {
+        fprintf(stderr, "usage: tpdb recover DIR --members ID@HOST:PORT,...\n");
+        return EXIT_USAGE;
+    }
+    int rc = tpdbNodeRecover(argv[1], argv[3], errmsg);
+    if (rc != TPDB_OK) {
+        fprintf(stderr, "tpdb recover: %s\n", errmsg);
+        return EXIT_FAILED;
+    }
+    printf("recovered %s: members %s\n", argv[1], argv[3]);
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)

@@ -13,6 +13,7 @@
  */
 #include "shell/tpdbd.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -171,6 +172,21 @@ static void appendf(char *buf, size_t size, const char *fmt, ...)
     va_end(ap);
 }
 
+/* Appends "&name=" and value, percent-encoding all but [A-Za-z0-9/._-]
+ * (a path may hold '&' or '#'). */
+static void appendParam(char *q, size_t size, const char *name, const char *v)
+{
+    appendf(q, size, "&%s=", name);
+    for (; *v != '\0'; v++) {
+        unsigned char ch = (unsigned char)*v;
+        if (isalnum(ch) || strchr("/._-", ch) != NULL) {
+            appendf(q, size, "%c", ch);
+        } else {
+            appendf(q, size, "%%%02X", ch);
+        }
+    }
+}
+
 /* The URI query every connection of this node carries. Peers are sorted by
  * raft id so that every node bootstraps the same configuration. */
 static int uriQuery(struct tpdbd *d, char *q, size_t size)
@@ -211,6 +227,15 @@ static int uriQuery(struct tpdbd *d, char *q, size_t size)
     }
     if (c->commit_ms) {
         appendf(q, size, "&commit_ms=%u", c->commit_ms);
+    }
+    if (c->key_file[0] != '\0') {
+        appendParam(q, size, "key_file", c->key_file);
+    }
+    if (c->key_file_next[0] != '\0') {
+        appendParam(q, size, "key_file_next", c->key_file_next);
+    }
+    if (c->insecure) {
+        appendf(q, size, "&insecure=1");
     }
     return 0;
 }

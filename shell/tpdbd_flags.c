@@ -53,6 +53,11 @@ static const char usage[] =
     "  --commit-ms N            longest wait for a write's outcome\n"
     "                           (default 60000)\n"
     "  --max-clients N          concurrent client connections (default 64)\n"
+    "  --key-file PATH          the cluster key (64 hex digits, mode 0600;\n"
+    "                           default $TPDB_REPLICATION_KEY): peers prove\n"
+    "                           it and Raft traffic is encrypted\n"
+    "  --key-file-next PATH     a rotation's second key, also accepted\n"
+    "  --insecure               allow a non-loopback --raft without a key\n"
     "  -h, --help               print this text\n";
 
 const char *tpdbdUsage(void)
@@ -204,6 +209,8 @@ static int memberSpec(struct tpdbd_config *cfg,
 struct rawArgs {
     const char *nodeId, *raft, *client, *join, *dataDir, *logLevel;
     const char *electionMs, *readyMs, *commitMs, *maxClients;
+    const char *keyFile, *keyFileNext;
+    int insecure;
     const char *peers[TPDBD_NODES_MAX + 1], *clientPeers[TPDBD_NODES_MAX + 1];
     unsigned npeers, nclientPeers;
 };
@@ -224,6 +231,8 @@ static const char **slotFor(struct rawArgs *raw, const char *name)
         {"--ready-ms", offsetof(struct rawArgs, readyMs)},
         {"--commit-ms", offsetof(struct rawArgs, commitMs)},
         {"--max-clients", offsetof(struct rawArgs, maxClients)},
+        {"--key-file", offsetof(struct rawArgs, keyFile)},
+        {"--key-file-next", offsetof(struct rawArgs, keyFileNext)},
     };
     if (strcmp(name, "--peer") == 0 && raw->npeers <= TPDBD_NODES_MAX) {
         return &raw->peers[raw->npeers++];
@@ -255,6 +264,10 @@ static int collect(int argc,
         const char *value = NULL;
         if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
             cfg->help = 1;
+            continue;
+        }
+        if (strcmp(arg, "--insecure") == 0) {
+            raw->insecure = 1;
             continue;
         }
         size_t nlen = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
@@ -469,6 +482,24 @@ static int parseNumbers(const struct rawArgs *raw,
     return 0;
 }
 
+/* Copies an optional path flag's value (dst holds PATH_MAX bytes). */
+static int copyPath(const char *flag,
+                    const char *value,
+                    char *dst,
+                    char *err,
+                    size_t size)
+{
+    if (value == NULL) {
+        return 0;
+    }
+    if (value[0] == '\0' || strlen(value) >= PATH_MAX) {
+        snprintf(err, size, "ERROR: %s: empty or too long", flag);
+        return -1;
+    }
+    snprintf(dst, PATH_MAX, "%s", value);
+    return 0;
+}
+
 int tpdbdParseArgs(int argc,
                    char **argv,
                    struct tpdbd_config *cfg,
@@ -517,6 +548,12 @@ int tpdbdParseArgs(int argc,
         }
         snprintf(cfg->data_dir, sizeof cfg->data_dir, "%s", raw.dataDir);
     }
+    if (copyPath("--key-file", raw.keyFile, cfg->key_file, err, size) != 0 ||
+        copyPath("--key-file-next", raw.keyFileNext, cfg->key_file_next, err,
+                 size) != 0) {
+        return -1;
+    }
+    cfg->insecure = raw.insecure;
     advertisedAddress(cfg);
     return 0;
 }

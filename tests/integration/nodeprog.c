@@ -97,8 +97,10 @@ int main(int argc, char **argv)
     }
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI;
     if (sqlite3_open_v2(argv[1], &db, flags, "tpdb") != SQLITE_OK) {
-        fprintf(stderr, "open %s: %s\n", argv[1],
-                db ? sqlite3_errmsg(db) : "out of memory");
+        const char *why = tpdb_errmsg();
+        fprintf(stderr, "open %s: %s%s%s\n", argv[1],
+                db ? sqlite3_errmsg(db) : "out of memory", why[0] ? ": " : "",
+                why);
         return 1;
     }
     sqlite3_busy_timeout(db, 5000);

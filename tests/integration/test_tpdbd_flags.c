@@ -82,10 +82,10 @@ static void testPeerNamesSelf(void **state)
 static void testHelpListsEveryFlag(void **state)
 {
     static const char *const flags[] = {
-        "--node-id",     "--raft",     "--client",    "--peer",
-        "--client-peer", "--join",     "--data-dir",  "--log-level",
-        "--election-ms", "--ready-ms", "--commit-ms", "--max-clients",
-        "-h, --help"};
+        "--node-id",     "--raft",          "--client",    "--peer",
+        "--client-peer", "--join",          "--data-dir",  "--log-level",
+        "--election-ms", "--ready-ms",      "--commit-ms", "--max-clients",
+        "--key-file",    "--key-file-next", "--insecure",  "-h, --help"};
     const char *args[] = {"--help", NULL};
     const char *shortArgs[] = {"-h", NULL};
     char *out, *err, *out2, *err2;

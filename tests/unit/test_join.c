@@ -214,7 +214,7 @@ static void clientRun(struct world *w, const char *target, unsigned ms)
 {
     char errmsg[TPDB_ERRMSG_SIZE];
     assert_int_equal(tpdbJoinClientStart(&w->client, &w->loop, 9, "127.0.0.1:1",
-                                         target, ms, doneCb, w, errmsg),
+                                         target, NULL, ms, doneCb, w, errmsg),
                      TPDB_OK);
     while (!w->timed_out && !w->done) {
         uv_run(&w->loop, UV_RUN_ONCE);
@@ -344,23 +344,23 @@ static void testClientStartErrors(void **state)
     w.members[0].n_script = 1;
     assert_int_equal(
         tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1",
-                            "localhost:80", 1000, doneCb, &w, errmsg),
+                            "localhost:80", NULL, 1000, doneCb, &w, errmsg),
         TPDB_INVALID);
     assert_int_equal(tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1",
-                                         NULL, 1000, doneCb, &w, errmsg),
+                                         NULL, NULL, 1000, doneCb, &w, errmsg),
                      TPDB_INVALID);
     assert_int_equal(
         tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1", "127.0.0.1:1",
-                            1000, doneCb, &w, errmsg),
+                            NULL, 1000, doneCb, &w, errmsg),
         TPDB_INVALID);
-    assert_int_equal(
-        tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1",
-                            w.members[0].address, 1000, doneCb, &w, errmsg),
-        TPDB_OK);
-    assert_int_equal(
-        tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1",
-                            w.members[0].address, 1000, doneCb, &w, errmsg),
-        TPDB_BUSY);
+    assert_int_equal(tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1",
+                                         w.members[0].address, NULL, 1000,
+                                         doneCb, &w, errmsg),
+                     TPDB_OK);
+    assert_int_equal(tpdbJoinClientStart(&w.client, &w.loop, 9, "127.0.0.1:1",
+                                         w.members[0].address, NULL, 1000,
+                                         doneCb, &w, errmsg),
+                     TPDB_BUSY);
     /* Closed mid-run: no callback, nothing left open. */
     uv_run(&w.loop, UV_RUN_NOWAIT);
     worldTeardown(&w, 1);
@@ -472,9 +472,10 @@ static void duoJoin(struct duo *d,
 {
     char errmsg[TPDB_ERRMSG_SIZE];
     d->done = 0;
-    assert_int_equal(tpdbJoinClientStart(&d->client, &d->loop, id, address,
-                                         target, ms, duoDoneCb, d, errmsg),
-                     TPDB_OK);
+    assert_int_equal(
+        tpdbJoinClientStart(&d->client, &d->loop, id, address, target, NULL, ms,
+                            duoDoneCb, d, errmsg),
+        TPDB_OK);
     while (!d->timed_out && !d->done) {
         uv_run(&d->loop, UV_RUN_ONCE);
     }
