@@ -216,7 +216,7 @@ tpdb_test_builds() {
         local tsan="halt_on_error=1 suppressions=$TPDB_ROOT/tests/tsan.supp"
         TSAN_OPTIONS=${TSAN_OPTIONS:-$tsan} \
             tpdb_run_tests tsan "$TPDB_TSAN_BUILD_DIR" --suite fsm \
-            --suite threads --timeout-multiplier 4
+            --suite threads --timeout-multiplier 4 --num-processes 1
     else
         tpdb_warn "build of $TPDB_TSAN_BUILD_DIR failed"
         TPDB_FAILED=$((TPDB_FAILED + 1))

@@ -292,6 +292,11 @@ static long long term(struct nodes *c, int i)
  * entries), staged by the followers and committed at once. */
 static void testBigTransaction(void **state)
 {
+#if defined(__SANITIZE_THREAD__)
+    /* Ten times slower under ThreadSanitizer: the 200 MB statement outlasts
+     * the harness's bound on one command. */
+    skip();
+#endif
     struct nodes *c = tpdb_calloc(1, sizeof *c);
     (void)state;
     assert_non_null(c);
