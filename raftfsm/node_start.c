@@ -355,9 +355,8 @@ static int raftRun(struct tpdb_node *n, char *errmsg)
 }
 
 /* Waits until the entries of the local log at start are applied again. */
-static int waitReady(struct tpdb_node *n, char *errmsg)
+static int waitReady(struct tpdb_node *n, uint64_t deadline, char *errmsg)
 {
-    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
     int rc = TPDB_OK;
     pthread_mutex_lock(&n->mutex);
     while (n->appliedIndex < n->startLastIndex) {
@@ -413,9 +412,8 @@ static int leaderCommit(struct tpdb_node *n,
 /* Honest readiness: waits until this node has written everything the
  * leader had committed when the open began (a new, wiped or lagging node
  * never answers from an empty or stale database as if caught up). */
-static int waitCaughtUp(struct tpdb_node *n, char *errmsg)
+static int waitCaughtUp(struct tpdb_node *n, uint64_t deadline, char *errmsg)
 {
-    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
     uint64_t target = 0;
     int rc = leaderCommit(n, deadline, &target, errmsg);
     pthread_mutex_lock(&n->mutex);
@@ -614,12 +612,18 @@ int tpdbNodeAcquire(const struct tpdb_node_config *cfg,
     if (rc != TPDB_OK) {
         return rc;
     }
-    rc = waitReady(n, errmsg);
+    /* One bound for the whole wait (a join has its own). */
+    uint64_t deadline = tpdbNowMs() + n->cfg.ready_ms;
+    rc = waitReady(n, deadline, errmsg);
     if (rc == TPDB_OK && cfg->join_address != NULL) {
         rc = nodeJoin(n, cfg->join_address, errmsg);
     }
     if (rc == TPDB_OK) {
-        rc = waitCaughtUp(n, errmsg);
+        rc = waitCaughtUp(n,
+                          cfg->join_address != NULL
+                              ? tpdbNowMs() + n->cfg.ready_ms
+                              : deadline,
+                          errmsg);
     }
     if (rc != TPDB_OK) {
         tpdbNodeRelease(n);
