@@ -12,6 +12,8 @@
  *     index, and catch-up of a follower whose database files were deleted
  *     (streamed from a peer), next to `cp` + `sync` of the same file.
  * Rows are 1 KB of random bytes, 1,000 per transaction.
+ *   - with --txn-mb N, one transaction of N MB on the leader: time, term
+ *     changes, RSS of every node after it;
  *   bench_scale [--mb 100,1000] [--probe-seconds 20] [--log-mb N]
  *       [--dir /tmp]
  */
@@ -46,6 +48,7 @@ struct options {
     unsigned n_sizes;
     double probe;
     unsigned log_mb; /* 0: the node's default */
+    unsigned txn_mb; /* one transaction of this size after the probe */
     const char *parent;
 };
 
@@ -382,6 +385,29 @@ static void probe(struct run *r)
     benchLatFree(&lat);
 }
 
+/* One transaction of mb MB on the leader: time, term changes, RSS. */
+static void bigTxn(struct run *r, unsigned mb)
+{
+    char sql[256];
+    long long term0 = maxTerm(r);
+    snprintf(sql, sizeof sql,
+             "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c "
+             "WHERE i < %u) INSERT INTO t(v) SELECT randomblob(%d) FROM c",
+             mb * 1000, ROW_BYTES);
+    uint64_t t0 = nowNs();
+    int rc = execSql(r->db, sql);
+    double secs = secsSince(t0);
+    long long index = statusInt(r, 1, "applied_index", NULL);
+    double lag2 = waitApplied(r, 2, index);
+    double lag3 = waitApplied(r, 3, index);
+    printf(
+        "  one %u MB transaction: %s in %.1f s (%.1f MB/s), followers "
+        "applied it %.1f / %.1f s later, %lld term changes\n",
+        mb, rc == SQLITE_OK ? "committed" : "FAILED", secs, mb / secs, lag2,
+        lag3, maxTerm(r) - term0);
+    printMem(r, "big txn");
+}
+
 static void removeFiles(struct run *r, int id, int db_too)
 {
     static const char *const names[] = {"status.json", "app.db", "app.db-wal",
@@ -448,6 +474,9 @@ static int runSize(struct run *r, unsigned mb)
     fflush(stdout);
     probe(r);
     printMem(r, "probed");
+    if (r->o->txn_mb > 0) {
+        bigTxn(r, r->o->txn_mb);
+    }
     double restart = restartFollower(r, 0);
     printf("  restart of a SIGKILLed follower until caught up: %.2f s\n",
            restart);
@@ -477,6 +506,7 @@ static int parseArgs(int argc,
         {"probe-seconds", required_argument, NULL, 'p'},
         {"dir", required_argument, NULL, 'd'},
         {"log-mb", required_argument, NULL, 'l'},
+        {"txn-mb", required_argument, NULL, 't'},
         {"node-uri", required_argument, NULL, 'u'},
         {"parent", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0}};
@@ -507,6 +537,9 @@ static int parseArgs(int argc,
             case 'l':
                 o->log_mb = (unsigned)strtoul(optarg, NULL, 10);
                 break;
+            case 't':
+                o->txn_mb = (unsigned)strtoul(optarg, NULL, 10);
+                break;
             case 'u':
                 *uri = optarg;
                 break;
@@ -516,7 +549,8 @@ static int parseArgs(int argc,
             default:
                 fprintf(stderr,
                         "usage: bench_scale [--mb 100,1000] "
-                        "[--probe-seconds 20] [--dir /tmp]\n");
+                        "[--probe-seconds 20] [--log-mb N] "
+                        "[--txn-mb N] [--dir /tmp]\n");
                 return -1;
         }
     }
