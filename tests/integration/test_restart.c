@@ -8,7 +8,8 @@
  *   garbage, while it was down gets the database streamed from a peer (the
  *   garbage is moved aside, not deleted) and ends byte-identical.
  * - A follower that was down while the leader compacted its log past it
- *   installs the snapshot record and fetches the stream.
+ *   installs the snapshot record and fetches the stream; so does one whose
+ *   whole directory was wiped, restarted with the same id.
  * - Opening on such a follower returns only once it holds everything the
  *   leader had committed.
  * - One 200 MB transaction commits with a plain OK and no election.
@@ -278,6 +279,35 @@ static void testBehindSnapshotFetches(void **state)
     tpdb_free(c);
 }
 
+/* A follower whose whole directory (databases and Raft state) is gone
+ * comes back with the same id and address: it gets the log or the
+ * snapshot record from the leader, fetches the database, and its open
+ * returns only once it holds everything. */
+static void testWipedFollowerRejoins(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    char cmd[HARNESS_PATH_MAX + 64];
+    (void)state;
+    assert_non_null(c);
+    startAll(c, PARAMS_COMPACT);
+    int leader = nodesFindLeader(c, 30000);
+    exec(c, leader, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    load(c, leader, 0, 60);
+    int f = followerOf(leader);
+    nodesWaitApplied(c, 30000);
+    nodesKill(c, f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s/n%d", c->dir, f + 1);
+    assert_int_equal(system(cmd), 0);
+    load(c, leader, 60, 20);
+    nodesStart(c, f, -1);
+    nodesWaitReady(c, f);
+    assertCount(c, f, 4 * 80);
+    assertConverged(c, 4 * 80);
+    assert_true(nodesStat(c, f, "fetches") >= 1);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 static long long term(struct nodes *c, int i)
 {
     json_t *st = nodesStatus(c, i);
@@ -377,6 +407,7 @@ int main(void)
         cmocka_unit_test_teardown(testNewLeaderWithQueuedEntries,
                                   harnessTeardown),
         cmocka_unit_test_teardown(testBigTransaction, harnessTeardown),
+        cmocka_unit_test_teardown(testWipedFollowerRejoins, harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
