@@ -432,7 +432,7 @@ static int fetchFrom(struct tpdb_fetch *f,
         rc = readHeader(&ch, &ps, &pages, &served, errmsg);
     }
     if (rc == TPDB_OK) {
-        rc = tpdbFsmFetchBegin(f->fsm, job->db, ps, served, &ff, errmsg);
+        rc = tpdbFsmFetchBegin(f->fsm, job->db, ps, served, 5000, &ff, errmsg);
     }
     if (rc == TPDB_OK) {
         rc = readPages(&ch, ff, ps, pages, errmsg);

@@ -435,6 +435,35 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq, int type)
     return found;
 }
 
+static void fetchFrom(struct fsmState *s, struct fsmDb *db, uint64_t index);
+
+/* The queue of db passed its bound: a local connection has held the write
+ * lock for long. Rather than grow, the queue is dropped and the database
+ * will be replaced by a stream holding at least `index`, once the lock is
+ * free; snapshots go on meanwhile (fsm_snapshot.c skips it). */
+static void queueOverflow(struct fsmState *s, struct fsmDb *db, uint64_t index)
+{
+    tpdbLog(TPDB_LOG_WARN,
+            "%s: %u entries wait for the write lock a local connection "
+            "holds; they are dropped and the database will be fetched "
+            "from a peer once the lock is free",
+            db->name, db->nQueued);
+    fsmPendingClear(s, db);
+    fetchFrom(s, db, index);
+}
+
+/* Marks db as waiting for a stream holding `index` and asks for one. */
+static void fetchFrom(struct fsmState *s, struct fsmDb *db, uint64_t index)
+{
+    pthread_mutex_lock(&s->mutex);
+    db->fetching = 1;
+    db->fetchMin = index > db->fetchMin ? index : db->fetchMin;
+    pthread_mutex_unlock(&s->mutex);
+    if (s->fetcher.start != NULL) {
+        s->fetcher.start(s->fetcher.arg, db->name, index);
+    }
+}
+
 /* Queues a decoded entry of db for a later write; takes e's payload. */
 static int pendingPush(struct fsmState *s,
                        struct fsmDb *db,
@@ -457,8 +486,15 @@ static int pendingPush(struct fsmState *s,
     }
     db->pendingTail = p;
     s->nPending++;
+    db->nQueued++;
+    db->queuedBytes += (uint64_t)p->entry.txn.n_pages * p->entry.txn.page_size;
+    int over = !db->fetchActive && (db->nQueued > s->queueMax ||
+                                    db->queuedBytes > s->queueBytesMax);
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mutex);
+    if (over) {
+        queueOverflow(s, db, index);
+    }
     return TPDB_OK;
 }
 
@@ -471,6 +507,8 @@ static void pendingPop(struct fsmState *s, struct fsmDb *db)
         db->pendingTail = NULL;
     }
     s->nPending--;
+    db->nQueued--;
+    db->queuedBytes -= (uint64_t)p->entry.txn.n_pages * p->entry.txn.page_size;
     pthread_mutex_unlock(&s->mutex);
     tpdbEntryRelease(&p->entry);
     tpdb_free(p);
@@ -659,6 +697,15 @@ int tpdbFsmFetchNeeded(struct raft_fsm *fsm,
     return needed;
 }
 
+void tpdbFsmSetQueueLimit(struct raft_fsm *fsm,
+                          unsigned entries,
+                          uint64_t bytes)
+{
+    struct fsmState *s = fsm->data;
+    s->queueMax = entries;
+    s->queueBytesMax = bytes;
+}
+
 void tpdbFsmSetFetcher(struct raft_fsm *fsm, const struct tpdb_fsm_fetcher *f)
 {
     struct fsmState *s = fsm->data;
@@ -703,6 +750,8 @@ int tpdbFsmInit(struct raft_fsm *fsm,
     s->metaDir = tpdb_strdup(meta_dir);
     s->origin = origin;
     s->async = async;
+    s->queueMax = 4096;
+    s->queueBytesMax = 64u << 20;
     int rc = s->dataDir != NULL && s->metaDir != NULL ? TPDB_OK : TPDB_NOMEM;
     if (rc == TPDB_OK) {
         rc = manifestLoad(s, errmsg);

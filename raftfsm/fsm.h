@@ -78,6 +78,15 @@ void tpdbFsmSetLogBudget(struct raft_fsm *fsm,
                          unsigned threshold,
                          unsigned trailing);
 
+/* Bounds each database's queue of entries that cannot be written yet (a
+ * local connection holding the write lock on a follower): past `entries`
+ * or `bytes`, the queue is dropped and the database waits for a stream
+ * from a peer instead, so neither memory nor the log grows without bound.
+ * Defaults 4096 entries, 64 MiB. */
+void tpdbFsmSetQueueLimit(struct raft_fsm *fsm,
+                          unsigned entries,
+                          uint64_t bytes);
+
 /* Sets the fetcher (copied). Call before raft starts. */
 void tpdbFsmSetFetcher(struct raft_fsm *fsm, const struct tpdb_fsm_fetcher *f);
 
@@ -132,12 +141,14 @@ struct tpdb_fsm_fetch;
  * page_size, from a state served at index `served` (tpdbFsmServeInfo).
  * The local file is created if missing or empty, and moved aside
  * (NAME.corrupt-TIME) if it is not a SQLite database of that page size.
+ * Waits up to lock_ms for the database's write lock.
  * Errors: TPDB_INVALID (not fetching), TPDB_BUSY (write lock), TPDB_IOERR,
  * TPDB_NOMEM. */
 int tpdbFsmFetchBegin(struct raft_fsm *fsm,
                       const char *name,
                       uint32_t page_size,
                       uint64_t served,
+                      unsigned lock_ms,
                       struct tpdb_fsm_fetch **out,
                       char *errmsg);
 

@@ -247,8 +247,11 @@ void fsmSnapshotRelease(struct fsmState *s)
  * the page cache, before the fsync). Mutex held. */
 static int settled(const struct fsmState *s, const struct fsmDb *db)
 {
-    return !db->fetching && db->done >= db->snapAcked &&
-           (db->pendingHead == NULL || db->pendingHead->index > s->snapIndex);
+    /* A database waiting for a stream keeps its durable index: its files
+     * are not the state, the stream will be. */
+    return db->snapSkip ||
+           (db->done >= db->snapAcked &&
+            (db->pendingHead == NULL || db->pendingHead->index > s->snapIndex));
 }
 
 int fsmSnapshot(struct raft_fsm *fsm,
@@ -267,9 +270,10 @@ int fsmSnapshot(struct raft_fsm *fsm,
         db->inSnapshot = 1;
         db->snapAcked = db->acked;
         db->snapStageFirst = db->stage != NULL ? db->stageFirst : 0;
-        /* A stream must finish first; without a worker to wait on, own
-         * writes and queued entries must be done already. */
-        busy |= db->fetching || (!s->async && !settled(s, db));
+        db->snapSkip = db->fetching;
+        /* Without a worker to wait on, own writes and queued entries must
+         * be done already. */
+        busy |= !s->async && !settled(s, db);
         n++;
     }
     pthread_mutex_unlock(&s->mutex);
@@ -370,7 +374,7 @@ static int makeDurable(struct fsmState *s, struct fsmDb *head, char *errmsg)
 {
     int rc = syncPath(s->dataDir, 1, errmsg);
     for (struct fsmDb *db = head; db != NULL && rc == TPDB_OK; db = db->next) {
-        if (db->inSnapshot) {
+        if (db->inSnapshot && !db->snapSkip) {
             rc = syncDb(db, errmsg);
         }
     }
@@ -386,7 +390,7 @@ static int makeDurable(struct fsmState *s, struct fsmDb *head, char *errmsg)
             db->snapStageFirst != 0 && db->snapStageFirst - 1 < s->snapIndex
                 ? db->snapStageFirst - 1
                 : s->snapIndex;
-        if (db->inSnapshot && db->durable < upto) {
+        if (db->inSnapshot && !db->snapSkip && db->durable < upto) {
             db->durable = upto;
         }
     }

@@ -210,6 +210,7 @@ int tpdbFsmFetchBegin(struct raft_fsm *fsm,
                       const char *name,
                       uint32_t page_size,
                       uint64_t served,
+                      unsigned lock_ms,
                       struct tpdb_fsm_fetch **out,
                       char *errmsg)
 {
@@ -231,9 +232,12 @@ int tpdbFsmFetchBegin(struct raft_fsm *fsm,
     ff->db = db;
     ff->pageSize = page_size;
     ff->served = served;
+    pthread_mutex_lock(&s->mutex);
+    db->fetchActive = 1; /* the queue is now the stream's to take */
+    pthread_mutex_unlock(&s->mutex);
     int rc = prepareFile(ff, errmsg);
     if (rc == TPDB_OK) {
-        rc = tpdbVfsStageBegin(ff->conn, page_size, 5000, &ff->st, errmsg);
+        rc = tpdbVfsStageBegin(ff->conn, page_size, lock_ms, &ff->st, errmsg);
     }
     if (rc != TPDB_OK) {
         tpdbErrWrap(errmsg, "fetch %s", name);
@@ -285,6 +289,8 @@ static struct fsmPending *takeQueue(struct fsmState *s,
     for (struct fsmPending *p = head; p != NULL; p = p->next) {
         s->nPending--;
     }
+    db->nQueued = 0;
+    db->queuedBytes = 0;
     db->pendingHead = NULL;
     db->pendingTail = NULL;
     *last = s->lastApplied;
@@ -328,6 +334,9 @@ static void giveBack(struct tpdb_fsm_fetch *ff)
     pthread_mutex_lock(&s->mutex);
     for (struct fsmPending *p = ff->takenHead; p != NULL; p = p->next) {
         s->nPending++;
+        db->nQueued++;
+        db->queuedBytes +=
+            (uint64_t)p->entry.txn.n_pages * p->entry.txn.page_size;
     }
     ff->takenTail->next = db->pendingHead;
     if (db->pendingTail == NULL) {
@@ -401,6 +410,9 @@ int tpdbFsmFetchFinish(struct tpdb_fsm_fetch *ff,
 void tpdbFsmFetchAbort(struct tpdb_fsm_fetch *ff)
 {
     if (ff != NULL) {
+        pthread_mutex_lock(&ff->s->mutex);
+        ff->db->fetchActive = 0;
+        pthread_mutex_unlock(&ff->s->mutex);
         giveBack(ff);
         tpdbVfsStageAbort(ff->st);
         sqlite3_close(ff->conn);

@@ -59,6 +59,10 @@ struct fsmDb {
     uint64_t durable;   /* (mutex) on disk at least as of this index */
     int inSnapshot;     /* (loop) listed in the snapshot being taken */
     uint64_t snapAcked; /* (loop) acked when the snapshot was started */
+    unsigned nQueued;   /* (mutex) entries in the queue */
+    uint64_t queuedBytes; /* (mutex) their page bytes */
+    int fetchActive;      /* (mutex) a stream is being received */
+    int snapSkip;         /* (loop) fetching when the snapshot began */
     struct fsmPending *pendingHead; /* (mutex) */
     struct fsmPending *pendingTail; /* (mutex) */
     struct fsmDb *next;
@@ -79,6 +83,9 @@ struct fsmState {
     uint64_t lastApplied;        /* (mutex) index of the last entry applied */
     struct tpdb_fsm_stats stats; /* (mutex) */
     struct tpdb_fsm_fetcher fetcher;
+    /* Bound of each database's queue (tpdbFsmSetQueueLimit). */
+    unsigned queueMax;
+    uint64_t queueBytesMax;
     /* The log's byte budget (tpdbFsmSetLogBudget); loop thread. */
     uint64_t budget;
     uint64_t logBytes; /* applied since the last snapshot */

@@ -321,7 +321,7 @@ static int fetchFrom(struct cluster *c, struct clusterFetch *j, unsigned from)
         return rc;
     }
     tpdbFsmServeInfo(sv, &ps, &j->pages, &served);
-    rc = tpdbFsmFetchBegin(&c->s[j->server].fsm, j->db, ps, served, &j->ff,
+    rc = tpdbFsmFetchBegin(&c->s[j->server].fsm, j->db, ps, served, 0, &j->ff,
                            errmsg);
     uint8_t *buf = rc == TPDB_OK ? tpdb_malloc((size_t)ps * 16) : NULL;
     for (uint32_t p = 1; rc == TPDB_OK && p <= j->pages; p += 16) {

@@ -530,6 +530,53 @@ static void testFollowerBusyLock(void **state)
     assertConverged(c);
 }
 
+/* The same lock held while more entries come than the follower's queue may
+ * hold: the queue is dropped, snapshots go on, and once the lock is free
+ * the follower gets the database as a stream and ends identical. */
+static void testFollowerBusyLockBounded(void **state)
+{
+    struct cluster *c = *state;
+    struct tpdb_fsm_stats st;
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    unsigned f = (l + 1) % CLUSTER_N;
+    for (unsigned i = 0; i < CLUSTER_N; i++) {
+        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 8);
+        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 4);
+    }
+    tpdbFsmSetQueueLimit(&c->s[f].fsm, 5, 1u << 30);
+    sqlite3 *db = openApp(c, l, 1);
+    insertRows(db, 4, "before", 100);
+    raft_index index = raft_last_applied(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
+    tpdbFsmStats(&c->s[f].fsm, &st);
+    uint64_t snapshots = st.snapshots;
+
+    sqlite3 *locker = clusterOpen(c, f, APP_DB);
+    assert_non_null(locker);
+    execOk(locker, "BEGIN IMMEDIATE");
+    insertWithBarriers(c, l, db, 6, "held", 100);
+    index = raft_last_applied(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, f, index));
+    assert_int_equal(tpdbFsmFetching(&c->s[f].fsm), 1);
+    assert_true(tpdbFsmPending(&c->s[f].fsm) <= 5);
+    tpdbFsmStats(&c->s[f].fsm, &st);
+    assert_true(st.snapshots > snapshots);
+
+    execOk(locker, "ROLLBACK");
+    sqlite3_close(locker);
+    insertRows(db, 1, "after", 100);
+    index = raft_last_applied(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
+    clusterServiceFetches(c);
+    assert_int_equal(tpdbFsmFetching(&c->s[f].fsm), 0);
+    tpdbFsmStats(&c->s[f].fsm, &st);
+    assert_int_equal(st.fetches, 1);
+    sqlite3_close(db);
+    assertConverged(c);
+    assert_int_equal(countOn(c, f, "1"), 4 + 30 + 1);
+}
+
 /* onPropose: isolate the leader before anyone got its entry. */
 static void isolateAtOnce(struct cluster *c, unsigned i)
 {
@@ -722,6 +769,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testNewServerBySnapshot, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testFollowerBusyLock, setup, teardown),
+        cmocka_unit_test_setup_teardown(testFollowerBusyLockBounded, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(testUnknownNotCommitted, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testUnknownCommittedLater, setup,

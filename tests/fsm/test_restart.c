@@ -228,7 +228,7 @@ static void fetchFromPeer(struct fixture *f, uint64_t snapIndex)
     tpdbFsmServeInfo(sv, &ps, &pages, &served);
     assert_int_equal(served, N_ENTRIES);
     assert_int_equal(
-        tpdbFsmFetchBegin(&f->r.fsm, "app.db", ps, served, &ff, errmsg),
+        tpdbFsmFetchBegin(&f->r.fsm, "app.db", ps, served, 1000, &ff, errmsg),
         TPDB_OK);
     uint8_t *buf = malloc(ps);
     for (uint32_t p = 1; p <= pages; p++) {
@@ -432,7 +432,7 @@ static void testInstallIntoStaleNode(void **state)
         TPDB_OK);
     tpdbFsmServeInfo(sv, &ps, &pages, &served);
     assert_int_equal(
-        tpdbFsmFetchBegin(&f->r.fsm, "app.db", ps, served, &ff, errmsg),
+        tpdbFsmFetchBegin(&f->r.fsm, "app.db", ps, served, 1000, &ff, errmsg),
         TPDB_OK);
     uint8_t *buf = malloc((size_t)ps * pages);
     assert_int_equal(tpdbFsmServeRead(sv, 1, pages, buf, errmsg), TPDB_OK);
