@@ -27,7 +27,7 @@ struct extHandle {
     struct tpdb_node *node; /* NULL when another process runs the node */
     char name[256];         /* database file name in the data directory */
     char readonlyMsg[TPDB_ERRMSG_SIZE];
-    int acked; /* the node acknowledged a commit not yet written */
+    int acked;      /* the node acknowledged a commit not yet written */
     unsigned parts; /* parts of a large transaction handed over so far */
 };
 
