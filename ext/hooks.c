@@ -7,6 +7,7 @@
  * URI parameters (all optional): node=ID, bind=HOST:PORT,
  * peers=ID@HOST:PORT,..., join=1 or join=HOST:PORT, election_ms, heartbeat_ms,
  * snapshot_threshold, snapshot_trailing, log_mb, ready_ms, commit_ms,
+ * min_free_mb,
  * key_file=PATH (the cluster key; else $TPDB_REPLICATION_KEY),
  * key_file_next=PATH (a rotation's other key), insecure=1 (listen on a
  * non-loopback address without a key), listen=HOST:PORT (listen there,
@@ -95,6 +96,7 @@ static int hookDbOpen(void *arg,
     cfg.log_mb = uriUnsigned(uri, "log_mb");
     cfg.ready_ms = uriUnsigned(uri, "ready_ms");
     cfg.commit_ms = uriUnsigned(uri, "commit_ms");
+    cfg.min_free_mb = uriUnsigned(uri, "min_free_mb");
     cfg.key_file = sqlite3_uri_parameter(uri, "key_file");
     cfg.key_file_next = sqlite3_uri_parameter(uri, "key_file_next");
     cfg.insecure = sqlite3_uri_boolean(uri, "insecure", 0);

@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -412,6 +413,32 @@ out_free_buf:
     tpdb_free(c);
 }
 
+/* Refuses a write of about `need` bytes while the data directory's file
+ * system would be left with less than min_free_mb: nothing is proposed, so
+ * the failure is definite, and raft's log, the WAL's held commit frame and
+ * a restart (raft probes its directory by writing) always find room.
+ * Returns TPDB_OK or TPDB_FULL with errmsg. */
+static int spaceCheck(struct tpdb_node *n, uint64_t need, char *errmsg)
+{
+    struct statvfs vfs;
+    if (statvfs(n->raftDir, &vfs) != 0) {
+        return TPDB_OK; /* nothing to judge by; raft reports real errors */
+    }
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    uint64_t keep = (uint64_t)n->cfg.min_free_mb << 20;
+    if (avail >= keep && avail - keep >= need) {
+        return TPDB_OK;
+    }
+    tpdbErrf(errmsg,
+             "disk full: %llu MiB free on the file system of %s, a write "
+             "needs %llu MiB kept free (min_free_mb) plus its own %llu KiB; "
+             "free space to resume writes",
+             (unsigned long long)(avail >> 20), n->dataDir,
+             (unsigned long long)n->cfg.min_free_mb,
+             (unsigned long long)((need + 1023) >> 10));
+    return TPDB_FULL;
+}
+
 int tpdbNodePropose(struct tpdb_node *n,
                     int type,
                     const char *db,
@@ -422,6 +449,11 @@ int tpdbNodePropose(struct tpdb_node *n,
     struct nodeCall *c;
     int rc;
 
+    /* The entry, then its frames in the WAL and the main file. */
+    rc = spaceCheck(n, 3 * (uint64_t)txn->n_pages * txn->page_size, errmsg);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
     memset(&p, 0, sizeof p);
     pthread_mutex_lock(&n->mutex);
     p.seq = ++n->nextSeq;

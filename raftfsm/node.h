@@ -32,12 +32,16 @@ struct tpdb_node_config {
     unsigned heartbeat_ms; /* default 100 */
     unsigned snapshot_threshold; /* entries between snapshots, default 1024 */
     unsigned snapshot_trailing;  /* entries kept after one, default 512 */
-    unsigned log_mb;    /* snapshot once the entries since the last one pass
-                           this many MiB, and keep at most half of it as
-                           trailing entries; default 16 */
-    unsigned ready_ms;  /* how long acquire waits to catch up, default
-                           15000 */
-    unsigned commit_ms; /* longest wait for a commit, default 60000 */
+    unsigned log_mb;      /* snapshot once the entries since the last one pass
+                             this many MiB, and keep at most half of it as
+                             trailing entries; default 16 */
+    unsigned ready_ms;    /* how long acquire waits to catch up, default
+                             15000 */
+    unsigned commit_ms;   /* longest wait for a commit, default 60000 */
+    unsigned min_free_mb; /* writes are refused (TPDB_FULL) while the data
+                             directory's file system has less than this
+                             many MiB free, so the Raft log, the WAL and a
+                             restart always have room; default 64 */
     const char *join_address;  /* "IPv4:port" of any member: ask it to add
                                   this node as a voter (implies join = 1);
                                   acquire waits up to ready_ms for it.

@@ -47,6 +47,9 @@ static void defaults(struct tpdb_node_config *cfg)
     if (cfg->commit_ms == 0) {
         cfg->commit_ms = 60000;
     }
+    if (cfg->min_free_mb == 0) {
+        cfg->min_free_mb = 64;
+    }
 }
 
 /* Refuses a log that could hold more entries than the wire check lets

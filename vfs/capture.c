@@ -145,6 +145,8 @@ static int hookCode(int rc)
         case TPDB_NOTLEADER:
         case TPDB_READONLY:
             return TPDB_SQLITE_NOTLEADER;
+        case TPDB_FULL:
+            return SQLITE_FULL;
         default:
             return TPDB_SQLITE_REPLFAIL;
     }
@@ -345,6 +347,30 @@ err:
     return rc;
 }
 
+/* Writes zeros where the held commit frame goes (header at ofst - 24), so
+ * that the file system has allocated its blocks before the transaction is
+ * replicated: once the quorum holds it, writing the frame cannot fail for
+ * want of space. A zero header is no valid frame: recovery after a crash
+ * here stops at the previous commit, and no reader looks past mxFrame. */
+static int reserveCommitFrame(struct vfsFile *wal, int amt, sqlite3_int64 ofst)
+{
+    static const uint8_t zeros[WAL_FRAME_HDR_SIZE + 65536];
+    sqlite3_file *r = wal->real;
+    if (amt < 0 || (size_t)amt > sizeof zeros - WAL_FRAME_HDR_SIZE) {
+        return SQLITE_OK;
+    }
+    int rc = r->pMethods->xWrite(r, zeros, WAL_FRAME_HDR_SIZE + amt,
+                                 ofst - WAL_FRAME_HDR_SIZE);
+    if (rc != SQLITE_OK) {
+        captureSetError(
+            "capture: cannot reserve the commit frame's %d bytes "
+            "in the WAL (%s); nothing was replicated",
+            WAL_FRAME_HDR_SIZE + amt,
+            (rc & 0xff) == SQLITE_FULL ? "disk full" : sqlite3_errstr(rc));
+    }
+    return rc;
+}
+
 /* The page-data write of the held commit frame. */
 static int commitFrame(struct vfsSession *s,
                        struct vfsFile *wal,
@@ -355,6 +381,11 @@ static int commitFrame(struct vfsSession *s,
     sqlite3_file *r = wal->real;
     int rc;
     if (s->owner->hooks.commit != NULL) {
+        rc = reserveCommitFrame(wal, amt, ofst);
+        if (rc != SQLITE_OK) {
+            s->held = 0;
+            return rc;
+        }
         rc = commitTxn(s, wal, buf);
         if (rc != SQLITE_OK) {
             /* Nothing of the frame was written; SQLite rolls back. */
@@ -367,6 +398,16 @@ static int commitFrame(struct vfsSession *s,
                              ofst - WAL_FRAME_HDR_SIZE);
     if (rc == SQLITE_OK) {
         rc = r->pMethods->xWrite(r, buf, amt, ofst);
+    }
+    if (rc != SQLITE_OK && s->owner->hooks.commit != NULL) {
+        /* The cluster holds the transaction: it is not lost, but this
+         * connection cannot publish it. Never report it as failed. */
+        captureSetError(
+            "capture: committed by the cluster, but writing "
+            "commit frame %u locally failed (error %d); the "
+            "node recovers the database from a peer",
+            s->held_frame, rc);
+        return TPDB_SQLITE_UNKNOWN;
     }
     if (rc != SQLITE_OK) {
         captureSetError("capture: write commit frame %u: error %d",
