@@ -16,10 +16,12 @@
 #include <unistd.h>
 
 #include "ext/tpdb.h"
+#include "shell/tpdbd_admin.h"
 #include "shell/tpdbd_forward.h"
 #include "shell/tpdbd_log.h"
 #include "shell/tpdbd_meta.h"
 #include "shell/tpdbd_sql.h"
+#include "shell/tpdbd_txn.h"
 
 #define ERR_SIZE 1024
 /* How long a propose waits for a leader to be elected and known. */
@@ -36,6 +38,11 @@ struct request {
     int blobs;
     int forwarded; /* sent by another node: never forward again */
     const char *join_id, *join_raft, *join_client; /* action join */
+    const char *node_id;        /* remove, transfer (NULL: any voter) */
+    const char *path;           /* backup */
+    struct tpdbd_session *sess; /* the client connection's; NULL if none */
+    int begin;                  /* action begin: forwarded on a kept
+                                   connection (tpdbd_txn.c) */
 };
 
 /* What a node does with a request it may have to forward: returns
@@ -69,9 +76,7 @@ char *tpdbdErrorReply(const char *msg)
     return dumpReply(json_pack("{s:b,s:s}", "ok", 0, "error", msg));
 }
 
-/* The string id of raft id id: from the flags, tpdbd's metadata, or the
- * decimal number. client gets its client address ("" if unknown). */
-static void nodeName(struct tpdbd *d, uint64_t id, char *node_id, char *client)
+void tpdbdNodeName(struct tpdbd *d, uint64_t id, char *node_id, char *client)
 {
     const struct tpdbd_member *m = tpdbdMemberByRaftId(&d->cfg, id);
     char metaId[TPDBD_ID_MAX + 1] = "", metaClient[TPDBD_ADDR_MAX] = "";
@@ -102,7 +107,7 @@ static void findLeader(struct tpdbd *d, struct leader *l)
     json_decref(st);
     if (l->raft_id != 0) {
         l->self = l->raft_id == d->cfg.raft_id;
-        nodeName(d, l->raft_id, l->node_id, l->client);
+        tpdbdNodeName(d, l->raft_id, l->node_id, l->client);
     }
 }
 
@@ -151,7 +156,7 @@ static json_t *membersJson(struct tpdbd *d, json_t *st)
         if (raft_id == d->cfg.raft_id) {
             continue;
         }
-        nodeName(d, raft_id, id, client);
+        tpdbdNodeName(d, raft_id, id, client);
         json_object_set_new(
             out, id,
             json_pack("{s:s,s:s,s:I,s:s?}", "raft", addr ? addr : "", "client",
@@ -170,7 +175,7 @@ static char *actionStatus(struct tpdbd *d)
     }
     uint64_t leader = (uint64_t)intOf(st, "leader_id");
     if (leader != 0) {
-        nodeName(d, leader, leaderId, client);
+        tpdbdNodeName(d, leader, leaderId, client);
     }
     json_t *o = json_pack(
         "{s:b,s:o,s:s,s:s,s:I,s:I,s:I,s:I,s:o,s:I,s:s,s:s,s:O}", "ok", 1,
@@ -243,6 +248,12 @@ static int proposeLocal(struct tpdbd *d, struct request *r, char **reply)
                  "(%s); read before retrying",
                  err);
         *reply = tpdbdErrorReply(msg);
+    } else if ((rc & 0xff) == SQLITE_BUSY) {
+        snprintf(msg, sizeof msg,
+                 "%s: another transaction (an interactive one?) held the "
+                 "write lock of %s too long; nothing was written, retry",
+                 err, r->db);
+        *reply = tpdbdErrorReply(msg);
     } else if (rc != TPDB_ERR_NOTLEADER) {
         *reply = tpdbdErrorReply(err);
     }
@@ -280,13 +291,18 @@ static int forwardOnce(struct tpdbd *d,
         *reply = NULL;
         return 1;
     }
-    int rc = tpdbdForward(l->client, line, timeout, reply, err, sizeof err);
+    int rc = r->begin ? tpdbdTxnBeginRelay(r->sess, r->db, l->client, line,
+                                           timeout, reply, err, sizeof err)
+                      : tpdbdForward(l->client, line, timeout, reply, err,
+                                     sizeof err);
     free(line);
     if (rc == 0 && isNotLeaderReply(*reply, last)) {
         free(*reply);
         return 0;
     }
-    if (rc == TPDBD_FWD_NOT_SENT) {
+    if (rc == TPDBD_FWD_NOT_SENT || (rc == TPDBD_FWD_NO_REPLY && r->begin)) {
+        /* A begin without reply began nothing that lasts: the leader
+         * rolls back when the connection closes. */
         snprintf(last, ERR_SIZE, "forward failed: %s", err);
         return 0;
     }
@@ -456,14 +472,32 @@ static int dbNameValid(const char *name)
                   "0123456789_-.") == len;
 }
 
+/* Fills r->db (TPDBD_MAIN_DB without a "db" field) and r->forwarded;
+ * returns an error reply or NULL. */
+static char *parseDbField(struct request *r)
+{
+    json_t *db = json_object_get(r->json, "db");
+    char msg[256];
+    if (db != NULL &&
+        (!json_is_string(db) || !dbNameValid(json_string_value(db)))) {
+        snprintf(msg, sizeof msg,
+                 "db must name a database of the node directory: NAME.db, "
+                 "NAME of letters, digits, '_', '-', '.' (not %s)",
+                 TPDBD_META_DB);
+        return tpdbdErrorReply(msg);
+    }
+    r->db = db != NULL ? json_string_value(db) : TPDBD_MAIN_DB;
+    r->forwarded = json_is_true(json_object_get(r->json, "forwarded"));
+    return NULL;
+}
+
 /* Fills the SQL fields of r; returns an error reply or NULL. */
 static char *parseSqlFields(struct request *r)
 {
     json_t *sql = json_object_get(r->json, "sql");
     json_t *params = json_object_get(r->json, "params");
-    json_t *db = json_object_get(r->json, "db");
     json_t *blobs = json_object_get(r->json, "blobs");
-    char msg[256];
+    char *bad;
     if (sql == NULL) {
         return tpdbdErrorReply("Missing hash key: \"sql\"");
     }
@@ -474,13 +508,8 @@ static char *parseSqlFields(struct request *r)
     if (params != NULL && !json_is_null(params) && !json_is_array(params)) {
         return tpdbdErrorReply("params must be an array");
     }
-    if (db != NULL &&
-        (!json_is_string(db) || !dbNameValid(json_string_value(db)))) {
-        snprintf(msg, sizeof msg,
-                 "db must name a database of the node directory: NAME.db, "
-                 "NAME of letters, digits, '_', '-', '.' (not %s)",
-                 TPDBD_META_DB);
-        return tpdbdErrorReply(msg);
+    if ((bad = parseDbField(r)) != NULL) {
+        return bad;
     }
     if (blobs != NULL && (!json_is_string(blobs) ||
                           (strcmp(json_string_value(blobs), "hex") != 0 &&
@@ -489,48 +518,184 @@ static char *parseSqlFields(struct request *r)
     }
     r->sql = json_string_value(sql);
     r->params = json_is_array(params) ? params : NULL;
-    r->db = db != NULL ? json_string_value(db) : TPDBD_MAIN_DB;
     r->blobs = blobs != NULL && strcmp(json_string_value(blobs), "base64") == 0
                    ? TPDBD_BLOBS_BASE64
                    : TPDBD_BLOBS_HEX;
-    r->forwarded = json_is_true(json_object_get(r->json, "forwarded"));
     return NULL;
+}
+
+/* A string field without NUL of 1 to max - 1 bytes into *out; absent (or
+ * null when optional) leaves *out NULL. Returns an error reply or NULL. */
+static char *stringField(struct request *r,
+                         const char *key,
+                         int required,
+                         size_t max,
+                         const char **out)
+{
+    json_t *v = json_object_get(r->json, key);
+    char msg[160];
+    *out = NULL;
+    if (v == NULL || (!required && json_is_null(v))) {
+        if (!required) {
+            return NULL;
+        }
+        snprintf(msg, sizeof msg, "Missing hash key: \"%s\"", key);
+        return tpdbdErrorReply(msg);
+    }
+    if (!json_is_string(v) || json_string_length(v) == 0 ||
+        json_string_length(v) >= max ||
+        strlen(json_string_value(v)) != json_string_length(v)) {
+        snprintf(msg, sizeof msg, "%s must be a string of 1-%zu bytes", key,
+                 max - 1);
+        return tpdbdErrorReply(msg);
+    }
+    *out = json_string_value(v);
+    return NULL;
+}
+
+static int removeLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    return tpdbdAdminRemove(d, r->db, r->node_id, reply);
+}
+
+static int transferLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    return tpdbdAdminTransfer(d, r->db, r->node_id, reply);
+}
+
+static int beginLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    (void)d;
+    return tpdbdTxnBeginLocal(r->sess, r->db, reply);
+}
+
+static char *actionBegin(struct tpdbd *d, struct request *r)
+{
+    char *bad = tpdbdTxnCanBegin(r->sess);
+    if (bad == NULL && (bad = parseDbField(r)) == NULL) {
+        r->begin = 1;
+        return onLeader(d, r, beginLocal);
+    }
+    return bad;
+}
+
+static char *actionCommit(struct tpdbd *d, struct request *r)
+{
+    (void)d;
+    return tpdbdTxnEnd(r->sess, r->json, 1);
+}
+
+static char *actionRollback(struct tpdbd *d, struct request *r)
+{
+    (void)d;
+    return tpdbdTxnEnd(r->sess, r->json, 0);
+}
+
+static char *actionRemove(struct tpdbd *d, struct request *r)
+{
+    char *bad = parseDbField(r);
+    if (bad == NULL && (bad = stringField(r, "node_id", 1, TPDBD_ID_MAX + 1,
+                                          &r->node_id)) == NULL) {
+        return onLeader(d, r, removeLocal);
+    }
+    return bad;
+}
+
+static char *actionTransfer(struct tpdbd *d, struct request *r)
+{
+    char *bad = parseDbField(r);
+    if (bad == NULL && (bad = stringField(r, "node_id", 0, TPDBD_ID_MAX + 1,
+                                          &r->node_id)) == NULL) {
+        return onLeader(d, r, transferLocal);
+    }
+    return bad;
+}
+
+static char *actionCheckpoint(struct tpdbd *d, struct request *r)
+{
+    char *bad = parseDbField(r);
+    return bad != NULL ? bad : tpdbdAdminCheckpoint(d, r->db);
+}
+
+static char *actionBackup(struct tpdbd *d, struct request *r)
+{
+    char *bad = parseDbField(r);
+    if (bad == NULL &&
+        (bad = stringField(r, "path", 1, PATH_MAX, &r->path)) == NULL) {
+        return tpdbdAdminBackup(d, r->db, r->path);
+    }
+    return bad;
+}
+
+static char *actionJoin(struct tpdbd *d, struct request *r)
+{
+    char *bad = parseJoinFields(r);
+    return bad != NULL ? bad : onLeader(d, r, joinLocal);
+}
+
+/* propose, query and local_query; inside a transaction, its statements. */
+static char *actionSql(struct tpdbd *d, struct request *r, int kind)
+{
+    char *bad = parseSqlFields(r);
+    if (bad != NULL) {
+        return bad;
+    }
+    if (tpdbdSessionInTxn(r->sess)) {
+        const char *db = json_object_get(r->json, "db") != NULL ? r->db : NULL;
+        return tpdbdTxnStatement(r->sess, r->json, kind, r->sql, r->params, db,
+                                 r->blobs);
+    }
+    return kind == TPDBD_TXN_PROPOSE ? onLeader(d, r, proposeLocal)
+           : kind == TPDBD_TXN_QUERY ? actionQuery(d, r)
+                                     : runRead(d, r);
 }
 
 static char *dispatch(struct tpdbd *d, struct request *r)
 {
+    static const struct {
+        const char *name;
+        char *(*fn)(struct tpdbd *d, struct request *r);
+    } actions[] = {
+        {"join", actionJoin},
+        {"begin", actionBegin},
+        {"commit", actionCommit},
+        {"rollback", actionRollback},
+        {"remove", actionRemove},
+        {"transfer", actionTransfer},
+        {"checkpoint", actionCheckpoint},
+        {"backup", actionBackup},
+    };
+    static const char *const sqlActions[] = {"propose", "query", "local_query"};
     char msg[128];
-    char *bad;
     if (strcmp(r->action, "status") == 0) {
         return actionStatus(d);
     }
     if (strcmp(r->action, "metrics") == 0) {
         return actionMetrics(d);
     }
-    if (strcmp(r->action, "join") == 0) {
-        bad = parseJoinFields(r);
-        return bad != NULL ? bad : onLeader(d, r, joinLocal);
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++) {
+        if (strcmp(r->action, actions[i].name) == 0) {
+            return actions[i].fn(d, r);
+        }
     }
-    int propose = strcmp(r->action, "propose") == 0;
-    int query = strcmp(r->action, "query") == 0;
-    int local = strcmp(r->action, "local_query") == 0;
-    if (!propose && !query && !local) {
-        snprintf(msg, sizeof msg, "unknown action: %.64s", r->action);
-        return tpdbdErrorReply(msg);
+    for (int k = 0; k < 3; k++) {
+        if (strcmp(r->action, sqlActions[k]) == 0) {
+            return actionSql(d, r, k);
+        }
     }
-    if ((bad = parseSqlFields(r)) != NULL) {
-        return bad;
-    }
-    return propose ? onLeader(d, r, proposeLocal)
-           : query ? actionQuery(d, r)
-                   : runRead(d, r);
+    snprintf(msg, sizeof msg, "unknown action: %.64s", r->action);
+    return tpdbdErrorReply(msg);
 }
 
-char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len)
+char *tpdbdHandleSession(struct tpdbd *d,
+                         struct tpdbd_session *sess,
+                         const char *line,
+                         size_t len)
 {
     json_error_t jerr;
     struct request r;
     memset(&r, 0, sizeof r);
+    r.sess = sess;
     r.json =
         json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (r.json == NULL) {
@@ -548,4 +713,9 @@ char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len)
     }
     json_decref(r.json);
     return reply;
+}
+
+char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len)
+{
+    return tpdbdHandleSession(d, NULL, line, len);
 }

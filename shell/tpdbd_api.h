@@ -1,8 +1,9 @@
 /*
  * tpdbd's client API: one JSON request line in, one JSON reply line out.
  * Actions (TrashPandaDB 0.8's, see README "tpdbd"): status, metrics,
- * propose, query, local_query. Thread-safe: client threads call it
- * concurrently.
+ * propose, query, local_query, join; tpdbd's own: begin, commit, rollback
+ * (tpdbd_txn.c), remove, transfer, checkpoint, backup (tpdbd_admin.c).
+ * Thread-safe: client threads call it concurrently.
  */
 #ifndef TPDBD_API_H
 #define TPDBD_API_H
@@ -11,10 +12,25 @@
 
 #include "shell/tpdbd.h"
 
+struct tpdbd_session;
+
 /* Answers the request in line[0..len) (not NUL-terminated, may hold any
- * bytes). Returns the reply, one line of compact JSON without newline,
- * malloc'ed (caller frees); NULL only when out of memory. */
+ * bytes) that came on the client connection whose session is sess
+ * (tpdbd_txn.h; borrowed, NULL when there is no connection: transactions
+ * are then refused). Returns the reply, one line of compact JSON without
+ * newline, malloc'ed (caller frees); NULL only when out of memory. */
+char *tpdbdHandleSession(struct tpdbd *d,
+                         struct tpdbd_session *sess,
+                         const char *line,
+                         size_t len);
+
+/* tpdbdHandleSession() without a client connection. */
 char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len);
+
+/* The string id of raft id id: from the flags, tpdbd's metadata, or the
+ * decimal number, into node_id (TPDBD_ID_MAX + 1 bytes); client gets its
+ * client address (TPDBD_ADDR_MAX bytes, "" if unknown). */
+void tpdbdNodeName(struct tpdbd *d, uint64_t id, char *node_id, char *client);
 
 /* {"ok":false,"error":msg} as a malloc'ed line; NULL if out of memory. */
 char *tpdbdErrorReply(const char *msg);

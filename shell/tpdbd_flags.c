@@ -21,6 +21,7 @@
 #define DEFAULT_RAFT "0.0.0.0:9001"
 #define DEFAULT_CLIENT "127.0.0.1:9002"
 #define DEFAULT_MAX_CLIENTS 64
+#define DEFAULT_TXN_IDLE_MS 15000
 
 static const char usage[] =
     "usage: tpdbd --node-id ID [flags]\n"
@@ -53,6 +54,8 @@ static const char usage[] =
     "  --commit-ms N            longest wait for a write's outcome\n"
     "                           (default 60000)\n"
     "  --max-clients N          concurrent client connections (default 64)\n"
+    "  --txn-idle-ms N          roll back an interactive transaction idle\n"
+    "                           this long (default 15000)\n"
     "  --key-file PATH          the cluster key (64 hex digits, mode 0600;\n"
     "                           default $TPDB_REPLICATION_KEY): peers prove\n"
     "                           it and Raft traffic is encrypted\n"
@@ -209,6 +212,7 @@ static int memberSpec(struct tpdbd_config *cfg,
 struct rawArgs {
     const char *nodeId, *raft, *client, *join, *dataDir, *logLevel;
     const char *electionMs, *readyMs, *commitMs, *maxClients;
+    const char *txnIdleMs;
     const char *keyFile, *keyFileNext;
     int insecure;
     const char *peers[TPDBD_NODES_MAX + 1], *clientPeers[TPDBD_NODES_MAX + 1];
@@ -231,6 +235,7 @@ static const char **slotFor(struct rawArgs *raw, const char *name)
         {"--ready-ms", offsetof(struct rawArgs, readyMs)},
         {"--commit-ms", offsetof(struct rawArgs, commitMs)},
         {"--max-clients", offsetof(struct rawArgs, maxClients)},
+        {"--txn-idle-ms", offsetof(struct rawArgs, txnIdleMs)},
         {"--key-file", offsetof(struct rawArgs, keyFile)},
         {"--key-file-next", offsetof(struct rawArgs, keyFileNext)},
     };
@@ -460,6 +465,7 @@ static int parseNumbers(const struct rawArgs *raw,
                         size_t size)
 {
     cfg->max_clients = DEFAULT_MAX_CLIENTS;
+    cfg->txn_idle_ms = DEFAULT_TXN_IDLE_MS;
     cfg->log_level = TPDBD_INFO;
     if (raw->logLevel != NULL &&
         tpdbdLogParse(raw->logLevel, &cfg->log_level) != 0) {
@@ -476,6 +482,8 @@ static int parseNumbers(const struct rawArgs *raw,
         parseUnsigned("--commit-ms", raw->commitMs, &cfg->commit_ms, err,
                       size) != 0 ||
         parseUnsigned("--max-clients", raw->maxClients, &cfg->max_clients, err,
+                      size) != 0 ||
+        parseUnsigned("--txn-idle-ms", raw->txnIdleMs, &cfg->txn_idle_ms, err,
                       size) != 0) {
         return -1;
     }

@@ -37,7 +37,8 @@ struct tpdbd_config {
     int log_level;                             /* TPDBD_* of tpdbd_log.h */
     unsigned election_ms, ready_ms, commit_ms; /* 0: library default */
     unsigned max_clients;
-    char key_file[PATH_MAX];      /* --key-file; "" if none */
+    unsigned txn_idle_ms;    /* --txn-idle-ms: an idle transaction's life */
+    char key_file[PATH_MAX]; /* --key-file; "" if none */
     char key_file_next[PATH_MAX]; /* --key-file-next; "" if none */
     int insecure;                 /* --insecure */
     int help; /* -h/--help was given: print tpdbdUsage() and exit 0 */

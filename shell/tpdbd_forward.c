@@ -147,6 +147,53 @@ static char *readLine(int fd, long long deadline, char *err, size_t size)
     return NULL;
 }
 
+int tpdbdForwardOpen(const char *addr,
+                     unsigned timeout_ms,
+                     char *err,
+                     size_t size)
+{
+    char why[256] = "";
+    int fd = connectTo(addr, nowMs() + timeout_ms, why, sizeof why);
+    if (fd < 0) {
+        snprintf(err, size, "%s", why);
+    }
+    return fd;
+}
+
+int tpdbdForwardCall(int fd,
+                     const char *addr,
+                     const char *line,
+                     unsigned timeout_ms,
+                     char **reply,
+                     char *err,
+                     size_t size)
+{
+    long long deadline = nowMs() + timeout_ms;
+    char why[256] = "";
+    size_t len = strlen(line);
+    /* Line and newline in one send: the other side runs a line only once
+     * it is whole (or at end of file). */
+    char *buf = malloc(len + 2);
+    if (buf == NULL) {
+        snprintf(err, size, "out of memory");
+        return TPDBD_FWD_NOT_SENT;
+    }
+    memcpy(buf, line, len);
+    buf[len] = '\n';
+    int sent = sendAll(fd, buf, len + 1, deadline);
+    free(buf);
+    if (sent != 0) {
+        snprintf(err, size, "send to %s failed", addr);
+        return TPDBD_FWD_NO_REPLY;
+    }
+    *reply = readLine(fd, deadline, why, sizeof why);
+    if (*reply == NULL) {
+        snprintf(err, size, "reading from %s: %s", addr, why);
+        return TPDBD_FWD_NO_REPLY;
+    }
+    return 0;
+}
+
 int tpdbdForward(const char *addr,
                  const char *line,
                  unsigned timeout_ms,
@@ -154,24 +201,15 @@ int tpdbdForward(const char *addr,
                  char *err,
                  size_t size)
 {
-    long long deadline = nowMs() + timeout_ms;
-    char why[256] = "";
-    int fd = connectTo(addr, deadline, why, sizeof why);
+    long long start = nowMs();
+    int fd = tpdbdForwardOpen(addr, timeout_ms, err, size);
     if (fd < 0) {
-        snprintf(err, size, "%s", why);
         return TPDBD_FWD_NOT_SENT;
     }
-    if (sendAll(fd, line, strlen(line), deadline) != 0 ||
-        sendAll(fd, "\n", 1, deadline) != 0) {
-        snprintf(err, size, "send to %s failed", addr);
-        close(fd);
-        return TPDBD_FWD_NO_REPLY;
-    }
-    *reply = readLine(fd, deadline, why, sizeof why);
+    long long used = nowMs() - start;
+    unsigned left =
+        used < (long long)timeout_ms ? timeout_ms - (unsigned)used : 1;
+    int rc = tpdbdForwardCall(fd, addr, line, left, reply, err, size);
     close(fd);
-    if (*reply == NULL) {
-        snprintf(err, size, "reading from %s: %s", addr, why);
-        return TPDBD_FWD_NO_REPLY;
-    }
-    return 0;
+    return rc;
 }

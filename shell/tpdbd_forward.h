@@ -1,7 +1,8 @@
 /*
  * One request forwarded to another node's client port: connect, send the
- * JSON line, read the one-line reply. Blocking, with deadlines; used by
- * client threads and by --join at start-up.
+ * JSON line, read the one-line reply; or several requests on one kept
+ * connection (a transaction begun on a follower). Blocking, with
+ * deadlines; used by client threads and by --join at start-up.
  */
 #ifndef TPDBD_FORWARD_H
 #define TPDBD_FORWARD_H
@@ -23,5 +24,25 @@ int tpdbdForward(const char *addr,
                  char **reply,
                  char *err,
                  size_t size);
+
+/* Opens a kept connection to addr within timeout_ms (for the requests of
+ * one transaction). Returns the fd (caller closes), or -1 with err set;
+ * nothing was sent then. */
+int tpdbdForwardOpen(const char *addr,
+                     unsigned timeout_ms,
+                     char *err,
+                     size_t size);
+
+/* Sends line on fd (from tpdbdForwardOpen to addr, named in errors) and
+ * waits up to timeout_ms for the reply line. Returns 0 with *reply
+ * malloc'ed (caller frees), or TPDBD_FWD_NO_REPLY with err set: the
+ * connection is then unusable and its outcome unknown. */
+int tpdbdForwardCall(int fd,
+                     const char *addr,
+                     const char *line,
+                     unsigned timeout_ms,
+                     char **reply,
+                     char *err,
+                     size_t size);
 
 #endif /* TPDBD_FORWARD_H */

@@ -22,6 +22,7 @@
 
 #include "shell/tpdbd_api.h"
 #include "shell/tpdbd_log.h"
+#include "shell/tpdbd_txn.h"
 
 #define DRAIN_MAX (16u * 1024 * 1024)
 
@@ -121,7 +122,11 @@ static int sendReply(int fd, char *reply)
 
 /* Answers one line (its '\n' stripped, and a '\r' before it). Empty lines
  * get no reply, as TrashPandaDB's empty connections. */
-static int answer(struct tpdbd *d, int fd, char *line, size_t len)
+static int answer(struct tpdbd *d,
+                  struct tpdbd_session *sess,
+                  int fd,
+                  char *line,
+                  size_t len)
 {
     if (len > 0 && line[len - 1] == '\r') {
         len--;
@@ -129,7 +134,7 @@ static int answer(struct tpdbd *d, int fd, char *line, size_t len)
     if (len == 0) {
         return 0;
     }
-    return sendReply(fd, tpdbdHandle(d, line, len));
+    return sendReply(fd, tpdbdHandleSession(d, sess, line, len));
 }
 
 /* Closing a socket with unread input resets the connection, and the
@@ -157,13 +162,16 @@ struct lineBuf {
 
 /* Answers every complete line in b and keeps the rest. Returns 0, or -1
  * if the connection must close (send failed, or a line is too long). */
-static int answerLines(struct tpdbd *d, int fd, struct lineBuf *b)
+static int answerLines(struct tpdbd *d,
+                       struct tpdbd_session *sess,
+                       int fd,
+                       struct lineBuf *b)
 {
     size_t start = 0;
     char *nl;
     while ((nl = memchr(b->base + start, '\n', b->len - start)) != NULL) {
-        if (answer(d, fd, b->base + start, (size_t)(nl - b->base) - start) !=
-            0) {
+        if (answer(d, sess, fd, b->base + start,
+                   (size_t)(nl - b->base) - start) != 0) {
             return -1;
         }
         start = (size_t)(nl - b->base) + 1;
@@ -198,17 +206,36 @@ static int reserve(struct lineBuf *b)
     return 0;
 }
 
+/* Waits for input while a transaction's idle deadline runs, and rolls the
+ * transaction back when it passes. Returns at once without a deadline. */
+static void awaitInput(struct tpdbd_session *sess, int fd)
+{
+    long long left;
+    while ((left = tpdbdSessionIdleLeftMs(sess)) >= 0) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int rv = poll(&p, 1, left > TPDBD_IDLE_MS ? TPDBD_IDLE_MS : (int)left);
+        if (rv > 0 || (rv < 0 && errno != EINTR)) {
+            return;
+        }
+        if (rv == 0 && tpdbdSessionIdleLeftMs(sess) == 0) {
+            tpdbdSessionExpire(sess);
+        }
+    }
+}
+
 static void serve(struct tpdbd_server *s, int fd)
 {
     struct lineBuf b = {NULL, 0, 0};
     struct timeval idle = {TPDBD_IDLE_MS / 1000, 0};
+    struct tpdbd_session *sess = tpdbdSessionNew(s->d);
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &idle, sizeof idle);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &idle, sizeof idle);
     for (;;) {
-        if (reserve(&b) != 0) {
+        if (sess == NULL || reserve(&b) != 0) {
             sendReply(fd, NULL);
             break;
         }
+        awaitInput(sess, fd);
         ssize_t n = recv(fd, b.base + b.len, b.cap - b.len, 0);
         if (n < 0 && errno == EINTR) {
             continue;
@@ -216,7 +243,7 @@ static void serve(struct tpdbd_server *s, int fd)
         if (n == 0 && b.len > 0 &&
             !__atomic_load_n(&s->stopping, __ATOMIC_SEQ_CST)) {
             /* A last request without newline, as `printf ... | nc`. */
-            answer(s->d, fd, b.base, b.len);
+            answer(s->d, sess, fd, b.base, b.len);
         }
         if (n <= 0) {
             if (n < 0 && errno == EAGAIN) {
@@ -226,10 +253,12 @@ static void serve(struct tpdbd_server *s, int fd)
             break;
         }
         b.len += (size_t)n;
-        if (answerLines(s->d, fd, &b) != 0) {
+        if (answerLines(s->d, sess, fd, &b) != 0) {
             break;
         }
     }
+    /* A transaction the client left open is rolled back here. */
+    tpdbdSessionClose(sess);
     free(b.base);
 }
 

@@ -318,12 +318,12 @@ static int stepAll(sqlite3 *db, sqlite3_stmt *st, char *err, size_t size)
     return rc == SQLITE_DONE ? SQLITE_OK : sqlError(db, err, size);
 }
 
-int tpdbdSqlPropose(sqlite3 *db,
-                    const char *sql,
-                    json_t *params,
-                    struct tpdbd_write *out,
-                    char *err,
-                    size_t size)
+int tpdbdSqlExec(sqlite3 *db,
+                 const char *sql,
+                 json_t *params,
+                 struct tpdbd_write *out,
+                 char *err,
+                 size_t size)
 {
     const char *next = sql;
     int rc = SQLITE_OK, n = 0;
@@ -356,6 +356,19 @@ int tpdbdSqlPropose(sqlite3 *db,
         sqlite3_finalize(st);
         next = tail;
     }
+    out->rows_affected = changes;
+    out->last_id = sqlite3_last_insert_rowid(db);
+    return rc;
+}
+
+int tpdbdSqlPropose(sqlite3 *db,
+                    const char *sql,
+                    json_t *params,
+                    struct tpdbd_write *out,
+                    char *err,
+                    size_t size)
+{
+    int rc = tpdbdSqlExec(db, sql, params, out, err, size);
     if (!sqlite3_get_autocommit(db)) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         if (rc == SQLITE_OK) {
@@ -365,7 +378,5 @@ int tpdbdSqlPropose(sqlite3 *db,
             rc = SQLITE_MISUSE;
         }
     }
-    out->rows_affected = changes;
-    out->last_id = sqlite3_last_insert_rowid(db);
     return rc;
 }

@@ -48,6 +48,16 @@ int tpdbdSqlPropose(sqlite3 *db,
                     char *err,
                     size_t size);
 
+/* Runs sql as tpdbdSqlPropose does, but leaves the transaction state as
+ * the SQL left it: for statements inside an interactive transaction
+ * (tpdbd_txn.c), whose connection stays in its open transaction. */
+int tpdbdSqlExec(sqlite3 *db,
+                 const char *sql,
+                 json_t *params,
+                 struct tpdbd_write *out,
+                 char *err,
+                 size_t size);
+
 /* Base64 (RFC 4648, with padding). Encode returns a malloc'ed string;
  * decode returns 0 with a malloc'ed *out of *len bytes, or -1 for bad
  * input. */
