@@ -1,0 +1,405 @@
+/*
+ * Interactive transactions of tpdbd on three real tpdbd processes
+ * (--txn-idle-ms 3000): a transaction held on the leader across requests,
+ * invisible to other connections until its commit, then on every node; a
+ * failing statement inside it undone alone; its rollback when the client
+ * disconnects and when it sits idle (a plain propose waiting for the write
+ * lock meanwhile goes through once it is released); plain proposes from
+ * other clients during an open transaction (they wait for the lock, or go
+ * on at once on another database); a transaction begun on a follower and
+ * relayed to the leader, committed and seen on every node, and rolled back
+ * when its client disconnects; a commit while both followers are stopped
+ * (SIGSTOP) never reports success and agrees with what every node holds
+ * afterwards; malformed transaction requests.
+ */
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "tests/integration/tpdbds.h"
+
+#define N 3
+#define WAIT_MS 30000
+
+static struct tpdbds c;
+
+static const char *const flags[] = {"--txn-idle-ms=3000", "--commit-ms=5000",
+                                    NULL};
+
+static int startCluster(void **state)
+{
+    (void)state;
+    tpdbdsInit(&c, N, 0);
+    for (int i = 0; i < N; i++) {
+        tpdbdsStart(&c, i, flags);
+    }
+    for (int i = 0; i < N; i++) {
+        tpdbdsWaitReady(&c, i);
+    }
+    int l = tpdbdsFindLeader(&c, TPDBDS_READY_MS);
+    json_t *o = tpdbdsCall(&c, l,
+                           "{\"action\":\"propose\",\"sql\":\"CREATE TABLE "
+                           "t(id INTEGER PRIMARY KEY, v TEXT)\"}");
+    assert_true(json_is_true(json_object_get(o, "ok")));
+    json_decref(o);
+    return 0;
+}
+
+static int stopCluster(void **state)
+{
+    (void)state;
+    tpdbdsClose(&c);
+    return 0;
+}
+
+static char *text(json_t *o)
+{
+    static char buf[2048];
+    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
+    free(t);
+    return buf;
+}
+
+/* One request on the kept connection fd; the parsed reply or NULL. */
+static json_t *send1(int fd, const char *line)
+{
+    char *reply = NULL;
+    json_t *o = NULL;
+    if (tpdbdsSend(fd, line, strlen(line)) == 0 &&
+        tpdbdsSend(fd, "\n", 1) == 0 &&
+        tpdbdsReadLine(fd, TPDBDS_IO_MS, &reply) == TPDB_OK) {
+        o = json_loads(reply, 0, NULL);
+    }
+    free(reply);
+    return o;
+}
+
+/* Asserts that line on fd gets ok:true; returns the reply. */
+static json_t *ok(int fd, const char *line)
+{
+    json_t *o = send1(fd, line);
+    if (!json_is_true(json_object_get(o, "ok"))) {
+        fail_msg("%s -> %s", line, text(o));
+    }
+    return o;
+}
+
+static void okDrop(int fd, const char *line)
+{
+    json_decref(ok(fd, line));
+}
+
+/* Asserts that line on fd gets ok:false with an error starting with
+ * prefix. */
+static void refused(int fd, const char *line, const char *prefix)
+{
+    json_t *o = send1(fd, line);
+    const char *e = json_string_value(json_object_get(o, "error"));
+    if (!json_is_false(json_object_get(o, "ok")) || e == NULL ||
+        strncmp(e, prefix, strlen(prefix)) != 0) {
+        fail_msg("%s -> %s, not an error '%s...'", line, text(o), prefix);
+    }
+    json_decref(o);
+}
+
+static int connectTo(int i)
+{
+    int fd = tpdbdsConnect(c.client[i]);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+/* count(*) of t WHERE cond by local_query on member i (own connection). */
+static long long countOn(int i, const char *cond)
+{
+    json_t *o = tpdbdsCall(&c, i,
+                           "{\"action\":\"local_query\",\"sql\":\"SELECT "
+                           "count(*) FROM t WHERE %s\"}",
+                           cond);
+    if (!json_is_true(json_object_get(o, "ok"))) {
+        fail_msg("count on n%d: %s", i + 1, text(o));
+    }
+    long long n = json_integer_value(
+        json_array_get(json_array_get(json_object_get(o, "rows"), 0), 0));
+    json_decref(o);
+    return n;
+}
+
+static const char insert[] =
+    "{\"action\":\"propose\",\"sql\":\"INSERT INTO "
+    "t(id, v) VALUES(?, 'txn')\",\"params\":[%d]}";
+
+static void insertOn(int fd, int id)
+{
+    char line[256];
+    snprintf(line, sizeof line, insert, id);
+    okDrop(fd, line);
+}
+
+static void testHeldOnLeader(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo(l);
+    json_t *o = ok(fd, "{\"action\":\"begin\"}");
+    assert_string_equal(json_string_value(json_object_get(o, "db")), "data.db");
+    json_decref(o);
+    insertOn(fd, 1);
+    insertOn(fd, 2);
+    /* A failing statement is undone alone; the transaction stays open. */
+    refused(fd,
+            "{\"action\":\"propose\",\"sql\":\"INSERT INTO t(id) "
+            "VALUES(1)\"}",
+            "UNIQUE constraint failed");
+    o = ok(fd,
+           "{\"action\":\"query\",\"sql\":\"SELECT count(*) FROM t "
+           "WHERE id <= 2\"}");
+    assert_int_equal(json_integer_value(json_array_get(
+                         json_array_get(json_object_get(o, "rows"), 0), 0)),
+                     2);
+    json_decref(o);
+    /* Other connections do not see it before the commit. */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id <= 2"), 0);
+    }
+    o = ok(fd, "{\"action\":\"commit\"}");
+    assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
+                     2);
+    assert_int_equal(json_integer_value(json_object_get(o, "last_id")), 2);
+    json_decref(o);
+    close(fd);
+    tpdbdsWaitCount(&c, "t", 2, WAIT_MS);
+}
+
+/* A plain propose on a new connection to member i; asserts ok. */
+static void plainInsert(int i, int id)
+{
+    json_t *o = tpdbdsCall(&c, i, insert, id);
+    if (!json_is_true(json_object_get(o, "ok"))) {
+        fail_msg("plain insert %d via n%d: %s", id, i + 1, text(o));
+    }
+    json_decref(o);
+}
+
+static void testRollbackOnDisconnect(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo(l);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 10);
+    insertOn(fd, 11);
+    close(fd);
+    /* The write lock is free again (else this waits out its busy timeout
+     * and fails) and the transaction's rows never appear. */
+    plainInsert(l, 12);
+    tpdbdsWaitCount(&c, "t", 3, WAIT_MS);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id IN (10, 11)"), 0);
+    }
+}
+
+static void testRollbackOnIdle(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo(l);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 20);
+    /* Waits for the write lock until the idle transaction (3 s) is rolled
+     * back, well within its 10 s busy timeout. */
+    plainInsert(l, 21);
+    refused(fd, "{\"action\":\"query\",\"sql\":\"SELECT 1\"}",
+            "the transaction was rolled back (idle for more than 3000 ms");
+    refused(fd, "{\"action\":\"commit\"}",
+            "the transaction was rolled back (idle for more than 3000 ms");
+    /* The commit ended it: the connection works as usual again. */
+    refused(fd, "{\"action\":\"rollback\"}", "rollback: no transaction");
+    okDrop(fd, "{\"action\":\"begin\"}");
+    okDrop(fd, "{\"action\":\"rollback\"}");
+    close(fd);
+    tpdbdsWaitCount(&c, "t", 4, WAIT_MS);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id = 20"), 0);
+        assert_int_equal(countOn(i, "id = 21"), 1);
+    }
+}
+
+struct writer {
+    int member, id;
+    json_t *reply;
+};
+
+static void *writerThread(void *arg)
+{
+    struct writer *w = arg;
+    w->reply = tpdbdsCall(&c, w->member, insert, w->id);
+    return NULL;
+}
+
+static void testConcurrentProposes(void **state)
+{
+    (void)state;
+    pthread_t tid[2];
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    struct writer w[2] = {{l, 31, NULL}, {(l + 1) % N, 32, NULL}};
+    int fd = connectTo(l);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 30);
+    /* Another database has its own write lock: no wait. */
+    json_t *o = tpdbdsCall(&c, l,
+                           "{\"action\":\"propose\",\"db\":\"other.db\","
+                           "\"sql\":\"CREATE TABLE u(x)\"}");
+    assert_true(json_is_true(json_object_get(o, "ok")));
+    json_decref(o);
+    /* Plain proposes to data.db, on the leader and through a follower,
+     * wait for the write lock and go through after the commit. */
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(pthread_create(&tid[k], NULL, writerThread, &w[k]), 0);
+    }
+    okDrop(fd, "{\"action\":\"commit\"}");
+    for (int k = 0; k < 2; k++) {
+        pthread_join(tid[k], NULL);
+        if (!json_is_true(json_object_get(w[k].reply, "ok"))) {
+            fail_msg("concurrent insert %d: %s", w[k].id, text(w[k].reply));
+        }
+        json_decref(w[k].reply);
+    }
+    close(fd);
+    tpdbdsWaitCount(&c, "t", 7, WAIT_MS);
+}
+
+static void testBegunOnFollower(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int f = (l + 1) % N;
+    int fd = connectTo(f);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 40);
+    insertOn(fd, 41);
+    /* Reads in it run on the leader, in the transaction. */
+    json_t *o = ok(fd,
+                   "{\"action\":\"local_query\",\"sql\":\"SELECT "
+                   "count(*) FROM t WHERE id IN (40, 41)\"}");
+    assert_int_equal(json_integer_value(json_array_get(
+                         json_array_get(json_object_get(o, "rows"), 0), 0)),
+                     2);
+    json_decref(o);
+    assert_int_equal(countOn(l, "id IN (40, 41)"), 0);
+    refused(fd, "{\"action\":\"begin\"}", "a transaction is already open");
+    o = ok(fd, "{\"action\":\"commit\"}");
+    assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
+                     2);
+    json_decref(o);
+    tpdbdsWaitCount(&c, "t", 9, WAIT_MS);
+
+    /* Disconnecting from the follower rolls it back on the leader. */
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 42);
+    close(fd);
+    plainInsert(f, 43);
+    tpdbdsWaitCount(&c, "t", 10, WAIT_MS);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id = 42"), 0);
+    }
+}
+
+static void testMalformed(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo((l + 1) % N);
+    refused(fd, "{\"action\":\"commit\"}", "commit: no transaction is open");
+    refused(fd, "{\"action\":\"rollback\"}",
+            "rollback: no transaction is open");
+    refused(fd, "{\"action\":\"begin\",\"db\":7}", "db must name a database");
+    refused(fd, "{\"action\":\"begin\",\"db\":\"../x.db\"}",
+            "db must name a database");
+    refused(fd, "{\"action\":\"begin\",\"db\":\"tpdbd-meta.db\"}",
+            "db must name a database");
+    okDrop(fd, "{\"action\":\"begin\"}");
+    refused(fd, "{\"action\":\"begin\"}", "a transaction is already open");
+    refused(fd, "{\"action\":\"propose\",\"sql\":\"COMMIT\"}",
+            "BEGIN, COMMIT and ROLLBACK cannot run inside a transaction");
+    refused(fd, "{\"action\":\"propose\",\"sql\":\"BEGIN\"}",
+            "BEGIN, COMMIT and ROLLBACK cannot run inside a transaction");
+    refused(fd,
+            "{\"action\":\"propose\",\"db\":\"other.db\",\"sql\":\"SELECT "
+            "1\"}",
+            "the open transaction is on data.db");
+    refused(fd, "{\"action\":\"propose\"}", "Missing hash key: \"sql\"");
+    refused(fd, "{\"action\":\"propose\",\"sql\":5}", "sql must be a string");
+    refused(fd, "{\"action\":\"query\",\"sql\":\"DELETE FROM t\"}",
+            "query and local_query take read-only");
+    /* The transaction survived every refusal; it still commits. */
+    insertOn(fd, 50);
+    okDrop(fd, "{\"action\":\"commit\"}");
+    close(fd);
+    tpdbdsWaitCount(&c, "t", 11, WAIT_MS);
+}
+
+static void testCommitWithoutQuorum(void **state)
+{
+    (void)state;
+    char err[TPDB_ERRMSG_SIZE];
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo(l);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 60);
+    for (int i = 0; i < N; i++) {
+        if (i != l) {
+            assert_int_equal(harnessProcSignal(c.procs[i], SIGSTOP, err),
+                             TPDB_OK);
+        }
+    }
+    json_t *o = send1(fd, "{\"action\":\"commit\"}");
+    const char *e = json_string_value(json_object_get(o, "error"));
+    int unknown = e != NULL && strncmp(e, "outcome unknown", 15) == 0;
+    int failed = e != NULL && strncmp(e, "commit failed", 13) == 0;
+    print_message("commit without quorum: %s\n", text(o));
+    for (int i = 0; i < N; i++) {
+        if (i != l) {
+            assert_int_equal(harnessProcSignal(c.procs[i], SIGCONT, err),
+                             TPDB_OK);
+        }
+    }
+    if (!unknown && !failed) {
+        fail_msg("commit without a quorum: %s", text(o));
+    }
+    json_decref(o);
+    close(fd);
+    /* A later write through the new leader, then every node agrees. */
+    l = tpdbdsFindLeader(&c, WAIT_MS);
+    plainInsert(l, 61);
+    long long present = countOn(l, "id = 60");
+    assert_true(present == 0 || unknown);
+    tpdbdsWaitCount(&c, "t", 12 + present, WAIT_MS);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id = 60"), present);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(testHeldOnLeader),
+        cmocka_unit_test(testRollbackOnDisconnect),
+        cmocka_unit_test(testRollbackOnIdle),
+        cmocka_unit_test(testConcurrentProposes),
+        cmocka_unit_test(testBegunOnFollower),
+        cmocka_unit_test(testMalformed),
+        cmocka_unit_test(testCommitWithoutQuorum),
+    };
+    return cmocka_run_group_tests(tests, startCluster, stopCluster);
+}
