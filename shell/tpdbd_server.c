@@ -25,6 +25,7 @@
 #include "shell/tpdbd_txn.h"
 
 #define DRAIN_MAX (16u * 1024 * 1024)
+#define TXN_TICK_MS 500
 
 struct tpdbd_server {
     struct tpdbd *d;
@@ -206,19 +207,22 @@ static int reserve(struct lineBuf *b)
     return 0;
 }
 
-/* Waits for input while a transaction's idle deadline runs, and rolls the
- * transaction back when it passes. Returns at once without a deadline. */
+/* Waits for input while a local transaction is open, looking at it every
+ * TXN_TICK_MS: it is rolled back when its idle deadline passes or the node
+ * stops leading. Returns at once without an open local transaction. */
 static void awaitInput(struct tpdbd_session *sess, int fd)
 {
     long long left;
     while ((left = tpdbdSessionIdleLeftMs(sess)) >= 0) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
-        int rv = poll(&p, 1, left > TPDBD_IDLE_MS ? TPDBD_IDLE_MS : (int)left);
+        int rv = poll(&p, 1, left > TXN_TICK_MS ? TXN_TICK_MS : (int)left);
         if (rv > 0 || (rv < 0 && errno != EINTR)) {
             return;
         }
         if (rv == 0 && tpdbdSessionIdleLeftMs(sess) == 0) {
             tpdbdSessionExpire(sess);
+        } else if (rv == 0) {
+            tpdbdSessionCheckLeader(sess);
         }
     }
 }

@@ -177,6 +177,22 @@ void tpdbdSessionExpire(struct tpdbd_session *s)
     abortTxn(s, why);
 }
 
+static int isLeader(struct tpdbd *d)
+{
+    json_t *st = tpdbdStatus(d);
+    const char *role = json_string_value(json_object_get(st, "role"));
+    int yes = role != NULL && strcmp(role, "leader") == 0;
+    json_decref(st);
+    return yes;
+}
+
+void tpdbdSessionCheckLeader(struct tpdbd_session *s)
+{
+    if (s->state == TXN_LOCAL && !isLeader(s->d)) {
+        abortTxn(s, "this node lost leadership");
+    }
+}
+
 char *tpdbdTxnCanBegin(const struct tpdbd_session *s)
 {
     if (s == NULL) {
@@ -188,15 +204,6 @@ char *tpdbdTxnCanBegin(const struct tpdbd_session *s)
             "connection: commit or roll it back first");
     }
     return NULL;
-}
-
-static int isLeader(struct tpdbd *d)
-{
-    json_t *st = tpdbdStatus(d);
-    const char *role = json_string_value(json_object_get(st, "role"));
-    int yes = role != NULL && strcmp(role, "leader") == 0;
-    json_decref(st);
-    return yes;
 }
 
 /* The reply to a BEGIN that failed with rc on database db. */

@@ -51,6 +51,11 @@ long long tpdbdSessionIdleLeftMs(const struct tpdbd_session *s);
  * --txn-idle-ms; the session stays aborted until rollback or commit. */
 void tpdbdSessionExpire(struct tpdbd_session *s);
 
+/* Rolls back the local transaction if this node no longer leads (its
+ * commit would fail, and it holds the write lock the applier needs); the
+ * session stays aborted until rollback or commit. */
+void tpdbdSessionCheckLeader(struct tpdbd_session *s);
+
 /* NULL if s may begin a transaction, else the error reply (malloc'ed):
  * one is already open, or s is NULL (no client connection). */
 char *tpdbdTxnCanBegin(const struct tpdbd_session *s);

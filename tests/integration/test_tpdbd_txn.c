@@ -10,7 +10,11 @@
  * relayed to the leader, committed and seen on every node, and rolled back
  * when its client disconnects; a commit while both followers are stopped
  * (SIGSTOP) never reports success and agrees with what every node holds
- * afterwards; malformed transaction requests.
+ * afterwards; a transaction on a leader that hands leadership over is
+ * rolled back and frees the write lock the new leader's writes need;
+ * malformed transaction requests. On one more node (--txn-idle-ms 60000):
+ * a transaction holding the write lock past the 10 s busy timeout makes a
+ * plain propose and another begin fail with a clear busy error.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -390,6 +394,101 @@ static void testCommitWithoutQuorum(void **state)
     }
 }
 
+static void testLeadershipMoves(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo(l);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 70);
+    json_t *o = tpdbdsCall(&c, (l + 1) % N, "{\"action\":\"transfer\"}");
+    if (!json_is_true(json_object_get(o, "ok"))) {
+        fail_msg("transfer: %s", text(o));
+    }
+    json_decref(o);
+    int now = tpdbdsFindLeader(&c, WAIT_MS);
+    assert_int_not_equal(now, l);
+    /* The old leader gave up the write lock: it applies the new leader's
+     * writes. */
+    plainInsert(now, 71);
+    long long before = countOn(now, "1");
+    tpdbdsWaitCount(&c, "t", before, WAIT_MS);
+    refused(fd, "{\"action\":\"propose\",\"sql\":\"SELECT 1\"}",
+            "the transaction was rolled back (this node lost leadership)");
+    okDrop(fd, "{\"action\":\"rollback\"}");
+    close(fd);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id = 70"), 0);
+    }
+}
+
+struct locked {
+    struct tpdbds *single;
+    const char *line;
+    json_t *reply;
+};
+
+static void *lockedThread(void *arg)
+{
+    struct locked *k = arg;
+    k->reply = tpdbdsRequest(k->single->client[0], k->line);
+    return NULL;
+}
+
+/* A transaction that holds the write lock longer than the 10 s busy
+ * timeout (one node, --txn-idle-ms 60000): a plain propose and another
+ * begin give up with a clear busy error; the transaction still commits. */
+static void testBusyError(void **state)
+{
+    static const char *const longIdle[] = {"--txn-idle-ms=60000", NULL};
+    static struct tpdbds single;
+    struct locked k[2] = {
+        {&single,
+         "{\"action\":\"propose\",\"sql\":\"INSERT INTO t(id) "
+         "VALUES(2)\"}",
+         NULL},
+        {&single, "{\"action\":\"begin\"}", NULL},
+    };
+    static const char *const want[2] = {
+        "database is locked: another "
+        "transaction",
+        "begin: database is locked: another "
+        "transaction holds the write lock"};
+    pthread_t tid[2];
+    (void)state;
+    tpdbdsInit(&single, 1, 0);
+    tpdbdsStart(&single, 0, longIdle);
+    tpdbdsWaitReady(&single, 0);
+    tpdbdsFindLeader(&single, TPDBDS_READY_MS);
+    int fd = tpdbdsConnect(single.client[0]);
+    assert_true(fd >= 0);
+    okDrop(fd,
+           "{\"action\":\"propose\",\"sql\":\"CREATE TABLE t(id "
+           "INTEGER PRIMARY KEY)\"}");
+    okDrop(fd, "{\"action\":\"begin\"}");
+    okDrop(fd,
+           "{\"action\":\"propose\",\"sql\":\"INSERT INTO t(id) "
+           "VALUES(1)\"}");
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&tid[i], NULL, lockedThread, &k[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(tid[i], NULL);
+        const char *e = json_string_value(json_object_get(k[i].reply, "error"));
+        if (e == NULL || strncmp(e, want[i], strlen(want[i])) != 0) {
+            fail_msg("%s -> %s", k[i].line, text(k[i].reply));
+        }
+        json_decref(k[i].reply);
+    }
+    json_t *o = ok(fd, "{\"action\":\"commit\"}");
+    assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
+                     1);
+    json_decref(o);
+    close(fd);
+    tpdbdsWaitCount(&single, "t", 1, WAIT_MS);
+    tpdbdsClose(&single);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -400,6 +499,8 @@ int main(void)
         cmocka_unit_test(testBegunOnFollower),
         cmocka_unit_test(testMalformed),
         cmocka_unit_test(testCommitWithoutQuorum),
+        cmocka_unit_test(testLeadershipMoves),
+        cmocka_unit_test(testBusyError),
     };
     return cmocka_run_group_tests(tests, startCluster, stopCluster);
 }
