@@ -12,9 +12,11 @@
  * (SIGSTOP) never reports success and agrees with what every node holds
  * afterwards; a transaction on a leader that hands leadership over is
  * rolled back and frees the write lock the new leader's writes need;
- * malformed transaction requests. On one more node (--txn-idle-ms 60000):
- * a transaction holding the write lock past the 10 s busy timeout makes a
- * plain propose and another begin fail with a clear busy error.
+ * malformed transaction requests; a relayed transaction whose leader is
+ * SIGKILLed says so and is rolled back; SIGTERM of a leader with an open
+ * transaction rolls it back and exits 0. On one more node (--txn-idle-ms
+ * 60000): a transaction holding the write lock past the 10 s busy timeout makes
+ * a plain propose and another begin fail with a clear busy error.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -24,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -484,9 +487,61 @@ static void testBusyError(void **state)
     assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
                      1);
     json_decref(o);
+    refused(fd, "{\"action\":\"transfer\"}",
+            "transfer: no other voter to take over");
     close(fd);
     tpdbdsWaitCount(&single, "t", 1, WAIT_MS);
-    tpdbdsClose(&single);
+    /* Not tpdbdsClose(): that would stop the three-node cluster too. */
+    tpdbdsKill(&single, 0);
+    assert_int_equal(harnessRmTree(single.dir, single.errmsg), TPDB_OK);
+}
+
+/* A follower's relayed transaction whose leader dies: the next request
+ * says so, and rollback ends it; the killed node comes back. */
+static void testRelayLeaderKilled(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int f = (l + 1) % N;
+    int fd = connectTo(f);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 80);
+    tpdbdsKill(&c, l);
+    refused(fd, "{\"action\":\"propose\",\"sql\":\"SELECT 1\"}",
+            "connection to the leader lost");
+    refused(fd, "{\"action\":\"query\",\"sql\":\"SELECT 1\"}",
+            "the transaction was rolled back (connection to the leader lost");
+    okDrop(fd, "{\"action\":\"rollback\"}");
+    close(fd);
+    tpdbdsStart(&c, l, flags);
+    tpdbdsWaitReady(&c, l);
+    int now = tpdbdsFindLeader(&c, WAIT_MS);
+    plainInsert(now, 81);
+    tpdbdsWaitCount(&c, "t", countOn(now, "1"), WAIT_MS);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(countOn(i, "id = 80"), 0);
+    }
+}
+
+/* SIGTERM of a leader with an open transaction: rolled back, exit 0. */
+static void testSigtermWithOpenTxn(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo(l);
+    okDrop(fd, "{\"action\":\"begin\"}");
+    insertOn(fd, 90);
+    int status = tpdbdsStop(&c, l, WAIT_MS);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    close(fd);
+    int now = tpdbdsFindLeader(&c, WAIT_MS);
+    plainInsert(now, 91);
+    for (int i = 0; i < N; i++) {
+        if (c.procs[i] != NULL) {
+            assert_int_equal(countOn(i, "id = 90"), 0);
+        }
+    }
 }
 
 int main(void)
@@ -501,6 +556,8 @@ int main(void)
         cmocka_unit_test(testCommitWithoutQuorum),
         cmocka_unit_test(testLeadershipMoves),
         cmocka_unit_test(testBusyError),
+        cmocka_unit_test(testRelayLeaderKilled),
+        cmocka_unit_test(testSigtermWithOpenTxn),
     };
     return cmocka_run_group_tests(tests, startCluster, stopCluster);
 }
