@@ -11,6 +11,8 @@
  *   tpdbd_sql.c      params binding, statement execution, result rows
  *   tpdbd_meta.c     tpdbd's own replicated database: members, read barrier
  *   tpdbd_forward.c  a request forwarded to the leader's client port
+ *   tpdbd_txn.c      interactive transactions (begin/commit/rollback)
+ *   tpdbd_admin.c    remove, transfer, checkpoint, backup
  */
 #ifndef TPDBD_H
 #define TPDBD_H
