@@ -563,9 +563,23 @@ static int transferLocal(struct tpdbd *d, struct request *r, char **reply)
     return tpdbdAdminTransfer(d, r->db, r->node_id, reply);
 }
 
+/* begin on the leader: query's read barrier first, so that the state the
+ * transaction reads holds every write acknowledged before it began. */
 static int beginLocal(struct tpdbd *d, struct request *r, char **reply)
 {
-    (void)d;
+    char err[ERR_SIZE] = "";
+    int rc = tpdbdMetaBarrier(d, err, sizeof err);
+    if (rc == TPDB_ERR_NOTLEADER) {
+        return rc;
+    }
+    if (rc == TPDB_ERR_UNKNOWN || rc == TPDB_ERR_REPLFAIL) {
+        *reply = tpdbdErrorReply("not the leader: could not confirm quorum");
+        return rc;
+    }
+    if (rc != SQLITE_OK) {
+        *reply = tpdbdErrorReply(err);
+        return rc;
+    }
     return tpdbdTxnBeginLocal(r->sess, r->db, reply);
 }
 
