@@ -298,7 +298,7 @@ static void testTransfer(void **state)
     assert_int_equal(tpdbdsFindLeader(&c, WAIT_MS), target);
 
     /* Any voter. */
-    o = ok(target, "{\"action\":\"transfer\"}");
+    o = ok(target, "{\"action\":\"transfer\",\"db\":\"other.db\"}");
     snprintf(seen, sizeof seen, "%s",
              json_string_value(json_object_get(o, "leader_id")));
     json_decref(o);
@@ -338,8 +338,9 @@ static void testRemove(void **state)
     snprintf(line, sizeof line, "{\"action\":\"remove\",\"node_id\":\"n%d\"}",
              l + 1);
     refused(via, line, "remove: 'n");
-    json_decref(
-        ok(via, "{\"action\":\"remove\",\"node_id\":\"n%d\"}", victim + 1));
+    json_decref(ok(
+        via, "{\"action\":\"remove\",\"db\":\"other.db\",\"node_id\":\"n%d\"}",
+        victim + 1));
     m.leader = l;
     snprintf(m.gone, sizeof m.gone, "n%d", victim + 1);
     assert_int_equal(harnessPollUntil(memberGone, &m, WAIT_MS, 50), TPDB_OK);

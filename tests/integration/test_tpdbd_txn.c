@@ -6,7 +6,8 @@
  * disconnects and when it sits idle (a plain propose waiting for the write
  * lock meanwhile goes through once it is released); plain proposes from
  * other clients during an open transaction (they wait for the lock, or go
- * on at once on another database); a transaction begun on a follower and
+ * on at once on another database); a transaction on another database
+ * than data.db; a transaction begun on a follower and
  * relayed to the leader, committed and seen on every node, and rolled back
  * when its client disconnects; a commit while both followers are stopped
  * (SIGSTOP) never reports success and agrees with what every node holds
@@ -286,6 +287,53 @@ static void testConcurrentProposes(void **state)
     tpdbdsWaitCount(&c, "t", 7, WAIT_MS);
 }
 
+/* Whether every member's other.db holds 3 rows in u. */
+static int otherDbDone(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < N; i++) {
+        json_t *o = tpdbdsCall(&c, i,
+                               "{\"action\":\"local_query\",\"db\":"
+                               "\"other.db\",\"sql\":\"SELECT count(*) "
+                               "FROM u\"}");
+        long long n = json_integer_value(
+            json_array_get(json_array_get(json_object_get(o, "rows"), 0), 0));
+        json_decref(o);
+        if (n != 3) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* A transaction on another database than data.db, begun on a follower. */
+static void testOtherDb(void **state)
+{
+    (void)state;
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int fd = connectTo((l + 1) % N);
+    json_t *o = ok(fd, "{\"action\":\"begin\",\"db\":\"other.db\"}");
+    assert_string_equal(json_string_value(json_object_get(o, "db")),
+                        "other.db");
+    json_decref(o);
+    okDrop(fd,
+           "{\"action\":\"propose\",\"sql\":\"INSERT INTO u "
+           "VALUES(1), (2)\"}");
+    okDrop(fd,
+           "{\"action\":\"propose\",\"db\":\"other.db\",\"sql\":"
+           "\"INSERT INTO u VALUES(3)\"}");
+    refused(fd,
+            "{\"action\":\"propose\",\"db\":\"data.db\",\"sql\":"
+            "\"SELECT 1\"}",
+            "the open transaction is on other.db");
+    o = ok(fd, "{\"action\":\"commit\"}");
+    assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
+                     3);
+    json_decref(o);
+    close(fd);
+    assert_int_equal(harnessPollUntil(otherDbDone, NULL, WAIT_MS, 50), TPDB_OK);
+}
+
 static void testBegunOnFollower(void **state)
 {
     (void)state;
@@ -551,6 +599,7 @@ int main(void)
         cmocka_unit_test(testRollbackOnDisconnect),
         cmocka_unit_test(testRollbackOnIdle),
         cmocka_unit_test(testConcurrentProposes),
+        cmocka_unit_test(testOtherDb),
         cmocka_unit_test(testBegunOnFollower),
         cmocka_unit_test(testMalformed),
         cmocka_unit_test(testCommitWithoutQuorum),
