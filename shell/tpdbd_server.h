@@ -4,7 +4,10 @@
  * connection may send many requests, one JSON line each (the last may end
  * at end of file without newline), answered in order; a line longer than
  * TPDBD_LINE_MAX closes the connection after an error reply, and so does
- * a connection idle for TPDBD_IDLE_MS.
+ * a connection idle for TPDBD_IDLE_MS. Each connection has a session
+ * (tpdbd_txn.h) for its interactive transaction, rolled back when the
+ * connection ends, after --txn-idle-ms without a request, or when the
+ * node stops leading (looked at every 500 ms while one is open).
  */
 #ifndef TPDBD_SERVER_H
 #define TPDBD_SERVER_H
