@@ -1,10 +1,12 @@
 /*
- * tpdbd's client API (tpdbd_api.h): request validation, the five actions,
- * forwarding of propose from followers to the leader, and the linearizable
- * `query`: a write to tpdbd's metadata database is committed through Raft
- * first (tpdbdMetaBarrier), which proves this node led a quorum after the
- * request arrived and that every earlier entry is applied here; the read
- * runs after it.
+ * tpdbd's client API (tpdbd_api.h): request validation and dispatch,
+ * forwarding of propose, join, remove, transfer and begin from followers
+ * to the leader, and the linearizable `query`: a write to tpdbd's metadata
+ * database is committed through Raft first (tpdbdMetaBarrier), which
+ * proves this node led a quorum after the request arrived and that every
+ * earlier entry is applied here; the read runs after it (begin runs the
+ * same barrier). Requests on a connection with an open transaction go to
+ * tpdbd_txn.c; remove, transfer, checkpoint and backup to tpdbd_admin.c.
  */
 #include "shell/tpdbd_api.h"
 
