@@ -85,7 +85,8 @@ static void testHelpListsEveryFlag(void **state)
         "--node-id",     "--raft",          "--client",    "--peer",
         "--client-peer", "--join",          "--data-dir",  "--log-level",
         "--election-ms", "--ready-ms",      "--commit-ms", "--max-clients",
-        "--key-file",    "--key-file-next", "--insecure",  "-h, --help"};
+        "--key-file",    "--key-file-next", "--insecure",  "-h, --help",
+        "--txn-idle-ms"};
     const char *args[] = {"--help", NULL};
     const char *shortArgs[] = {"-h", NULL};
     char *out, *err, *out2, *err2;
@@ -211,6 +212,23 @@ static void testParseErrors(void **state)
     }
 }
 
+static void testTxnIdleMs(void **state)
+{
+    static struct tpdbd_config cfg;
+    char err[1024];
+    (void)state;
+    assert_int_equal(parse(&cfg, err, "--node-id", "n1", NULL), 0);
+    assert_int_equal(cfg.txn_idle_ms, 15000);
+    assert_int_equal(
+        parse(&cfg, err, "--node-id", "n1", "--txn-idle-ms=250", NULL), 0);
+    assert_int_equal(cfg.txn_idle_ms, 250);
+    assert_int_equal(
+        parse(&cfg, err, "--node-id", "n1", "--txn-idle-ms", "0", NULL), -1);
+    assert_string_equal(err,
+                        "ERROR: --txn-idle-ms '0': expected a number "
+                        "from 1 to 3600000");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +236,7 @@ int main(void)
         cmocka_unit_test(testParseMembers),
         cmocka_unit_test(testAdvertisedAddress),
         cmocka_unit_test(testParseErrors),
+        cmocka_unit_test(testTxnIdleMs),
         cmocka_unit_test_teardown(testNodeIdRequired, harnessTeardown),
         cmocka_unit_test_teardown(testPeerNamesSelf, harnessTeardown),
         cmocka_unit_test_teardown(testHelpListsEveryFlag, harnessTeardown),
