@@ -1,8 +1,9 @@
 /*
  * Internals of the state machine shared by fsm.c (databases, apply, the
  * queue of entries not yet written, proposals), fsm_snapshot.c (snapshot
- * records, durability, restore) and fsm_stream.c (a database streamed to or
- * from a peer). Nothing outside raftfsm/fsm*.c includes it.
+ * records, durability, restore), fsm_stream.c (a database streamed to or
+ * from a peer) and fsm_tpdbfile.c (the TPDB page file side of a stream).
+ * Nothing outside raftfsm/fsm*.c includes it.
  *
  * Threads: apply, snapshot, restore and drain run on the Raft loop thread;
  * snapshot_async on a worker; serving and fetching on the node's stream
@@ -98,7 +99,6 @@ struct fsmState {
     pthread_cond_t ckptCond; /* with mutex: work or stop */
     /* The snapshot being taken (loop thread, then the worker). */
     uint64_t snapIndex;
-    uint8_t **snapImages; /* TPDB file images, per listed database */
     unsigned nSnapDbs;
 };
 
@@ -217,5 +217,61 @@ void fsmLogCharge(struct fsmState *s, size_t len);
 
 /* Frees what a snapshot in progress holds (loop thread). */
 void fsmSnapshotRelease(struct fsmState *s);
+
+/* TPDB page files in a stream (fsm_tpdbfile.c). */
+struct tpdb_file;
+struct fsmTfFetch;
+
+/* Serving: opens db's file read-only (its shared flock pins the state) and
+ * checks, as the SQLite pin does, that every entry of db up to min is in
+ * it; *served is the applied index. On TPDB_OK the caller owns *out (close
+ * with tpdb_file_close). TPDB_BUSY: a writer holds the file, or it is not
+ * written up to min yet (retry); TPDB_NOTFOUND, TPDB_CORRUPT, TPDB_IOERR. */
+int fsmTfServeOpen(struct fsmState *s,
+                   struct fsmDb *db,
+                   uint64_t min,
+                   struct tpdb_file **out,
+                   uint64_t *served,
+                   char *errmsg);
+
+/* Receiving: begins a temp file for db in the meta directory (owned by
+ * *out until fsmTfFetchAbort). Errors: TPDB_IOERR, TPDB_NOMEM. */
+int fsmTfFetchBegin(struct fsmState *s,
+                    struct fsmDb *db,
+                    struct fsmTfFetch **out,
+                    char *errmsg);
+
+/* Writes n mapped pages from `first` (in order, from 1) to the temp file.
+ * Errors: TPDB_PROTO (order), TPDB_CORRUPT (page 1 not a TPDB header),
+ * TPDB_IOERR, TPDB_FULL. */
+int fsmTfFetchPages(struct fsmTfFetch *tf,
+                    uint32_t first,
+                    uint32_t n,
+                    const uint8_t *data,
+                    char *errmsg);
+
+/* Once the stream of db_pages pages is in: checks and syncs the temp file,
+ * then applies txn (a queued entry; NULL: none) to it. Errors: TPDB_PROTO
+ * (stream incomplete), tpdb_file_apply's. */
+int fsmTfFetchStage(struct fsmTfFetch *tf,
+                    uint32_t db_pages,
+                    const struct tpdb_txn *txn,
+                    char *errmsg);
+
+/* Switches readers to the temp file: checks it, takes the current file's
+ * exclusive flock (waiting up to lock_ms; a corrupt file is moved aside)
+ * and renames the temp file over it. TPDB_BUSY: still held, retry; other
+ * errors leave the current file as it was. */
+int fsmTfFetchCommit(struct fsmTfFetch *tf, unsigned lock_ms, char *errmsg);
+
+/* Drops the temp file (unless committed) and frees tf; NULL is a no-op. */
+void fsmTfFetchAbort(struct fsmTfFetch *tf);
+
+/* Pages of the TPDB file at path in the replication mapping, from its
+ * header alone (0: no file, or not a TPDB file). */
+uint32_t fsmTfMappedPages(const char *path);
+
+/* Whether the TPDB file at path opens (header, WAL and catalog readable). */
+int fsmTfUsable(const char *path);
 
 #endif /* TPDB_FSMINT_H */
