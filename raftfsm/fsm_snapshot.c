@@ -445,14 +445,15 @@ int fsmSnapshotFinalize(struct raft_fsm *fsm,
 
 /* A TPDB file from its image in a record of the earlier format, unless the
  * local one is durable at the index already. */
-static int restoreTpdbFile(struct fsmDb *db,
+static int restoreTpdbFile(struct fsmState *s,
+                           struct fsmDb *db,
                            const struct tpdb_snaprec_db *r,
                            uint64_t index,
                            int keep,
                            char *errmsg)
 {
     struct tpdb_txn txn;
-    db->tpdbFile = 1;
+    fsmMarkTpdbFile(s, db);
     if (keep || r->db_pages == 0) {
         return TPDB_OK;
     }
@@ -508,10 +509,10 @@ static int restoreOne(struct fsmState *s,
     int keep = !created && db->durable >= index;
     pthread_mutex_unlock(&s->mutex);
     if (r->kind == TPDB_SNAPREC_TPDBFILE) {
-        return restoreTpdbFile(db, r, index, keep && db->tpdbFile, errmsg);
+        return restoreTpdbFile(s, db, r, index, keep && db->tpdbFile, errmsg);
     }
     if (r->kind == TPDB_SNAPREC_TPDBREF) {
-        db->tpdbFile = 1;
+        fsmMarkTpdbFile(s, db);
         if (r->db_pages == 0 || (keep && fsmTfUsable(db->path))) {
             return TPDB_OK;
         }
@@ -544,7 +545,7 @@ static int restoreLegacyDb(void *arg,
     fsmPendingClear(s, db);
     if (sdb->page_size == TPDB_FILE_PAGE_SIZE &&
         memcmp(sdb->image, "TPANDADB", 8) == 0) {
-        db->tpdbFile = 1;
+        fsmMarkTpdbFile(s, db);
     }
     rc = fsmImageTxn(&txn, sdb->image, sdb->page_size, sdb->db_pages);
     if (rc != TPDB_OK) {

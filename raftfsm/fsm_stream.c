@@ -322,6 +322,11 @@ static struct fsmPending *takeQueue(struct fsmState *s,
                                     uint64_t *last)
 {
     pthread_mutex_lock(&s->mutex);
+    while (db->tfWriting) {
+        /* The checkpointer thread is writing the head of a TPDB file's
+         * queue (it started before the fetch): let it finish. */
+        pthread_cond_wait(&s->cond, &s->mutex);
+    }
     struct fsmPending *head = db->pendingHead;
     for (struct fsmPending *p = head; p != NULL; p = p->next) {
         s->nPending--;

@@ -5,11 +5,12 @@
  * from a peer) and fsm_tpdbfile.c (the TPDB page file side of a stream).
  * Nothing outside raftfsm/fsm*.c includes it.
  *
- * Threads: apply, snapshot, restore and drain run on the Raft loop thread;
- * snapshot_async on a worker; serving and fetching on the node's stream
- * threads; proposals on application threads. Fields marked (mutex) are
- * read and written under fsmState.mutex; (loop) only on the loop thread;
- * the rest are fixed once the database is created. Databases are never
+ * Threads: apply, snapshot, restore and drain run on the Raft loop thread
+ * (but TPDB page files' queued entries are written on the checkpointer
+ * thread of an async FSM); snapshot_async on a worker; serving and fetching on
+ * the node's stream threads; proposals on application threads. Fields marked
+ * (mutex) are read and written under fsmState.mutex; (loop) only on the loop
+ * thread; the rest are fixed once the database is created. Databases are never
  * freed before tpdbFsmClose.
  */
 #ifndef TPDB_FSMINT_H
@@ -54,13 +55,21 @@ struct fsmDb {
     uint64_t stageOrigin;
     uint64_t stageFirst;     /* index of its CHUNK_BEGIN */
     uint64_t snapStageFirst; /* stageFirst when the snapshot began */
-    int tpdbFile;       /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
-    int fetching;       /* (mutex) waits for a stream from a peer (restore) */
-    uint64_t fetchMin;  /* (mutex) the stream must hold this index */
-    uint64_t durable;   /* (mutex) on disk at least as of this index */
-    int inSnapshot;     /* (loop) listed in the snapshot being taken */
-    uint64_t snapAcked; /* (loop) acked when the snapshot was started */
-    unsigned nQueued;   /* (mutex) entries in the queue */
+    /* A TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite: set once, on the
+     * loop thread, before any other thread looks at the database's queue
+     * (fsmMarkTpdbFile). */
+    int tpdbFile;
+    /* TPDB page files of an async FSM: the checkpointer thread writes their
+     * queue (fsmTfWriteHead), never the loop thread. */
+    int tfWriting;        /* (mutex) the thread is writing the queue's head */
+    int tfDropHead;       /* (mutex) the queue was cleared meanwhile */
+    uint64_t tfRetryAt;   /* (mutex) a handle held the file: not before */
+    int fetching;         /* (mutex) waits for a stream from a peer (restore) */
+    uint64_t fetchMin;    /* (mutex) the stream must hold this index */
+    uint64_t durable;     /* (mutex) on disk at least as of this index */
+    int inSnapshot;       /* (loop) listed in the snapshot being taken */
+    uint64_t snapAcked;   /* (loop) acked when the snapshot was started */
+    unsigned nQueued;     /* (mutex) entries in the queue */
     uint64_t queuedBytes; /* (mutex) their page bytes */
     int fetchActive;      /* (mutex) a stream is being received */
     int snapSkip;         /* (loop) fetching when the snapshot began */
@@ -182,8 +191,23 @@ int fsmApplyTxn(struct fsmState *s,
                 unsigned lock_ms,
                 char *errmsg);
 
-/* Drops every queued entry of db (mutex taken inside). */
+/* Drops every queued entry of db (mutex taken inside); an entry the
+ * checkpointer thread is writing is dropped by that thread when done. */
 void fsmPendingClear(struct fsmState *s, struct fsmDb *db);
+
+/* Marks db as a TPDB page file (a no-op if it is one already). Loop
+ * thread. */
+void fsmMarkTpdbFile(struct fsmState *s, struct fsmDb *db);
+
+/* Whether the checkpointer thread can write db's queue now: a TPDB page
+ * file with entries, not waiting for a stream, not held by a handle
+ * recently (now: tpdbNowMs()). Mutex held. */
+int fsmTfReady(const struct fsmDb *db, uint64_t now);
+
+/* Writes the head of db's queue (a TPDB page file; db->tfWriting set by
+ * the caller, under the mutex) on the checkpointer thread, then pops it,
+ * or on TPDB_BUSY sets a retry time. Called without the mutex. */
+void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db);
 
 /* Writes the durable file from every database's `durable` index. */
 int fsmDurableSave(struct fsmState *s, char *errmsg);
@@ -198,6 +222,8 @@ int fsmDurableLoad(struct fsmState *s, char *errmsg);
 int fsmCheckpointerStart(struct fsmState *s, char *errmsg);
 void fsmCheckpointRequest(struct fsmState *s, struct fsmDb *db);
 void fsmCheckpointerStop(struct fsmState *s);
+/* Wakes the checkpointer thread: a TPDB page file's queue has work. */
+void fsmCheckpointWake(struct fsmState *s);
 
 /* The snapshot and restore callbacks (fsm_snapshot.c). */
 int fsmSnapshot(struct raft_fsm *fsm,

@@ -14,7 +14,10 @@
  *     stale file holds the switch back and keeps its view; the next reader
  *     sees the new file), into a node with a damaged file (moved aside) and
  *     into an empty node, with entries queued meanwhile applied after;
- *   - a record of the earlier format, with the whole image, restores. */
+ *   - a record of the earlier format, with the whole image, restores;
+ *   - an async FSM (the node's) writes TPDB entries on its checkpointer
+ *     thread, never in apply: a reader holding the file delays them, none
+ *     is lost, and its snapshot waits for them. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -135,7 +138,10 @@ static void fetchStart(void *arg, const char *db, uint64_t min_index)
     fetchAsked++;
 }
 
-static void replicaInit(struct fixture *f, struct replica *r, const char *nm)
+static void replicaInitAsync(struct fixture *f,
+                             struct replica *r,
+                             const char *nm,
+                             int async)
 {
     struct tpdb_fsm_fetcher fetcher = {NULL, fetchStart};
     char errmsg[TPDB_ERRMSG_SIZE] = "";
@@ -144,12 +150,17 @@ static void replicaInit(struct fixture *f, struct replica *r, const char *nm)
     snprintf(r->path, sizeof r->path, "%s/%s", r->dir, DB);
     mkdir(r->dir, 0755);
     mkdir(r->meta, 0755);
-    assert_int_equal(tpdbFsmInit(&r->fsm, r->dir, r->meta, 1, 0, errmsg),
+    assert_int_equal(tpdbFsmInit(&r->fsm, r->dir, r->meta, 1, async, errmsg),
                      TPDB_OK);
     memset(&r->fake, 0, sizeof r->fake);
     tpdbFsmSetRaft(&r->fsm, &r->fake);
     tpdbFsmSetFetcher(&r->fsm, &fetcher);
     r->open = 1;
+}
+
+static void replicaInit(struct fixture *f, struct replica *r, const char *nm)
+{
+    replicaInitAsync(f, r, nm, 0);
 }
 
 /* Drops the FSM as a crash would leave the files (page cache intact). */
@@ -559,6 +570,42 @@ static void testLegacyRecordRestores(void **state)
     assertSameAsSource(f, &f->r);
 }
 
+/* Polls (1 ms apart, up to 60 s) until r's queue is empty. */
+static void waitDrained(struct replica *r)
+{
+    for (int i = 0; i < 60000 && tpdbFsmPending(&r->fsm) > 0; i++) {
+        usleep(1000);
+    }
+    assert_int_equal(tpdbFsmPending(&r->fsm), 0);
+}
+
+static void testAsyncWritesOffLoop(void **state)
+{
+    struct fixture *f = *state;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    struct tpdb_file *reader = NULL;
+    replicaInitAsync(f, &f->r, "r", 1);
+    apply(f, &f->r, 1, SNAP_OLD);
+    waitDrained(&f->r);
+    assert_int_equal(
+        tpdb_file_open(f->r.path, TPDB_FILE_RDONLY, &reader, errmsg), TPDB_OK);
+    size_t before = rowCount(reader);
+    /* The reader's flock keeps every write out: apply only queues. */
+    apply(f, &f->r, SNAP_OLD + 1, N_ENTRIES);
+    assert_int_equal(tpdbFsmPending(&f->r.fsm), N_ENTRIES - SNAP_OLD);
+    assert_int_equal(rowCount(reader), before);
+    tpdb_file_close(reader);
+    waitDrained(&f->r);
+    struct raft_buffer *bufs = NULL;
+    unsigned n = 0;
+    assert_int_equal(f->r.fsm.snapshot(&f->r.fsm, &bufs, &n), 0);
+    assert_int_equal(f->r.fsm.snapshot_async(&f->r.fsm, &bufs, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(bufs[0].len < 128);
+    f->r.fsm.snapshot_finalize(&f->r.fsm, &bufs, &n);
+    assertSameAsSource(f, &f->r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +622,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testInstallIntoEmptyNode, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testLegacyRecordRestores, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testAsyncWritesOffLoop, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -406,7 +406,7 @@ static void testTpdbReplication(void **state)
     char sub[HARNESS_PATH_MAX + 16];
     snprintf(sub, sizeof sub, "%s/n%d", c->dir, g + 1);
     assert_int_equal(harnessRmTree(sub, errmsg), TPDB_OK);
-    insertRows(c, l, 130, 134, want);
+    insertRows(c, l, 130, 150, want);
     long long servedBefore = statOf(c, l, "served") + statOf(c, f, "served");
     nodeStart(c, g);
     nodeWaitReady(c, g);
