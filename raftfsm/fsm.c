@@ -13,9 +13,10 @@
  * thread never blocks for long and raft never sees a failed apply.
  *
  * TPDB page files (TPDB_ENTRY_TPDBFILE, entry.h) are applied with
- * tpdb_file_apply, which needs the file's exclusive flock: while a local
- * handle holds the file, entries are queued as for a busy SQLite write
- * lock.
+ * tpdb_file_apply, which needs the file's exclusive flock and fsyncs: in a
+ * node (an async FSM) their entries always go through the queue and the
+ * checkpointer thread writes them (fsm_checkpoint.c), retrying while a
+ * local handle holds the file; without that thread, as for SQLite.
  */
 #include "raftfsm/fsm.h"
 
@@ -516,8 +517,84 @@ static void pendingPop(struct fsmState *s, struct fsmDb *db)
 
 void fsmPendingClear(struct fsmState *s, struct fsmDb *db)
 {
-    while (db->pendingHead != NULL) {
-        pendingPop(s, db);
+    pthread_mutex_lock(&s->mutex);
+    struct fsmPending *rest = db->pendingHead;
+    if (db->tfWriting && rest != NULL) {
+        /* The thread writing the head frees it. */
+        db->tfDropHead = 1;
+        db->pendingTail = rest;
+        struct fsmPending *head = rest;
+        rest = head->next;
+        head->next = NULL;
+    } else {
+        db->pendingHead = NULL;
+        db->pendingTail = NULL;
+    }
+    for (struct fsmPending *p = rest; p != NULL; p = p->next) {
+        s->nPending--;
+        db->nQueued--;
+        db->queuedBytes -=
+            (uint64_t)p->entry.txn.n_pages * p->entry.txn.page_size;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    while (rest != NULL) {
+        struct fsmPending *p = rest;
+        rest = p->next;
+        tpdbEntryRelease(&p->entry);
+        tpdb_free(p);
+    }
+}
+
+void fsmMarkTpdbFile(struct fsmState *s, struct fsmDb *db)
+{
+    if (!db->tpdbFile) {
+        /* Under the mutex: the checkpointer thread reads it there. */
+        pthread_mutex_lock(&s->mutex);
+        db->tpdbFile = 1;
+        pthread_mutex_unlock(&s->mutex);
+    }
+}
+
+int fsmTfReady(const struct fsmDb *db, uint64_t now)
+{
+    return db->tpdbFile && db->pendingHead != NULL && !db->fetching &&
+           !db->fetchActive && !db->tfWriting && now >= db->tfRetryAt;
+}
+
+void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    pthread_mutex_lock(&s->mutex);
+    struct fsmPending *p = db->pendingHead;
+    pthread_mutex_unlock(&s->mutex);
+    int rc = fsmApplyTxn(s, db, &p->entry.txn, p->index, 0, errmsg);
+    pthread_mutex_lock(&s->mutex);
+    db->tfWriting = 0;
+    int pop = rc == TPDB_OK || db->tfDropHead;
+    db->tfDropHead = 0;
+    if (pop) {
+        db->pendingHead = p->next;
+        if (db->pendingHead == NULL) {
+            db->pendingTail = NULL;
+        }
+        s->nPending--;
+        db->nQueued--;
+        db->queuedBytes -=
+            (uint64_t)p->entry.txn.n_pages * p->entry.txn.page_size;
+    } else {
+        /* A handle holds the file (or the disk failed): retry soon, and
+         * let the checkpoints of other databases run meanwhile. */
+        db->tfRetryAt = tpdbNowMs() + (rc == TPDB_BUSY ? 5 : 100);
+    }
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mutex);
+    if (!pop && rc != TPDB_BUSY) {
+        tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
+                (unsigned long long)p->index, db->name, errmsg);
+    }
+    if (pop) {
+        tpdbEntryRelease(&p->entry);
+        tpdb_free(p);
     }
 }
 
@@ -580,7 +657,7 @@ static int fsmApply(struct raft_fsm *fsm,
         rc = fsmDbGet(s, e.db, &db, &created, errmsg);
     }
     if (rc == TPDB_OK && e.type == TPDB_ENTRY_TPDBFILE) {
-        db->tpdbFile = 1;
+        fsmMarkTpdbFile(s, db);
     }
     if (rc == TPDB_OK && e.origin == s->origin &&
         ackOwn(s, db, e.seq, e.type)) {
@@ -598,7 +675,10 @@ static int fsmApply(struct raft_fsm *fsm,
                 (unsigned long long)index, errmsg);
         return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
-    if (!mustQueue(s, db, index)) {
+    /* TPDB page files are written with fsyncs: off the loop, when the
+     * checkpointer thread runs. */
+    int offLoop = db->tpdbFile && s->ckptRunning;
+    if (!mustQueue(s, db, index) && !offLoop) {
         rc = fsmApplyEntry(s, db, &e, index, FSM_APPLY_LOCK_MS, errmsg);
         if (rc == TPDB_OK) {
             tpdbEntryRelease(&e);
@@ -610,6 +690,9 @@ static int fsmApply(struct raft_fsm *fsm,
     }
     rc = pendingPush(s, db, &e, index);
     tpdbEntryRelease(&e);
+    if (offLoop) {
+        fsmCheckpointWake(s);
+    }
     return rc == TPDB_OK ? 0 : RAFT_NOMEM;
 }
 
@@ -617,6 +700,9 @@ void tpdbFsmDrain(struct raft_fsm *fsm)
 {
     struct fsmState *s = fsm->data;
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (db->tpdbFile && s->ckptRunning) {
+            continue; /* the checkpointer thread writes these */
+        }
         if (db->pendingHead != NULL) {
             pendingDrain(s, db, 0);
         }

@@ -100,14 +100,16 @@ int tpdbFsmFetchNeeded(struct raft_fsm *fsm,
                        uint64_t *min_index);
 
 /* Serving a database to a peer: a pinned read of its last committed state
- * (vfs.h's reader) on a connection of its own. Owned by the caller; one
- * thread. */
+ * (vfs.h's reader) on a connection of its own; for a TPDB page file, a
+ * read-only handle whose shared flock keeps every writer out meanwhile
+ * (pages in the replication mapping of tpdbfile.h). Owned by the caller;
+ * one thread. */
 struct tpdb_fsm_serve;
 
 /* Pins database `name` once its written state includes min_index, waiting
  * up to timeout_ms for that and for the write lock. *served is an index the
  * pinned state does not go beyond: the receiver must apply every entry up
- * to it on top. Errors: TPDB_NOTFOUND (unknown or not SQLite), TPDB_BUSY
+ * to it on top. Errors: TPDB_NOTFOUND (unknown, or no file), TPDB_BUSY
  * (still behind min_index, or locks busy, after timeout_ms), TPDB_IOERR,
  * TPDB_NOMEM. */
 int tpdbFsmServeOpen(struct raft_fsm *fsm,
@@ -141,7 +143,9 @@ struct tpdb_fsm_fetch;
  * page_size, from a state served at index `served` (tpdbFsmServeInfo).
  * The local file is created if missing or empty, and moved aside
  * (NAME.corrupt-TIME) if it is not a SQLite database of that page size.
- * Waits up to lock_ms for the database's write lock.
+ * Waits up to lock_ms for the database's write lock. A TPDB page file is
+ * received into .tpdb/NAME.fetch instead and renamed over the local file
+ * at the commit (a local file that does not open is moved aside then).
  * Errors: TPDB_INVALID (not fetching), TPDB_BUSY (write lock), TPDB_IOERR,
  * TPDB_NOMEM. */
 int tpdbFsmFetchBegin(struct raft_fsm *fsm,
@@ -163,7 +167,8 @@ int tpdbFsmFetchPages(struct tpdb_fsm_fetch *ff,
  * every entry up to the served index has arrived, commits the stream and
  * them as one transaction (db_pages: the streamed size), makes it durable,
  * and lets apply go on; ff is then freed. TPDB_BUSY: entries up to the
- * served index have not all arrived yet: call again later (ff stays).
+ * served index have not all arrived yet, or (TPDB page files) a local
+ * handle still holds the file: call again later (ff stays).
  * Other errors abort (ff freed): the database still waits for a stream. */
 int tpdbFsmFetchFinish(struct tpdb_fsm_fetch *ff,
                        uint32_t db_pages,

@@ -7,6 +7,12 @@
  * hands it to a thread of its own, with a connection of its own per
  * database. PASSIVE never waits for readers or writers and never takes the
  * write lock, so it cannot hold apply back.
+ *
+ * The same thread writes the queued entries of TPDB page files: each is a
+ * commit through the format's WAL protocol, with its fdatasync and fsyncs,
+ * which would stall the loop thread (and, in a cluster of two live nodes,
+ * cost the leader its leadership). A file a handle holds is retried every
+ * 5 ms.
  */
 #include <string.h>
 
@@ -22,21 +28,35 @@ static void checkpointOne(struct fsmDb *db, sqlite3 *conn)
     }
 }
 
-/* The next database that wants a checkpoint, its flag cleared; NULL when
- * stopping. Mutex held; waits. */
-static struct fsmDb *nextWanted(struct fsmState *s)
+/* The next database that wants a checkpoint (its flag cleared) or whose
+ * TPDB queue can be written (*tf set, tfWriting set); NULL when stopping.
+ * Mutex held; waits. */
+static struct fsmDb *nextWanted(struct fsmState *s, int *tf)
 {
     for (;;) {
+        uint64_t now = tpdbNowMs();
+        int later = 0;
         if (s->ckptStop) {
             return NULL;
         }
         for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
-            if (db->ckptWanted && !db->fetching) {
+            if (fsmTfReady(db, now)) {
+                db->tfWriting = 1;
+                *tf = 1;
+                return db;
+            }
+            later |= db->tpdbFile && db->pendingHead != NULL && !db->fetching;
+            if (db->ckptWanted && !db->fetching && !db->tpdbFile) {
                 db->ckptWanted = 0;
+                *tf = 0;
                 return db;
             }
         }
-        pthread_cond_wait(&s->ckptCond, &s->mutex);
+        if (later) {
+            tpdbCondWaitMs(&s->ckptCond, &s->mutex, 5);
+        } else {
+            pthread_cond_wait(&s->ckptCond, &s->mutex);
+        }
     }
 }
 
@@ -46,7 +66,14 @@ static void *checkpointerMain(void *arg)
     char errmsg[TPDB_ERRMSG_SIZE];
     pthread_mutex_lock(&s->mutex);
     struct fsmDb *db;
-    while ((db = nextWanted(s)) != NULL) {
+    int tf = 0;
+    while ((db = nextWanted(s, &tf)) != NULL) {
+        if (tf) {
+            pthread_mutex_unlock(&s->mutex);
+            fsmTfWriteHead(s, db);
+            pthread_mutex_lock(&s->mutex);
+            continue;
+        }
         int reopen = db->ckptReopen;
         db->ckptReopen = 0;
         pthread_mutex_unlock(&s->mutex);
@@ -91,6 +118,15 @@ void fsmCheckpointRequest(struct fsmState *s, struct fsmDb *db)
     db->ckptWanted = 1;
     pthread_cond_signal(&s->ckptCond);
     pthread_mutex_unlock(&s->mutex);
+}
+
+void fsmCheckpointWake(struct fsmState *s)
+{
+    if (s->ckptRunning) {
+        pthread_mutex_lock(&s->mutex);
+        pthread_cond_signal(&s->ckptCond);
+        pthread_mutex_unlock(&s->mutex);
+    }
 }
 
 void fsmCheckpointerStop(struct fsmState *s)

@@ -7,7 +7,8 @@
  * WAL and no queued entry at or before I is left, fsyncs every database
  * file and WAL (and the directory), records I as durable for each in
  * .tpdb/durable, and returns a snapshot record (snaprec.h). Nothing grows
- * with the databases except TPDB page files, which still travel whole.
+ * with the databases: SQLite databases and TPDB page files alike are
+ * listed by name and size only.
  * Version 2 (the test fixture) does the same inline and answers RAFT_BUSY
  * instead of waiting.
  *
@@ -16,8 +17,10 @@
  * is kept as it is; raft then replays the entries after I, which is
  * harmless for entries the files already hold. Any other database (behind,
  * missing, unreadable, or new to this node) waits for a stream from a peer
- * (fsm_stream.c); entries for it queue meanwhile. Records of the earlier
- * format (TPS1, whole images) are still restored by applying each image.
+ * (fsm_stream.c, fsm_tpdbfile.c); entries for it queue meanwhile. A TPDB
+ * file is kept only if it also opens (a damaged one is fetched). Records of
+ * earlier formats (TPS1, and TPS2 with TPDB files as whole images) are
+ * still restored by applying each image.
  *
  * The durable file: "tpdb-durable 1" then one "INDEX NAME" line per
  * database, replaced atomically (write, fsync, rename, fsync directory).
@@ -230,11 +233,6 @@ static void budgetAfter(struct fsmState *s)
 
 void fsmSnapshotRelease(struct fsmState *s)
 {
-    for (unsigned i = 0; s->snapImages != NULL && i < s->nSnapDbs; i++) {
-        tpdb_free(s->snapImages[i]);
-    }
-    tpdb_free(s->snapImages);
-    s->snapImages = NULL;
     s->nSnapDbs = 0;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
@@ -277,10 +275,9 @@ int fsmSnapshot(struct raft_fsm *fsm,
         n++;
     }
     pthread_mutex_unlock(&s->mutex);
-    s->snapImages = tpdb_calloc(n ? n : 1, sizeof *s->snapImages);
-    if (busy || s->snapImages == NULL) {
+    if (busy) {
         fsmSnapshotRelease(s);
-        return busy ? RAFT_BUSY : RAFT_NOMEM;
+        return RAFT_BUSY;
     }
     s->nSnapDbs = n;
     if (!s->async) {
@@ -317,32 +314,23 @@ static int waitSettled(struct fsmState *s, struct fsmDb *head, char *errmsg)
     return rc;
 }
 
-/* Fills the record entry of one listed database; TPDB files with their
- * image (kept in s->snapImages[i]). */
-static int describeDb(struct fsmState *s,
-                      struct fsmDb *db,
-                      unsigned i,
-                      struct tpdb_snaprec_db *out,
-                      char *errmsg)
+/* Fills the record entry of one listed database: its name, kind and
+ * whether (TPDB files: how many mapped pages, from the header) it holds
+ * data. */
+static void describeDb(const struct fsmDb *db, struct tpdb_snaprec_db *out)
 {
     struct stat st;
     snprintf(out->name, sizeof out->name, "%s", db->name);
+    out->image = NULL;
     if (db->tpdbFile) {
-        uint32_t pages = 0;
-        int rc = tpdb_file_image(db->path, &s->snapImages[i], &pages, errmsg);
-        if (rc != TPDB_OK && rc != TPDB_NOTFOUND) {
-            return rc;
-        }
-        out->kind = TPDB_SNAPREC_TPDBFILE;
+        out->kind = TPDB_SNAPREC_TPDBREF;
         out->page_size = TPDB_FILE_PAGE_SIZE;
-        out->db_pages = rc == TPDB_OK ? pages : 0;
-        out->image = s->snapImages[i];
-        return TPDB_OK;
+        out->db_pages = fsmTfMappedPages(db->path);
+        return;
     }
     out->kind = TPDB_SNAPREC_SQLITE;
     out->page_size = 0;
     out->db_pages = stat(db->path, &st) == 0 && st.st_size > 0 ? 1 : 0;
-    return TPDB_OK;
 }
 
 /* The record of every listed database, after they are durable. */
@@ -358,7 +346,7 @@ static int buildRecord(struct fsmState *s,
     int rc = rec != NULL ? TPDB_OK : TPDB_NOMEM;
     for (struct fsmDb *db = head; db != NULL && rc == TPDB_OK; db = db->next) {
         if (db->inSnapshot && n < s->nSnapDbs) {
-            rc = describeDb(s, db, n, &rec[n], errmsg);
+            describeDb(db, &rec[n]);
             n++;
         }
     }
@@ -455,16 +443,17 @@ int fsmSnapshotFinalize(struct raft_fsm *fsm,
     return 0;
 }
 
-/* A TPDB file from its image in the record, unless the local one is
- * durable at the index already. */
-static int restoreTpdbFile(struct fsmDb *db,
+/* A TPDB file from its image in a record of the earlier format, unless the
+ * local one is durable at the index already. */
+static int restoreTpdbFile(struct fsmState *s,
+                           struct fsmDb *db,
                            const struct tpdb_snaprec_db *r,
                            uint64_t index,
                            int keep,
                            char *errmsg)
 {
     struct tpdb_txn txn;
-    db->tpdbFile = 1;
+    fsmMarkTpdbFile(s, db);
     if (keep || r->db_pages == 0) {
         return TPDB_OK;
     }
@@ -476,6 +465,27 @@ static int restoreTpdbFile(struct fsmDb *db,
     tpdb_free(txn.pages);
     (void)index;
     return rc;
+}
+
+/* Marks db as waiting for a stream that holds index and asks for one. */
+static int awaitStream(struct fsmState *s,
+                       struct fsmDb *db,
+                       uint64_t index,
+                       char *errmsg)
+{
+    pthread_mutex_lock(&s->mutex);
+    db->fetching = 1;
+    db->fetchMin = index;
+    pthread_mutex_unlock(&s->mutex);
+    tpdbLog(TPDB_LOG_INFO, "%s: local copy is behind index %llu; fetching it",
+            db->name, (unsigned long long)index);
+    if (s->fetcher.start == NULL) {
+        tpdbErrf(errmsg, "%s must be fetched from a peer, but no fetcher",
+                 db->name);
+        return TPDB_INVALID;
+    }
+    s->fetcher.start(s->fetcher.arg, db->name, index);
+    return TPDB_OK;
 }
 
 /* Decides, for one database of the record, whether it stays or waits for a
@@ -499,25 +509,20 @@ static int restoreOne(struct fsmState *s,
     int keep = !created && db->durable >= index;
     pthread_mutex_unlock(&s->mutex);
     if (r->kind == TPDB_SNAPREC_TPDBFILE) {
-        return restoreTpdbFile(db, r, index, keep && db->tpdbFile, errmsg);
+        return restoreTpdbFile(s, db, r, index, keep && db->tpdbFile, errmsg);
+    }
+    if (r->kind == TPDB_SNAPREC_TPDBREF) {
+        fsmMarkTpdbFile(s, db);
+        if (r->db_pages == 0 || (keep && fsmTfUsable(db->path))) {
+            return TPDB_OK;
+        }
+        return awaitStream(s, db, index, errmsg);
     }
     if (r->db_pages == 0 ||
         (keep && fsmFileStartsWith(db->path, "SQLite format 3", 16))) {
         return TPDB_OK;
     }
-    pthread_mutex_lock(&s->mutex);
-    db->fetching = 1;
-    db->fetchMin = index;
-    pthread_mutex_unlock(&s->mutex);
-    tpdbLog(TPDB_LOG_INFO, "%s: local copy is behind index %llu; fetching it",
-            db->name, (unsigned long long)index);
-    if (s->fetcher.start == NULL) {
-        tpdbErrf(errmsg, "%s must be fetched from a peer, but no fetcher",
-                 db->name);
-        return TPDB_INVALID;
-    }
-    s->fetcher.start(s->fetcher.arg, db->name, index);
-    return TPDB_OK;
+    return awaitStream(s, db, index, errmsg);
 }
 
 /* Restores a snapshot of the earlier format: each whole image applied as
@@ -540,7 +545,7 @@ static int restoreLegacyDb(void *arg,
     fsmPendingClear(s, db);
     if (sdb->page_size == TPDB_FILE_PAGE_SIZE &&
         memcmp(sdb->image, "TPANDADB", 8) == 0) {
-        db->tpdbFile = 1;
+        fsmMarkTpdbFile(s, db);
     }
     rc = fsmImageTxn(&txn, sdb->image, sdb->page_size, sdb->db_pages);
     if (rc != TPDB_OK) {

@@ -1,7 +1,8 @@
 /*
  * A database streamed to or from a peer (see fsm.h): the state machine's
  * side of a catch-up. The network is the node's (fetch.c); the page work is
- * the VFS's (reader and staged apply in vfs.h).
+ * the VFS's (reader and staged apply in vfs.h). TPDB page files take the
+ * same calls; what differs for them is in fsm_tpdbfile.c.
  *
  * Serving: a reader pinned on a connection of its own. The pin's hook runs
  * while the WAL write lock is held, so nothing can commit to the database
@@ -22,6 +23,7 @@
 #include <time.h>
 
 #include "raftfsm/fsmint.h"
+#include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
 
 struct tpdb_fsm_serve {
@@ -31,6 +33,7 @@ struct tpdb_fsm_serve {
     uint64_t served;
     sqlite3 *conn;
     struct tpdb_vfs_reader *r;
+    struct tpdb_file *tf; /* TPDB page files: the pinning handle */
 };
 
 struct tpdb_fsm_fetch {
@@ -41,6 +44,9 @@ struct tpdb_fsm_fetch {
     uint32_t dbPages; /* size after the last queued entry staged, or 0 */
     sqlite3 *conn;
     struct tpdb_vfs_stage *st;
+    struct fsmTfFetch *tf; /* TPDB page files, in place of conn and st */
+    unsigned lockMs;
+    uint32_t streamPages; /* TPDB page files: the stream's size */
     struct tpdb_page *batch;
     uint32_t batchCap;
     /* Queued entries staged so far: freed after the commit, given back to
@@ -93,8 +99,8 @@ int tpdbFsmServeOpen(struct raft_fsm *fsm,
     struct tpdb_fsm_serve *sv;
     *out = NULL;
     struct fsmDb *db = fsmDbFind(s, name);
-    if (db == NULL || db->tpdbFile) {
-        tpdbErrf(errmsg, "no SQLite database '%s' here", name);
+    if (db == NULL) {
+        tpdbErrf(errmsg, "no database '%s' here", name);
         return TPDB_NOTFOUND;
     }
     sv = tpdb_calloc(1, sizeof *sv);
@@ -105,10 +111,13 @@ int tpdbFsmServeOpen(struct raft_fsm *fsm,
     sv->s = s;
     sv->db = db;
     sv->min = min_index;
-    int rc = fsmOpenInternal(db->path, &sv->conn, errmsg);
+    int rc =
+        db->tpdbFile ? TPDB_OK : fsmOpenInternal(db->path, &sv->conn, errmsg);
     while (rc == TPDB_OK) {
-        rc = tpdbVfsReaderOpen(sv->conn, timeout_ms, servePinned, sv, &sv->r,
-                               errmsg);
+        rc = db->tpdbFile ? fsmTfServeOpen(s, db, min_index, &sv->tf,
+                                           &sv->served, errmsg)
+                          : tpdbVfsReaderOpen(sv->conn, timeout_ms, servePinned,
+                                              sv, &sv->r, errmsg);
         if (rc != TPDB_BUSY || tpdbNowMs() >= deadline) {
             break;
         }
@@ -132,8 +141,13 @@ void tpdbFsmServeInfo(const struct tpdb_fsm_serve *sv,
                       uint32_t *db_pages,
                       uint64_t *served)
 {
-    *page_size = tpdbVfsReaderPageSize(sv->r);
-    *db_pages = tpdbVfsReaderPages(sv->r);
+    if (sv->tf != NULL) {
+        *page_size = TPDB_FILE_PAGE_SIZE;
+        *db_pages = tpdb_file_mapped_pages(sv->tf);
+    } else {
+        *page_size = tpdbVfsReaderPageSize(sv->r);
+        *db_pages = tpdbVfsReaderPages(sv->r);
+    }
     *served = sv->served;
 }
 
@@ -143,13 +157,21 @@ int tpdbFsmServeRead(struct tpdb_fsm_serve *sv,
                      uint8_t *buf,
                      char *errmsg)
 {
-    return tpdbVfsReaderRead(sv->r, first, n, buf, errmsg);
+    if (sv->tf == NULL) {
+        return tpdbVfsReaderRead(sv->r, first, n, buf, errmsg);
+    }
+    int rc = tpdb_file_read_mapped(sv->tf, first, n, buf);
+    if (rc != TPDB_OK) {
+        tpdbErrf(errmsg, "%s", tpdb_file_errmsg(sv->tf));
+    }
+    return rc;
 }
 
 void tpdbFsmServeClose(struct tpdb_fsm_serve *sv)
 {
     if (sv != NULL) {
         tpdbVfsReaderClose(sv->r);
+        tpdb_file_close(sv->tf);
         sqlite3_close(sv->conn);
         tpdb_free(sv);
     }
@@ -232,12 +254,24 @@ int tpdbFsmFetchBegin(struct raft_fsm *fsm,
     ff->db = db;
     ff->pageSize = page_size;
     ff->served = served;
+    ff->lockMs = lock_ms;
     pthread_mutex_lock(&s->mutex);
     db->fetchActive = 1; /* the queue is now the stream's to take */
     pthread_mutex_unlock(&s->mutex);
-    int rc = prepareFile(ff, errmsg);
-    if (rc == TPDB_OK) {
-        rc = tpdbVfsStageBegin(ff->conn, page_size, lock_ms, &ff->st, errmsg);
+    int rc;
+    if (db->tpdbFile) {
+        rc = page_size == TPDB_FILE_PAGE_SIZE ? TPDB_OK : TPDB_PROTO;
+        if (rc != TPDB_OK) {
+            tpdbErrf(errmsg, "a TPDB file in pages of %u bytes", page_size);
+        } else {
+            rc = fsmTfFetchBegin(s, db, &ff->tf, errmsg);
+        }
+    } else {
+        rc = prepareFile(ff, errmsg);
+        if (rc == TPDB_OK) {
+            rc = tpdbVfsStageBegin(ff->conn, page_size, lock_ms, &ff->st,
+                                   errmsg);
+        }
     }
     if (rc != TPDB_OK) {
         tpdbErrWrap(errmsg, "fetch %s", name);
@@ -270,6 +304,9 @@ int tpdbFsmFetchPages(struct tpdb_fsm_fetch *ff,
                       const uint8_t *data,
                       char *errmsg)
 {
+    if (ff->tf != NULL) {
+        return fsmTfFetchPages(ff->tf, first, n, data, errmsg);
+    }
     int rc = batchReserve(ff, n, errmsg);
     for (uint32_t i = 0; rc == TPDB_OK && i < n; i++) {
         ff->batch[i].pgno = first + i;
@@ -285,6 +322,11 @@ static struct fsmPending *takeQueue(struct fsmState *s,
                                     uint64_t *last)
 {
     pthread_mutex_lock(&s->mutex);
+    while (db->tfWriting) {
+        /* The checkpointer thread is writing the head of a TPDB file's
+         * queue (it started before the fetch): let it finish. */
+        pthread_cond_wait(&s->cond, &s->mutex);
+    }
     struct fsmPending *head = db->pendingHead;
     for (struct fsmPending *p = head; p != NULL; p = p->next) {
         s->nPending--;
@@ -313,7 +355,10 @@ static int stageQueue(struct tpdb_fsm_fetch *ff,
         ff->takenHead = p;
     }
     for (; p != NULL; p = p->next) {
-        if (rc == TPDB_OK) {
+        if (rc == TPDB_OK && ff->tf != NULL) {
+            rc =
+                fsmTfFetchStage(ff->tf, ff->streamPages, &p->entry.txn, errmsg);
+        } else if (rc == TPDB_OK) {
             rc = tpdbVfsStageAppend(ff->st, p->entry.txn.pages,
                                     p->entry.txn.n_pages, errmsg);
             ff->dbPages = p->entry.txn.db_pages;
@@ -366,8 +411,10 @@ static void fetchDone(struct tpdb_fsm_fetch *ff, uint64_t last)
     struct fsmDb *db = ff->db;
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     /* Copy the streamed WAL into the main file now, off the loop. */
-    sqlite3_wal_checkpoint_v2(ff->conn, "main", SQLITE_CHECKPOINT_PASSIVE, NULL,
-                              NULL);
+    if (ff->conn != NULL) {
+        sqlite3_wal_checkpoint_v2(ff->conn, "main", SQLITE_CHECKPOINT_PASSIVE,
+                                  NULL, NULL);
+    }
     pthread_mutex_lock(&s->mutex);
     db->fetching = 0;
     db->durable = last > db->durable ? last : db->durable;
@@ -382,11 +429,46 @@ static void fetchDone(struct tpdb_fsm_fetch *ff, uint64_t last)
             db->name, (unsigned long long)last);
 }
 
+/* Finish for a TPDB page file: the queued entries are applied to the temp
+ * file as they are taken; the commit is the switch, which may have to wait
+ * for local readers (TPDB_BUSY, ff kept). */
+static int finishTpdbFile(struct tpdb_fsm_fetch *ff,
+                          uint32_t db_pages,
+                          char *errmsg)
+{
+    uint64_t last = 0;
+    ff->streamPages = db_pages;
+    int rc = fsmTfFetchStage(ff->tf, db_pages, NULL, errmsg);
+    if (rc == TPDB_OK) {
+        rc = stageQueue(ff, takeQueue(ff->s, ff->db, &last), errmsg);
+    }
+    if (rc == TPDB_OK && last < ff->served) {
+        return TPDB_BUSY;
+    }
+    if (rc == TPDB_OK) {
+        rc = fsmTfFetchCommit(ff->tf, ff->lockMs, errmsg);
+        if (rc == TPDB_BUSY) {
+            return rc;
+        }
+    }
+    if (rc == TPDB_OK) {
+        freeTaken(ff);
+        fetchDone(ff, last);
+    } else {
+        tpdbErrWrap(errmsg, "fetch %s: commit", ff->db->name);
+    }
+    tpdbFsmFetchAbort(ff);
+    return rc;
+}
+
 int tpdbFsmFetchFinish(struct tpdb_fsm_fetch *ff,
                        uint32_t db_pages,
                        char *errmsg)
 {
     uint64_t last = 0;
+    if (ff->tf != NULL) {
+        return finishTpdbFile(ff, db_pages, errmsg);
+    }
     struct fsmPending *q = takeQueue(ff->s, ff->db, &last);
     int rc = stageQueue(ff, q, errmsg);
     if (rc == TPDB_OK && last < ff->served) {
@@ -414,6 +496,7 @@ void tpdbFsmFetchAbort(struct tpdb_fsm_fetch *ff)
         ff->db->fetchActive = 0;
         pthread_mutex_unlock(&ff->s->mutex);
         giveBack(ff);
+        fsmTfFetchAbort(ff->tf);
         tpdbVfsStageAbort(ff->st);
         sqlite3_close(ff->conn);
         tpdb_free(ff->batch);

@@ -1,14 +1,16 @@
 /*
  * Internals of the state machine shared by fsm.c (databases, apply, the
  * queue of entries not yet written, proposals), fsm_snapshot.c (snapshot
- * records, durability, restore) and fsm_stream.c (a database streamed to or
- * from a peer). Nothing outside raftfsm/fsm*.c includes it.
+ * records, durability, restore), fsm_stream.c (a database streamed to or
+ * from a peer) and fsm_tpdbfile.c (the TPDB page file side of a stream).
+ * Nothing outside raftfsm/fsm*.c includes it.
  *
- * Threads: apply, snapshot, restore and drain run on the Raft loop thread;
- * snapshot_async on a worker; serving and fetching on the node's stream
- * threads; proposals on application threads. Fields marked (mutex) are
- * read and written under fsmState.mutex; (loop) only on the loop thread;
- * the rest are fixed once the database is created. Databases are never
+ * Threads: apply, snapshot, restore and drain run on the Raft loop thread
+ * (but TPDB page files' queued entries are written on the checkpointer
+ * thread of an async FSM); snapshot_async on a worker; serving and fetching on
+ * the node's stream threads; proposals on application threads. Fields marked
+ * (mutex) are read and written under fsmState.mutex; (loop) only on the loop
+ * thread; the rest are fixed once the database is created. Databases are never
  * freed before tpdbFsmClose.
  */
 #ifndef TPDB_FSMINT_H
@@ -53,13 +55,21 @@ struct fsmDb {
     uint64_t stageOrigin;
     uint64_t stageFirst;     /* index of its CHUNK_BEGIN */
     uint64_t snapStageFirst; /* stageFirst when the snapshot began */
-    int tpdbFile;       /* a TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite */
-    int fetching;       /* (mutex) waits for a stream from a peer (restore) */
-    uint64_t fetchMin;  /* (mutex) the stream must hold this index */
-    uint64_t durable;   /* (mutex) on disk at least as of this index */
-    int inSnapshot;     /* (loop) listed in the snapshot being taken */
-    uint64_t snapAcked; /* (loop) acked when the snapshot was started */
-    unsigned nQueued;   /* (mutex) entries in the queue */
+    /* A TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite: set once, on the
+     * loop thread, before any other thread looks at the database's queue
+     * (fsmMarkTpdbFile). */
+    int tpdbFile;
+    /* TPDB page files of an async FSM: the checkpointer thread writes their
+     * queue (fsmTfWriteHead), never the loop thread. */
+    int tfWriting;        /* (mutex) the thread is writing the queue's head */
+    int tfDropHead;       /* (mutex) the queue was cleared meanwhile */
+    uint64_t tfRetryAt;   /* (mutex) a handle held the file: not before */
+    int fetching;         /* (mutex) waits for a stream from a peer (restore) */
+    uint64_t fetchMin;    /* (mutex) the stream must hold this index */
+    uint64_t durable;     /* (mutex) on disk at least as of this index */
+    int inSnapshot;       /* (loop) listed in the snapshot being taken */
+    uint64_t snapAcked;   /* (loop) acked when the snapshot was started */
+    unsigned nQueued;     /* (mutex) entries in the queue */
     uint64_t queuedBytes; /* (mutex) their page bytes */
     int fetchActive;      /* (mutex) a stream is being received */
     int snapSkip;         /* (loop) fetching when the snapshot began */
@@ -98,7 +108,6 @@ struct fsmState {
     pthread_cond_t ckptCond; /* with mutex: work or stop */
     /* The snapshot being taken (loop thread, then the worker). */
     uint64_t snapIndex;
-    uint8_t **snapImages; /* TPDB file images, per listed database */
     unsigned nSnapDbs;
 };
 
@@ -182,8 +191,23 @@ int fsmApplyTxn(struct fsmState *s,
                 unsigned lock_ms,
                 char *errmsg);
 
-/* Drops every queued entry of db (mutex taken inside). */
+/* Drops every queued entry of db (mutex taken inside); an entry the
+ * checkpointer thread is writing is dropped by that thread when done. */
 void fsmPendingClear(struct fsmState *s, struct fsmDb *db);
+
+/* Marks db as a TPDB page file (a no-op if it is one already). Loop
+ * thread. */
+void fsmMarkTpdbFile(struct fsmState *s, struct fsmDb *db);
+
+/* Whether the checkpointer thread can write db's queue now: a TPDB page
+ * file with entries, not waiting for a stream, not held by a handle
+ * recently (now: tpdbNowMs()). Mutex held. */
+int fsmTfReady(const struct fsmDb *db, uint64_t now);
+
+/* Writes the head of db's queue (a TPDB page file; db->tfWriting set by
+ * the caller, under the mutex) on the checkpointer thread, then pops it,
+ * or on TPDB_BUSY sets a retry time. Called without the mutex. */
+void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db);
 
 /* Writes the durable file from every database's `durable` index. */
 int fsmDurableSave(struct fsmState *s, char *errmsg);
@@ -198,6 +222,8 @@ int fsmDurableLoad(struct fsmState *s, char *errmsg);
 int fsmCheckpointerStart(struct fsmState *s, char *errmsg);
 void fsmCheckpointRequest(struct fsmState *s, struct fsmDb *db);
 void fsmCheckpointerStop(struct fsmState *s);
+/* Wakes the checkpointer thread: a TPDB page file's queue has work. */
+void fsmCheckpointWake(struct fsmState *s);
 
 /* The snapshot and restore callbacks (fsm_snapshot.c). */
 int fsmSnapshot(struct raft_fsm *fsm,
@@ -217,5 +243,61 @@ void fsmLogCharge(struct fsmState *s, size_t len);
 
 /* Frees what a snapshot in progress holds (loop thread). */
 void fsmSnapshotRelease(struct fsmState *s);
+
+/* TPDB page files in a stream (fsm_tpdbfile.c). */
+struct tpdb_file;
+struct fsmTfFetch;
+
+/* Serving: opens db's file read-only (its shared flock pins the state) and
+ * checks, as the SQLite pin does, that every entry of db up to min is in
+ * it; *served is the applied index. On TPDB_OK the caller owns *out (close
+ * with tpdb_file_close). TPDB_BUSY: a writer holds the file, or it is not
+ * written up to min yet (retry); TPDB_NOTFOUND, TPDB_CORRUPT, TPDB_IOERR. */
+int fsmTfServeOpen(struct fsmState *s,
+                   struct fsmDb *db,
+                   uint64_t min,
+                   struct tpdb_file **out,
+                   uint64_t *served,
+                   char *errmsg);
+
+/* Receiving: begins a temp file for db in the meta directory (owned by
+ * *out until fsmTfFetchAbort). Errors: TPDB_IOERR, TPDB_NOMEM. */
+int fsmTfFetchBegin(struct fsmState *s,
+                    struct fsmDb *db,
+                    struct fsmTfFetch **out,
+                    char *errmsg);
+
+/* Writes n mapped pages from `first` (in order, from 1) to the temp file.
+ * Errors: TPDB_PROTO (order), TPDB_CORRUPT (page 1 not a TPDB header),
+ * TPDB_IOERR, TPDB_FULL. */
+int fsmTfFetchPages(struct fsmTfFetch *tf,
+                    uint32_t first,
+                    uint32_t n,
+                    const uint8_t *data,
+                    char *errmsg);
+
+/* Once the stream of db_pages pages is in: checks and syncs the temp file,
+ * then applies txn (a queued entry; NULL: none) to it. Errors: TPDB_PROTO
+ * (stream incomplete), tpdb_file_apply's. */
+int fsmTfFetchStage(struct fsmTfFetch *tf,
+                    uint32_t db_pages,
+                    const struct tpdb_txn *txn,
+                    char *errmsg);
+
+/* Switches readers to the temp file: checks it, takes the current file's
+ * exclusive flock (waiting up to lock_ms; a corrupt file is moved aside)
+ * and renames the temp file over it. TPDB_BUSY: still held, retry; other
+ * errors leave the current file as it was. */
+int fsmTfFetchCommit(struct fsmTfFetch *tf, unsigned lock_ms, char *errmsg);
+
+/* Drops the temp file (unless committed) and frees tf; NULL is a no-op. */
+void fsmTfFetchAbort(struct fsmTfFetch *tf);
+
+/* Pages of the TPDB file at path in the replication mapping, from its
+ * header alone (0: no file, or not a TPDB file). */
+uint32_t fsmTfMappedPages(const char *path);
+
+/* Whether the TPDB file at path opens (header, WAL and catalog readable). */
+int fsmTfUsable(const char *path);
 
 #endif /* TPDB_FSMINT_H */

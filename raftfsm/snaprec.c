@@ -29,7 +29,8 @@ static int dbCheck(const struct tpdb_snaprec_db *db, char *errmsg)
         tpdbErrf(errmsg, "snapshot record: %s has no image", db->name);
         return TPDB_INVALID;
     }
-    if (db->kind != TPDB_SNAPREC_SQLITE && db->kind != TPDB_SNAPREC_TPDBFILE) {
+    if (db->kind != TPDB_SNAPREC_SQLITE && db->kind != TPDB_SNAPREC_TPDBFILE &&
+        db->kind != TPDB_SNAPREC_TPDBREF) {
         tpdbErrf(errmsg, "snapshot record: %s has kind %d", db->name, db->kind);
         return TPDB_INVALID;
     }

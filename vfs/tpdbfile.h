@@ -432,6 +432,21 @@ TPDB_API int tpdb_file_image(const char *path,
                              uint32_t *n_pages,
                              char *errmsg);
 
+/* The size of the handle's committed state in the mapping above:
+ * page_count + 1 pages. Never fails. */
+TPDB_API uint32_t tpdb_file_mapped_pages(const struct tpdb_file *f);
+
+/* Reads n pages of the handle's committed state (WAL included) in the
+ * mapping above, from mapped page `first` (1 = the header page) into buf
+ * (n * 4096 bytes, the caller's). A read-only handle holds a shared flock,
+ * so no commit can change the file while it is open: reads across calls
+ * are of one state. Errors (message in tpdb_file_errmsg): TPDB_INVALID
+ * (a page outside 1 .. tpdb_file_mapped_pages), TPDB_IOERR. */
+TPDB_API int tpdb_file_read_mapped(struct tpdb_file *f,
+                                   uint32_t first,
+                                   uint32_t n,
+                                   uint8_t *buf);
+
 /* Test hook (crash simulation): when `frames` >= 0, every later commit calls
  * _exit(77) in place of writing its WAL frame number `frames` (0-based;
  * the commit sentinel counts as the last frame), or, when it wrote all its

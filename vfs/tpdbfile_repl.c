@@ -5,7 +5,8 @@
  * N) before any frame is written; a follower applies such a commit through
  * the same frames + sentinel + fdatasync + checkpoint protocol the writer
  * uses (tfCommitWrite), so that crash recovery and readers need nothing new.
- * Snapshots read the committed state, WAL included, in the same mapping.
+ * Snapshots and catch-up streams read the committed state, WAL included,
+ * in the same mapping.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -246,7 +247,36 @@ int tpdb_file_apply(const char *path, const struct tpdb_txn *txn, char *errmsg)
     return rc;
 }
 
-/* ---- Snapshot image ------------------------------------------------------ */
+/* ---- Snapshot image and page reads in the mapping ----------------------- */
+
+uint32_t tpdb_file_mapped_pages(const struct tpdb_file *f)
+{
+    return f->page_count + 1;
+}
+
+int tpdb_file_read_mapped(struct tpdb_file *f,
+                          uint32_t first,
+                          uint32_t n,
+                          uint8_t *buf)
+{
+    if (first == 0 || n > f->page_count + 1 ||
+        first - 1 > f->page_count + 1 - n) {
+        tpdbErrf(f->errmsg, "%s: mapped pages %u..+%u out of range (%u)",
+                 f->name, first, n, f->page_count + 1);
+        return TPDB_INVALID;
+    }
+    int rc = TPDB_OK;
+    for (uint32_t i = 0; i < n && rc == TPDB_OK; i++) {
+        uint8_t *out = buf + (size_t)i * TF_PAGE;
+        if (first + i == 1) {
+            memset(out, 0, TF_PAGE);
+            tfHeaderEncode(f, out);
+        } else {
+            rc = tfPageRead(f, first + i - 1, out);
+        }
+    }
+    return rc;
+}
 
 int tpdb_file_image(const char *path,
                     uint8_t **image,
@@ -268,10 +298,7 @@ int tpdb_file_image(const char *path,
         rc = TPDB_NOMEM;
         goto out;
     }
-    tfHeaderEncode(f, img);
-    for (uint32_t pg = 1; pg <= f->page_count && rc == TPDB_OK; pg++) {
-        rc = tfPageRead(f, pg, img + (size_t)pg * TF_PAGE);
-    }
+    rc = tpdb_file_read_mapped(f, 1, f->page_count + 1, img);
     if (rc != TPDB_OK) {
         tpdbErrf(errmsg, "%s", f->errmsg);
         tpdb_free(img);

@@ -421,7 +421,9 @@ static void testLeaderChange(void **state)
 }
 
 /* A follower cut off while the leader compacts its log catches up from a
- * snapshot, which carries the TPDB file in the entry mapping. */
+ * snapshot: the record names the TPDB file (no image in it), the follower
+ * receives the file as a page stream from a peer, and the entries that
+ * arrive meanwhile are applied after it. */
 static void testSnapshotInstall(void **state)
 {
     struct cluster *c = *state;
@@ -460,6 +462,7 @@ static void testSnapshotInstall(void **state)
     converge(c, l);
     tpdbFsmStats(&c->s[f].fsm, &st);
     assert_true(st.restores > 0);
+    assert_true(st.fetches > 0);
     char *want = dumpHandle(w.f);
     writerClose(&w);
     assertCopies(c, want);

@@ -14,9 +14,11 @@
 
 static uint8_t image[3 * 4096];
 
+#define N_DBS 4
+
 static unsigned fill(struct tpdb_snaprec_db *dbs)
 {
-    memset(dbs, 0, 3 * sizeof *dbs);
+    memset(dbs, 0, N_DBS * sizeof *dbs);
     for (unsigned i = 0; i < sizeof image; i++) {
         image[i] = (uint8_t)(i * 7);
     }
@@ -30,12 +32,16 @@ static unsigned fill(struct tpdb_snaprec_db *dbs)
     dbs[2].page_size = 4096;
     dbs[2].db_pages = 3;
     dbs[2].image = image;
-    return 3;
+    strcpy(dbs[3].name, "big.tpdb");
+    dbs[3].kind = TPDB_SNAPREC_TPDBREF;
+    dbs[3].page_size = 4096;
+    dbs[3].db_pages = 50000; /* by reference: no image */
+    return N_DBS;
 }
 
 static void testRoundTrip(void **state)
 {
-    struct tpdb_snaprec_db in[3];
+    struct tpdb_snaprec_db in[N_DBS];
     struct tpdb_snaprec_db *out = NULL;
     char errmsg[TPDB_ERRMSG_SIZE];
     void *buf = NULL;
@@ -50,7 +56,7 @@ static void testRoundTrip(void **state)
     assert_int_equal(tpdbSnaprecDecode(buf, len, &index, &out, &n, errmsg),
                      TPDB_OK);
     assert_int_equal(index, 123456789012ull);
-    assert_int_equal(n, 3);
+    assert_int_equal(n, N_DBS);
     for (unsigned i = 0; i < n; i++) {
         assert_string_equal(out[i].name, in[i].name);
         assert_int_equal(out[i].kind, in[i].kind);
@@ -58,13 +64,17 @@ static void testRoundTrip(void **state)
     }
     assert_null(out[0].image);
     assert_memory_equal(out[2].image, image, sizeof image);
+    assert_null(out[3].image);
+    assert_int_equal(out[3].page_size, 4096);
+    /* Only the legacy kind's image takes room. */
+    assert_true(len < sizeof image + 200);
     tpdb_free(out);
     raft_free(buf);
 }
 
 static void testDamageRefused(void **state)
 {
-    struct tpdb_snaprec_db in[3];
+    struct tpdb_snaprec_db in[N_DBS];
     struct tpdb_snaprec_db *out = NULL;
     char errmsg[TPDB_ERRMSG_SIZE];
     void *buf = NULL;
@@ -94,7 +104,7 @@ static void testDamageRefused(void **state)
 
 static void testEncodeRefusesBadInput(void **state)
 {
-    struct tpdb_snaprec_db in[3];
+    struct tpdb_snaprec_db in[N_DBS];
     char errmsg[TPDB_ERRMSG_SIZE];
     void *buf = NULL;
     size_t len = 0;
@@ -116,7 +126,7 @@ static void testEncodeRefusesBadInput(void **state)
 
 static void testOom(void **state)
 {
-    struct tpdb_snaprec_db in[3];
+    struct tpdb_snaprec_db in[N_DBS];
     struct tpdb_snaprec_db *out = NULL;
     char errmsg[TPDB_ERRMSG_SIZE];
     void *buf = NULL;

@@ -568,6 +568,46 @@ static void testImageWithWal(void **state)
     tpdb_free(img2);
 }
 
+/* A read-only handle reads its committed state in the mapping, the same
+ * bytes as the image, in any chunking; pages outside it are refused; and
+ * while it is open no writer can take the file. */
+static void testReadMapped(void **state)
+{
+    struct fx *fx = *state;
+    char err[TPDB_ERRMSG_SIZE];
+    uint8_t *img = NULL;
+    uint32_t n = 0;
+    struct tpdb_file *ro = NULL;
+    struct tpdb_file *rw = NULL;
+    openLeader(fx);
+    makeUsers(fx->f);
+    for (int i = 1; i <= 40; i++) {
+        insertUser(fx->f, i, "mapped-row-with-some-padding-padding");
+    }
+    tpdb_file_close(fx->f);
+    fx->f = NULL;
+    mustOk(NULL, tpdb_file_image(fx->leader, &img, &n, err));
+    mustOk(NULL, tpdb_file_open(fx->leader, TPDB_FILE_RDONLY, &ro, err));
+    assert_int_equal(tpdb_file_mapped_pages(ro), n);
+    assert_true(n > 3);
+    uint8_t *buf = calloc(n, PAGE);
+    assert_non_null(buf);
+    mustOk(ro, tpdb_file_read_mapped(ro, 1, 1, buf));
+    for (uint32_t p = 2; p <= n; p += 3) {
+        uint32_t k = n - p + 1 < 3 ? n - p + 1 : 3;
+        mustOk(ro,
+               tpdb_file_read_mapped(ro, p, k, buf + (size_t)(p - 1) * PAGE));
+    }
+    assert_memory_equal(buf, img, (size_t)n * PAGE);
+    assert_int_equal(tpdb_file_read_mapped(ro, 0, 1, buf), TPDB_INVALID);
+    assert_int_equal(tpdb_file_read_mapped(ro, n, 2, buf), TPDB_INVALID);
+    assert_int_equal(tpdb_file_read_mapped(ro, 1, n + 1, buf), TPDB_INVALID);
+    assert_int_equal(tpdb_file_open(fx->leader, 0, &rw, err), TPDB_BUSY);
+    tpdb_file_close(ro);
+    free(buf);
+    tpdb_free(img);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -582,6 +622,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testApplyCorruptTarget, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testImageWithWal, setup, teardown),
+        cmocka_unit_test_setup_teardown(testReadMapped, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
