@@ -317,9 +317,16 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     tpdbFsmSetLogBudget(&n->fsm, (uint64_t)n->cfg.log_mb << 20,
                         n->cfg.snapshot_threshold, n->cfg.snapshot_trailing);
     /* raft 0.15 waits this long before resending a snapshot a follower
-     * dropped (it drops one while taking its own); its 30 s default left a
-     * restarted node behind for half a minute. */
-    raft_set_install_snapshot_timeout(&n->raft, n->cfg.election_ms * 10);
+     * dropped (it drops one while taking its own), and also after a
+     * successful install whenever the leader's match index for that
+     * follower is above the snapshot (a follower that lost its log: raft
+     * never lowers a match index, so it ignores the install's reply and
+     * waits for this timeout before probing). A snapshot is a small record
+     * whose install returns at once (streams run afterwards) and a resent
+     * one is a no-op for a follower that has it, so two election timeouts
+     * are plenty; raft's 30 s default left such a node behind for half a
+     * minute. */
+    raft_set_install_snapshot_timeout(&n->raft, n->cfg.election_ms * 2);
     raft_set_pre_vote(&n->raft, true);
     if (fresh && !n->cfg.join && n->cfg.join_address == NULL) {
         rc = bootstrap(n, errmsg);
