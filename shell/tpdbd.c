@@ -30,6 +30,7 @@
 
 #include "ext/tpdb.h"
 #include "shell/tpdbd_api.h"
+#include "shell/tpdbd_dns.h"
 #include "shell/tpdbd_forward.h"
 #include "shell/tpdbd_log.h"
 #include "shell/tpdbd_meta.h"
@@ -482,6 +483,11 @@ int main(int argc, char **argv)
         return 0;
     }
     parseEnv(&d);
+    if (d.cfg.dns_peers[0] != '\0' &&
+        tpdbdDnsDiscover(&d.cfg, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
     if (setupSignals() != 0 || setupDir(&d, &temp) != 0) {
         return 1;
     }
