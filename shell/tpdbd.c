@@ -410,6 +410,8 @@ static int stopAll(struct tpdbd *d,
     if (h != NULL) {
         housekeepingStop(h);
     }
+    tpdbdMetricsStop(d->metrics);
+    d->metrics = NULL;
     if (d->control != NULL) {
         transferLeadership(d);
     }
@@ -457,6 +459,13 @@ static int serveUntilSignal(struct tpdbd *d,
     if (tpdbdServerInit(server, d, err, sizeof err) != 0) {
         tpdbdLog(TPDBD_ERROR, "%s", err);
         return -1;
+    }
+    if (d->cfg.metrics[0] != '\0') {
+        if (tpdbdMetricsStart(&d->metrics, d, err, sizeof err) != 0) {
+            tpdbdLog(TPDBD_ERROR, "%s", err);
+            return -1;
+        }
+        tpdbdLog(TPDBD_INFO, "metrics: http://%s/metrics", d->cfg.metrics);
     }
     tpdbdLog(TPDBD_INFO,
              "ready: node %s (raft id %llu), raft %s, client %s, data dir %s",
