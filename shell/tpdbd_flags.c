@@ -30,7 +30,8 @@ static const char usage[] =
     "A tpdb replica: serves DATA_DIR/data.db (and the other databases of\n"
     "DATA_DIR) to TrashPandaDB 0.8 JSON-lines clients, replicated by Raft.\n"
     "\n"
-    "  --node-id ID             this node's id (required)\n"
+    "  --node-id ID             this node's id (required unless\n"
+    "                           --dns-peers gives it)\n"
     "  --raft HOST:PORT         Raft listen and advertised address\n"
     "                           (default " DEFAULT_RAFT
     "; 0.0.0.0 becomes the\n"
