@@ -167,8 +167,8 @@ static int connectTo(int port)
  * made: a refused one cannot have executed anything. */
 static json_t *requestAt(int port, const char *line, int *delivered)
 {
-    char buf[1 << 16];
-    size_t len = 0;
+    size_t cap = 1 << 16, len = 0;
+    char *buf = NULL;
     uint64_t deadline = nowMs() + IO_MS;
     json_t *o = NULL;
     int fd = connectTo(port);
@@ -180,27 +180,38 @@ static json_t *requestAt(int port, const char *line, int *delivered)
     }
     size_t l = strlen(line);
     if (send(fd, line, l, MSG_NOSIGNAL) != (ssize_t)l ||
-        send(fd, "\n", 1, MSG_NOSIGNAL) != 1) {
+        send(fd, "\n", 1, MSG_NOSIGNAL) != 1 || (buf = malloc(cap)) == NULL) {
         close(fd);
         return NULL;
     }
-    while (len + 1 < sizeof buf) {
+    for (;;) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         uint64_t now = nowMs();
         if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0) {
             break;
         }
-        ssize_t n = recv(fd, buf + len, sizeof buf - 1 - len, 0);
+        if (len + 1 == cap) {
+            char *more = realloc(buf, cap * 2);
+            if (more == NULL) {
+                break;
+            }
+            buf = more;
+            cap *= 2;
+        }
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
         if (n <= 0) {
             break;
         }
+        /* Only the new bytes can hold the reply's newline. */
+        int done = memchr(buf + len, '\n', (size_t)n) != NULL;
         len += (size_t)n;
         buf[len] = '\0';
-        if (memchr(buf, '\n', len) != NULL) {
+        if (done) {
             o = json_loads(buf, JSON_DISABLE_EOF_CHECK, NULL);
             break;
         }
     }
+    free(buf);
     close(fd);
     return o;
 }
@@ -373,6 +384,7 @@ struct plainWriter {
     const char *path;
     uint64_t deadline;
     long long acked, failed;
+    char error[128]; /* the first failure's message */
 };
 
 static void *plainWriter(void *arg)
@@ -399,8 +411,8 @@ static void *plainWriter(void *arg)
         sqlite3_bind_int(st, 4, 0);
         if (sqlite3_step(st) == SQLITE_DONE) {
             pw->acked++;
-        } else {
-            pw->failed++;
+        } else if (pw->failed++ == 0) {
+            snprintf(pw->error, sizeof pw->error, "%s", sqlite3_errmsg(db));
         }
         sqlite3_reset(st);
     }
@@ -409,7 +421,7 @@ static void *plainWriter(void *arg)
     return NULL;
 }
 
-static int runPlain(double *rate, long long *failed)
+static int runPlain(double *rate, long long *failed, char *error)
 {
     static struct plainWriter pws[MAX_WRITERS];
     pthread_t th[MAX_WRITERS];
@@ -431,14 +443,17 @@ static int runPlain(double *rate, long long *failed)
     long long acked = 0;
     *failed = 0;
     for (int w = 0; w < opt.writers; w++) {
-        pws[w] = (struct plainWriter){w, path,
-                                      start + 1000ull * opt.plainSeconds, 0, 0};
+        pws[w] = (struct plainWriter){
+            w, path, start + 1000ull * opt.plainSeconds, 0, 0, ""};
         pthread_create(&th[w], NULL, plainWriter, &pws[w]);
     }
     for (int w = 0; w < opt.writers; w++) {
         pthread_join(th[w], NULL);
         acked += pws[w].acked;
         *failed += pws[w].failed;
+        if (error[0] == '\0' && pws[w].error[0] != '\0') {
+            snprintf(error, 128, "%s", pws[w].error);
+        }
     }
     *rate = (double)acked * 1000.0 / (double)(nowMs() - start);
     return 0;
@@ -612,6 +627,7 @@ int main(int argc, char **argv)
     double killedAt = 0, restartedAt = 0, plainRate = 0;
     long long sent = 0, acked = 0, failed = 0, unknown = 0, count = 0;
     long long plainFailed = 0;
+    char plainError[128] = "";
     parseOptions(argc, argv);
     signal(SIGPIPE, SIG_IGN);
     if (setupCluster(errmsg) != 0) {
@@ -639,7 +655,7 @@ int main(int argc, char **argv)
     }
     int checked = checkAll(ws, &count, why, sizeof why);
     stopCluster();
-    if (runPlain(&plainRate, &plainFailed) != 0) {
+    if (runPlain(&plainRate, &plainFailed, plainError) != 0) {
         rc = 1;
     }
     printf("hammer: %d tpdbd nodes (on disk, %s), %d writers, %d s", opt.nodes,
@@ -654,8 +670,9 @@ int main(int argc, char **argv)
         sent, acked, failed, unknown, elapsed, (double)acked / elapsed);
     printf(
         "  plain SQLite: WAL, synchronous=FULL, %d threads on one file, "
-        "%d s: %.0f writes/s (%lld failed)\n",
-        opt.writers, opt.plainSeconds, plainRate, plainFailed);
+        "%d s: %.0f writes/s (%lld failed%s%s)\n",
+        opt.writers, opt.plainSeconds, plainRate, plainFailed,
+        plainError[0] ? ": " : "", plainError);
     printf(
         "  ratio tpdbd/plain: %.2f; TrashPandaDB published 4,289/s "
         "(3 in-memory nodes, no faults)\n",
