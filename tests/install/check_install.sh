@@ -89,6 +89,7 @@ grep -qx "EnvironmentFile=$sysconfdir/tpdbd/env" "$unit" ||
 for var in RAFT_PORT CLIENT_PORT DNS_PEERS DNS_MINIMUM_CLUSTER_SIZE; do
     grep -q "^$var=" "$envfile" || fail "the env file does not set $var"
 done
+# systemd-analyze (package systemd) only where it is installed.
 if command -v systemd-analyze >/dev/null; then
     out=$(systemd-analyze verify --man=no "$unit" 2>&1) ||
         fail "systemd-analyze verify: $out"
@@ -142,7 +143,8 @@ node=
 
 # The man page.
 man=$stage$mandir/man8/tpdbd.8
-if command -v groff >/dev/null; then
+# groff-base and bsdextrautils (col) are in test.sh's package list.
+if command -v groff >/dev/null && command -v col >/dev/null; then
     warn=$(groff -man -ww -z "$man" 2>&1)
     [[ -z $warn ]] || fail "groff warns about tpdbd.8: $warn"
     text=$(groff -man -Tascii -rLL=300n -rHY=0 "$man" 2>/dev/null | col -b)
