@@ -109,6 +109,7 @@ mkdir -p "$work/cred" "$work/state"
 # environment of the env file's variables, then the given ones.
 # Each step execs the next, so a background run_unit's pid is tpdbd's.
 run_unit() {
+    # shellcheck disable=SC2016 # the inner bash expands them.
     exec env -i PATH="$PATH" LD_LIBRARY_PATH="$lib" \
         CREDENTIALS_DIRECTORY="$work/cred" STATE_DIRECTORY="$work/state" \
         bash -c 'set -a; . "$1"; set +a; s=$2 p=$3; shift 3
