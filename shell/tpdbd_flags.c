@@ -701,7 +701,6 @@ int tpdbdParseArgs(int argc,
         return -1;
     }
     cfg->insecure = raw.insecure;
-    cfg->client_given = raw.client != NULL;
     if (cfg->dns_peers[0] == '\0') {
         advertisedAddress(cfg);
     }

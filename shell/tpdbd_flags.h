@@ -47,7 +47,6 @@ struct tpdbd_config {
     unsigned dns_raft_port;       /* --dns-raft-port (default 9001) */
     unsigned dns_client_port;     /* --dns-client-port (default 9002) */
     unsigned dns_min;             /* --dns-minimum-cluster-size (default 3) */
-    int client_given;             /* --client was given */
     char metrics[TPDBD_ADDR_MAX]; /* --metrics, resolved; "" if none */
     int help; /* -h/--help was given: print tpdbdUsage() and exit 0 */
 };
