@@ -492,12 +492,22 @@ int main(int argc, char **argv)
         return 0;
     }
     parseEnv(&d);
-    if (d.cfg.dns_peers[0] != '\0' &&
-        tpdbdDnsDiscover(&d.cfg, err, sizeof err) != 0) {
-        fprintf(stderr, "%s\n", err);
+    if (setupSignals() != 0) {
         return 1;
     }
-    if (setupSignals() != 0 || setupDir(&d, &temp) != 0) {
+    if (d.cfg.dns_peers[0] != '\0') {
+        int found = tpdbdDnsDiscover(&d.cfg, wakePipe[0], err, sizeof err);
+        if (found > 0) {
+            /* A signal during discovery: nothing was started yet. */
+            tpdbdLog(TPDBD_INFO, "stopped during DNS discovery");
+            return 0;
+        }
+        if (found < 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    }
+    if (setupDir(&d, &temp) != 0) {
         return 1;
     }
     advertiseClient(&d);

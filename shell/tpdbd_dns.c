@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -226,14 +227,14 @@ static int attempt(const struct tpdbd_config *cfg,
     return 0;
 }
 
-/* Sleeps RETRY_MS, or until the deadline if that is sooner. */
-static void retryPause(long long deadline)
+/* Waits RETRY_MS, or until the deadline if that is sooner. Returns 1 as
+ * soon as stopFd is readable (a signal asked to stop), else 0. */
+static int retryPause(long long deadline, int stopFd)
 {
     long long left = deadline - nowMs();
     long long ms = left < RETRY_MS ? left : RETRY_MS;
-    if (ms > 0) {
-        usleep((useconds_t)ms * 1000);
-    }
+    struct pollfd p = {.fd = stopFd, .events = POLLIN};
+    return poll(&p, stopFd >= 0 ? 1 : 0, ms > 0 ? (int)ms : 0) > 0;
 }
 
 /* Fills cfg from a list that passed every check. */
@@ -276,7 +277,10 @@ static int apply(struct tpdbd_config *cfg,
     return tpdbdCheckIds(cfg, err, size);
 }
 
-int tpdbdDnsDiscover(struct tpdbd_config *cfg, char *err, size_t size)
+int tpdbdDnsDiscover(struct tpdbd_config *cfg,
+                     int stopFd,
+                     char *err,
+                     size_t size)
 {
     unsigned wait = cfg->ready_ms ? cfg->ready_ms : DEFAULT_WAIT_MS;
     long long deadline = nowMs() + wait;
@@ -301,7 +305,9 @@ int tpdbdDnsDiscover(struct tpdbd_config *cfg, char *err, size_t size)
                      "ms for up to %u ms",
                      why + 7, RETRY_MS, wait);
         }
-        retryPause(deadline);
+        if (retryPause(deadline, stopFd)) {
+            return 1;
+        }
     }
     tpdbdLog(TPDBD_INFO, "Own IP: %s", own);
     return apply(cfg, &l, own, err, size);

@@ -26,7 +26,12 @@
  * per other address (id IP, raft IP:--dns-raft-port, client
  * IP:--dns-client-port). Logs each new list ("DNS NAME → a, b (2
  * addresses)") and the own IP on stderr. Blocks; call before any thread
- * starts. Returns 0, or -1 with the "ERROR: ..." line in err (size bytes). */
-int tpdbdDnsDiscover(struct tpdbd_config *cfg, char *err, size_t size);
+ * starts. Between lookups it returns 1 at once if stopFd (-1: none) is
+ * readable, e.g. the signal pipe after SIGTERM. Returns 0, 1, or -1 with
+ * the "ERROR: ..." line in err (size bytes). */
+int tpdbdDnsDiscover(struct tpdbd_config *cfg,
+                     int stopFd,
+                     char *err,
+                     size_t size);
 
 #endif /* TPDBD_DNS_H */

@@ -10,8 +10,9 @@
  * the other two start, the three bootstrap with their IPs as node ids,
  * agree on raft ids, forward a write; a restart keeps its id. At the
  * --ready-ms deadline the guard and the failed lookup exit 1 with
- * TrashPandaDB's texts. Without the privilege for a mount namespace the
- * program exits 77, which meson reports as skipped.
+ * TrashPandaDB's texts, and SIGTERM while it waits exits 0. Without the
+ * privilege for a mount namespace the program exits 77, which meson reports as
+ * skipped.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -343,6 +344,14 @@ static void testGuardAtDeadline(void **state)
                         "ERROR: --dns-minimum-cluster-size is 3 but resolved "
                         "to only 2 addresses (127.0.0.11, 127.0.0.12). Update "
                         "the DNS record or lower --dns-minimum-cluster-size.");
+    /* SIGTERM while it waits: a clean stop. */
+    struct harness_proc *p = startNode(0, "no-such-name.test", WAIT_MS);
+    int status = -1;
+    expectLine(p, 0, "waiting for the cluster (--dns-peers no-such-name.test");
+    assert_int_equal(harnessProcStop(p, EXPECT_MS, &status, errmsg), TPDB_OK);
+    harnessProcFree(p);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
     const char *line = lastErrorLine("no-such-name.test");
     if (strncmp(line, "ERROR: --dns-peers no-such-name.test: cannot resolve: ",
                 54) != 0) {
