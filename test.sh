@@ -39,7 +39,8 @@ tpdb_path() {
 tpdb_packages() {
     printf '%s\n' build-essential meson ninja-build pkg-config \
         libsqlite3-dev sqlite3 libuv1-dev libraft-dev liblz4-dev \
-        libcmocka-dev libjansson-dev libedit-dev libsodium-dev
+        libcmocka-dev libjansson-dev libedit-dev libsodium-dev \
+        groff-base bsdextrautils
     if [[ -d $TPDB_ROOT/tests/sqlite-suite ]]; then
         printf '%s\n' tcl-dev
     fi

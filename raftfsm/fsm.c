@@ -755,6 +755,30 @@ uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied)
     return written;
 }
 
+void tpdbFsmDbStates(struct raft_fsm *fsm,
+                     uint64_t applied,
+                     void (*fn)(void *arg,
+                                const struct tpdb_fsm_db_state *state),
+                     void *arg)
+{
+    struct fsmState *s = fsm->data;
+    pthread_mutex_lock(&s->mutex);
+    for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        /* As tpdbFsmWrittenIndex, for this database alone. */
+        uint64_t written = applied;
+        if (db->fetching && db->fetchMin - 1 < written) {
+            written = db->fetchMin - 1;
+        }
+        if (db->pendingHead != NULL && db->pendingHead->index <= written) {
+            written = db->pendingHead->index - 1;
+        }
+        struct tpdb_fsm_db_state st = {db->name, written, db->lastSeen,
+                                       db->nQueued, db->fetching};
+        fn(arg, &st);
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
 unsigned tpdbFsmFetching(struct raft_fsm *fsm)
 {
     struct fsmState *s = fsm->data;

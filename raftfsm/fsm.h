@@ -237,6 +237,24 @@ unsigned tpdbFsmPendingFor(struct raft_fsm *fsm, const char *name);
  * applied index (any thread). */
 uint64_t tpdbFsmWrittenIndex(struct raft_fsm *fsm, uint64_t applied);
 
+/* One database's apply state, for status and metrics. */
+struct tpdb_fsm_db_state {
+    const char *name;       /* borrowed: valid during the callback only */
+    uint64_t applied_index; /* its effects are written up to this index */
+    uint64_t last_entry;    /* index of the last entry of it seen */
+    unsigned queued;        /* its entries waiting to be written */
+    int fetching;           /* it waits for a stream from a peer */
+};
+
+/* Calls fn(arg, state) for each database, under the FSM's mutex (fn must
+ * not call back into the FSM), given raft's last applied index (any
+ * thread). */
+void tpdbFsmDbStates(struct raft_fsm *fsm,
+                     uint64_t applied,
+                     void (*fn)(void *arg,
+                                const struct tpdb_fsm_db_state *state),
+                     void *arg);
+
 /* Counters for status and benchmarks. */
 struct tpdb_fsm_stats {
     uint64_t applied_entries; /* entries whose frames the FSM wrote */

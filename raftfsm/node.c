@@ -679,6 +679,16 @@ void tpdbNodeLeader(struct tpdb_node *n, char *buf, size_t size)
     pthread_mutex_unlock(&n->mutex);
 }
 
+/* Appends one database's state to the JSON array arg. */
+static void dbStateCb(void *arg, const struct tpdb_fsm_db_state *st)
+{
+    json_array_append_new(
+        arg, json_pack("{s:s,s:I,s:I,s:i,s:b}", "name", st->name,
+                       "applied_index", (json_int_t)st->applied_index,
+                       "last_entry", (json_int_t)st->last_entry, "queued",
+                       (int)st->queued, "fetching", st->fetching));
+}
+
 static void statusFn(struct tpdb_node *n, struct nodeCall *c)
 {
     struct raft *r = &n->raft;
@@ -716,6 +726,11 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
         (json_int_t)applied, "last_index", (json_int_t)raft_last_index(r),
         "members", members, "databases", (json_int_t)tpdbFsmDbCount(&n->fsm),
         "stats", stats);
+    json_t *dbs = json_array();
+    if (o != NULL && dbs != NULL) {
+        tpdbFsmDbStates(&n->fsm, raft_last_applied(r), dbStateCb, dbs);
+    }
+    json_object_set_new(o, "dbs", dbs);
     char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (text == NULL) {

@@ -30,6 +30,7 @@
 
 #include "ext/tpdb.h"
 #include "shell/tpdbd_api.h"
+#include "shell/tpdbd_dns.h"
 #include "shell/tpdbd_forward.h"
 #include "shell/tpdbd_log.h"
 #include "shell/tpdbd_meta.h"
@@ -409,6 +410,8 @@ static int stopAll(struct tpdbd *d,
     if (h != NULL) {
         housekeepingStop(h);
     }
+    tpdbdMetricsStop(d->metrics);
+    d->metrics = NULL;
     if (d->control != NULL) {
         transferLeadership(d);
     }
@@ -457,6 +460,13 @@ static int serveUntilSignal(struct tpdbd *d,
         tpdbdLog(TPDBD_ERROR, "%s", err);
         return -1;
     }
+    if (d->cfg.metrics[0] != '\0') {
+        if (tpdbdMetricsStart(&d->metrics, d, err, sizeof err) != 0) {
+            tpdbdLog(TPDBD_ERROR, "%s", err);
+            return -1;
+        }
+        tpdbdLog(TPDBD_INFO, "metrics: http://%s/metrics", d->cfg.metrics);
+    }
     tpdbdLog(TPDBD_INFO,
              "ready: node %s (raft id %llu), raft %s, client %s, data dir %s",
              d->cfg.node_id, (unsigned long long)d->cfg.raft_id,
@@ -482,7 +492,22 @@ int main(int argc, char **argv)
         return 0;
     }
     parseEnv(&d);
-    if (setupSignals() != 0 || setupDir(&d, &temp) != 0) {
+    if (setupSignals() != 0) {
+        return 1;
+    }
+    if (d.cfg.dns_peers[0] != '\0') {
+        int found = tpdbdDnsDiscover(&d.cfg, wakePipe[0], err, sizeof err);
+        if (found > 0) {
+            /* A signal during discovery: nothing was started yet. */
+            tpdbdLog(TPDBD_INFO, "stopped during DNS discovery");
+            return 0;
+        }
+        if (found < 0) {
+            fprintf(stderr, "%s\n", err);
+            return 1;
+        }
+    }
+    if (setupDir(&d, &temp) != 0) {
         return 1;
     }
     advertiseClient(&d);

@@ -13,6 +13,8 @@
  *   tpdbd_forward.c  a request forwarded to the leader's client port
  *   tpdbd_txn.c      interactive transactions (begin/commit/rollback)
  *   tpdbd_admin.c    remove, transfer, checkpoint, backup
+ *   tpdbd_dns.c      --dns-peers discovery, before anything starts
+ *   tpdbd_metrics.c  --metrics: Prometheus text over HTTP
  */
 #ifndef TPDBD_H
 #define TPDBD_H
@@ -23,6 +25,7 @@
 #include <sqlite3.h>
 
 #include "shell/tpdbd_flags.h"
+#include "shell/tpdbd_metrics.h"
 #include "shell/tpdbd_pool.h"
 
 /* The main database of a node directory, as in TrashPandaDB. */
@@ -43,6 +46,9 @@ struct tpdbd {
     sqlite3 *control; /* data.db, opened first: keeps the node up */
     unsigned slow_ms; /* TPDB_SLOW_QUERY_MS */
     atomic_ullong queries_total, writes_total, slow_queries_total;
+    /* Request latency histogram (tpdbdMetricsObserve). */
+    atomic_ullong latency[TPDBD_LATENCY_BUCKETS + 1], latency_sum_ms;
+    struct tpdbd_metrics *metrics; /* NULL without --metrics */
 };
 
 /* The node's status (tpdb_status() parsed), or NULL if it is unavailable.

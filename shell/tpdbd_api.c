@@ -213,6 +213,7 @@ static char *actionMetrics(struct tpdbd *d)
 static void noteTime(struct tpdbd *d, long long start, const char *sql)
 {
     long long ms = nowMs() - start;
+    tpdbdMetricsObserve(d, ms);
     if (ms >= (long long)d->slow_ms) {
         d->slow_queries_total++;
         tpdbdLog(TPDBD_WARN, "[SLOW] %lldms %.200s", ms, sql);

@@ -25,11 +25,13 @@
 
 static const char usage[] =
     "usage: tpdbd --node-id ID [flags]\n"
+    "       tpdbd --dns-peers NAME [flags]\n"
     "\n"
     "A tpdb replica: serves DATA_DIR/data.db (and the other databases of\n"
     "DATA_DIR) to TrashPandaDB 0.8 JSON-lines clients, replicated by Raft.\n"
     "\n"
-    "  --node-id ID             this node's id (required)\n"
+    "  --node-id ID             this node's id (required unless\n"
+    "                           --dns-peers gives it)\n"
     "  --raft HOST:PORT         Raft listen and advertised address\n"
     "                           (default " DEFAULT_RAFT
     "; 0.0.0.0 becomes the\n"
@@ -45,6 +47,15 @@ static const char usage[] =
     "                           forward writes (repeatable; optional)\n"
     "  --join HOST:PORT         client address of any member: join the\n"
     "                           running cluster through it\n"
+    "  --dns-peers NAME         DNS discovery: the initial voters are the\n"
+    "                           IPv4 addresses NAME resolves to, node ids\n"
+    "                           are their IPs (default --node-id: this\n"
+    "                           node's own); re-resolved until there are\n"
+    "                           enough, for up to --ready-ms\n"
+    "  --dns-raft-port PORT     the members' Raft port (default 9001)\n"
+    "  --dns-client-port PORT   the members' client port (default 9002)\n"
+    "  --dns-minimum-cluster-size N  addresses NAME must resolve to,\n"
+    "                           this node's included (default 3)\n"
     "  --data-dir DIR           node directory, created if missing (default:\n"
     "                           a temporary directory removed at exit)\n"
     "  --log-level LEVEL        debug, info (default), warn or error\n"
@@ -61,6 +72,8 @@ static const char usage[] =
     "                           it and Raft traffic is encrypted\n"
     "  --key-file-next PATH     a rotation's second key, also accepted\n"
     "  --insecure               allow a non-loopback --raft without a key\n"
+    "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at\n"
+    "                           GET /metrics (off by default)\n"
     "  -h, --help               print this text\n";
 
 const char *tpdbdUsage(void)
@@ -167,6 +180,29 @@ static struct tpdbd_member *memberFor(struct tpdbd_config *cfg,
     return m;
 }
 
+int tpdbdMemberAdd(struct tpdbd_config *cfg,
+                   const char *id,
+                   const char *raft,
+                   const char *client,
+                   char *err,
+                   size_t size)
+{
+    struct tpdbd_member *m = memberFor(cfg, id, strlen(id));
+    if (m == NULL) {
+        snprintf(err, size, "ERROR: at most %d members may be named",
+                 TPDBD_NODES_MAX);
+        return -1;
+    }
+    if (raft[0] != '\0') {
+        cfg->npeers += m->raft[0] == '\0';
+        snprintf(m->raft, sizeof m->raft, "%s", raft);
+    }
+    if (client[0] != '\0') {
+        snprintf(m->client, sizeof m->client, "%s", client);
+    }
+    return 0;
+}
+
 /* Parses "ID=HOST:PORT" for --peer (isClient 0) or --client-peer. */
 static int memberSpec(struct tpdbd_config *cfg,
                       const char *flag,
@@ -214,6 +250,7 @@ struct rawArgs {
     const char *electionMs, *readyMs, *commitMs, *maxClients;
     const char *txnIdleMs;
     const char *keyFile, *keyFileNext;
+    const char *dnsPeers, *dnsRaftPort, *dnsClientPort, *dnsMin, *metrics;
     int insecure;
     const char *peers[TPDBD_NODES_MAX + 1], *clientPeers[TPDBD_NODES_MAX + 1];
     unsigned npeers, nclientPeers;
@@ -238,6 +275,11 @@ static const char **slotFor(struct rawArgs *raw, const char *name)
         {"--txn-idle-ms", offsetof(struct rawArgs, txnIdleMs)},
         {"--key-file", offsetof(struct rawArgs, keyFile)},
         {"--key-file-next", offsetof(struct rawArgs, keyFileNext)},
+        {"--dns-peers", offsetof(struct rawArgs, dnsPeers)},
+        {"--dns-raft-port", offsetof(struct rawArgs, dnsRaftPort)},
+        {"--dns-client-port", offsetof(struct rawArgs, dnsClientPort)},
+        {"--dns-minimum-cluster-size", offsetof(struct rawArgs, dnsMin)},
+        {"--metrics", offsetof(struct rawArgs, metrics)},
     };
     if (strcmp(name, "--peer") == 0 && raw->npeers <= TPDBD_NODES_MAX) {
         return &raw->peers[raw->npeers++];
@@ -277,13 +319,6 @@ static int collect(int argc,
         }
         size_t nlen = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
         snprintf(name, sizeof name, "%.*s", (int)nlen, arg);
-        if (strncmp(name, "--dns-", 6) == 0) {
-            snprintf(err, size,
-                     "ERROR: %s: DNS discovery is not supported "
-                     "by tpdbd; name the peers with --peer",
-                     name);
-            return -1;
-        }
         const char **slot = slotFor(raw, name);
         if (slot == NULL) {
             snprintf(err, size, "ERROR: unknown flag '%s' (see --help)", arg);
@@ -326,6 +361,100 @@ static int parseUnsigned(const char *flag,
     return 0;
 }
 
+/* A number from lo to hi, or the default def if the flag is absent. */
+static int parseRange(const char *flag,
+                      const char *text,
+                      unsigned lo,
+                      unsigned hi,
+                      unsigned def,
+                      unsigned *out,
+                      char *err,
+                      size_t size)
+{
+    char *end = NULL;
+    unsigned long v;
+    *out = def;
+    if (text == NULL) {
+        return 0;
+    }
+    errno = 0;
+    v = strtoul(text, &end, 10);
+    if (errno != 0 || end == text || *end != '\0' || text[0] == '-' || v < lo ||
+        v > hi) {
+        snprintf(err, size, "ERROR: %s '%s': expected a number from %u to %u",
+                 flag, text, lo, hi);
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+/* The --dns-* flags. Discovery itself runs later (tpdbd_dns.c); here the
+ * values are checked, and the defaults of --raft and --client follow the
+ * DNS ports (TrashPandaDB listens on 0.0.0.0:9001; tpdbd's client API
+ * stays on loopback unless --client says otherwise). */
+static int parseDns(struct rawArgs *raw,
+                    struct tpdbd_config *cfg,
+                    char *raftDefault,
+                    char *clientDefault,
+                    char *err,
+                    size_t size)
+{
+    int dns = raw->dnsPeers != NULL;
+    if (!dns && (raw->dnsRaftPort || raw->dnsClientPort || raw->dnsMin)) {
+        snprintf(err, size,
+                 "ERROR: --dns-raft-port, --dns-client-port and "
+                 "--dns-minimum-cluster-size need --dns-peers");
+        return -1;
+    }
+    if (parseRange("--dns-raft-port", raw->dnsRaftPort, 1, 65535, 9001,
+                   &cfg->dns_raft_port, err, size) != 0 ||
+        parseRange("--dns-client-port", raw->dnsClientPort, 1, 65535, 9002,
+                   &cfg->dns_client_port, err, size) != 0 ||
+        parseRange("--dns-minimum-cluster-size", raw->dnsMin, 1,
+                   TPDBD_NODES_MAX, 3, &cfg->dns_min, err, size) != 0) {
+        return -1;
+    }
+    if (!dns) {
+        return 0;
+    }
+    if (raw->dnsPeers[0] == '\0' ||
+        strlen(raw->dnsPeers) >= sizeof cfg->dns_peers) {
+        snprintf(err, size, "ERROR: --dns-peers: empty or too long");
+        return -1;
+    }
+    if (raw->npeers > 0 || raw->join != NULL) {
+        snprintf(err, size,
+                 "ERROR: --dns-peers names the initial voters: it cannot be "
+                 "combined with %s",
+                 raw->npeers > 0 ? "--peer" : "--join");
+        return -1;
+    }
+    snprintf(cfg->dns_peers, sizeof cfg->dns_peers, "%s", raw->dnsPeers);
+    snprintf(raftDefault, TPDBD_ADDR_MAX, "0.0.0.0:%u", cfg->dns_raft_port);
+    snprintf(clientDefault, TPDBD_ADDR_MAX, "127.0.0.1:%u",
+             cfg->dns_client_port);
+    return 0;
+}
+
+/* In DNS mode the other nodes reach this one at its IP and
+ * --dns-raft-port, so --raft must listen on that port. */
+static int checkDnsRaftPort(const struct tpdbd_config *cfg,
+                            char *err,
+                            size_t size)
+{
+    const char *colon = strrchr(cfg->raft_listen, ':');
+    unsigned port = (unsigned)atoi(colon + 1);
+    if (cfg->dns_peers[0] == '\0' || port == cfg->dns_raft_port) {
+        return 0;
+    }
+    snprintf(err, size,
+             "ERROR: --raft port %u differs from --dns-raft-port %u: the "
+             "other nodes reach this one at its IP and --dns-raft-port",
+             port, cfg->dns_raft_port);
+    return -1;
+}
+
 /* TrashPandaDB's check that --peer does not name this node. */
 static int checkPeersNotSelf(const struct rawArgs *raw,
                              const char *self,
@@ -339,7 +468,7 @@ static int checkPeersNotSelf(const struct rawArgs *raw,
         size_t used = strlen(specs);
         snprintf(specs + used, sizeof specs - used, "%s%s", i ? ", " : "",
                  raw->peers[i]);
-        found |= strncmp(raw->peers[i], self, idLen) == 0 &&
+        found |= idLen > 0 && strncmp(raw->peers[i], self, idLen) == 0 &&
                  raw->peers[i][idLen] == '=';
     }
     if (found) {
@@ -353,9 +482,7 @@ static int checkPeersNotSelf(const struct rawArgs *raw,
 }
 
 /* Two different id strings with one raft id would make one node of two. */
-static int checkIdCollisions(const struct tpdbd_config *cfg,
-                             char *err,
-                             size_t size)
+int tpdbdCheckIds(const struct tpdbd_config *cfg, char *err, size_t size)
 {
     for (unsigned i = 0; i < cfg->nmembers; i++) {
         const struct tpdbd_member *a = &cfg->members[i];
@@ -428,18 +555,24 @@ static void advertisedAddress(struct tpdbd_config *cfg)
 }
 
 static int resolveAll(const struct rawArgs *raw,
+                      const char *raftDefault,
+                      const char *clientDefault,
                       struct tpdbd_config *cfg,
                       char *err,
                       size_t size)
 {
     char why[256];
     const char *flag = "--raft";
-    int rc = tpdbdResolve(raw->raft ? raw->raft : DEFAULT_RAFT,
-                          cfg->raft_listen, why, sizeof why);
+    int rc = tpdbdResolve(raw->raft ? raw->raft : raftDefault, cfg->raft_listen,
+                          why, sizeof why);
     if (rc == 0) {
         flag = "--client";
-        rc = tpdbdResolve(raw->client ? raw->client : DEFAULT_CLIENT,
+        rc = tpdbdResolve(raw->client ? raw->client : clientDefault,
                           cfg->client_listen, why, sizeof why);
+    }
+    if (rc == 0 && raw->metrics != NULL) {
+        flag = "--metrics";
+        rc = tpdbdResolve(raw->metrics, cfg->metrics, why, sizeof why);
     }
     if (rc == 0 && raw->join != NULL) {
         flag = "--join";
@@ -515,6 +648,8 @@ int tpdbdParseArgs(int argc,
                    size_t size)
 {
     struct rawArgs raw;
+    char raftDefault[TPDBD_ADDR_MAX] = DEFAULT_RAFT;
+    char clientDefault[TPDBD_ADDR_MAX] = DEFAULT_CLIENT;
     memset(cfg, 0, sizeof *cfg);
     memset(&raw, 0, sizeof raw);
     if (collect(argc, argv, &raw, cfg, err, size) != 0) {
@@ -523,30 +658,34 @@ int tpdbdParseArgs(int argc,
     if (cfg->help) {
         return 0;
     }
-    if (raw.nodeId == NULL || raw.nodeId[0] == '\0') {
+    if ((raw.nodeId == NULL || raw.nodeId[0] == '\0') && raw.dnsPeers == NULL) {
         snprintf(err, size,
                  "ERROR: --node-id is required (or use --dns-peers so it can "
                  "be auto-detected)");
         return -1;
     }
-    if (!idValid(raw.nodeId)) {
+    if (raw.nodeId != NULL && !idValid(raw.nodeId)) {
         snprintf(err, size,
                  "ERROR: --node-id '%s': 1-%d printable characters, none of "
                  "=,@&?#%%\"\\ or spaces",
                  raw.nodeId, TPDBD_ID_MAX);
         return -1;
     }
-    snprintf(cfg->node_id, sizeof cfg->node_id, "%s", raw.nodeId);
-    cfg->raft_id = tpdbdRaftId(cfg->node_id);
+    if (raw.nodeId != NULL) {
+        snprintf(cfg->node_id, sizeof cfg->node_id, "%s", raw.nodeId);
+        cfg->raft_id = tpdbdRaftId(cfg->node_id);
+    }
     if (raw.npeers > TPDBD_NODES_MAX || raw.nclientPeers > TPDBD_NODES_MAX) {
         snprintf(err, size, "ERROR: at most %d --peer and %d --client-peer",
                  TPDBD_NODES_MAX, TPDBD_NODES_MAX);
         return -1;
     }
     if (checkPeersNotSelf(&raw, cfg->node_id, err, size) != 0 ||
+        parseDns(&raw, cfg, raftDefault, clientDefault, err, size) != 0 ||
         parseNumbers(&raw, cfg, err, size) != 0 ||
-        resolveAll(&raw, cfg, err, size) != 0 ||
-        checkIdCollisions(cfg, err, size) != 0) {
+        resolveAll(&raw, raftDefault, clientDefault, cfg, err, size) != 0 ||
+        checkDnsRaftPort(cfg, err, size) != 0 ||
+        (cfg->dns_peers[0] == '\0' && tpdbdCheckIds(cfg, err, size) != 0)) {
         return -1;
     }
     if (raw.dataDir != NULL) {
@@ -562,6 +701,8 @@ int tpdbdParseArgs(int argc,
         return -1;
     }
     cfg->insecure = raw.insecure;
-    advertisedAddress(cfg);
+    if (cfg->dns_peers[0] == '\0') {
+        advertisedAddress(cfg);
+    }
     return 0;
 }

@@ -41,17 +41,41 @@ struct tpdbd_config {
     char key_file[PATH_MAX]; /* --key-file; "" if none */
     char key_file_next[PATH_MAX]; /* --key-file-next; "" if none */
     int insecure;                 /* --insecure */
+    /* DNS discovery (tpdbd_dns.c): members and, without --node-id, the
+     * node id come from resolving dns_peers after parsing. */
+    char dns_peers[256];          /* --dns-peers; "" if none */
+    unsigned dns_raft_port;       /* --dns-raft-port (default 9001) */
+    unsigned dns_client_port;     /* --dns-client-port (default 9002) */
+    unsigned dns_min;             /* --dns-minimum-cluster-size (default 3) */
+    char metrics[TPDBD_ADDR_MAX]; /* --metrics, resolved; "" if none */
     int help; /* -h/--help was given: print tpdbdUsage() and exit 0 */
 };
 
 /* Parses argv into *cfg (zeroed first; defaults filled in). Returns 0, or
  * -1 with the whole message to print ("ERROR: ...") in err (size bytes).
- * Names are resolved to IPv4 here, so it may block on DNS. */
+ * Names are resolved to IPv4 here, so it may block on DNS. With
+ * --dns-peers the members, raft_addr and (without --node-id) node_id and
+ * raft_id are left for tpdbdDnsDiscover() (tpdbd_dns.h). */
 int tpdbdParseArgs(int argc,
                    char **argv,
                    struct tpdbd_config *cfg,
                    char *err,
                    size_t size);
+
+/* Adds a member (or fills in the given addresses of an existing one):
+ * raft and client are resolved "IPv4:port" strings or "" (borrowed, copied).
+ * A non-empty raft makes it an initial voter. Returns 0, or -1 with the
+ * "ERROR: ..." message in err if TPDBD_NODES_MAX members exist already. */
+int tpdbdMemberAdd(struct tpdbd_config *cfg,
+                   const char *id,
+                   const char *raft,
+                   const char *client,
+                   char *err,
+                   size_t size);
+
+/* Checks that no two different ids among this node and its members map
+ * to one raft id. Returns 0, or -1 with the "ERROR: ..." message in err. */
+int tpdbdCheckIds(const struct tpdbd_config *cfg, char *err, size_t size);
 
 /* The usage text listing every flag; static storage. */
 const char *tpdbdUsage(void);

@@ -81,12 +81,28 @@ static void testPeerNamesSelf(void **state)
 
 static void testHelpListsEveryFlag(void **state)
 {
-    static const char *const flags[] = {
-        "--node-id",     "--raft",          "--client",    "--peer",
-        "--client-peer", "--join",          "--data-dir",  "--log-level",
-        "--election-ms", "--ready-ms",      "--commit-ms", "--max-clients",
-        "--key-file",    "--key-file-next", "--insecure",  "-h, --help",
-        "--txn-idle-ms"};
+    static const char *const flags[] = {"--node-id",
+                                        "--raft",
+                                        "--client",
+                                        "--peer",
+                                        "--client-peer",
+                                        "--join",
+                                        "--data-dir",
+                                        "--log-level",
+                                        "--election-ms",
+                                        "--ready-ms",
+                                        "--commit-ms",
+                                        "--max-clients",
+                                        "--key-file",
+                                        "--key-file-next",
+                                        "--insecure",
+                                        "-h, --help",
+                                        "--txn-idle-ms",
+                                        "--dns-peers",
+                                        "--dns-raft-port",
+                                        "--dns-client-port",
+                                        "--dns-minimum-cluster-size",
+                                        "--metrics"};
     const char *args[] = {"--help", NULL};
     const char *shortArgs[] = {"-h", NULL};
     char *out, *err, *out2, *err2;
@@ -177,6 +193,30 @@ static void testAdvertisedAddress(void **state)
     assert_string_equal(cfg.raft_addr, "127.0.0.1:7001");
 }
 
+/* --dns-peers makes --node-id optional and sets the defaults of --raft
+ * and --client from the DNS ports; the members come later (test_tpdbd_dns). */
+static void testParseDns(void **state)
+{
+    static struct tpdbd_config cfg;
+    char err[1024];
+    (void)state;
+    assert_int_equal(
+        parse(&cfg, err, "--dns-peers", "db.test", "--dns-raft-port", "7001",
+              "--dns-client-port=8001", NULL),
+        0);
+    assert_string_equal(cfg.node_id, "");
+    assert_string_equal(cfg.dns_peers, "db.test");
+    assert_int_equal(cfg.dns_min, 3);
+    assert_string_equal(cfg.raft_listen, "0.0.0.0:7001");
+    assert_string_equal(cfg.client_listen, "127.0.0.1:8001");
+    assert_int_equal(cfg.nmembers, 0);
+    assert_int_equal(parse(&cfg, err, "--node-id", "n1", "--metrics",
+                           "localhost:9100", NULL),
+                     0);
+    assert_string_equal(cfg.metrics, "127.0.0.1:9100");
+    assert_int_equal(cfg.dns_raft_port, 9001);
+}
+
 static void testParseErrors(void **state)
 {
     static struct tpdbd_config cfg;
@@ -197,7 +237,20 @@ static void testParseErrors(void **state)
         {{"--node-id", "n 1"}, NULL},
         {{"--node-id", "n1", "--election-ms", "0"}, NULL},
         {{"--node-id", "n1", "--log-level", "loud"}, NULL},
-        {{"--node-id", "n1", "--dns-peers", "db.local"}, NULL},
+        {{"--dns-peers", "db.test", "--peer", "a=127.0.0.1:1"},
+         "ERROR: --dns-peers names the initial voters: it cannot be combined "
+         "with --peer"},
+        {{"--dns-peers", "db.test", "--dns-minimum-cluster-size", "0"},
+         "ERROR: --dns-minimum-cluster-size '0': expected a number from 1 to "
+         "16"},
+        {{"--node-id", "n1", "--dns-raft-port", "7001"},
+         "ERROR: --dns-raft-port, --dns-client-port and "
+         "--dns-minimum-cluster-size need --dns-peers"},
+        {{"--dns-peers", "db.test", "--raft", "127.0.0.1:7001"},
+         "ERROR: --raft port 7001 differs from --dns-raft-port 9001: the "
+         "other nodes reach this one at its IP and --dns-raft-port"},
+        {{"--node-id", "n1", "--metrics", "127.0.0.1:0"},
+         "ERROR: --metrics '127.0.0.1:0': bad port"},
         {{"--node-id"}, "ERROR: --node-id needs a value"},
     };
     char err[1024];
@@ -235,6 +288,7 @@ int main(void)
         cmocka_unit_test(testRaftIds),
         cmocka_unit_test(testParseMembers),
         cmocka_unit_test(testAdvertisedAddress),
+        cmocka_unit_test(testParseDns),
         cmocka_unit_test(testParseErrors),
         cmocka_unit_test(testTxnIdleMs),
         cmocka_unit_test_teardown(testNodeIdRequired, harnessTeardown),

@@ -99,6 +99,21 @@ void tpdbdsWaitReady(struct tpdbds *c, int i)
     }
 }
 
+static int connectAt(const char *ip, unsigned port)
+{
+    struct sockaddr_in sin;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    assert_int_equal(inet_pton(AF_INET, ip, &sin.sin_addr), 1);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sin, sizeof sin) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 int tpdbdsConnect(unsigned port)
 {
     struct sockaddr_in sin;
@@ -170,9 +185,14 @@ int tpdbdsReadLine(int fd, int timeout_ms, char **line)
 
 json_t *tpdbdsRequest(unsigned port, const char *line)
 {
+    return tpdbdsRequestAt("127.0.0.1", port, line);
+}
+
+json_t *tpdbdsRequestAt(const char *ip, unsigned port, const char *line)
+{
     char *reply = NULL;
     json_t *o = NULL;
-    int fd = tpdbdsConnect(port);
+    int fd = connectAt(ip, port);
     if (fd < 0) {
         return NULL;
     }

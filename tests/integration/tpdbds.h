@@ -67,6 +67,9 @@ int tpdbdsReadLine(int fd, int timeout_ms, char **line);
  * json_decrefs) or NULL if there was none. */
 json_t *tpdbdsRequest(unsigned port, const char *line);
 
+/* tpdbdsRequest() to ip (an IPv4 address string) instead of 127.0.0.1. */
+json_t *tpdbdsRequestAt(const char *ip, unsigned port, const char *line);
+
 /* tpdbdsRequest() on member i's client port with a printf-style line. */
 json_t *tpdbdsCall(struct tpdbds *c, int i, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
