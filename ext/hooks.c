@@ -11,7 +11,8 @@
  * key_file=PATH (the cluster key; else $TPDB_REPLICATION_KEY),
  * key_file_next=PATH (a rotation's other key), insecure=1 (listen on a
  * non-loopback address without a key), listen=HOST:PORT (listen there,
- * advertise bind).
+ * advertise bind), log_level=error|warn|info|debug|none (stderr logging of
+ * the whole process, as TPDB_LOG_LEVEL).
  */
 #include "ext/hooks.h"
 
@@ -54,6 +55,23 @@ static void splitPath(const char *path,
     }
 }
 
+/* Applies the log_level parameter, if given. */
+static int uriLogLevel(const char *uri, char *errmsg)
+{
+    const char *name = sqlite3_uri_parameter(uri, "log_level");
+    if (name == NULL) {
+        return TPDB_OK;
+    }
+    int level = tpdbLogParseLevel(name);
+    if (level < 0) {
+        tpdbErrf(errmsg,
+                 "log_level '%s': want error, warn, info, debug or none", name);
+        return TPDB_INVALID;
+    }
+    tpdbLogSetLevel(level);
+    return TPDB_OK;
+}
+
 static int hookDbOpen(void *arg,
                       const char *path,
                       const char *uri,
@@ -68,6 +86,10 @@ static int hookDbOpen(void *arg,
     (void)arg;
 
     splitPath(path, dir, sizeof dir, &name);
+    rc = uriLogLevel(uri, errmsg);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
     if (name[0] == '\0' || name[0] == '.' || strlen(name) > 255) {
         tpdbErrf(errmsg,
                  "tpdb: database file name '%s' is not allowed "
@@ -122,8 +144,8 @@ static int hookDbOpen(void *arg,
         }
     }
     if (rc != TPDB_OK) {
+        /* The VFS says which file (open PATH: ...). */
         tpdb_free(h);
-        tpdbErrWrap(errmsg, "tpdb: open %s", path);
         return rc;
     }
     *handle = h;

@@ -101,6 +101,9 @@ struct tpdb_node {
     int joinState;
     int joinRc;
     char joinMsg[TPDB_ERRMSG_SIZE];
+    /* A peer started with another peers list (transport.h); guarded by
+     * mutex, "" while none was seen. */
+    char mismatch[TPDB_ERRMSG_SIZE];
     struct tpdb_node *next;
 };
 
