@@ -19,6 +19,7 @@
 
 #include "raftfsm/fetch.h"
 #include "raftfsm/fsm.h"
+#include "raftfsm/local.h"
 #include "raftfsm/nodeint.h"
 
 static pthread_mutex_t registryMutex = PTHREAD_MUTEX_INITIALIZER;
@@ -514,6 +515,11 @@ static int waitCaughtUp(struct tpdb_node *n, uint64_t deadline, char *errmsg)
 
 static void nodeFree(struct tpdb_node *n)
 {
+    while (n->holds != NULL) {
+        struct nodeHold *h = n->holds;
+        n->holds = h->next;
+        tpdb_free(h);
+    }
     if (n->lockFd >= 0) {
         close(n->lockFd);
     }
@@ -521,6 +527,19 @@ static void nodeFree(struct tpdb_node *n)
     pthread_mutex_destroy(&n->mutex);
     tpdb_free(n->dataDir);
     tpdb_free(n);
+}
+
+/* Serves other processes' writes (local.h); without it they only read. */
+static void localStart(struct tpdb_node *n)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    if (tpdbLocalServerStart(n, n->metaDir, n->dataDir, &n->local, errmsg) !=
+        TPDB_OK) {
+        n->local = NULL;
+        tpdbLog(TPDB_LOG_WARN,
+                "node %llu: other processes can only read %s: %s",
+                (unsigned long long)n->id, n->dataDir, errmsg);
+    }
 }
 
 static struct tpdb_node *registryFind(const char *dataDir)
@@ -577,6 +596,9 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
     if (rc == TPDB_OK) {
         rc = raftRun(n, errmsg);
         threadFailed = rc == TPDB_NOMEM;
+    }
+    if (rc == TPDB_OK) {
+        localStart(n);
     }
     if (rc != TPDB_OK) {
         if (threadFailed) {
@@ -749,7 +771,12 @@ struct tpdb_node *tpdbNodeFind(const char *db_path)
 
 static void nodeStop(struct tpdb_node *n)
 {
+    tpdbLocalServerShutdown(n->local);
     nodeRuntimeStop(n);
+    /* Before the FSM closes: a request being served may still wait on
+     * it. */
+    tpdbLocalServerFree(n->local);
+    n->local = NULL;
     tpdbTransportClose(&n->transport);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     tpdbFetchClose(n->fetch);
