@@ -22,6 +22,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -64,7 +68,7 @@ static struct harness_proc *startB(struct nodes *c, int i)
     return p;
 }
 
-static void send(struct harness_proc *p, const char *cmd)
+static void cmdSend(struct harness_proc *p, const char *cmd)
 {
     if (harnessProcWriteLine(p, cmd, NODES_IO_MS, errmsg) != TPDB_OK) {
         fail_msg("send '%s': %s", cmd, errmsg);
@@ -96,7 +100,7 @@ static long countOnB(struct harness_proc *b, const char *sql)
 {
     char cmd[256];
     snprintf(cmd, sizeof cmd, "query %s", sql);
-    send(b, cmd);
+    cmdSend(b, cmd);
     char *line = reply(b);
     assert_non_null(line);
     long n = -1;
@@ -152,14 +156,14 @@ static void testConcurrentWriters(void **state)
     setupCluster(c);
     int leader = nodesFindLeader(c, 30000);
     struct harness_proc *a = c->procs[leader];
-    send(a, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, who TEXT)");
+    cmdSend(a, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, who TEXT)");
     expectOk(a, "A");
     struct harness_proc *b = startB(c, leader);
     for (int k = 0; k < N_ROWS; k++) {
         /* Both commands are in flight together: the two processes
          * compete for the WAL write lock. */
         snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d, 'a')", k);
-        send(a, cmd);
+        cmdSend(a, cmd);
         if (k % 10 == 0) {
             snprintf(cmd, sizeof cmd,
                      "exec BEGIN IMMEDIATE; INSERT INTO t VALUES(%d, 'b'); "
@@ -169,20 +173,30 @@ static void testConcurrentWriters(void **state)
             snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d, 'b')",
                      100000 + k);
         }
-        send(b, cmd);
+        cmdSend(b, cmd);
         expectOk(a, "A");
         expectOk(b, "B");
     }
-    long want = 2 * N_ROWS + N_ROWS / 10;
+    /* A large transaction (parts, commit_part) from B while A writes. */
+    cmdSend(b,
+            "exec CREATE TABLE big(b BLOB); "
+            "INSERT INTO big VALUES(randomblob(6000000))");
+    cmdSend(a, "exec INSERT INTO t VALUES(-1, 'a')");
+    expectOk(b, "B, 6 MB");
+    expectOk(a, "A");
+    long want = 2 * N_ROWS + N_ROWS / 10 + 1;
     assert_int_equal(countOnB(b, "SELECT count(*) FROM t"), want);
     assert_int_equal(countOnB(b, "SELECT count(*) FROM t WHERE who = 'a'"),
-                     N_ROWS);
+                     N_ROWS + 1);
     assertIdentical(c);
     for (int i = 0; i < N_NODES; i++) {
         char *line = nodesQueryFirst(c, i, "SELECT count(*) FROM t");
         char expect[32];
         snprintf(expect, sizeof expect, "row %ld", want);
         assert_string_equal(line, expect);
+        tpdb_free(line);
+        line = nodesQueryFirst(c, i, "SELECT length(b) FROM big");
+        assert_string_equal(line, "row 6000000");
         tpdb_free(line);
     }
     harnessProcFree(b);
@@ -202,13 +216,13 @@ static void testKillNodeProcess(void **state)
     memset(outcome, 0, sizeof outcome);
     setupCluster(c);
     int leader = nodesFindLeader(c, 30000);
-    send(c->procs[leader], "exec CREATE TABLE t(k INTEGER PRIMARY KEY)");
+    cmdSend(c->procs[leader], "exec CREATE TABLE t(k INTEGER PRIMARY KEY)");
     expectOk(c->procs[leader], "A");
     struct harness_proc *b = startB(c, leader);
     int k = 0;
     for (; k < 50; k++) {
         snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d)", k);
-        send(b, cmd);
+        cmdSend(b, cmd);
         expectOk(b, "B");
         outcome[k] = 1;
     }
@@ -216,7 +230,7 @@ static void testKillNodeProcess(void **state)
      * so that B is mid-load. */
     for (int i = 0; i < 30; i++) {
         snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d)", k + i);
-        send(b, cmd);
+        cmdSend(b, cmd);
     }
     for (int i = 0; i < 10; i++, k++) {
         expectOk(b, "B");
@@ -257,7 +271,7 @@ static void testKillNodeProcess(void **state)
     nodesWaitReady(c, leader);
     int newLeader = nodesFindLeader(c, 30000);
     snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d)", k);
-    send(b, cmd);
+    cmdSend(b, cmd);
     line = reply(b);
     assert_non_null(line);
     if (newLeader == leader) {
@@ -307,12 +321,12 @@ static void testKillWriterProcess(void **state)
     setupCluster(c);
     int leader = nodesFindLeader(c, 30000);
     struct harness_proc *a = c->procs[leader];
-    send(a, "exec CREATE TABLE t(k INTEGER PRIMARY KEY)");
+    cmdSend(a, "exec CREATE TABLE t(k INTEGER PRIMARY KEY)");
     expectOk(a, "A");
     struct harness_proc *b = startB(c, leader);
     for (int i = 0; i < 40; i++) {
         snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d)", i);
-        send(b, cmd);
+        cmdSend(b, cmd);
     }
     for (int i = 0; i < 10; i++) {
         expectOk(b, "B");
@@ -322,7 +336,7 @@ static void testKillWriterProcess(void **state)
     harnessProcFree(b);
     for (int i = 0; i < 20; i++) {
         snprintf(cmd, sizeof cmd, "exec INSERT INTO t VALUES(%d)", 1000 + i);
-        send(a, cmd);
+        cmdSend(a, cmd);
         expectOk(a, "A after B died");
     }
     assertIdentical(c);
@@ -400,9 +414,9 @@ static void testClientDiesAfterAck(void **state)
     }
     int leader = nodesFindLeader(c, 30000);
     struct harness_proc *a = c->procs[leader];
-    send(a,
-         "exec CREATE TABLE t(k INTEGER PRIMARY KEY); "
-         "INSERT INTO t VALUES(1)");
+    cmdSend(a,
+            "exec CREATE TABLE t(k INTEGER PRIMARY KEY); "
+            "INSERT INTO t VALUES(1)");
     expectOk(a, "A");
     nodesCheckpoint(c, leader, 30000);
     imageWithRow(c, leader, &txn, &image);
@@ -428,10 +442,73 @@ static void testClientDiesAfterAck(void **state)
     }
     assert_int_equal(nodesStat(c, leader, "fetches"), 0);
     /* And A takes writes again. */
-    send(a, "exec INSERT INTO t VALUES(2)");
+    cmdSend(a, "exec INSERT INTO t VALUES(2)");
     expectOk(a, "A");
     tpdb_free(txn.pages);
     tpdb_free(image);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
+/* Writes raw bytes on a fresh connection to member i's socket and
+ * waits until the node closes it. */
+static void rawClient(struct nodes *c, int i, const void *buf, size_t len)
+{
+    char meta[HARNESS_PATH_MAX + 16];
+    struct sockaddr_un sa;
+    char sink[64];
+    nodesPath(c, i, ".tpdb/sock", meta, sizeof meta);
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    assert_true(strlen(meta) < sizeof sa.sun_path);
+    memcpy(sa.sun_path, meta, strlen(meta));
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(send(fd, buf, len, MSG_NOSIGNAL), (ssize_t)len);
+    shutdown(fd, SHUT_WR);
+    struct timeval tv = {30, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ssize_t r;
+    while ((r = read(fd, sink, sizeof sink)) > 0) {
+    }
+    assert_int_equal(r, 0); /* closed by the node, not timed out */
+    close(fd);
+}
+
+/* Malformed requests on the socket close that stream and nothing else:
+ * the node's process goes on writing. */
+static void testGarbageOnSocket(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    (void)state;
+    assert_non_null(c);
+    setupCluster(c);
+    int leader = nodesFindLeader(c, 30000);
+    struct harness_proc *a = c->procs[leader];
+    cmdSend(a, "exec CREATE TABLE t(k INTEGER PRIMARY KEY)");
+    expectOk(a, "A");
+    static const uint8_t huge[] = {0xff, 0xff, 0xff, 0x7f, 3, 0, 6, 0};
+    static const uint8_t tiny[] = {2, 0, 0, 0, 1, 0};
+    static const uint8_t badOp[] = {14, 0, 0, 0,   9,   0,   6,   0,   0,
+                                    0,  0, 0, 'a', 'p', 'p', '.', 'd', 'b'};
+    /* A commit without a write check, then one with a bad shape. */
+    static const uint8_t noCheck[] = {
+        26,  0,   0,   0, 3,  0, 6, 0, 0, 0, 0, 0, 'a', 'p', 'p',
+        '.', 'd', 'b', 0, 16, 0, 0, 1, 0, 0, 0, 1, 0,   0,   0};
+    static const uint8_t badName[] = {14, 0, 0, 0,   1,   0,   6,   0,   0,
+                                      0,  0, 0, '.', '.', '/', 'e', 't', 'c'};
+    rawClient(c, leader, huge, sizeof huge);
+    rawClient(c, leader, tiny, sizeof tiny);
+    rawClient(c, leader, badOp, sizeof badOp);
+    rawClient(c, leader, noCheck, sizeof noCheck);
+    rawClient(c, leader, badName, sizeof badName);
+    cmdSend(a, "exec INSERT INTO t VALUES(1)");
+    expectOk(a, "A after garbage");
+    struct harness_proc *b = startB(c, leader);
+    cmdSend(b, "exec INSERT INTO t VALUES(2)");
+    expectOk(b, "B after garbage");
+    harnessProcFree(b);
     nodesClose(c);
     tpdb_free(c);
 }
@@ -443,6 +520,7 @@ int main(void)
         cmocka_unit_test_teardown(testKillNodeProcess, harnessTeardown),
         cmocka_unit_test_teardown(testKillWriterProcess, harnessTeardown),
         cmocka_unit_test_teardown(testClientDiesAfterAck, harnessTeardown),
+        cmocka_unit_test_teardown(testGarbageOnSocket, harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
