@@ -183,8 +183,14 @@ static int hookDbOpen(void *arg,
                  realpath(dir, real) != NULL ? real : dir);
         if (remoteConnect(h, errmsg) != TPDB_OK) {
             tpdbLog(TPDB_LOG_INFO, "%s: %s", path, errmsg);
+            rc = TPDB_OK;
+        } else {
+            /* As a local open would: the node's process adopts it. */
+            rc = tpdbLocalAdopt(h->remote, name, errmsg);
         }
-        rc = TPDB_OK;
+        if (rc != TPDB_OK) {
+            tpdbLocalClose(h->remote);
+        }
     }
     if (rc == TPDB_OK && h->node != NULL) {
         rc = tpdbNodeAdopt(h->node, name, path, errmsg);

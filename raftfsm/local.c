@@ -4,7 +4,8 @@
  *
  *   request: offset size
  *              0    4  length L of what follows
- *              4    1  op: 1 CHECK, 2 WAIT, 3 COMMIT, 4 PART, 5 DONE
+ *              4    1  op: 1 CHECK, 2 WAIT, 3 COMMIT, 4 PART, 5 DONE,
+ *                      6 ADOPT
  *              5    1  PART: final; DONE: written
  *              6    2  name length N (1..255)
  *              8    4  PART: part index
@@ -37,7 +38,7 @@
 #include "raftfsm/node.h"
 #include "vfs/vfs.h"
 
-enum { OP_CHECK = 1, OP_WAIT, OP_COMMIT, OP_PART, OP_DONE };
+enum { OP_CHECK = 1, OP_WAIT, OP_COMMIT, OP_PART, OP_DONE, OP_ADOPT };
 
 #define REQ_HDR 12
 #define TXN_HDR 12
@@ -252,6 +253,17 @@ static void sessionEnd(struct localConn *c, int written, int lost)
     }
 }
 
+/* A database the client opens: made part of the cluster as a local open
+ * would (tpdbNodeAdopt), before any write of the client reaches it. */
+static int serveAdopt(struct localConn *c, const char *db)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    char path[PATH_MAX + 300];
+    snprintf(path, sizeof path, "%s/%s", c->s->dataDir, db);
+    int rc = tpdbNodeAdopt(c->s->node, db, path, errmsg);
+    return sendReply(c->fd, rc, errmsg);
+}
+
 static int serveCheck(struct localConn *c, const char *db)
 {
     char errmsg[TPDB_ERRMSG_SIZE] = "";
@@ -322,6 +334,8 @@ static int serveRequest(struct localConn *c,
         case OP_WAIT:
             tpdbNodeWaitWritable(c->s->node, db);
             return sendReply(c->fd, TPDB_OK, NULL);
+        case OP_ADOPT:
+            return serveAdopt(c, db);
         case OP_DONE:
             if (c->held && strcmp(db, c->db) == 0) {
                 sessionEnd(c, req[1] != 0, 0);
@@ -639,6 +653,11 @@ static int simpleRequest(struct tpdb_local_client *c,
         return TPDB_READONLY;
     }
     return rc;
+}
+
+int tpdbLocalAdopt(struct tpdb_local_client *c, const char *db, char *errmsg)
+{
+    return simpleRequest(c, OP_ADOPT, 0, db, errmsg);
 }
 
 int tpdbLocalWriteCheck(struct tpdb_local_client *c,

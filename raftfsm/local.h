@@ -66,6 +66,12 @@ void tpdbLocalClose(struct tpdb_local_client *c);
 /* Whether c lost its stream (every request then fails at once). */
 int tpdbLocalBroken(const struct tpdb_local_client *c);
 
+/* tpdbNodeAdopt on the serving node for database `db` of its directory
+ * (call when opening it, holding no lock on it): a file that holds data
+ * the cluster does not know is replicated whole first. A lost stream:
+ * TPDB_READONLY. */
+int tpdbLocalAdopt(struct tpdb_local_client *c, const char *db, char *errmsg);
+
 /* tpdbNodeWriteCheck on the serving node. A lost stream: TPDB_READONLY
  * with errmsg saying the node's process went away. */
 int tpdbLocalWriteCheck(struct tpdb_local_client *c,

@@ -513,6 +513,61 @@ static void testGarbageOnSocket(void **state)
     tpdb_free(c);
 }
 
+static int oldRowsThere(void *arg)
+{
+    const char *uri = arg;
+    char *out = NULL;
+    char err[TPDB_ERRMSG_SIZE];
+    int ok = harnessSqlite3(NULL, uri, "SELECT count(*) FROM old;", 30000, &out,
+                            err) == TPDB_OK &&
+             strcmp(out, "101\n") == 0;
+    tpdb_free(out);
+    return ok;
+}
+
+/* A plain SQLite database with data, opened by the second process (the
+ * stock shell) in the node's directory, is adopted by the node's process
+ * as a local open would be: its image reaches the followers before the
+ * shell's own write. */
+static void testAdoptThroughNode(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    char ext[HARNESS_PATH_MAX];
+    char uri[HARNESS_PATH_MAX * 2];
+    char *out = NULL;
+    (void)state;
+    assert_non_null(c);
+    setupCluster(c);
+    int leader = nodesFindLeader(c, 30000);
+    assert_int_equal(harnessExtPath(ext, sizeof ext, errmsg), TPDB_OK);
+    snprintf(uri, sizeof uri, "file:%s/n%d/old.db", c->dir, leader + 1);
+    assert_int_equal(harnessSqlite3(NULL, uri,
+                                    "CREATE TABLE old(x); INSERT INTO old "
+                                    "SELECT value FROM generate_series(1, "
+                                    "100);",
+                                    30000, &out, errmsg),
+                     TPDB_OK);
+    tpdb_free(out);
+    snprintf(uri, sizeof uri,
+             "file:%s/n%d/old.db?vfs=tpdb&node=%d&bind=127.0.0.1:%u&peers=%s&"
+             "%s",
+             c->dir, leader + 1, leader + 1, c->ports[leader], c->peers,
+             c->params);
+    if (harnessSqlite3(ext, uri,
+                       "INSERT INTO old VALUES(-1); SELECT count(*) FROM old;",
+                       60000, &out, errmsg) != TPDB_OK) {
+        fail_msg("the shell through the node: %s", errmsg);
+    }
+    assert_string_equal(out, "101\n");
+    tpdb_free(out);
+    int follower = (leader + 1) % N_NODES;
+    snprintf(uri, sizeof uri, "file:%s/n%d/old.db?mode=ro", c->dir,
+             follower + 1);
+    assert_int_equal(harnessPollUntil(oldRowsThere, uri, 60000, 100), TPDB_OK);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +576,7 @@ int main(void)
         cmocka_unit_test_teardown(testKillWriterProcess, harnessTeardown),
         cmocka_unit_test_teardown(testClientDiesAfterAck, harnessTeardown),
         cmocka_unit_test_teardown(testGarbageOnSocket, harnessTeardown),
+        cmocka_unit_test_teardown(testAdoptThroughNode, harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
