@@ -53,13 +53,13 @@
 static char errmsg[TPDB_ERRMSG_SIZE];
 
 /* Starts process B on member i's database URI and waits for "ready". */
-static struct harness_proc *startB(struct nodes *c, int i)
+static struct harness_proc *startOn(struct nodes *c, int i, const char *db)
 {
     char uri[HARNESS_PATH_MAX * 2];
     struct harness_proc *p = NULL;
     snprintf(uri, sizeof uri,
-             "file:%s/n%d/app.db?node=%d&bind=127.0.0.1:%u&peers=%s&%s", c->dir,
-             i + 1, i + 1, c->ports[i], c->peers, c->params);
+             "file:%s/n%d/%s?node=%d&bind=127.0.0.1:%u&peers=%s&%s", c->dir,
+             i + 1, db, i + 1, c->ports[i], c->peers, c->params);
     const char *argv[] = {c->prog, uri, NULL};
     assert_int_equal(harnessSpawn(argv, NULL, NULL, &p, errmsg), TPDB_OK);
     if (harnessProcExpect(p, HARNESS_STDOUT, harnessMatchContains, "ready",
@@ -69,6 +69,11 @@ static struct harness_proc *startB(struct nodes *c, int i)
         fail_msg("process B not ready: %s", err ? err : "");
     }
     return p;
+}
+
+static struct harness_proc *startB(struct nodes *c, int i)
+{
+    return startOn(c, i, "app.db");
 }
 
 static void cmdSend(struct harness_proc *p, const char *cmd)
@@ -545,21 +550,18 @@ static int oldRowsThere(void *arg)
     return ok;
 }
 
-/* A plain SQLite database with data, opened by the second process (the
- * stock shell) in the node's directory, is adopted by the node's process
- * as a local open would be: its image reaches the followers before the
- * shell's own write. */
+/* A plain SQLite database with data, opened by a second process in the
+ * node's directory, is adopted by the node's process as a local open would
+ * be: its image reaches the followers before that process's own write. */
 static void testAdoptThroughNode(void **state)
 {
     struct nodes *c = tpdb_calloc(1, sizeof *c);
-    char ext[HARNESS_PATH_MAX];
     char uri[HARNESS_PATH_MAX * 2];
     char *out = NULL;
     (void)state;
     assert_non_null(c);
     setupCluster(c);
     int leader = nodesFindLeader(c, 30000);
-    assert_int_equal(harnessExtPath(ext, sizeof ext, errmsg), TPDB_OK);
     snprintf(uri, sizeof uri, "file:%s/n%d/old.db", c->dir, leader + 1);
     assert_int_equal(harnessSqlite3(NULL, uri,
                                     "CREATE TABLE old(x); INSERT INTO old "
@@ -568,22 +570,15 @@ static void testAdoptThroughNode(void **state)
                                     30000, &out, errmsg),
                      TPDB_OK);
     tpdb_free(out);
-    snprintf(uri, sizeof uri,
-             "file:%s/n%d/old.db?vfs=tpdb&node=%d&bind=127.0.0.1:%u&peers=%s&"
-             "%s",
-             c->dir, leader + 1, leader + 1, c->ports[leader], c->peers,
-             c->params);
-    if (harnessSqlite3(ext, uri,
-                       "INSERT INTO old VALUES(-1); SELECT count(*) FROM old;",
-                       60000, &out, errmsg) != TPDB_OK) {
-        fail_msg("the shell through the node: %s", errmsg);
-    }
-    assert_string_equal(out, "101\n");
-    tpdb_free(out);
+    struct harness_proc *b = startOn(c, leader, "old.db");
+    cmdSend(b, "exec INSERT INTO old VALUES(-1)");
+    expectOk(b, "B");
+    assert_int_equal(countOnB(b, "SELECT count(*) FROM old"), 101);
     int follower = (leader + 1) % N_NODES;
     snprintf(uri, sizeof uri, "file:%s/n%d/old.db?mode=ro", c->dir,
              follower + 1);
     assert_int_equal(harnessPollUntil(oldRowsThere, uri, 60000, 100), TPDB_OK);
+    harnessProcFree(b);
     nodesClose(c);
     tpdb_free(c);
 }
