@@ -2,7 +2,8 @@
  * tpdb's SQL functions, registered on every connection:
  *   tpdb_status()            JSON status of the node replicating this db
  *   tpdb_leader()            "id@address" of the leader, or NULL
- *   tpdb_last_error()        reason of the last failed replicated write
+ *   tpdb_last_error()        reason of the last failed replicated write or
+ *                            open on this thread
  *   tpdb_add(id, address)    add a node (as spare) to the cluster
  *   tpdb_assign(id, role)    role: 'voter', 'standby' or 'spare'
  *   tpdb_remove(id)          remove a node

@@ -11,7 +11,8 @@
  * key_file=PATH (the cluster key; else $TPDB_REPLICATION_KEY),
  * key_file_next=PATH (a rotation's other key), insecure=1 (listen on a
  * non-loopback address without a key), listen=HOST:PORT (listen there,
- * advertise bind).
+ * advertise bind), log_level=error|warn|info|debug|none (stderr logging of
+ * the whole process, as TPDB_LOG_LEVEL).
  */
 #include "ext/hooks.h"
 
@@ -20,17 +21,59 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "raftfsm/local.h"
 #include "raftfsm/node.h"
+#include "raftfsm/nodeconf.h"
 #include "vfs/vfs.h"
 
 /* One per connection's main database file. */
 struct extHandle {
     struct tpdb_node *node; /* NULL when another process runs the node */
-    char name[256];         /* database file name in the data directory */
+    /* Then writes go to that process's node through its socket (local.h);
+     * NULL while none serves it. */
+    struct tpdb_local_client *remote;
+    char metaDir[PATH_MAX + 8];
+    char name[256]; /* database file name in the data directory */
     char readonlyMsg[TPDB_ERRMSG_SIZE];
+    int session;    /* remote: a write check passed, its end not yet told */
     int acked;      /* the node acknowledged a commit not yet written */
     unsigned parts; /* parts of a large transaction handed over so far */
 };
+
+/* Connects h to the node another process runs for its directory. */
+static int remoteConnect(struct extHandle *h, char *errmsg)
+{
+    char why[TPDB_ERRMSG_SIZE] = "";
+    tpdbLocalClose(h->remote);
+    h->remote = NULL;
+    int rc = tpdbLocalConnect(h->metaDir, &h->remote, why);
+    if (rc != TPDB_OK && !tpdbNodeLockHeld(h->metaDir)) {
+        h->remote = NULL;
+        tpdbErrf(errmsg,
+                 "the process running this directory's node went away and "
+                 "no process runs it now: close and reopen the database to "
+                 "run the node in this process");
+        return TPDB_READONLY;
+    }
+    if (rc != TPDB_OK) {
+        h->remote = NULL;
+        tpdbErrf(errmsg, "%s (its node takes no writes from here: %s)",
+                 h->readonlyMsg, why);
+        return TPDB_READONLY;
+    }
+    return TPDB_OK;
+}
+
+/* The link to the other process's node, reconnected if it was lost (that
+ * process may have been replaced); NULL with errmsg if there is none. */
+static struct tpdb_local_client *remoteOf(struct extHandle *h, char *errmsg)
+{
+    if ((h->remote == NULL || tpdbLocalBroken(h->remote)) &&
+        remoteConnect(h, errmsg) != TPDB_OK) {
+        return NULL;
+    }
+    return h->remote;
+}
 
 static unsigned uriUnsigned(const char *uri, const char *key)
 {
@@ -54,6 +97,23 @@ static void splitPath(const char *path,
     }
 }
 
+/* Applies the log_level parameter, if given. */
+static int uriLogLevel(const char *uri, char *errmsg)
+{
+    const char *name = sqlite3_uri_parameter(uri, "log_level");
+    if (name == NULL) {
+        return TPDB_OK;
+    }
+    int level = tpdbLogParseLevel(name);
+    if (level < 0) {
+        tpdbErrf(errmsg,
+                 "log_level '%s': want error, warn, info, debug or none", name);
+        return TPDB_INVALID;
+    }
+    tpdbLogSetLevel(level);
+    return TPDB_OK;
+}
+
 static int hookDbOpen(void *arg,
                       const char *path,
                       const char *uri,
@@ -68,6 +128,10 @@ static int hookDbOpen(void *arg,
     (void)arg;
 
     splitPath(path, dir, sizeof dir, &name);
+    rc = uriLogLevel(uri, errmsg);
+    if (rc != TPDB_OK) {
+        return rc;
+    }
     if (name[0] == '\0' || name[0] == '.' || strlen(name) > 255) {
         tpdbErrf(errmsg,
                  "tpdb: database file name '%s' is not allowed "
@@ -110,10 +174,23 @@ static int hookDbOpen(void *arg,
     snprintf(h->name, sizeof h->name, "%s", name);
     rc = tpdbNodeAcquire(&cfg, &h->node, errmsg);
     if (rc == TPDB_READONLY) {
-        /* Another process is the node: read its applied state. */
+        /* Another process is the node: read its applied state, write
+         * through it. */
+        char real[PATH_MAX];
         h->node = NULL;
         snprintf(h->readonlyMsg, sizeof h->readonlyMsg, "%s", errmsg);
-        rc = TPDB_OK;
+        snprintf(h->metaDir, sizeof h->metaDir, "%s/.tpdb",
+                 realpath(dir, real) != NULL ? real : dir);
+        if (remoteConnect(h, errmsg) != TPDB_OK) {
+            tpdbLog(TPDB_LOG_INFO, "%s: %s", path, errmsg);
+            rc = TPDB_OK;
+        } else {
+            /* As a local open would: the node's process adopts it. */
+            rc = tpdbLocalAdopt(h->remote, name, errmsg);
+        }
+        if (rc != TPDB_OK) {
+            tpdbLocalClose(h->remote);
+        }
     }
     if (rc == TPDB_OK && h->node != NULL) {
         rc = tpdbNodeAdopt(h->node, name, path, errmsg);
@@ -122,8 +199,8 @@ static int hookDbOpen(void *arg,
         }
     }
     if (rc != TPDB_OK) {
+        /* The VFS says which file (open PATH: ...). */
         tpdb_free(h);
-        tpdbErrWrap(errmsg, "tpdb: open %s", path);
         return rc;
     }
     *handle = h;
@@ -137,6 +214,7 @@ static void hookDbClose(void *arg, void *handle)
     if (h->node != NULL) {
         tpdbNodeRelease(h->node);
     }
+    tpdbLocalClose(h->remote);
     tpdb_free(h);
 }
 
@@ -145,8 +223,13 @@ static int hookWriteCheck(void *arg, void *handle, char *errmsg)
     struct extHandle *h = handle;
     (void)arg;
     if (h->node == NULL) {
-        tpdbErrf(errmsg, "%s", h->readonlyMsg);
-        return TPDB_READONLY;
+        struct tpdb_local_client *r = remoteOf(h, errmsg);
+        if (r == NULL) {
+            return TPDB_READONLY;
+        }
+        int rc = tpdbLocalWriteCheck(r, h->name, errmsg);
+        h->session = rc == TPDB_OK;
+        return rc;
     }
     return tpdbNodeWriteCheck(h->node, h->name, errmsg);
 }
@@ -157,6 +240,8 @@ static void hookBeforeWriteLock(void *arg, void *handle)
     (void)arg;
     if (h->node != NULL) {
         tpdbNodeWaitWritable(h->node, h->name);
+    } else if (h->remote != NULL && !tpdbLocalBroken(h->remote)) {
+        tpdbLocalWaitWritable(h->remote, h->name);
     }
 }
 
@@ -168,11 +253,13 @@ static int hookCommit(void *arg,
     struct extHandle *h = handle;
     int rc;
     (void)arg;
-    if (h->node == NULL) {
+    if (h->node == NULL && !h->session) {
         tpdbErrf(errmsg, "%s", h->readonlyMsg);
         return TPDB_READONLY;
     }
-    rc = tpdbNodeCommit(h->node, h->name, txn, errmsg);
+    rc = h->node != NULL
+             ? tpdbNodeCommit(h->node, h->name, txn, errmsg)
+             : tpdbLocalCommit(h->remote, h->name, txn, 1, 0, 1, errmsg);
     if (rc == TPDB_OK) {
         h->acked = 1;
     }
@@ -188,12 +275,15 @@ static int hookCommitPart(void *arg,
 {
     struct extHandle *h = handle;
     (void)arg;
-    if (h->node == NULL) {
+    if (h->node == NULL && !h->session) {
         tpdbErrf(errmsg, "%s", h->readonlyMsg);
         return TPDB_READONLY;
     }
-    int rc =
-        tpdbNodeCommitPart(h->node, h->name, part, h->parts++, final, errmsg);
+    unsigned index = h->parts++;
+    int rc = h->node != NULL ? tpdbNodeCommitPart(h->node, h->name, part, index,
+                                                  final, errmsg)
+                             : tpdbLocalCommit(h->remote, h->name, part, 0,
+                                               index, final, errmsg);
     if (final || rc != TPDB_OK) {
         h->parts = 0;
     }
@@ -208,6 +298,14 @@ static void hookTxnEnd(void *arg, void *handle, int committed)
     struct extHandle *h = handle;
     (void)arg;
     h->parts = 0;
+    if (h->node == NULL) {
+        if (h->session && h->remote != NULL) {
+            tpdbLocalWriteDone(h->remote, h->name, h->acked && committed);
+        }
+        h->session = 0;
+        h->acked = 0;
+        return;
+    }
     if (h->acked) {
         h->acked = 0;
         tpdbNodeOwnWriteDone(h->node, h->name, committed);

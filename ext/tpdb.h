@@ -31,9 +31,11 @@ extern "C" {
  * thread-safe. Returns an SQLITE_* code. */
 TPDB_PUBLIC int tpdb_register(void);
 
-/* The reason behind the last TPDB_ERR_* failure on the calling thread, e.g.
- * "not the leader: node 2 is, at 127.0.0.1:7002"; "" if none. Valid until
- * the next failing write on this thread. */
+/* The reason behind the last TPDB_ERR_* failure, or the last failed open
+ * through tpdb (SQLITE_CANTOPEN), on the calling thread, e.g. "not the
+ * leader: node 2 is, at 127.0.0.1:7002" or "open /d/app.db: peers: 'x' is
+ * not id@host:port"; "" if none. The same text as SELECT
+ * tpdb_last_error(). Valid until the next failure on this thread. */
 TPDB_PUBLIC const char *tpdb_errmsg(void);
 
 /* The node's status as JSON (see README), for the node replicating the

@@ -19,6 +19,7 @@
  * local handle holds the file; without that thread, as for SQLite.
  */
 #include "raftfsm/fsm.h"
+#include "raftfsm/dbfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,12 +98,8 @@ struct fsmDb *fsmDbFind(struct fsmState *s, const char *name)
 int fsmFileStartsWith(const char *path, const char *magic, size_t n)
 {
     char head[32];
-    FILE *f = n <= sizeof head ? fopen(path, "rb") : NULL;
-    size_t got = f != NULL ? fread(head, 1, n, f) : 0;
-    if (f != NULL) {
-        fclose(f);
-    }
-    return got == n && memcmp(head, magic, n) == 0;
+    long got = n <= sizeof head ? tpdbDbFileHead(path, head, n) : -1;
+    return got == (long)n && memcmp(head, magic, n) == 0;
 }
 
 int fsmImageTxn(struct tpdb_txn *txn,
@@ -217,12 +214,8 @@ int tpdbFsmFileHoldsNoData(const char *path)
     if (stat(path, &st) != 0 || st.st_size == 0) {
         return 1;
     }
-    FILE *f = fopen(path, "rb");
-    size_t got = f != NULL ? fread(h, 1, sizeof h, f) : 0;
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (got != sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
+    long got = tpdbDbFileHead(path, h, sizeof h);
+    if (got != (long)sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
         return 0;
     }
     long pageSize = h[16] == 0 && h[17] == 1 ? 65536 : (h[16] << 8) | h[17];

@@ -36,6 +36,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "raftfsm/dbfile.h"
 #include "raftfsm/fsmint.h"
 #include "raftfsm/snaprec.h"
 #include "raftfsm/snapshot.h"
@@ -69,8 +70,8 @@ static int syncDb(const struct fsmDb *db, char *errmsg)
 {
     char wal[4096 + 8];
     snprintf(wal, sizeof wal, "%s-wal", db->path);
-    int rc = syncPath(wal, 0, errmsg);
-    return rc == TPDB_OK ? syncPath(db->path, 0, errmsg) : rc;
+    int rc = tpdbDbFileSync(wal, errmsg);
+    return rc == TPDB_OK ? tpdbDbFileSync(db->path, errmsg) : rc;
 }
 
 int fsmDurableLoad(struct fsmState *s, char *errmsg)

@@ -22,6 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "raftfsm/dbfile.h"
 #include "raftfsm/fsmint.h"
 #include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
@@ -181,12 +182,8 @@ void tpdbFsmServeClose(struct tpdb_fsm_serve *sv)
 static uint32_t filePageSize(const char *path)
 {
     uint8_t h[18];
-    FILE *f = fopen(path, "rb");
-    size_t got = f != NULL ? fread(h, 1, sizeof h, f) : 0;
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (got != sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
+    long got = tpdbDbFileHead(path, h, sizeof h);
+    if (got != (long)sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
         return 0;
     }
     uint32_t ps = (uint32_t)(h[16] << 8 | h[17]);

@@ -613,6 +613,47 @@ void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written)
     tpdbFsmOwnWriteDone(&n->fsm, db, written);
 }
 
+/* The hold on db, if any. Caller holds n->mutex. */
+static struct nodeHold *holdFind(struct tpdb_node *n, const char *db)
+{
+    for (struct nodeHold *h = n->holds; h != NULL; h = h->next) {
+        if (strcmp(h->db, db) == 0) {
+            return h;
+        }
+    }
+    return NULL;
+}
+
+int tpdbNodeHoldWrites(struct tpdb_node *n, const char *db, int hold)
+{
+    int rc = TPDB_OK;
+    pthread_mutex_lock(&n->mutex);
+    struct nodeHold *h = holdFind(n, db);
+    if (hold && h == NULL) {
+        h = tpdb_calloc(1, sizeof *h);
+        if (h == NULL) {
+            rc = TPDB_NOMEM;
+        } else {
+            snprintf(h->db, sizeof h->db, "%s", db);
+            h->next = n->holds;
+            n->holds = h;
+        }
+    }
+    if (rc == TPDB_OK && hold) {
+        h->count++;
+    } else if (!hold && h != NULL && --h->count == 0) {
+        struct nodeHold **pp = &n->holds;
+        while (*pp != h) {
+            pp = &(*pp)->next;
+        }
+        *pp = h->next;
+        tpdb_free(h);
+    }
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+    return rc;
+}
+
 int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
 {
     uint64_t deadline = tpdbNowMs() + n->cfg.election_ms * 2;
@@ -623,6 +664,24 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
             rc = TPDB_SHUTDOWN;
             tpdbErrf(errmsg, "node is shutting down");
             break;
+        }
+        if (holdFind(n, db) != NULL) {
+            /* A write session of another process on db is not over yet
+             * (local.h): its transaction may be acknowledged and not yet
+             * written, and a write now would be computed over a state
+             * that lacks it. It ends microseconds after that process
+             * released the write lock, or after one WAL append if it
+             * died. */
+            if (tpdbNowMs() >= deadline) {
+                rc = TPDB_BUSY;
+                tpdbErrf(errmsg,
+                         "a write of another process through this node on "
+                         "%s is not finished yet: roll back and retry",
+                         db);
+                break;
+            }
+            tpdbCondWaitMs(&n->cond, &n->mutex, 1);
+            continue;
         }
         if (n->role == RAFT_LEADER && n->readyTerm == n->term) {
             /* The caller holds the database's write lock, which queued
@@ -654,6 +713,11 @@ int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg)
     }
     pthread_mutex_unlock(&n->mutex);
     return rc;
+}
+
+const char *tpdbNodeDataDir(const struct tpdb_node *n)
+{
+    return n->dataDir;
 }
 
 void tpdbNodeWaitWritable(struct tpdb_node *n, const char *db)

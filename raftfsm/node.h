@@ -89,6 +89,16 @@ struct tpdb_node *tpdbNodeFind(const char *db_path);
  * naming the leader. May wait briefly for a new leader's barrier. */
 int tpdbNodeWriteCheck(struct tpdb_node *n, const char *db, char *errmsg);
 
+/* Holds (hold = 1) or releases (0) the write checks of database `db`:
+ * while a hold is in place tpdbNodeWriteCheck(db) waits (up to 2 election
+ * timeouts, then TPDB_BUSY). Holds nest. For the write sessions of other
+ * processes (local.h), from their write check until their transaction is
+ * written. Errors (hold only): TPDB_NOMEM. */
+int tpdbNodeHoldWrites(struct tpdb_node *n, const char *db, int hold);
+
+/* The real path of the node's data directory; valid until shutdown. */
+const char *tpdbNodeDataDir(const struct tpdb_node *n);
+
 /* Called before a local connection takes the write lock of `db`: on a
  * leader, waits (up to 2 election timeouts) while entries of `db` are
  * queued, since they need that lock to be written. Returns at once on

@@ -19,6 +19,7 @@
 
 #include "raftfsm/fetch.h"
 #include "raftfsm/fsm.h"
+#include "raftfsm/local.h"
 #include "raftfsm/nodeint.h"
 
 static pthread_mutex_t registryMutex = PTHREAD_MUTEX_INITIALIZER;
@@ -237,12 +238,49 @@ static uint64_t currentTerm(void *arg)
     return r->current_term;
 }
 
+/* A peer was started with another peers list. Loop thread. */
+static void mismatchCb(void *arg, const char *why)
+{
+    struct tpdb_node *n = arg;
+    pthread_mutex_lock(&n->mutex);
+    int first = n->mismatch[0] == '\0';
+    snprintf(n->mismatch, sizeof n->mismatch, "%s", why);
+    pthread_cond_broadcast(&n->cond);
+    pthread_mutex_unlock(&n->mutex);
+    if (first) {
+        tpdbLog(TPDB_LOG_ERROR, "%s", why);
+    }
+}
+
+/* With a peers list, every RAFT handshake carries its hash and a peer with
+ * another one is refused (transport.h), so that nodes given different lists
+ * say so instead of forming no cluster, or two. */
+static int clusterSetup(struct tpdb_node *n, char *errmsg)
+{
+    struct raft_configuration conf;
+    int rc = TPDB_OK;
+    if (n->cfg.peers == NULL) {
+        return TPDB_OK;
+    }
+    raft_configuration_init(&conf);
+    rc = tpdbPeersParse(n->cfg.peers, &conf, errmsg);
+    if (rc == TPDB_OK) {
+        tpdbTransportSetCluster(&n->transport, tpdbClusterHash(&conf),
+                                mismatchCb, n);
+    }
+    raft_configuration_close(&conf);
+    return rc;
+}
+
 /* Configures the initialised transport: key, limits, callbacks. */
 static int transportSetup(struct tpdb_node *n, char *errmsg)
 {
     int rc = keysSetup(n, errmsg);
     if (rc == TPDB_OK) {
         rc = checkLogBounds(&n->cfg, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = clusterSetup(n, errmsg);
     }
     if (rc != TPDB_OK) {
         return rc;
@@ -352,11 +390,33 @@ err_after_loop:
     return rc;
 }
 
+/* Why raft_start failed: it loads the Raft state and then listens, and
+ * raft 0.15 keeps a failed listen's reason in the transport only. */
+static void raftStartError(struct tpdb_node *n, int rv, char *errmsg)
+{
+    const char *listen = n->transport.base.errmsg;
+    const char *why = raft_errmsg(&n->raft);
+    if (n->transport.listen_rc == UV_EADDRINUSE) {
+        tpdbErrf(errmsg,
+                 "node %llu cannot listen on %s: address already in use "
+                 "(is node %llu, or another program, already running with "
+                 "this address?)",
+                 (unsigned long long)n->id, n->transport.listen_where,
+                 (unsigned long long)n->id);
+    } else if (listen[0] != '\0') {
+        tpdbErrf(errmsg, "node %llu: %s", (unsigned long long)n->id, listen);
+    } else {
+        tpdbErrf(errmsg, "node %llu: cannot load the Raft state in %s: %s",
+                 (unsigned long long)n->id, n->raftDir,
+                 why[0] != '\0' ? why : raft_strerror(rv));
+    }
+}
+
 static int raftRun(struct tpdb_node *n, char *errmsg)
 {
     int rv = raft_start(&n->raft);
     if (rv != 0) {
-        tpdbErrf(errmsg, "raft_start: %s", raft_errmsg(&n->raft));
+        raftStartError(n, rv, errmsg);
         raftTeardown(n);
         return TPDB_RAFT;
     }
@@ -370,6 +430,11 @@ static int waitReady(struct tpdb_node *n, uint64_t deadline, char *errmsg)
     int rc = TPDB_OK;
     pthread_mutex_lock(&n->mutex);
     while (n->appliedIndex < n->startLastIndex) {
+        if (n->mismatch[0] != '\0') {
+            tpdbErrf(errmsg, "%s", n->mismatch);
+            rc = TPDB_INVALID;
+            break;
+        }
         if (tpdbNowMs() >= deadline) {
             tpdbErrf(errmsg,
                      "node %llu has applied %llu of %llu entries after %u "
@@ -407,6 +472,15 @@ static int leaderCommit(struct tpdb_node *n,
         if (published &&
             tpdbFetchLeaderIndex(n->fetch, target, errmsg) == TPDB_OK) {
             return TPDB_OK;
+        }
+        pthread_mutex_lock(&n->mutex);
+        int mismatch = n->mismatch[0] != '\0';
+        if (mismatch) {
+            tpdbErrf(errmsg, "%s", n->mismatch);
+        }
+        pthread_mutex_unlock(&n->mutex);
+        if (mismatch) {
+            return TPDB_INVALID;
         }
         if (tpdbNowMs() >= deadline) {
             tpdbErrWrap(errmsg, "no leader told its commit index within %u ms",
@@ -448,6 +522,11 @@ static int waitCaughtUp(struct tpdb_node *n, uint64_t deadline, char *errmsg)
 
 static void nodeFree(struct tpdb_node *n)
 {
+    while (n->holds != NULL) {
+        struct nodeHold *h = n->holds;
+        n->holds = h->next;
+        tpdb_free(h);
+    }
     if (n->lockFd >= 0) {
         close(n->lockFd);
     }
@@ -455,6 +534,19 @@ static void nodeFree(struct tpdb_node *n)
     pthread_mutex_destroy(&n->mutex);
     tpdb_free(n->dataDir);
     tpdb_free(n);
+}
+
+/* Serves other processes' writes (local.h); without it they only read. */
+static void localStart(struct tpdb_node *n)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    if (tpdbLocalServerStart(n, n->metaDir, n->dataDir, &n->local, errmsg) !=
+        TPDB_OK) {
+        n->local = NULL;
+        tpdbLog(TPDB_LOG_WARN,
+                "node %llu: other processes can only read %s: %s",
+                (unsigned long long)n->id, n->dataDir, errmsg);
+    }
 }
 
 static struct tpdb_node *registryFind(const char *dataDir)
@@ -495,6 +587,12 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
     if (rc == TPDB_OK) {
         rc = tpdbNodeLock(n->metaDir, &n->lockFd, errmsg);
     }
+    if (rc == TPDB_IOERR) {
+        tpdbErrWrap(errmsg,
+                    "the node keeps its Raft state in %s, so the data "
+                    "directory must be writable",
+                    n->metaDir);
+    }
     if (rc == TPDB_OK) {
         rc = identity(n, &fresh, errmsg);
     }
@@ -505,6 +603,9 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
     if (rc == TPDB_OK) {
         rc = raftRun(n, errmsg);
         threadFailed = rc == TPDB_NOMEM;
+    }
+    if (rc == TPDB_OK) {
+        localStart(n);
     }
     if (rc != TPDB_OK) {
         if (threadFailed) {
@@ -677,7 +778,12 @@ struct tpdb_node *tpdbNodeFind(const char *db_path)
 
 static void nodeStop(struct tpdb_node *n)
 {
+    tpdbLocalServerShutdown(n->local);
     nodeRuntimeStop(n);
+    /* Before the FSM closes: a request being served may still wait on
+     * it. */
+    tpdbLocalServerFree(n->local);
+    n->local = NULL;
     tpdbTransportClose(&n->transport);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     tpdbFetchClose(n->fetch);

@@ -193,6 +193,19 @@ int tpdbNodeLock(const char *meta_dir, int *fd, char *errmsg)
     return TPDB_OK;
 }
 
+int tpdbNodeLockHeld(const char *meta_dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/lock", meta_dir);
+    int lfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (lfd < 0) {
+        return 0;
+    }
+    int held = flock(lfd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    close(lfd); /* drops the lock if this probe took it */
+    return held;
+}
+
 int tpdbMkdir(const char *path, char *errmsg)
 {
     if (mkdir(path, 0755) != 0 && errno != EEXIST) {

@@ -42,6 +42,10 @@ int tpdbNodeConfSave(const char *meta_dir,
  * another process holds it (errmsg names its pid). */
 int tpdbNodeLock(const char *meta_dir, int *fd, char *errmsg);
 
+/* Whether a process holds <meta_dir>/lock (probes it without keeping it;
+ * 0 when there is no lock file). */
+int tpdbNodeLockHeld(const char *meta_dir);
+
 /* mkdir -p for one or two levels; TPDB_IOERR on failure. */
 int tpdbMkdir(const char *path, char *errmsg);
 

@@ -44,6 +44,13 @@ struct nodeCall {
     struct nodeCall *next;
 };
 
+/* A database whose write checks wait (tpdbNodeHoldWrites). */
+struct nodeHold {
+    char db[256];
+    unsigned count;
+    struct nodeHold *next;
+};
+
 struct nodeApply {
     struct raft_apply req;
     struct tpdb_node *node;
@@ -101,6 +108,11 @@ struct tpdb_node {
     int joinState;
     int joinRc;
     char joinMsg[TPDB_ERRMSG_SIZE];
+    /* A peer started with another peers list (transport.h); guarded by
+     * mutex, "" while none was seen. */
+    char mismatch[TPDB_ERRMSG_SIZE];
+    struct nodeHold *holds;          /* tpdbNodeHoldWrites; guarded by mutex */
+    struct tpdb_local_server *local; /* other processes' writes */
     struct tpdb_node *next;
 };
 

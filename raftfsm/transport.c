@@ -8,7 +8,9 @@
  *        6    2  type: 1 RAFT (then raft's own messages), 2 JOIN, 3 FETCH
  *        8    8  sender's raft id (> 0)
  *       16    4  length L of the sender's raft address (1..255)
- *       20    4  flags: bit 0 sealed (the sender has a cluster key), 0
+ *       20    4  flags: bit 0 sealed (the sender has a cluster key), bits
+ *                1-7 zero, bits 8-31 the sender's cluster identity (a hash
+ *                of its configured peers list, 0: none, not checked)
  *       24    L  the address, printable ASCII, no terminator
  *
  * then, if sealed, the rest of seal.h's handshake, and every later byte in
@@ -30,6 +32,8 @@
 #define HANDSHAKE_MAGIC 0x42445054u /* "TPDB" little-endian */
 #define HANDSHAKE_VERSION 1
 #define HANDSHAKE_SEALED 1u
+#define HANDSHAKE_RESERVED 0xfeu
+#define HANDSHAKE_CLUSTER_SHIFT 8
 
 enum { CONN_IN = 1, CONN_OUT, CONN_JOIN };
 
@@ -123,7 +127,7 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
         return TPDB_PROTO;
     }
     if (len == 0 || len >= TPDB_ADDRESS_MAX ||
-        (tpdbGet32(hdr + 20) & ~HANDSHAKE_SEALED) != 0) {
+        (tpdbGet32(hdr + 20) & HANDSHAKE_RESERVED) != 0) {
         tpdbErrf(errmsg, "handshake: bad address length %u or reserved field",
                  (unsigned)len);
         return TPDB_PROTO;
@@ -136,7 +140,35 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
 
 void tpdbHandshakeSetSealed(uint8_t *buf)
 {
-    tpdbPut32(buf + 20, HANDSHAKE_SEALED);
+    tpdbPut32(buf + 20, tpdbGet32(buf + 20) | HANDSHAKE_SEALED);
+}
+
+void tpdbHandshakeSetCluster(uint8_t *buf, uint32_t cluster)
+{
+    uint32_t flags = tpdbGet32(buf + 20) & 0xffu;
+    tpdbPut32(buf + 20, flags | (cluster << HANDSHAKE_CLUSTER_SHIFT));
+}
+
+uint32_t tpdbHandshakeCluster(const uint8_t *hdr)
+{
+    return tpdbGet32(hdr + 20) >> HANDSHAKE_CLUSTER_SHIFT;
+}
+
+uint32_t tpdbClusterHash(const struct raft_configuration *conf)
+{
+    /* Order-independent: the CRC of each "id@address" item, summed. */
+    uint32_t sum = 0;
+    for (unsigned i = 0; i < conf->n; i++) {
+        char item[TPDB_ADDRESS_MAX + 32];
+        int len = snprintf(item, sizeof item, "%llu@%s",
+                           (unsigned long long)conf->servers[i].id,
+                           conf->servers[i].address);
+        sum += tpdbCrc32c(0, item, (size_t)len);
+    }
+    uint8_t n[4];
+    tpdbPut32(n, conf->n);
+    sum = tpdbCrc32c(sum, n, sizeof n) & 0xffffffu;
+    return sum != 0 ? sum : 1;
 }
 
 int tpdbHandshakeSealed(const uint8_t *hdr)
@@ -323,6 +355,31 @@ static void handOverFetch(struct tpdb_conn *c, uint64_t id)
     sodium_memzero(&session, sizeof session);
 }
 
+/* Whether a RAFT stream comes from a node started with another peers list:
+ * raft would otherwise run with two different views of the cluster. */
+static int clusterMismatch(struct tpdb_conn *c,
+                           uint64_t id,
+                           const char *address)
+{
+    struct tpdb_transport *t = c->t;
+    uint32_t theirs = tpdbHandshakeCluster(c->buf);
+    if (t->cluster == 0 || theirs == 0 || theirs == t->cluster) {
+        return 0;
+    }
+    char why[TPDB_ERRMSG_SIZE];
+    tpdbErrf(why,
+             "node %llu (%s) was started with a different peers list than "
+             "this node %llu (cluster hash %06x, ours %06x): every node "
+             "must be given the same peers=",
+             (unsigned long long)id, address, (unsigned long long)t->id,
+             (unsigned)theirs, (unsigned)t->cluster);
+    tpdbGuardRefused(&t->guard, c->ip, why);
+    if (t->mismatch_cb != NULL) {
+        t->mismatch_cb(t->mismatch_arg, why);
+    }
+    return 1;
+}
+
 /* A complete, valid incoming handshake: give the stream to its user. */
 static void handshakeDone(struct tpdb_conn *c)
 {
@@ -350,7 +407,7 @@ static void handshakeDone(struct tpdb_conn *c)
                    address);
         return;
     }
-    if (t->accept_cb == NULL) {
+    if (t->accept_cb == NULL || clusterMismatch(c, id, address)) {
         connClose(c);
         return;
     }
@@ -637,6 +694,8 @@ static int transportListen(struct raft_uv_transport *base, raft_uv_accept_cb cb)
         uv_timer_start(&t->sweep, sweepCb, every, every);
     }
     if (rv != 0) {
+        t->listen_rc = rv;
+        snprintf(t->listen_where, sizeof t->listen_where, "%s", where);
         snprintf(base->errmsg, sizeof base->errmsg, "listen on %.128s: %s",
                  where, uv_strerror(rv));
         return RAFT_IOERR;
@@ -737,7 +796,11 @@ static void helloEncode(struct tpdb_transport *t, struct tpdb_conn *c)
 {
     c->want =
         tpdbHandshakeEncode(c->buf, TPDB_HANDSHAKE_RAFT, t->id, t->address);
-    if (c->want == 0 || t->keys.n == 0) {
+    if (c->want == 0) {
+        return;
+    }
+    tpdbHandshakeSetCluster(c->buf, t->cluster);
+    if (t->keys.n == 0) {
         return;
     }
     tpdbHandshakeSetSealed(c->buf);
@@ -855,6 +918,16 @@ int tpdbTransportInit(struct tpdb_transport *t,
     t->base.connect = transportConnect;
     t->base.close = transportClose;
     return TPDB_OK;
+}
+
+void tpdbTransportSetCluster(struct tpdb_transport *t,
+                             uint32_t cluster,
+                             void (*mismatch_cb)(void *arg, const char *why),
+                             void *arg)
+{
+    t->cluster = cluster & 0xffffffu;
+    t->mismatch_cb = mismatch_cb;
+    t->mismatch_arg = arg;
 }
 
 int tpdbTransportSetBindAddress(struct tpdb_transport *t,

@@ -110,6 +110,11 @@ struct tpdb_transport {
     tpdb_wire_term_fn term_fn;  /* for the wire check's term bound */
     void *term_arg;
     struct tpdb_guard guard; /* relays and refusals */
+    int listen_rc;           /* libuv code of a failed listen, else 0 */
+    char listen_where[TPDB_ADDRESS_MAX];
+    uint32_t cluster; /* 24-bit cluster identity, 0: none */
+    void (*mismatch_cb)(void *arg, const char *why);
+    void *mismatch_arg;
 };
 
 /* Initialises `t` over `loop` (which must outlive it). On TPDB_OK t->base is
@@ -174,6 +179,24 @@ int tpdbHandshakeDecode(const uint8_t *hdr,
 /* Sets the sealed flag in an encoded handshake; tells whether one is set. */
 void tpdbHandshakeSetSealed(uint8_t *buf);
 int tpdbHandshakeSealed(const uint8_t *hdr);
+
+/* Sets the 24-bit cluster identity of an encoded handshake (0: none);
+ * reads it back. */
+void tpdbHandshakeSetCluster(uint8_t *buf, uint32_t cluster);
+uint32_t tpdbHandshakeCluster(const uint8_t *hdr);
+
+/* The cluster identity of a peers list: a 24-bit hash, never 0, of its
+ * id@address items whatever their order. */
+uint32_t tpdbClusterHash(const struct raft_configuration *conf);
+
+/* Sends `cluster` (24 bits, 0: none) in every RAFT handshake and refuses
+ * RAFT streams whose sender has another non-zero one, calling
+ * mismatch_cb(arg, why) on the loop thread with the reason (valid during
+ * the call) each time. Call before raft_start. */
+void tpdbTransportSetCluster(struct tpdb_transport *t,
+                             uint32_t cluster,
+                             void (*mismatch_cb)(void *arg, const char *why),
+                             void *arg);
 
 /* Makes every stream sealed with `keys` (copied; keys->n == 0: plain, the
  * default). Call before raft_init. */

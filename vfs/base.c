@@ -4,9 +4,11 @@
  */
 #include "vfs/base.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 static const char *const errTable[TPDB_NRC] = {
@@ -128,21 +130,56 @@ char *tpdb_strdup(const char *s)
     return copy;
 }
 
-/* -1: not yet read from the environment. */
-static int logLevel = -1;
+static const char *const levelNames[] = {"debug", "info", "warn", "error",
+                                         "none"};
+
+int tpdbLogParseLevel(const char *name)
+{
+    for (int i = 0; name != NULL && i <= TPDB_LOG_NONE; i++) {
+        if (strcasecmp(name, levelNames[i]) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* -1: not yet read from the environment. Atomic because any thread may log
+ * while a connection's log_level parameter sets it. */
+static _Atomic int logLevel = -1;
 
 void tpdbLogSetLevel(int level)
 {
     logLevel = level;
 }
 
+/* TPDB_LOG_LEVEL, else TPDB_TRACE (debug), else errors only. */
+static int levelFromEnv(void)
+{
+    const char *name = getenv("TPDB_LOG_LEVEL");
+    int level = tpdbLogParseLevel(name);
+    if (level >= 0) {
+        return level;
+    }
+    if (name != NULL && name[0] != '\0') {
+        fprintf(stderr,
+                "tpdb: TPDB_LOG_LEVEL='%s' is not one of "
+                "error|warn|info|debug|none: using error\n",
+                name);
+    }
+    return getenv("TPDB_TRACE") != NULL ? TPDB_LOG_DEBUG : TPDB_LOG_ERROR;
+}
+
 int tpdbLogEnabled(int level)
 {
-    if (logLevel < 0) {
-        logLevel =
-            getenv("TPDB_TRACE") != NULL ? TPDB_LOG_DEBUG : TPDB_LOG_NONE;
+    int current = logLevel;
+    if (current < 0) {
+        int expected = -1;
+        current = levelFromEnv();
+        if (!atomic_compare_exchange_strong(&logLevel, &expected, current)) {
+            current = expected;
+        }
     }
-    return level >= logLevel;
+    return level >= current;
 }
 
 void tpdbLog(int level, const char *fmt, ...)

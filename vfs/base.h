@@ -67,8 +67,11 @@ char *tpdb_strdup(const char *s);
  * tests only. */
 void tpdbAllocFailAfter(long countdown);
 
-/* Log levels. The library is silent unless a level is enabled, by the
- * TPDB_TRACE environment variable (any value: DEBUG) or tpdbLogSetLevel. */
+/* Log levels. Lines go to stderr. The level is read on first use from
+ * TPDB_LOG_LEVEL (error, warn, info, debug or none); without it TPDB_TRACE
+ * (any value) means DEBUG, and the default is ERROR, so that a failure
+ * (an open that fails, an entry that cannot be applied) always says why.
+ * tpdbLogSetLevel (the URI parameter log_level) replaces it process-wide. */
 enum {
     TPDB_LOG_DEBUG = 0,
     TPDB_LOG_INFO,
@@ -77,6 +80,9 @@ enum {
     TPDB_LOG_NONE
 };
 
+/* The level named by `name` (case-insensitive "debug", "info", "warn",
+ * "error", "none"), or -1 if it names none (or is NULL). */
+int tpdbLogParseLevel(const char *name);
 void tpdbLogSetLevel(int level);
 int tpdbLogEnabled(int level);
 /* Writes one line to stderr if `level` is enabled. */

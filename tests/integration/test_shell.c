@@ -1,8 +1,9 @@
 /*
  * Integration test: the stock Debian sqlite3 shell with the extension
  * loaded. `.load`, `.open` with vfs=tpdb, CREATE/INSERT/SELECT, the status
- * function; a second shell on the same database while the first keeps the
- * node gets the data read-only; the database stays in WAL mode; and a
+ * function; a second shell on the same database while another process
+ * keeps the node reads the data and writes through that node; the
+ * database stays in WAL mode; and a
  * database reopened later (node restart) still holds every row.
  */
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -101,9 +103,9 @@ static void testLeavingWalIsRefused(void **state)
 }
 
 /* While one process runs the node, a second process (the stock shell)
- * opening the same database reads the node's applied state and gets a
- * clear error on writes, never a second node. */
-static void testSecondProcessReadsOnly(void **state)
+ * opening the same database reads the node's applied state and writes
+ * through that node (raftfsm/local.h), never starting a second node. */
+static void testSecondProcessWritesThrough(void **state)
 {
     struct fixture *f = *state;
     struct harness_proc *node = NULL;
@@ -130,15 +132,23 @@ static void testSecondProcessReadsOnly(void **state)
     char *out = shell(f, f->ext, f->uri, "SELECT sum(x) FROM t;");
     assert_string_equal(out, "3\n");
     tpdb_free(out);
+    /* Closing it did not find itself the last connection (the node's
+     * process keeps its SHARED lock: raftfsm/dbfile.h), so the WAL the
+     * node's process uses is still there. */
+    char wal[HARNESS_PATH_MAX + 16];
+    struct stat st;
+    snprintf(wal, sizeof wal, "%s/app.db-wal", f->dir);
+    assert_int_equal(stat(wal, &st), 0);
 
     out = NULL;
     int rc = harnessSqlite3(f->ext, f->uri, "INSERT INTO t VALUES(3);", 30000,
                             &out, errmsg);
-    assert_int_not_equal(rc, TPDB_OK);
-    assert_non_null(strstr(errmsg, "disk I/O error"));
+    if (rc != TPDB_OK) {
+        fail_msg("the second process's write: %s", errmsg);
+    }
     tpdb_free(out);
 
-    /* The node still works and never saw the refused row. */
+    /* The node's process reads the row the other process committed. */
     assert_int_equal(
         harnessProcWriteLine(node, "query SELECT sum(x) FROM t", 5000, errmsg),
         TPDB_OK);
@@ -146,7 +156,7 @@ static void testSecondProcessReadsOnly(void **state)
     assert_int_equal(
         harnessProcReadLine(node, HARNESS_STDOUT, 30000, &line, errmsg),
         TPDB_OK);
-    assert_string_equal(line, "row 3");
+    assert_string_equal(line, "row 6");
     tpdb_free(line);
 }
 
@@ -186,7 +196,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(testLeavingWalIsRefused, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(testSecondProcessReadsOnly, setup,
+        cmocka_unit_test_setup_teardown(testSecondProcessWritesThrough, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testExistingDatabaseIsAdopted, setup,
                                         teardown),

@@ -83,6 +83,25 @@ static void testCrc32c(void **state)
     }
 }
 
+static void testLogLevel(void **state)
+{
+    (void)state;
+    assert_int_equal(tpdbLogParseLevel("error"), TPDB_LOG_ERROR);
+    assert_int_equal(tpdbLogParseLevel("WARN"), TPDB_LOG_WARN);
+    assert_int_equal(tpdbLogParseLevel("info"), TPDB_LOG_INFO);
+    assert_int_equal(tpdbLogParseLevel("Debug"), TPDB_LOG_DEBUG);
+    assert_int_equal(tpdbLogParseLevel("none"), TPDB_LOG_NONE);
+    assert_int_equal(tpdbLogParseLevel("loud"), -1);
+    assert_int_equal(tpdbLogParseLevel(""), -1);
+    assert_int_equal(tpdbLogParseLevel(NULL), -1);
+    tpdbLogSetLevel(TPDB_LOG_WARN);
+    assert_true(tpdbLogEnabled(TPDB_LOG_ERROR));
+    assert_true(tpdbLogEnabled(TPDB_LOG_WARN));
+    assert_false(tpdbLogEnabled(TPDB_LOG_INFO));
+    tpdbLogSetLevel(TPDB_LOG_NONE);
+    assert_false(tpdbLogEnabled(TPDB_LOG_ERROR));
+}
+
 static void testByteOrder(void **state)
 {
     uint8_t b[8];
@@ -104,7 +123,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testStrerror),  cmocka_unit_test(testErrWrap),
         cmocka_unit_test(testAllocFail), cmocka_unit_test(testCrc32c),
-        cmocka_unit_test(testByteOrder),
+        cmocka_unit_test(testByteOrder), cmocka_unit_test(testLogLevel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

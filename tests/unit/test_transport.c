@@ -409,6 +409,45 @@ static void testHandshakeCodec(void **state)
     }
 }
 
+/* The cluster identity rides in the flags' top 24 bits beside the sealed
+ * bit; the hash of a peers list ignores the order of its items. */
+static void testHandshakeCluster(void **state)
+{
+    uint8_t buf[TPDB_HANDSHAKE_MAX];
+    char errmsg[TPDB_ERRMSG_SIZE];
+    struct raft_configuration a, b;
+    int type;
+    uint64_t id;
+    size_t len;
+    (void)state;
+    tpdbHandshakeEncode(buf, TPDB_HANDSHAKE_RAFT, 3, "1.2.3.4:5");
+    assert_int_equal(tpdbHandshakeCluster(buf), 0);
+    tpdbHandshakeSetCluster(buf, 0xabcdef);
+    tpdbHandshakeSetSealed(buf);
+    assert_int_equal(tpdbHandshakeDecode(buf, &type, &id, &len, errmsg),
+                     TPDB_OK);
+    assert_int_equal(tpdbHandshakeCluster(buf), 0xabcdef);
+    assert_true(tpdbHandshakeSealed(buf));
+
+    raft_configuration_init(&a);
+    raft_configuration_init(&b);
+    assert_int_equal(tpdbPeersParse("1@h:1,2@h:2,3@h:3", &a, errmsg), TPDB_OK);
+    assert_int_equal(tpdbPeersParse("3@h:3,1@h:1,2@h:2", &b, errmsg), TPDB_OK);
+    uint32_t h = tpdbClusterHash(&a);
+    assert_true(h != 0 && h <= 0xffffff);
+    assert_int_equal(h, tpdbClusterHash(&b));
+    raft_configuration_close(&b);
+    raft_configuration_init(&b);
+    assert_int_equal(tpdbPeersParse("1@h:1,2@h:2", &b, errmsg), TPDB_OK);
+    assert_int_not_equal(h, tpdbClusterHash(&b));
+    raft_configuration_close(&b);
+    raft_configuration_init(&b);
+    assert_int_equal(tpdbPeersParse("1@h:1,2@h:2,3@h:4", &b, errmsg), TPDB_OK);
+    assert_int_not_equal(h, tpdbClusterHash(&b));
+    raft_configuration_close(&b);
+    raft_configuration_close(&a);
+}
+
 static void testParseAddress(void **state)
 {
     struct sockaddr_in sa;
@@ -1020,6 +1059,7 @@ int main(void)
     /* A write to a connection the server closed must fail, not kill. */
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(testHandshakeCluster),
         cmocka_unit_test(testLoopbackNodelay),
         cmocka_unit_test(testConnectRefused),
         cmocka_unit_test(testConnectBadAddress),
