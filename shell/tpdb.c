@@ -1,8 +1,10 @@
 /*
  * tpdb: the command-line tool. Subcommands are rows of a dispatch table;
- * each parses its own arguments. Exit codes: 0 success, 1 the operation
- * failed (message on stderr), 2 usage error.
+ * each parses its own arguments. Anything else starts the interactive
+ * shell (tpdb_shell.h). Exit codes: 0 success, 1 the operation failed
+ * (message on stderr), 2 usage error.
  *
+ *   tpdb [OPTIONS] [HOST:PORT | FILE]    the shell
  *   tpdb import [--progress|--quiet] data.tpdb app.db
  *   tpdb export [--progress|--quiet] [--strict] app.db out.tpdb
  *   tpdb recover DIR --members ID@HOST:PORT,...
@@ -12,6 +14,7 @@
 
 #include "raftfsm/recover.h"
 #include "shell/tpdb_migrate.h"
+#include "shell/tpdb_shell.h"
 #include "vfs/base.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
@@ -45,7 +48,10 @@ static const struct command commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: tpdb COMMAND [ARGS]\n\ncommands:\n");
+    fprintf(f,
+            "usage: tpdb [OPTIONS] [HOST:PORT | FILE]  (the shell; "
+            "tpdb -help)\n"
+            "       tpdb COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < N_COMMANDS; i++) {
         fprintf(f, "  %s%s%s\n      %s\n", commands[i].name,
                 commands[i].args[0] != '\0' ? " " : "", commands[i].args,
@@ -180,11 +186,7 @@ static int runRecover(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        usage(stderr);
-        return EXIT_USAGE;
-    }
-    const char *name = argv[1];
+    const char *name = argc > 1 ? argv[1] : "";
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
         name = "help";
     }
@@ -193,7 +195,5 @@ int main(int argc, char **argv)
             return commands[i].run(argc - 1, argv + 1);
         }
     }
-    fprintf(stderr, "tpdb: unknown command '%s' (try 'tpdb --help')\n",
-            argv[1]);
-    return EXIT_USAGE;
+    return tpdbShellMain(argc, argv);
 }
