@@ -40,7 +40,7 @@ tpdb_packages() {
     printf '%s\n' build-essential meson ninja-build pkg-config \
         libsqlite3-dev sqlite3 libuv1-dev libraft-dev liblz4-dev \
         libcmocka-dev libjansson-dev libedit-dev libsodium-dev \
-        groff-base bsdextrautils
+        groff-base bsdextrautils tmux
     if [[ -d $TPDB_ROOT/tests/sqlite-suite ]]; then
         printf '%s\n' tcl-dev
     fi

@@ -281,11 +281,13 @@ static const char *readTerminal(EditLine *el, int *cancelled)
     return line;
 }
 
-static void runInteractive(struct shell *sh)
+/* Returns 0 at Ctrl-D or .quit, -1 after an error with .bail on. */
+static int runInteractive(struct shell *sh)
 {
     struct pending pd = {0};
     struct editor ed = {sh, &pd};
     char path[4096], *copy;
+    int rc = 0;
     HistEvent ev;
     History *hist = history_init();
     EditLine *el = el_init("tpdb", stdin, stdout, stderr);
@@ -318,7 +320,7 @@ static void runInteractive(struct shell *sh)
             history(hist, &ev, H_ENTER, copy);
             history(hist, &ev, H_SAVE, path);
         }
-        int rc = feedLine(sh, &pd, copy);
+        rc = feedLine(sh, &pd, copy);
         free(copy);
         if (rc != 0) {
             break;
@@ -327,6 +329,7 @@ static void runInteractive(struct shell *sh)
     free(pd.buf);
     el_end(el);
     history_end(hist);
+    return rc;
 }
 
 static void usage(FILE *f)
@@ -444,24 +447,28 @@ static int openBackend(struct shell *sh, const char *target)
     return 0;
 }
 
+/* Runs the text of -c or -cmd: one dot command, or SQL. */
+static int runText(struct shell *sh, const char *text)
+{
+    const char *p = text + strspn(text, " \t\n");
+    return *p == '.' ? shellDot(sh, p) : shellRunSql(sh, text);
+}
+
 static int runBody(struct shell *sh, const struct options *o)
 {
     for (int i = 0; i < o->ncmds; i++) {
-        if (feedLine(sh, &(struct pending){0}, o->cmds[i]) != 0) {
+        if (runText(sh, o->cmds[i]) != 0 && stops(sh)) {
             return 1;
         }
     }
     if (o->sql != NULL) {
-        const char *p = o->sql + strspn(o->sql, " \t\n");
-        int rc = *p == '.' ? shellDot(sh, p) : shellRunSql(sh, o->sql);
-        return rc != 0 ? 1 : 0;
+        return runText(sh, o->sql) != 0 ? 1 : 0;
     }
     if (sh->interactive) {
         printf("tpdb shell, %s %s. Enter \".help\" for usage hints.\n",
                sh->remote != NULL ? "connected to tpdbd at" : "database",
                sh->remote != NULL ? remoteAddr(sh->remote) : o->target);
-        runInteractive(sh);
-        return 0;
+        return runInteractive(sh) != 0 ? 1 : 0;
     }
     return shellRunFile(sh, stdin) != 0 ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shell/tpdb_client.h"
 #include "shell/tpdb_shell_int.h"
@@ -22,6 +23,9 @@
  * plus its forwarding retries; Ctrl-C ends it sooner. */
 #define REPLY_MS 120000
 #define STATUS_MS 3000
+/* How long reads and BEGIN wait for an election to end. */
+#define LEADER_WAIT_MS 15000
+#define RETRY_MS 200
 
 struct member {
     char id[ID_MAX];
@@ -37,6 +41,13 @@ struct remote {
     const char *db;
     volatile sig_atomic_t *cancel;
 };
+
+static long long nowMs(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 enum { KIND_READ, KIND_WRITE, KIND_BEGIN, KIND_COMMIT, KIND_ROLLBACK };
 
@@ -142,7 +153,7 @@ static int nextMember(struct remote *r, struct tpdb_client *c, int *tried)
     }
     int next = (cur + 1) % r->nmembers;
     tpdbClientClose(c);
-    fprintf(stderr, "tpdb: %s: %s; trying %s (%s)\n", c->addr, c->errmsg,
+    fprintf(stderr, "tpdb: %s; trying %s at %s\n", c->errmsg,
             r->members[next].id, r->members[next].client);
     snprintf(c->addr, sizeof c->addr, "%s", r->members[next].client);
     return 0;
@@ -318,8 +329,53 @@ static int exchange(struct remote *r,
     return 0;
 }
 
-/* A read outside a transaction; on a follower with leader_reads, sent to
- * the leader. A statement tpdbd finds not read-only goes to propose. */
+/* Whether a failed leader read may be tried again: leadership is
+ * moving, or the leader it was sent to is gone. */
+static int leaderMoving(int rc, const char *err)
+{
+    return rc == -2 || isNotLeader(err) || strstr(err, "connect to") != NULL;
+}
+
+static void backoff(void)
+{
+    struct timespec ts = {0, RETRY_MS * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Sends req to the leader: the current node first, then the leader it
+ * names, again while leadership moves (an election), for at most
+ * LEADER_WAIT_MS. Only for requests safe to send twice. *used gets the
+ * connection that answered. */
+static int onLeader(struct remote *r,
+                    json_t *req,
+                    json_t **reply,
+                    struct tpdb_client **used,
+                    char *err,
+                    size_t size)
+{
+    long long deadline = nowMs() + LEADER_WAIT_MS;
+    for (;;) {
+        *used = &r->main;
+        int rc = exchange(r, &r->main, req, 1, 1, reply, err, size);
+        if (rc == 0 || !isNotLeader(err)) {
+            return rc;
+        }
+        if (findLeader(r, err, size) == 0) {
+            *used = &r->leader;
+            rc = exchange(r, &r->leader, req, 1, 0, reply, err, size);
+            if (rc == 0 || !leaderMoving(rc, err)) {
+                return rc;
+            }
+        }
+        if ((r->cancel != NULL && *r->cancel) || nowMs() >= deadline) {
+            return rc;
+        }
+        backoff();
+    }
+}
+
+/* A read outside a transaction; with leader_reads on the leader. A
+ * statement tpdbd finds not read-only goes to propose (by the caller). */
 static int runRead(struct remote *r,
                    const char *sql,
                    int leader_reads,
@@ -327,12 +383,10 @@ static int runRead(struct remote *r,
                    char *err,
                    size_t size)
 {
+    struct tpdb_client *used;
     json_t *req = request(r, leader_reads ? "query" : "local_query", sql);
-    int rc = exchange(r, &r->main, req, 1, 1, reply, err, size);
-    if (rc == -1 && leader_reads && isNotLeader(err) &&
-        findLeader(r, err, size) == 0) {
-        rc = exchange(r, &r->leader, req, 1, 0, reply, err, size);
-    }
+    int rc = leader_reads ? onLeader(r, req, reply, &used, err, size)
+                          : exchange(r, &r->main, req, 1, 1, reply, err, size);
     json_decref(req);
     return rc;
 }
@@ -359,12 +413,8 @@ static int runWrite(struct remote *r,
 static int runBegin(struct remote *r, char *err, size_t size)
 {
     json_t *req = request(r, "begin", NULL), *reply = NULL;
-    struct tpdb_client *c = &r->main;
-    int rc = exchange(r, c, req, 1, 1, &reply, err, size);
-    if (rc == -1 && isNotLeader(err) && findLeader(r, err, size) == 0) {
-        c = &r->leader;
-        rc = exchange(r, c, req, 1, 0, &reply, err, size);
-    }
+    struct tpdb_client *c;
+    int rc = onLeader(r, req, &reply, &c, err, size);
     json_decref(req);
     json_decref(reply);
     if (rc == 0) {
