@@ -272,9 +272,15 @@ int tpdbClientCall(struct tpdb_client *c,
     if (c->fd >= 0 && peerClosed(c)) {
         tpdbClientClose(c);
     }
+    if (c->fd < 0 && c->once && c->connected) {
+        snprintf(c->errmsg, sizeof c->errmsg, "connection to %s closed",
+                 c->addr);
+        return TPDB_CLIENT_NOT_SENT;
+    }
     if (c->fd < 0 && doConnect(c) != 0) {
         return TPDB_CLIENT_NOT_SENT;
     }
+    c->connected = 1;
     char *text = json_dumps(req, JSON_COMPACT);
     if (text == NULL) {
         snprintf(c->errmsg, sizeof c->errmsg, "out of memory");

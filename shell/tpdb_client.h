@@ -33,6 +33,8 @@ struct tpdb_client {
     char *buf;                       /* bytes read past the last line */
     size_t len, cap;
     volatile sig_atomic_t *cancel; /* NULL or set by a signal handler */
+    int once;      /* never reconnect: state lives on this connection */
+    int connected; /* it has connected at least once */
     char errmsg[TPDB_CLIENT_ERR_MAX];
 };
 
@@ -46,7 +48,8 @@ void tpdbClientInit(struct tpdb_client *c,
 void tpdbClientClose(struct tpdb_client *c);
 
 /* Sends req as one line (connecting first if needed, or again if the node
- * closed an idle connection) and waits up to timeout_ms for the reply,
+ * closed an idle connection, unless c->once is set and it connected
+ * before: then TPDB_CLIENT_NOT_SENT) and waits up to timeout_ms for the reply,
  * which on TPDB_CLIENT_OK is stored in *reply (caller json_decrefs).
  * Any other outcome closes the connection and leaves the reason in
  * c->errmsg. req is not consumed. */

@@ -34,8 +34,10 @@ struct member {
 
 struct remote {
     struct tpdb_client main;   /* the node the shell talks to */
-    struct tpdb_client leader; /* leader reads and transactions */
-    struct tpdb_client *txn;   /* the connection holding BEGIN, or NULL */
+    struct tpdb_client leader; /* leader reads */
+    struct tpdb_client txn;    /* holds the open transaction, never
+                                  reconnected (c.once) */
+    int in_txn;
     struct member members[MEMBERS_MAX];
     int nmembers;
     const char *db;
@@ -305,8 +307,9 @@ static int isNotLeader(const char *err)
     return strncmp(err, "not the leader", 14) == 0;
 }
 
-/* Sends one request and checks its reply; an error of the reply goes to
- * err. safe and failover as call(). */
+/* Sends one request and checks its reply. Returns 0; -1 for an error
+ * reply, -2 when the request went and no reply came, -3 when it never
+ * left; err says why. safe and failover as call(). */
 static int exchange(struct remote *r,
                     struct tpdb_client *c,
                     json_t *req,
@@ -319,7 +322,7 @@ static int exchange(struct remote *r,
     int rc = call(r, c, req, safe, failover, reply);
     if (rc != TPDB_CLIENT_OK) {
         lostError(rc, c, err, size);
-        return rc == TPDB_CLIENT_NOT_SENT ? -1 : -2;
+        return rc == TPDB_CLIENT_NOT_SENT ? -3 : -2;
     }
     if (replyError(*reply, err, size) != 0) {
         json_decref(*reply);
@@ -333,7 +336,7 @@ static int exchange(struct remote *r,
  * moving, or the leader it was sent to is gone. */
 static int leaderMoving(int rc, const char *err)
 {
-    return rc == -2 || isNotLeader(err) || strstr(err, "connect to") != NULL;
+    return rc <= -2 || isNotLeader(err);
 }
 
 static void backoff(void)
@@ -410,44 +413,73 @@ static int runWrite(struct remote *r,
     return rc;
 }
 
+/* Opens the transaction connection to addr and sends begin on it. */
+static int beginAt(struct remote *r,
+                   const char *addr,
+                   json_t *req,
+                   char *err,
+                   size_t size)
+{
+    json_t *reply = NULL;
+    tpdbClientClose(&r->txn);
+    tpdbClientInit(&r->txn, addr, r->cancel);
+    r->txn.once = 1;
+    int rc = exchange(r, &r->txn, req, 0, 0, &reply, err, size);
+    json_decref(reply);
+    return rc;
+}
+
+/* BEGIN: a connection of its own, on the current node (a follower
+ * relays it to the leader) or else on the leader. */
 static int runBegin(struct remote *r, char *err, size_t size)
 {
-    json_t *req = request(r, "begin", NULL), *reply = NULL;
-    struct tpdb_client *c;
-    int rc = onLeader(r, req, &reply, &c, err, size);
+    json_t *req = request(r, "begin", NULL);
+    json_decref(remoteStatusOf(r, NULL)); /* fails over if needed */
+    int rc = beginAt(r, r->main.addr, req, err, size);
+    if (rc == -1 && isNotLeader(err) && findLeader(r, err, size) == 0) {
+        rc = beginAt(r, r->leader.addr, req, err, size);
+    }
     json_decref(req);
-    json_decref(reply);
     if (rc == 0) {
-        r->txn = c;
-    } else if (strncmp(err, "unknown action", 14) == 0) {
+        r->in_txn = 1;
+        return 0;
+    }
+    tpdbClientClose(&r->txn);
+    if (strncmp(err, "unknown action", 14) == 0) {
         size_t n = strlen(err);
         snprintf(err + n, size - n,
                  "\nThis tpdbd has no interactive transactions; nothing "
                  "was started.");
     }
-    return rc == 0 ? 0 : -1;
+    return -1;
 }
 
-/* COMMIT or ROLLBACK of the open transaction. */
+static void endTxn(struct remote *r)
+{
+    tpdbClientClose(&r->txn);
+    r->in_txn = 0;
+}
+
+/* COMMIT or ROLLBACK of the open transaction; either ends it. */
 static int runEnd(struct remote *r, int commit, char *err, size_t size)
 {
     json_t *req = request(r, commit ? "commit" : "rollback", NULL);
     json_t *reply = NULL;
-    int rc = exchange(r, r->txn, req, 0, 0, &reply, err, size);
+    int rc = exchange(r, &r->txn, req, 0, 0, &reply, err, size);
     json_decref(req);
     json_decref(reply);
-    if (rc == -2) {
-        size_t n = strlen(err);
-        snprintf(err + n, size - n, "%s",
-                 commit ? "\nThe outcome of COMMIT is unknown: the "
-                          "transaction may or may not have committed. Check "
-                          "before retrying."
-                        : "\nThe connection is gone, so tpdbd rolls the "
-                          "transaction back.");
+    size_t n = strlen(err);
+    if (rc == -2 && commit) {
+        snprintf(err + n, size - n,
+                 "\nThe outcome of COMMIT is unknown: the transaction may or "
+                 "may not have committed. Check before retrying.");
+    } else if (rc <= -2) {
+        snprintf(err + n, size - n,
+                 "\nThe connection holding the transaction is gone, so "
+                 "tpdbd rolled the transaction back%s.",
+                 commit ? ": nothing was committed" : "");
     }
-    if (rc != -1 || !isNotLeader(err)) {
-        r->txn = NULL; /* over, whichever way it ended */
-    }
+    endTxn(r);
     return rc == 0 ? 0 : -1;
 }
 
@@ -460,14 +492,14 @@ static int runInTxn(struct remote *r,
                     size_t size)
 {
     json_t *req = request(r, kind == KIND_READ ? "query" : "propose", sql);
-    int rc = exchange(r, r->txn, req, 0, 0, reply, err, size);
+    int rc = exchange(r, &r->txn, req, 0, 0, reply, err, size);
     json_decref(req);
-    if (rc == -2) {
+    if (rc <= -2) {
         size_t n = strlen(err);
         snprintf(err + n, size - n,
                  "\nThe connection holding the transaction is gone: tpdbd "
-                 "rolls the transaction back; start it again.");
-        r->txn = NULL;
+                 "rolls the transaction back; nothing of it was committed.");
+        endTxn(r);
     }
     return rc;
 }
@@ -484,16 +516,16 @@ int remoteExec(struct remote *r,
     int rc;
     *res = NULL;
     if (kind == KIND_BEGIN) {
-        return r->txn != NULL ? (snprintf(err, size,
-                                          "cannot start a transaction "
-                                          "within a transaction"),
-                                 -1)
-                              : runBegin(r, err, size);
+        return r->in_txn ? (snprintf(err, size,
+                                     "cannot start a transaction "
+                                     "within a transaction"),
+                            -1)
+                         : runBegin(r, err, size);
     }
-    if ((kind == KIND_COMMIT || kind == KIND_ROLLBACK) && r->txn != NULL) {
+    if ((kind == KIND_COMMIT || kind == KIND_ROLLBACK) && r->in_txn) {
         return runEnd(r, kind == KIND_COMMIT, err, size);
     }
-    if (r->txn != NULL) {
+    if (r->in_txn) {
         rc = runInTxn(r, sql, kind, &reply, err, size);
     } else if (kind == KIND_READ) {
         rc = runRead(r, sql, leader_reads, &reply, err, size);
@@ -566,6 +598,7 @@ struct remote *remoteOpen(const char *addr,
     r->cancel = cancel;
     tpdbClientInit(&r->main, addr, cancel);
     tpdbClientInit(&r->leader, "", cancel);
+    tpdbClientInit(&r->txn, "", cancel);
     json_t *st = remoteStatusOf(r, NULL);
     if (st == NULL) {
         snprintf(err, size, "cannot reach tpdbd at %s: %s", addr,
@@ -582,6 +615,7 @@ void remoteClose(struct remote *r)
     if (r != NULL) {
         tpdbClientClose(&r->main);
         tpdbClientClose(&r->leader);
+        tpdbClientClose(&r->txn);
         free(r);
     }
 }
@@ -593,5 +627,5 @@ const char *remoteAddr(const struct remote *r)
 
 int remoteInTxn(const struct remote *r)
 {
-    return r->txn != NULL;
+    return r->in_txn;
 }
