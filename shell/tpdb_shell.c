@@ -118,8 +118,9 @@ static int runStatement(struct shell *sh, const char *sql)
 {
     char err[SHELL_ERR_MAX] = "";
     struct tpdb_result *res = NULL;
+    /* shellInterrupted is not cleared here: a Ctrl-C pressed after Enter
+     * but before the statement started still cancels it. */
     double w0 = wallSeconds(), u0 = cpuSeconds(0), s0 = cpuSeconds(1);
-    shellInterrupted = 0;
     int rc = sh->remote != NULL
                  ? remoteExec(sh->remote, sql, sh->leader_reads, &res, err,
                               sizeof err)
@@ -273,8 +274,10 @@ static const char *readTerminal(EditLine *el, int *cancelled)
     int n = 0;
     *cancelled = 0;
     shellInterrupted = 0;
+    errno = 0;
     const char *line = el_gets(el, &n);
-    if (line == NULL && (shellInterrupted || errno == EINTR)) {
+    /* End of input is NULL with n 0; a signal NULL with n -1, EINTR. */
+    if (line == NULL && (shellInterrupted || (n < 0 && errno == EINTR))) {
         *cancelled = 1;
         el_reset(el);
     }

@@ -310,7 +310,6 @@ int shellDot(struct shell *sh, const char *line)
     if (argc == 0) {
         return 0;
     }
-    shellInterrupted = 0;
     int rc = dispatch(sh, argc, argv);
     fflush(sh->out);
     return rc;

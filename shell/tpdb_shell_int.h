@@ -18,7 +18,7 @@
 
 #define SHELL_ERR_MAX 1024
 
-/* Set by SIGINT (Ctrl-C); cleared before each statement and line. */
+/* Set by SIGINT (Ctrl-C); cleared before each line read at a terminal. */
 extern volatile sig_atomic_t shellInterrupted;
 
 struct remote;

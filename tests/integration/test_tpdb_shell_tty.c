@@ -4,7 +4,8 @@
  * follower (forwarded, then on every node), .mode box output identical to
  * the stock sqlite3's for the same rows, history recall with the up arrow
  * and the history file, Ctrl-C dropping a half-typed statement and
- * cancelling one being waited for, Ctrl-D leaving, BEGIN ... COMMIT typed
+ * cancelling one being waited for (a read; a write, whose outcome is then
+ * unknown and said to be), Ctrl-D leaving, BEGIN ... COMMIT typed
  * by hand (skipped while tpdbd answers "unknown action: begin"), and
  * .status after the leader was SIGKILLed, the shell moving to another
  * member.
@@ -196,10 +197,13 @@ static void testTransactionByHand(void **state)
     tpdbdsWaitCount(&c, "t", 2, WAIT_MS);
 }
 
+/* How many "Error: interrupted" the screen had before the Ctrl-C. */
+static int interruptsBefore;
+
 static int interrupted(void *arg)
 {
     (void)arg;
-    return ttyCount(&t, "Error: interrupted") > 0;
+    return ttyCount(&t, "Error: interrupted") > interruptsBefore;
 }
 
 static int exited(void *arg)
@@ -208,18 +212,27 @@ static int exited(void *arg)
     return ttyExited(&t);
 }
 
-/* Presses Ctrl-C until the statement being waited for is cancelled (a
- * Ctrl-C that lands before the statement starts is taken as one at the
- * prompt, as a person would find, and pressed again). */
+/* Enter was taken: the cursor went to the start of the next line, where
+ * no prompt is shown while the statement runs. */
+static int entered(void *arg)
+{
+    (void)arg;
+    return ttyCursorX(&t) == 0;
+}
+
+/* Presses Ctrl-C, once the typed statement was entered, until it is
+ * cancelled (pressed again if it landed before the statement started). */
 static void interruptWait(void)
 {
+    interruptsBefore = ttyCount(&t, "Error: interrupted");
+    assert_int_equal(harnessPollUntil(entered, NULL, WAIT_MS, 20), TPDB_OK);
     for (int k = 0; k < 30; k++) {
         ttyKey(&t, "C-c");
         if (harnessPollUntil(interrupted, NULL, 1000, 50) == TPDB_OK) {
             return;
         }
     }
-    ttyWaitCount(&t, "Error: interrupted", 1, WAIT_MS);
+    ttyWaitCount(&t, "Error: interrupted", interruptsBefore + 1, WAIT_MS);
 }
 
 static void testCtrlC(void **state)
@@ -234,16 +247,29 @@ static void testCtrlC(void **state)
     assertScreenHas("\n42\n");
     assert_int_equal(ttyCount(&t, "Error"), 0);
 
-    /* A read of about a minute on this node, cancelled while waited for;
+    /* A read of a minute or more on this node, cancelled while waited for;
      * the shell answers at once and goes on. */
     typeWait(".consistency local", 4);
     ttyType(&t,
             "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 "
-            "FROM c WHERE x < 500000000) SELECT count(*) FROM c;");
+            "FROM c WHERE x < 100000000) SELECT count(*) FROM c;");
     interruptWait();
     int prompts = ttyCount(&t, "tpdb> ");
     typeWait("SELECT 'still here';", prompts + 1);
     assertScreenHas("\nstill here\n");
+
+    /* A slow write cancelled while waited for: its outcome is unknown,
+     * and the shell says so. */
+    typeWait("CREATE TABLE slow(n);", prompts + 2);
+    ttyType(&t,
+            "INSERT INTO slow SELECT count(*) FROM (WITH RECURSIVE c(x) AS "
+            "(SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 50000000) "
+            "SELECT x FROM c);");
+    interruptWait();
+    assertScreenHas(
+        "Error: interrupted\nThe outcome is unknown: the write may or "
+        "may not have committed. Check (SELECT) before retrying.");
+    typeWait("SELECT 'and on';", prompts + 4);
 
     ttyKey(&t, "C-d");
     assert_int_equal(harnessPollUntil(exited, NULL, WAIT_MS, 50), TPDB_OK);

@@ -27,6 +27,7 @@ static char *tmux(struct tty *t, int may_fail, const char *const *args)
     struct harness_proc *p;
     char *out = NULL;
     int n = 0, status = 0;
+    const char *name = args[0];
     argv[n++] = "tmux";
     argv[n++] = "-S";
     argv[n++] = t->sock;
@@ -43,7 +44,7 @@ static char *tmux(struct tty *t, int may_fail, const char *const *args)
     assert_int_equal(harnessProcWait(p, TMUX_MS, &status, errmsg), TPDB_OK);
     harnessProcFree(p);
     if (!may_fail && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-        fail_msg("tmux %s failed (status %d)", args[0], status);
+        fail_msg("tmux %s failed (status %d)", name, status);
     }
     return out;
 }
@@ -60,7 +61,10 @@ void ttyStart(struct tty *t,
 {
     const char *args[ARGV_MAX];
     int n = 0;
-    snprintf(t->sock, sizeof t->sock, "%s/tmux.sock", dir);
+    /* A new socket each time: a server just told to exit may still hold
+     * the last one. */
+    static unsigned serial;
+    snprintf(t->sock, sizeof t->sock, "%s/tmux%u.sock", dir, ++serial);
     args[n++] = "-f";
     args[n++] = "/dev/null";
     args[n++] = "new-session";
@@ -159,6 +163,16 @@ void ttyWaitCount(struct tty *t, const char *needle, int n, int timeout_ms)
         fail_msg("screen has not shown \"%s\" %d times within %d ms:\n%s",
                  needle, n, timeout_ms, s);
     }
+}
+
+int ttyCursorX(struct tty *t)
+{
+    const char *args[] = {"display-message", "-p", "-t", "0",
+                          "#{cursor_x}",     NULL};
+    char *out = tmux(t, 0, args);
+    int x = atoi(out);
+    tpdb_free(out);
+    return x;
 }
 
 int ttyExited(struct tty *t)

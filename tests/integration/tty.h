@@ -41,6 +41,9 @@ int ttyCount(struct tty *t, const char *needle);
  * at least n times; fails the test with the screen printed if not. */
 void ttyWaitCount(struct tty *t, const char *needle, int n, int timeout_ms);
 
+/* The cursor's column (0 at the start of a line). */
+int ttyCursorX(struct tty *t);
+
 /* Whether the program in the terminal has exited. */
 int ttyExited(struct tty *t);
 
