@@ -4,7 +4,9 @@
  * tpdbd processes: every output mode prints byte for byte what the stock
  * sqlite3 prints for the same rows (csv, json and box among them), exit
  * statuses (0, 1 at the first error with nothing after it run, 2 for a
- * usage error), .read, and the cluster commands. Commands that need
+ * usage error), .read, .tables/.indexes/.schema as sqlite3 prints them,
+ * -db, .timer, .output, and the cluster commands, also on a local
+ * database. Commands that need
  * tpdbd actions this tpdbd lacks are skipped with the reason.
  */
 #include <setjmp.h>
@@ -73,7 +75,19 @@ static void runProg(const char *const *argv, const char *input, struct run *r)
     r->status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-/* The shell on target with up to three more arguments (NULL-ended). */
+/* The shell on target with up to four more arguments (NULL-ended). */
+static void shell4(const char *target,
+                   const char *a1,
+                   const char *a2,
+                   const char *a3,
+                   const char *a4,
+                   const char *input,
+                   struct run *r)
+{
+    const char *argv[] = {shellProg, target, a1, a2, a3, a4, NULL};
+    runProg(argv, input, r);
+}
+
 static void shell(const char *target,
                   const char *a1,
                   const char *a2,
@@ -81,8 +95,7 @@ static void shell(const char *target,
                   const char *input,
                   struct run *r)
 {
-    const char *argv[] = {shellProg, target, a1, a2, a3, NULL};
-    runProg(argv, input, r);
+    shell4(target, a1, a2, a3, NULL, input, r);
 }
 
 static char *sqlite3Output(const char *script)
@@ -254,6 +267,132 @@ static void testRead(void **state)
     runFree(&r);
 }
 
+static const char schema[] =
+    "CREATE TABLE b(x);\nCREATE TABLE a(y, z);\nCREATE INDEX a_z ON a(z);\n"
+    "CREATE INDEX a_y ON a(y);\nCREATE VIEW v AS SELECT 1;\n";
+
+/* .tables, .indexes and .schema (tables and indexes; sqlite3 adds a
+ * comment to views) print what sqlite3 prints. */
+static void compareSchema(const char *target)
+{
+    static const char *const cmds[] = {".tables",    ".tables a%", ".indexes",
+                                       ".indexes a", ".schema a",  ".schema b"};
+    char script[1024];
+    struct run r;
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        snprintf(script, sizeof script, "%s%s\n", schema, cmds[i]);
+        char *want = sqlite3Output(script);
+        shell(target, "-c", cmds[i], NULL, NULL, &r);
+        assert_int_equal(r.status, 0);
+        if (strcmp(r.out, want) != 0) {
+            fail_msg("%s differs from sqlite3:\n%s\nsqlite3:\n%s", cmds[i],
+                     r.out, want);
+        }
+        tpdb_free(want);
+        runFree(&r);
+    }
+}
+
+static void testSchemaCommands(void **state)
+{
+    (void)state;
+    char db[HARNESS_PATH_MAX + 16];
+    struct run r;
+    snprintf(db, sizeof db, "%s/schema.db", c.dir);
+    shell(db, NULL, NULL, NULL, schema, &r);
+    assert_int_equal(r.status, 0);
+    runFree(&r);
+    compareSchema(db);
+    shell(addr[0], "-db", "schema.db", NULL, schema, &r);
+    assert_int_equal(r.status, 0);
+    runFree(&r);
+    shell4(addr[1], "-db", "schema.db", "-c", ".tables", NULL, &r);
+    assert_string_equal(r.out, "a  b  v\n");
+    runFree(&r);
+}
+
+/* -db names another database of the node; .timer, .output, and a
+ * PRAGMA that writes (refused by query, then sent as propose). */
+static void testOptionsAndOutput(void **state)
+{
+    (void)state;
+    char path[HARNESS_PATH_MAX + 16], cmd[HARNESS_PATH_MAX + 128];
+    struct run r;
+    shell4(addr[0], "-db", "other.db", "-c",
+           "CREATE TABLE o(x); INSERT INTO o VALUES (7);", NULL, &r);
+    assert_int_equal(r.status, 0);
+    runFree(&r);
+    shell4(addr[2], "-db", "other.db", "-c", "SELECT x FROM o", NULL, &r);
+    assert_string_equal(r.out, "7\n");
+    runFree(&r);
+    shell(addr[2], "-c", "SELECT x FROM o", NULL, NULL, &r);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "no such table: o"));
+    runFree(&r);
+
+    shell4(addr[1], "-cmd", ".timer on", "-c", "SELECT 5", NULL, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "5\nRun Time: real "));
+    runFree(&r);
+
+    snprintf(path, sizeof path, "%s/out.txt", c.dir);
+    snprintf(cmd, sizeof cmd,
+             ".output %s\nSELECT 'to the file';\n.output\n"
+             "SELECT 'to stdout';\n",
+             path);
+    shell(addr[1], NULL, NULL, NULL, cmd, &r);
+    assert_string_equal(r.out, "to stdout\n");
+    runFree(&r);
+    FILE *f = fopen(path, "r");
+    char line[64] = "";
+    assert_non_null(f);
+    assert_non_null(fgets(line, sizeof line, f));
+    fclose(f);
+    assert_string_equal(line, "to the file\n");
+
+    shell(addr[0], "-c", "PRAGMA user_version = 7", NULL, NULL, &r);
+    assert_int_equal(r.status, 0);
+    runFree(&r);
+    shell(addr[2], "-c", "PRAGMA user_version", NULL, NULL, &r);
+    assert_string_equal(r.out, "7\n");
+    runFree(&r);
+}
+
+/* On a local database the cluster commands use the library. */
+static void testLocalClusterCommands(void **state)
+{
+    (void)state;
+    char db[HARNESS_PATH_MAX + 16], path[HARNESS_PATH_MAX + 16];
+    char cmd[HARNESS_PATH_MAX + 32];
+    struct run r;
+    snprintf(db, sizeof db, "%s/local.db", c.dir);
+    shell(db, "-csv", "-c", ".status", NULL, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "id,address,role,term,commit,applied\r\n"));
+    assert_non_null(strstr(r.out, ",leader,"));
+    runFree(&r);
+    shell(db, "-c", ".leader", NULL, NULL, &r);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "1@"));
+    runFree(&r);
+    shell(db, "-c", ".checkpoint", NULL, NULL, &r);
+    assert_int_equal(r.status, 0);
+    runFree(&r);
+    shell(db, "-c", ".join n2 127.0.0.1:1 127.0.0.1:2", NULL, NULL, &r);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "tpdb_add"));
+    runFree(&r);
+    snprintf(path, sizeof path, "%s/local-backup.db", c.dir);
+    snprintf(cmd, sizeof cmd, ".backup %s", path);
+    shell(db, "-c", cmd, NULL, NULL, &r);
+    assert_int_equal(r.status, 0);
+    runFree(&r);
+    const char *argv[] = {"sqlite3", path, "SELECT count(*) FROM t", NULL};
+    runProg(argv, NULL, &r);
+    assert_string_equal(r.out, "8\n");
+    runFree(&r);
+}
+
 /* Runs a cluster command at member i; returns 1 if tpdbd lacks the
  * action (after printing why the test is skipped), else 0 with *r. */
 static int cluster(int i, const char *cmd, struct run *r)
@@ -376,6 +515,9 @@ int main(void)
         cmocka_unit_test(testRemoteModesMatchSqlite3),
         cmocka_unit_test(testExitStatus),
         cmocka_unit_test(testRead),
+        cmocka_unit_test(testSchemaCommands),
+        cmocka_unit_test(testOptionsAndOutput),
+        cmocka_unit_test(testLocalClusterCommands),
         cmocka_unit_test(testStatusLeaderMembers),
         cmocka_unit_test(testInteractiveTransactionAbsent),
         cmocka_unit_test(testCheckpointAndBackup),

@@ -6,7 +6,8 @@
  * and the history file, Ctrl-C dropping a half-typed statement and
  * cancelling one being waited for (a read; a write, whose outcome is then
  * unknown and said to be), Ctrl-D leaving, BEGIN ... COMMIT typed
- * by hand (skipped while tpdbd answers "unknown action: begin"), and
+ * by hand (skipped while tpdbd answers "unknown action: begin"), a node
+ * restarted under the shell, .bail on ending the shell, and
  * .status after the leader was SIGKILLed, the shell moving to another
  * member.
  */
@@ -275,6 +276,34 @@ static void testCtrlC(void **state)
     assert_int_equal(harnessPollUntil(exited, NULL, WAIT_MS, 50), TPDB_OK);
 }
 
+/* A node restarted under the shell: the closed connection is reopened to
+ * the same node before the next statement. */
+static void testNodeRestarted(void **state)
+{
+    (void)state;
+    int f = follower();
+    shellAt(f);
+    typeWait("SELECT 'before';", 2);
+    assert_int_equal(tpdbdsStop(&c, f, WAIT_MS), 0);
+    tpdbdsStart(&c, f, NULL);
+    tpdbdsWaitReady(&c, f);
+    typeWait("SELECT 'after ' || count(*) FROM t;", 3);
+    assertScreenHas("\nafter 2\n");
+    assert_int_equal(ttyCount(&t, "trying"), 0);
+    assert_int_equal(ttyCount(&t, "Error"), 0);
+}
+
+/* .bail on: the first error ends the shell. */
+static void testBail(void **state)
+{
+    (void)state;
+    shellAt(0);
+    typeWait(".bail on", 2);
+    ttyType(&t, "SELECT * FROM nope;");
+    assert_int_equal(harnessPollUntil(exited, NULL, WAIT_MS, 50), TPDB_OK);
+    assertScreenHas("Error: no such table: nope");
+}
+
 static void testStatusAfterLeaderKilled(void **state)
 {
     (void)state;
@@ -316,6 +345,10 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(testTypingAtFollower, closeTty),
         cmocka_unit_test_teardown(testTransactionByHand, closeTty),
+        /* Before testCtrlC: the statements it cancels keep their nodes
+         * busy, and SIGTERM waits for a running request. */
+        cmocka_unit_test_teardown(testNodeRestarted, closeTty),
+        cmocka_unit_test_teardown(testBail, closeTty),
         cmocka_unit_test_teardown(testCtrlC, closeTty),
         cmocka_unit_test_teardown(testStatusAfterLeaderKilled, closeTty),
     };
