@@ -11,6 +11,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "raftfsm/recover.h"
 #include "shell/tpdb_migrate.h"
@@ -184,9 +185,22 @@ static int runRecover(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* Whether the first argument reads as a mistyped subcommand rather than
+ * a shell target: a bare word (no '.', '/' or ':') that names no file,
+ * or an empty one. Such a word never silently creates a database. */
+static int looksLikeCommand(const char *arg)
+{
+    struct stat sb;
+    if (arg[0] == '-') {
+        return 0;
+    }
+    return arg[0] == '\0' ||
+           (strpbrk(arg, "./:") == NULL && stat(arg, &sb) != 0);
+}
+
 int main(int argc, char **argv)
 {
-    const char *name = argc > 1 ? argv[1] : "";
+    const char *name = argc > 1 ? argv[1] : "-";
     if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
         name = "help";
     }
@@ -194,6 +208,13 @@ int main(int argc, char **argv)
         if (strcmp(name, commands[i].name) == 0) {
             return commands[i].run(argc - 1, argv + 1);
         }
+    }
+    if (looksLikeCommand(name)) {
+        fprintf(stderr,
+                "tpdb: unknown command '%s' (try 'tpdb --help'; a database "
+                "file is named with a '.' or '/', e.g. ./%s)\n",
+                name, name);
+        return EXIT_USAGE;
     }
     return tpdbShellMain(argc, argv);
 }

@@ -220,6 +220,15 @@ static void testExitStatus(void **state)
     shell(addr[0], "-nosuchoption", NULL, NULL, NULL, &r);
     assert_int_equal(r.status, 2);
     runFree(&r);
+    /* A mistyped subcommand is no database name: nothing is created. */
+    char typo[HARNESS_PATH_MAX + 16];
+    struct stat sb;
+    shell("imprt", NULL, NULL, NULL, NULL, &r);
+    assert_int_equal(r.status, 2);
+    assert_non_null(strstr(r.err, "unknown command 'imprt'"));
+    runFree(&r);
+    snprintf(typo, sizeof typo, "%s/imprt", c.dir);
+    assert_int_not_equal(stat(typo, &sb), 0);
 
     unsigned port;
     assert_int_equal(harnessFreePorts(&port, 1, c.errmsg), TPDB_OK);

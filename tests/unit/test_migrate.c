@@ -702,7 +702,9 @@ static void testCommandLine(void **state)
     char args[1800];
     assert_int_equal(runTpdb("--help"), 0);
     assert_int_equal(runTpdb("help"), 0);
-    assert_int_equal(runTpdb(""), 2);
+    /* With no arguments tpdb is the shell (at 127.0.0.1:9002); a bad
+     * shell option is a usage error too. */
+    assert_int_equal(runTpdb("-nosuchoption"), 2);
     assert_int_equal(runTpdb("frobnicate"), 2);
     assert_int_equal(runTpdb("import onlyone.tpdb"), 2);
     assert_int_equal(runTpdb("import --bogus a b"), 2);
