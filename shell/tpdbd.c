@@ -270,9 +270,12 @@ static void registerIfLeader(struct tpdbd *d, long long *registeredTerm)
     json_decref(st);
 }
 
-/* A node that joined tells the leader its string id and client address
- * (action join), so that other nodes can name it and forward to it. */
-static void announceJoin(struct tpdbd *d, int *done)
+/* Every node tells the leader its string id and client address (action
+ * join, forwarded from a follower) until the cluster records them, so that
+ * other nodes can name it and forward to it, and clients learn where each
+ * member answers, without --client-peer. The leader writes a row only if
+ * it differs from what it has. */
+static void announceSelf(struct tpdbd *d, int *done)
 {
     json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "action", "join", "node_id",
                           d->cfg.node_id, "raft_addr", d->cfg.raft_addr,
@@ -283,8 +286,8 @@ static void announceJoin(struct tpdbd *d, int *done)
     o = reply != NULL ? json_loads(reply, 0, NULL) : NULL;
     if (json_is_true(json_object_get(o, "ok"))) {
         *done = 1;
-        tpdbdLog(TPDBD_INFO, "joined: the cluster knows node %s",
-                 d->cfg.node_id);
+        tpdbdLog(TPDBD_INFO, "the cluster knows node %s at client address %s",
+                 d->cfg.node_id, d->client_addr);
     } else {
         tpdbdLog(TPDBD_DEBUG, "announcing the join: %s",
                  reply != NULL ? reply : "out of memory");
@@ -298,13 +301,13 @@ static void *housekeepingThread(void *arg)
 {
     struct housekeeping *h = arg;
     long long registeredTerm = -1;
-    int announced = h->d->cfg.join[0] == '\0';
+    int announced = 0;
     pthread_mutex_lock(&h->mutex);
     while (!h->stop) {
         pthread_mutex_unlock(&h->mutex);
         registerIfLeader(h->d, &registeredTerm);
         if (!announced) {
-            announceJoin(h->d, &announced);
+            announceSelf(h->d, &announced);
         }
         pthread_mutex_lock(&h->mutex);
         struct timespec until;
