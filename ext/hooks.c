@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "raftfsm/entry.h"
 #include "raftfsm/local.h"
 #include "raftfsm/node.h"
 #include "raftfsm/nodeconf.h"
@@ -132,7 +133,7 @@ static int hookDbOpen(void *arg,
     if (rc != TPDB_OK) {
         return rc;
     }
-    if (name[0] == '\0' || name[0] == '.' || strlen(name) > 255) {
+    if (!tpdbDbNameValid(name)) {
         tpdbErrf(errmsg,
                  "tpdb: database file name '%s' is not allowed "
                  "(1-255 bytes, not starting with '.')",

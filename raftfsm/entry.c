@@ -120,6 +120,13 @@ static int checkPgno(int type,
 }
 
 /* Validates encoder input; returns TPDB_INVALID or TPDB_TOOBIG. */
+int tpdbDbNameValid(const char *name)
+{
+    size_t n = name != NULL ? strnlen(name, TPDB_DBNAME_MAX + 1) : 0;
+    return n > 0 && n <= TPDB_DBNAME_MAX && name[0] != '.' &&
+           memchr(name, '/', n) == NULL;
+}
+
 static int checkInput(int type,
                       const char *db,
                       const struct tpdb_txn *txn,
@@ -132,9 +139,11 @@ static int checkInput(int type,
         return TPDB_INVALID;
     }
     *name_len = strnlen(db, TPDB_DBNAME_MAX + 1);
-    if (*name_len == 0 || *name_len > TPDB_DBNAME_MAX) {
-        tpdbErrf(errmsg, "encode entry: database name length not in 1..%d",
-                 TPDB_DBNAME_MAX);
+    if (!tpdbDbNameValid(db)) {
+        tpdbErrf(errmsg,
+                 "encode entry: database name '%.*s' not allowed (1..%d "
+                 "bytes, not starting with '.', no '/')",
+                 TPDB_DBNAME_MAX, db, TPDB_DBNAME_MAX);
         return TPDB_INVALID;
     }
     if (txn->pages == NULL) {

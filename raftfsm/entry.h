@@ -35,6 +35,12 @@
 
 #define TPDB_DBNAME_MAX 255
 
+/* Whether name may name a replicated database: 1..TPDB_DBNAME_MAX bytes,
+ * not starting with '.', without '/'. Encoding refuses any other name and
+ * every node applies the same rule, so a leader never proposes an entry
+ * that its followers refuse. */
+int tpdbDbNameValid(const char *name);
+
 enum {
     TPDB_ENTRY_TXN = 1,      /* a committed transaction's pages */
     TPDB_ENTRY_IMAGE = 2,    /* a whole database image (pages 1..db_pages) that

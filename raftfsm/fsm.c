@@ -36,15 +36,6 @@
 #include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
 
-static int nameIsSafe(const char *name)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n > TPDB_DBNAME_MAX || name[0] == '.') {
-        return 0;
-    }
-    return strchr(name, '/') == NULL;
-}
-
 char *fsmJoinPath(const char *dir, const char *name)
 {
     size_t n = strlen(dir) + strlen(name) + 2;
@@ -167,7 +158,7 @@ int fsmDbGet(struct fsmState *s,
     if (*out != NULL) {
         return TPDB_OK;
     }
-    if (!nameIsSafe(name)) {
+    if (!tpdbDbNameValid(name)) {
         tpdbErrf(errmsg, "unsafe database name '%s'", name);
         return TPDB_CORRUPT;
     }
@@ -198,7 +189,7 @@ static int manifestLoad(struct fsmState *s, char *errmsg)
     while (rc == TPDB_OK && fgets(line, sizeof line, f) != NULL) {
         struct fsmDb *db;
         line[strcspn(line, "\n")] = '\0';
-        if (nameIsSafe(line) && fsmDbFind(s, line) == NULL) {
+        if (tpdbDbNameValid(line) && fsmDbFind(s, line) == NULL) {
             rc = dbCreate(s, line, 0, &db, errmsg);
         }
     }
@@ -254,15 +245,17 @@ int fsmMoveAsideIfData(struct fsmDb *db, char *errmsg)
 
 int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg)
 {
-    char *uri = sqlite3_mprintf("file:%s?%s=1", path, TPDB_URI_INTERNAL);
+    char *uri = tpdbUriOfPath(path, TPDB_URI_INTERNAL "=1");
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_URI |
                 SQLITE_OPEN_FULLMUTEX;
     int rc;
     if (uri == NULL) {
+        *out = NULL;
+        tpdbErrf(errmsg, "open %s: out of memory", path);
         return TPDB_NOMEM;
     }
     rc = sqlite3_open_v2(uri, out, flags, "tpdb");
-    sqlite3_free(uri);
+    tpdb_free(uri);
     if (rc != SQLITE_OK) {
         tpdbErrf(errmsg, "open %s: %s", path,
                  *out ? sqlite3_errmsg(*out) : sqlite3_errstr(rc));
@@ -646,6 +639,16 @@ static int fsmApply(struct raft_fsm *fsm,
     *result = NULL;
     fsmLogCharge(s, buf->len);
     rc = tpdbEntryPeek(buf->base, buf->len, &e, errmsg);
+    if (rc == TPDB_OK && !tpdbDbNameValid(e.db)) {
+        /* No node of this version proposes such a name (encoding refuses
+         * it). Every node skips it alike, so skipping cannot diverge,
+         * whereas failing would stop applying for good. */
+        tpdbLog(TPDB_LOG_ERROR,
+                "apply entry %llu: database name '%s' not allowed; entry "
+                "skipped",
+                (unsigned long long)index, e.db);
+        return 0;
+    }
     if (rc == TPDB_OK) {
         rc = fsmDbGet(s, e.db, &db, &created, errmsg);
     }

@@ -35,6 +35,7 @@
 
 #include <sqlite3.h>
 
+#include "raftfsm/entry.h"
 #include "raftfsm/node.h"
 #include "vfs/vfs.h"
 
@@ -200,14 +201,17 @@ static void finishAcked(struct localConn *c)
     sqlite3 *db = NULL;
     int rc = TPDB_IOERR;
     if (c->ackedReq != NULL) {
-        snprintf(path, sizeof path, "file:%s/%s?%s=1", s->dataDir, c->db,
-                 TPDB_URI_INTERNAL);
+        snprintf(path, sizeof path, "%s/%s", s->dataDir, c->db);
+        char *uri = tpdbUriOfPath(path, TPDB_URI_INTERNAL "=1");
         int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI;
-        if (sqlite3_open_v2(path, &db, flags, "tpdb") == SQLITE_OK) {
+        if (uri == NULL) {
+            tpdbErrf(errmsg, "open: out of memory");
+        } else if (sqlite3_open_v2(uri, &db, flags, "tpdb") == SQLITE_OK) {
             rc = tpdbVfsApply(db, &c->ackedTxn, 1, 10000, errmsg);
         } else {
             tpdbErrf(errmsg, "open: %s", db ? sqlite3_errmsg(db) : "no memory");
         }
+        tpdb_free(uri);
         sqlite3_close(db);
     } else {
         tpdbErrf(errmsg, "a large transaction cannot be written again here");
@@ -322,12 +326,15 @@ static int serveRequest(struct localConn *c,
     char db[256];
     unsigned nameLen = tpdbGet16(req + 2);
     if (len < REQ_HDR - 4 + nameLen || nameLen == 0 || nameLen > 255 ||
-        memchr(req + 8, '\0', nameLen) != NULL ||
-        memchr(req + 8, '/', nameLen) != NULL) {
+        memchr(req + 8, '\0', nameLen) != NULL) {
         return -1;
     }
     memcpy(db, req + 8, nameLen);
     db[nameLen] = '\0';
+    if (!tpdbDbNameValid(db)) {
+        tpdbLog(TPDB_LOG_WARN, "local socket: database name '%s' refused", db);
+        return -1;
+    }
     switch (req[0]) {
         case OP_CHECK:
             return serveCheck(c, db);

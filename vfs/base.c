@@ -120,6 +120,37 @@ void tpdb_free(void *p)
     free(p);
 }
 
+char *tpdbUriOfPath(const char *path, const char *query)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t qlen = query != NULL ? strlen(query) + 1 : 0;
+    size_t cap = 8 + 3 * strlen(path) + qlen + 1;
+    char *out = tpdb_malloc(cap);
+    size_t o;
+    if (out == NULL) {
+        return NULL;
+    }
+    const char *scheme = path[0] == '/' ? "file://" : "file:";
+    o = strlen(scheme);
+    memcpy(out, scheme, o);
+    for (const char *p = path; *p != '\0'; p++) {
+        if (*p == '%' || *p == '?' || *p == '#') {
+            out[o++] = '%';
+            out[o++] = hex[(unsigned char)*p >> 4];
+            out[o++] = hex[(unsigned char)*p & 15];
+        } else {
+            out[o++] = *p;
+        }
+    }
+    if (query != NULL) {
+        out[o++] = '?';
+        memcpy(out + o, query, qlen - 1);
+        o += qlen - 1;
+    }
+    out[o] = '\0';
+    return out;
+}
+
 char *tpdb_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;

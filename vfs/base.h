@@ -62,6 +62,13 @@ void *tpdb_realloc(void *p, size_t n);
 void tpdb_free(void *p);
 char *tpdb_strdup(const char *s);
 
+/* The SQLite URI "file:PATH?QUERY" of a file path: '%', '?' and '#' in
+ * path are percent-encoded (SQLite decodes %HH and cuts the path at '?' or
+ * '#'), and an absolute path gets an empty authority so that a leading
+ * "//" stays part of it. query (NULL: none) is appended as is. Returns a
+ * tpdb_malloc'ed string the caller frees, or NULL when out of memory. */
+char *tpdbUriOfPath(const char *path, const char *query);
+
 /* Test hook: after `countdown` more successful allocations, every allocation
  * fails until reset with a negative countdown. Not thread-safe; for unit
  * tests only. */

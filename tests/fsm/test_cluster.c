@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
 #include "tests/fsm/cluster.h"
 #include "vfs/vfs.h"
@@ -255,6 +257,54 @@ static void testReplication(void **state)
     sqlite3_close(fdb);
 
     assertConverged(c);
+}
+
+/* A database whose file name holds URI characters ('%41', '#', '?') is
+ * written under that very name on the followers, never under the decoded
+ * one ("A.db"), and a name the FSM would refuse is never proposed. */
+static void testUriCharactersInName(void **state)
+{
+    static const char name[] = "%41 #1?.db";
+    struct cluster *c = *state;
+    char path[CLUSTER_PATH_MAX];
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    sqlite3 *db = clusterOpen(c, l, name);
+    assert_non_null(db);
+    execOk(db, "PRAGMA journal_mode=WAL");
+    execOk(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    execOk(db, "INSERT INTO t(v) VALUES('x'), ('y')");
+    sqlite3_close(db);
+    raft_index index = raft_last_applied(raft_fixture_get(&c->f, l));
+    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, index));
+    for (unsigned i = 0; i < CLUSTER_N; i++) {
+        clusterDbPath(c, i, "A.db", path);
+        assert_int_not_equal(access(path, F_OK), 0);
+        clusterDbPath(c, i, "%41 #1", path);
+        assert_int_not_equal(access(path, F_OK), 0);
+        sqlite3 *r = clusterOpen(c, i, name);
+        assert_non_null(r);
+        assert_int_equal(countRows(r, "1"), 2);
+        sqlite3_close(r);
+    }
+    struct tpdb_txn txn = {0};
+    struct tpdb_page page = {1, NULL};
+    uint8_t data[512] = {0};
+    void *buf = NULL;
+    size_t len = 0;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    page.data = data;
+    txn.page_size = sizeof data;
+    txn.n_pages = 1;
+    txn.db_pages = 1;
+    txn.pages = &page;
+    assert_int_equal(tpdbEntryEncode(TPDB_ENTRY_TXN, ".hidden", 0, 0, &txn,
+                                     &buf, &len, errmsg),
+                     TPDB_INVALID);
+    assert_int_equal(tpdbEntryEncode(TPDB_ENTRY_TXN, "a/b.db", 0, 0, &txn, &buf,
+                                     &len, errmsg),
+                     TPDB_INVALID);
+    assert_null(buf);
 }
 
 /* The leader dies; a new leader takes writes on its own app.db; the old
@@ -762,6 +812,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testCommittedNotWrittenLocally, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testLargeTransactionLeaderChange, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testUriCharactersInName, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testLeaderChange, setup, teardown),
         cmocka_unit_test_setup_teardown(testDisconnectRejoin, setup, teardown),

@@ -102,6 +102,24 @@ static void testLogLevel(void **state)
     assert_false(tpdbLogEnabled(TPDB_LOG_ERROR));
 }
 
+/* Paths become URIs SQLite reads back as the same path. */
+static void testUriOfPath(void **state)
+{
+    (void)state;
+    char *u = tpdbUriOfPath("/d/%41 #1?.db", "tpdb_internal=1");
+    assert_string_equal(u, "file:///d/%2541 %231%3F.db?tpdb_internal=1");
+    tpdb_free(u);
+    u = tpdbUriOfPath("//srv/x.db", NULL);
+    assert_string_equal(u, "file:////srv/x.db");
+    tpdb_free(u);
+    u = tpdbUriOfPath("rel/x.db", NULL);
+    assert_string_equal(u, "file:rel/x.db");
+    tpdb_free(u);
+    tpdbAllocFailAfter(0);
+    assert_null(tpdbUriOfPath("/x", NULL));
+    tpdbAllocFailAfter(-1);
+}
+
 static void testByteOrder(void **state)
 {
     uint8_t b[8];
@@ -124,6 +142,7 @@ int main(void)
         cmocka_unit_test(testStrerror),  cmocka_unit_test(testErrWrap),
         cmocka_unit_test(testAllocFail), cmocka_unit_test(testCrc32c),
         cmocka_unit_test(testByteOrder), cmocka_unit_test(testLogLevel),
+        cmocka_unit_test(testUriOfPath),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -114,7 +114,35 @@ static void testRoundTripManyPages(void **state)
     struct testTxn t;
     (void)state;
     makeTxn(&t, 200, 4096, 3, 7, 5000);
-    roundTrip(TPDB_ENTRY_TXN, "app/data.db", &t.txn);
+    roundTrip(TPDB_ENTRY_TXN, "app-data.db", &t.txn);
+    freeTxn(&t);
+}
+
+/* Names the FSM would refuse are never encoded: a leader must not propose
+ * what its followers cannot apply. */
+static void testEncodeRefusesNames(void **state)
+{
+    static const char *const bad[] = {"", ".hidden", "a/b.db", "/abs"};
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    char longName[TPDB_DBNAME_MAX + 2];
+    struct testTxn t;
+    void *buf = NULL;
+    size_t len = 0;
+    (void)state;
+    makeTxn(&t, 1, 4096, 1, 1, 1);
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_false(tpdbDbNameValid(bad[i]));
+        assert_int_equal(tpdbEntryEncode(TPDB_ENTRY_TXN, bad[i], 1, 1, &t.txn,
+                                         &buf, &len, errmsg),
+                         TPDB_INVALID);
+        assert_null(buf);
+    }
+    memset(longName, 'n', sizeof longName - 1);
+    longName[sizeof longName - 1] = '\0';
+    assert_false(tpdbDbNameValid(longName));
+    longName[TPDB_DBNAME_MAX] = '\0';
+    assert_true(tpdbDbNameValid(longName));
+    assert_true(tpdbDbNameValid("%41 #1?.db"));
     freeTxn(&t);
 }
 
@@ -693,6 +721,7 @@ int main(void)
         cmocka_unit_test(testRoundTripPageSizes),
         cmocka_unit_test(testRoundTripImage),
         cmocka_unit_test(testRoundTripZeroPages),
+        cmocka_unit_test(testEncodeRefusesNames),
         cmocka_unit_test(testRoundTripTpdbFile),
         cmocka_unit_test(testEncodeInvalidTpdbFile),
         cmocka_unit_test(testLengthMultipleOfEight),
