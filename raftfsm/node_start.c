@@ -252,9 +252,13 @@ static void mismatchCb(void *arg, const char *why)
     }
 }
 
-/* With a peers list, every RAFT handshake carries its hash and a peer with
- * another one is refused (transport.h), so that nodes given different lists
- * say so instead of forming no cluster, or two. */
+/* With a peers list, a node that has no saved state yet (it is about to
+ * bootstrap) sends its hash in every RAFT handshake and refuses a peer that
+ * sends another one (transport.h), so that nodes first started with
+ * different lists say so instead of forming no cluster, or two. Once a
+ * node has state, its Raft configuration is what counts (members added
+ * with join, or a list corrected for a restart, differ from the first
+ * peers=), so it sends and checks nothing: 0 is never checked. */
 static int clusterSetup(struct tpdb_node *n, char *errmsg)
 {
     struct raft_configuration conf;
@@ -273,13 +277,13 @@ static int clusterSetup(struct tpdb_node *n, char *errmsg)
 }
 
 /* Configures the initialised transport: key, limits, callbacks. */
-static int transportSetup(struct tpdb_node *n, char *errmsg)
+static int transportSetup(struct tpdb_node *n, int fresh, char *errmsg)
 {
     int rc = keysSetup(n, errmsg);
     if (rc == TPDB_OK) {
         rc = checkLogBounds(&n->cfg, errmsg);
     }
-    if (rc == TPDB_OK) {
+    if (rc == TPDB_OK && fresh) {
         rc = clusterSetup(n, errmsg);
     }
     if (rc != TPDB_OK) {
@@ -312,7 +316,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     if (rc != TPDB_OK) {
         goto err_after_loop;
     }
-    rc = transportSetup(n, errmsg);
+    rc = transportSetup(n, fresh, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_transport;
     }

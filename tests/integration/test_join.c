@@ -169,6 +169,19 @@ static void testJoinThroughFollower(void **state)
     assert_int_equal(harnessPollUntil(isVoter, &rw, WAIT_MS, 50), TPDB_OK);
     waitSameRows(c, 3, leader);
 
+    /* A first member restarted with its peers list corrected for node 4
+     * (as an operator would after the join) comes back: only a node's
+     * first start compares its list with the others'. */
+    int other = (leader + 2) % 3;
+    nodesKill(c, other);
+    size_t used = strlen(c->peers);
+    snprintf(c->peers + used, sizeof c->peers - used, ",4@127.0.0.1:%u",
+             c->ports[3]);
+    nodesStart(c, other, -1);
+    nodesWaitReady(c, other);
+    writeRows(c, &leader, N_ROWS, N_ROWS + 10);
+    waitSameRows(c, other, leader);
+
     /* Kill the original leader: 3 of 4 voters still commit. */
     nodesKill(c, leader);
     int old = leader;
