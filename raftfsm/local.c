@@ -444,7 +444,16 @@ static void *acceptThread(void *arg)
         }
         c->s = s;
         c->fd = fd;
+        /* closing is checked again under the lock that adds c, so that a
+         * shutdown in between cannot miss c's socket (its thread would
+         * then wait for the client forever, and so would the free). */
         pthread_mutex_lock(&s->mutex);
+        if (s->closing) {
+            pthread_mutex_unlock(&s->mutex);
+            close(fd);
+            tpdb_free(c);
+            break;
+        }
         if (pthread_create(&c->thread, NULL, connThread, c) != 0) {
             pthread_mutex_unlock(&s->mutex);
             close(fd);

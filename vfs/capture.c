@@ -418,6 +418,21 @@ static int commitFrame(struct vfsSession *s,
     return SQLITE_OK;
 }
 
+int captureSyncFailed(struct vfsFile *wal, int rc)
+{
+    struct vfsSession *s = &wal->db->session;
+    if (!s->committed || s->owner == NULL || s->owner->hooks.commit == NULL) {
+        return rc;
+    }
+    s->committed = 0;
+    captureSetError(
+        "capture: committed by the cluster, but syncing the WAL "
+        "after commit frame %u failed locally (error %d); the "
+        "node recovers the database from a peer",
+        s->held_frame, rc);
+    return TPDB_SQLITE_UNKNOWN;
+}
+
 /* A 24-byte frame header write at `frame`. */
 static int frameHeader(struct vfsSession *s,
                        struct vfsFile *wal,

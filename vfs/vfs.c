@@ -132,8 +132,13 @@ static int vfsTruncate(sqlite3_file *file, sqlite3_int64 size)
 
 static int vfsSync(sqlite3_file *file, int flags)
 {
-    sqlite3_file *r = ((struct vfsFile *)file)->real;
-    return r->pMethods->xSync(r, flags);
+    struct vfsFile *f = (struct vfsFile *)file;
+    int rc = f->real->pMethods->xSync(f->real, flags);
+    if (rc != SQLITE_OK && f->kind == VFS_FILE_WAL && f->db != NULL &&
+        f->db->session.active) {
+        return captureSyncFailed(f, rc);
+    }
+    return rc;
 }
 
 static int vfsFileSize(sqlite3_file *file, sqlite3_int64 *size)

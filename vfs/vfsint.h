@@ -79,6 +79,14 @@ int captureWalWrite(struct vfsFile *wal,
                     int amt,
                     sqlite3_int64 ofst);
 
+/* The WAL file `wal`'s xSync failed with rc while a session is active on
+ * its database. After the commit frame was written the cluster already
+ * holds the transaction, but SQLite will not publish it: the session is no
+ * longer committed (txn_end says so, and the node recovers the database)
+ * and COMMIT reports an unknown outcome, never a failure. Returns the code
+ * for xSync to return. */
+int captureSyncFailed(struct vfsFile *wal, int rc);
+
 /* Frees the session's buffers (the database is going away). */
 void captureFree(struct vfsSession *s);
 
