@@ -36,6 +36,7 @@
 #include <sqlite3.h>
 
 #include "raftfsm/entry.h"
+#include "raftfsm/fsm.h"
 #include "raftfsm/node.h"
 #include "vfs/vfs.h"
 
@@ -275,6 +276,21 @@ static int serveCheck(struct localConn *c, const char *db)
         return -1; /* one write session at a time per stream */
     }
     int rc = tpdbNodeWriteCheck(c->s->node, db, errmsg);
+    if (rc == TPDB_OK && !tpdbNodeKnows(c->s->node, db)) {
+        /* Opened while this process was not serving yet (it was starting):
+         * the open's adoption never reached the node, and a write would
+         * send followers only the changed pages of a file they lack. */
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", c->s->dataDir, db);
+        if (!tpdbFsmFileHoldsNoData(path)) {
+            tpdbErrf(errmsg,
+                     "%s holds data the cluster has not adopted yet (it was "
+                     "opened while the node was starting): close and reopen "
+                     "the database",
+                     db);
+            rc = TPDB_INVALID;
+        }
+    }
     if (rc == TPDB_OK && !c->held) {
         rc = tpdbNodeHoldWrites(c->s->node, db, 1);
         c->held = rc == TPDB_OK;
