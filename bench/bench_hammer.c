@@ -276,6 +276,20 @@ static int grow(struct writer *wr, int seq)
     return 0;
 }
 
+/* Says why the first few writes failed (a refused connection or the
+ * error reply), so that failures without a fault can be told apart. */
+static void noteFailure(int w, int seq, json_t *o, int delivered)
+{
+    static atomic_int shown;
+    const char *e = json_string_value(json_object_get(o, "error"));
+    if (atomic_fetch_add(&shown, 1) < 5) {
+        fprintf(stderr, "  failed write %d_%d: %s\n", w, seq,
+                !delivered  ? "connection refused"
+                : e != NULL ? e
+                            : "no JSON reply");
+    }
+}
+
 static void *tpdbdWriter(void *arg)
 {
     struct writer *wr = arg;
@@ -294,6 +308,9 @@ static void *tpdbdWriter(void *arg)
         int delivered = 0;
         json_t *o = requestAt(port, line, &delivered);
         wr->outcome[seq] = (char)outcomeOf(o, delivered);
+        if (wr->outcome[seq] == FAILED) {
+            noteFailure(wr->w, seq, o, delivered);
+        }
         json_decref(o);
     }
     return NULL;

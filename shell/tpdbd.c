@@ -32,6 +32,7 @@
 #include "shell/tpdbd_api.h"
 #include "shell/tpdbd_dns.h"
 #include "shell/tpdbd_forward.h"
+#include "shell/tpdbd_group.h"
 #include "shell/tpdbd_log.h"
 #include "shell/tpdbd_meta.h"
 #include "shell/tpdbd_server.h"
@@ -369,7 +370,8 @@ static int startNode(struct tpdbd *d)
     }
     tpdbdLog(TPDBD_DEBUG, "URI parameters: %s", query);
     if (tpdb_register() != SQLITE_OK ||
-        tpdbdPoolInit(&d->pool, d->dir, query, 32) != 0) {
+        tpdbdPoolInit(&d->pool, d->dir, query, 32) != 0 ||
+        tpdbdGroupInit(&d->group) != 0) {
         tpdbdLog(TPDBD_ERROR, "cannot register the tpdb VFS");
         return -1;
     }
@@ -425,6 +427,8 @@ static int stopAll(struct tpdbd *d,
     }
     sqlite3_close(d->control);
     d->control = NULL;
+    tpdbdGroupClose(d->group);
+    d->group = NULL;
     tpdbdPoolClose(d->pool);
     d->pool = NULL;
     tpdb_shutdown();

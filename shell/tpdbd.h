@@ -9,6 +9,7 @@
  *   tpdbd_server.c   client listener, a thread per connection, line reading
  *   tpdbd_api.c      the JSON actions
  *   tpdbd_sql.c      params binding, statement execution, result rows
+ *   tpdbd_group.c    group commit: concurrent proposes share a transaction
  *   tpdbd_meta.c     tpdbd's own replicated database: members, read barrier
  *   tpdbd_forward.c  a request forwarded to the leader's client port
  *   tpdbd_txn.c      interactive transactions (begin/commit/rollback)
@@ -49,6 +50,11 @@ struct tpdbd {
     /* Request latency histogram (tpdbdMetricsObserve). */
     atomic_ullong latency[TPDBD_LATENCY_BUCKETS + 1], latency_sum_ms;
     struct tpdbd_metrics *metrics; /* NULL without --metrics */
+    struct tpdbd_group *group;     /* group commit of propose */
+    /* Group commit: batches committed with at least one write, the writes
+     * they held, the most requests in one, and proposes queued now. */
+    atomic_ullong group_commits, group_writes, group_largest;
+    atomic_llong group_queued;
 };
 
 /* The node's status (tpdb_status() parsed), or NULL if it is unavailable.

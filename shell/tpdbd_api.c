@@ -20,6 +20,7 @@
 #include "ext/tpdb.h"
 #include "shell/tpdbd_admin.h"
 #include "shell/tpdbd_forward.h"
+#include "shell/tpdbd_group.h"
 #include "shell/tpdbd_log.h"
 #include "shell/tpdbd_meta.h"
 #include "shell/tpdbd_sql.h"
@@ -197,13 +198,16 @@ static char *actionMetrics(struct tpdbd *d)
     if (st == NULL) {
         return tpdbdErrorReply("node stopped");
     }
-    json_t *o = json_pack("{s:I,s:I,s:I,s:I,s:I,s:o,s:I}", "queries_total",
-                          (json_int_t)d->queries_total, "writes_total",
-                          (json_int_t)d->writes_total, "slow_queries_total",
-                          (json_int_t)d->slow_queries_total, "commit_index",
-                          intOf(st, "commit_index"), "last_applied",
-                          intOf(st, "applied_index"), "role", roleJson(st),
-                          "term", intOf(st, "term"));
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:{s:I,s:I,s:I,s:I}}", "queries_total",
+        (json_int_t)d->queries_total, "writes_total",
+        (json_int_t)d->writes_total, "slow_queries_total",
+        (json_int_t)d->slow_queries_total, "commit_index",
+        intOf(st, "commit_index"), "last_applied", intOf(st, "applied_index"),
+        "role", roleJson(st), "term", intOf(st, "term"), "group_commit",
+        "commits", (json_int_t)d->group_commits, "writes",
+        (json_int_t)d->group_writes, "largest", (json_int_t)d->group_largest,
+        "queued", (json_int_t)d->group_queued);
     json_decref(st);
     return dumpReply(o);
 }
@@ -227,20 +231,16 @@ static char *writeReply(const struct tpdbd_write *w)
                                (json_int_t)w->last_id));
 }
 
-/* Runs a propose here. Returns the SQLite code; *reply is set unless the
+/* Runs a propose here, in a group commit with concurrent ones
+ * (tpdbd_group.c). Returns the SQLite code; *reply is set unless the
  * code is TPDB_ERR_NOTLEADER (nothing was written: the caller forwards). */
 static int proposeLocal(struct tpdbd *d, struct request *r, char **reply)
 {
     char err[ERR_SIZE] = "", msg[ERR_SIZE + 128];
-    struct tpdbd_write w;
+    struct tpdbd_write w = {0, 0};
     long long start = nowMs();
-    struct tpdbd_conn *c = tpdbdPoolGet(d->pool, r->db, err, sizeof err);
-    if (c == NULL) {
-        *reply = tpdbdErrorReply(err);
-        return SQLITE_CANTOPEN;
-    }
-    int rc = tpdbdSqlPropose(c->db, r->sql, r->params, &w, err, sizeof err);
-    tpdbdPoolPut(d->pool, c);
+    int rc =
+        tpdbdGroupPropose(d, r->db, r->sql, r->params, &w, err, sizeof err);
     noteTime(d, start, r->sql);
     if (rc == SQLITE_OK) {
         d->writes_total++;

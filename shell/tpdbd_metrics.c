@@ -211,6 +211,18 @@ static void daemonMetrics(FILE *f, struct tpdbd *d)
     fputs("\"} 1\n", f);
     one(f, "tpdbd_writes_total", "counter", "propose requests that succeeded.",
         (long long)d->writes_total);
+    one(f, "tpdbd_group_commits_total", "counter",
+        "Group commits (one transaction, one Raft entry) that wrote.",
+        (long long)d->group_commits);
+    one(f, "tpdbd_group_writes_total", "counter",
+        "propose requests committed in those group commits.",
+        (long long)d->group_writes);
+    one(f, "tpdbd_group_largest", "gauge",
+        "Most propose requests in one group commit so far.",
+        (long long)d->group_largest);
+    one(f, "tpdbd_group_queued", "gauge",
+        "propose requests waiting for their group commit to begin.",
+        (long long)d->group_queued);
     one(f, "tpdbd_queries_total", "counter",
         "query and local_query requests answered.",
         (long long)d->queries_total);

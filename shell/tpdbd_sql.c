@@ -5,6 +5,7 @@
  */
 #include "shell/tpdbd_sql.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,8 +148,7 @@ static int bindParams(sqlite3_stmt *st, json_t *params, char *err, size_t size)
     return SQLITE_OK;
 }
 
-/* SQLite's message, with tpdb's reason for replication failures. */
-static int sqlError(sqlite3 *db, char *err, size_t size)
+int tpdbdSqlError(sqlite3 *db, char *err, size_t size)
 {
     int rc = sqlite3_extended_errcode(db);
     const char *why = tpdb_errmsg();
@@ -250,7 +250,7 @@ static int prepareQuery(sqlite3 *db,
 {
     const char *tail = NULL;
     if (sqlite3_prepare_v2(db, sql, -1, st, &tail) != SQLITE_OK) {
-        return sqlError(db, err, size);
+        return tpdbdSqlError(db, err, size);
     }
     if (*st == NULL) {
         snprintf(err, size, "no statement in sql");
@@ -302,7 +302,7 @@ int tpdbdSqlQuery(sqlite3 *db,
         rows = NULL;
         rc = *result != NULL ? SQLITE_OK : SQLITE_NOMEM;
     } else if (rc != SQLITE_OK && err[0] == '\0') {
-        rc = sqlError(db, err, size);
+        rc = tpdbdSqlError(db, err, size);
     }
     sqlite3_finalize(st);
     json_decref(rows);
@@ -315,29 +315,86 @@ static int stepAll(sqlite3 *db, sqlite3_stmt *st, char *err, size_t size)
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
     }
-    return rc == SQLITE_DONE ? SQLITE_OK : sqlError(db, err, size);
+    return rc == SQLITE_DONE ? SQLITE_OK : tpdbdSqlError(db, err, size);
 }
 
-int tpdbdSqlExec(sqlite3 *db,
-                 const char *sql,
-                 json_t *params,
-                 struct tpdbd_write *out,
-                 char *err,
-                 size_t size)
+/* Records statements that cannot run inside a group commit's savepoint:
+ * transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE would
+ * end or unwind the batch), PRAGMAs (some are no-ops or fail inside a
+ * transaction, e.g. journal_mode and foreign_keys) and ATTACH/DETACH. */
+static int aloneAuthorizer(void *arg,
+                           int action,
+                           const char *a,
+                           const char *b,
+                           const char *c,
+                           const char *e)
+{
+    (void)a;
+    (void)b;
+    (void)c;
+    (void)e;
+    if (action == SQLITE_TRANSACTION || action == SQLITE_SAVEPOINT ||
+        action == SQLITE_PRAGMA || action == SQLITE_ATTACH ||
+        action == SQLITE_DETACH) {
+        *(int *)arg = 1;
+    }
+    return SQLITE_OK;
+}
+
+/* Whether the statement text starts with VACUUM (after blanks and
+ * comments): it cannot run inside a transaction. */
+static int isVacuum(const char *sql)
+{
+    for (;;) {
+        while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' ||
+               *sql == '\f') {
+            sql++;
+        }
+        if (sql[0] == '-' && sql[1] == '-') {
+            sql += strcspn(sql, "\n");
+        } else if (sql[0] == '/' && sql[1] == '*') {
+            const char *end = strstr(sql + 2, "*/");
+            sql = end != NULL ? end + 2 : sql + strlen(sql);
+        } else {
+            break;
+        }
+    }
+    return sqlite3_strnicmp(sql, "vacuum", 6) == 0 &&
+           !(isalnum((unsigned char)sql[6]) || sql[6] == '_');
+}
+
+/* tpdbdSqlExec's work; grouped: refuse (TPDBD_SQL_ALONE, before it
+ * runs) a statement that cannot run inside a savepoint. */
+static int execSql(sqlite3 *db,
+                   const char *sql,
+                   json_t *params,
+                   int grouped,
+                   struct tpdbd_write *out,
+                   char *err,
+                   size_t size)
 {
     const char *next = sql;
+    int alone = 0;
     int rc = SQLITE_OK, n = 0;
     long long changes = 0;
     /* The connection is pooled: last_id must be this request's. */
     sqlite3_set_last_insert_rowid(db, 0);
+    if (grouped) {
+        sqlite3_set_authorizer(db, aloneAuthorizer, &alone);
+    }
     while (rc == SQLITE_OK && next != NULL && next[0] != '\0') {
         sqlite3_stmt *st = NULL;
         const char *tail = NULL;
         if (sqlite3_prepare_v2(db, next, -1, &st, &tail) != SQLITE_OK) {
-            rc = sqlError(db, err, size);
+            rc = tpdbdSqlError(db, err, size);
             break;
         }
         if (st == NULL) {
+            break;
+        }
+        if (grouped && (alone || isVacuum(sqlite3_sql(st)))) {
+            sqlite3_finalize(st);
+            rc = TPDBD_SQL_ALONE;
             break;
         }
         if (n++ == 0 && json_array_size(params) > 0 && !tailEmpty(db, tail)) {
@@ -356,9 +413,32 @@ int tpdbdSqlExec(sqlite3 *db,
         sqlite3_finalize(st);
         next = tail;
     }
+    if (grouped) {
+        sqlite3_set_authorizer(db, NULL, NULL);
+    }
     out->rows_affected = changes;
     out->last_id = sqlite3_last_insert_rowid(db);
     return rc;
+}
+
+int tpdbdSqlExec(sqlite3 *db,
+                 const char *sql,
+                 json_t *params,
+                 struct tpdbd_write *out,
+                 char *err,
+                 size_t size)
+{
+    return execSql(db, sql, params, 0, out, err, size);
+}
+
+int tpdbdSqlExecGrouped(sqlite3 *db,
+                        const char *sql,
+                        json_t *params,
+                        struct tpdbd_write *out,
+                        char *err,
+                        size_t size)
+{
+    return execSql(db, sql, params, 1, out, err, size);
 }
 
 int tpdbdSqlPropose(sqlite3 *db,

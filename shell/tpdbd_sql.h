@@ -58,6 +58,28 @@ int tpdbdSqlExec(sqlite3 *db,
                  char *err,
                  size_t size);
 
+/* Writes db's last error into err (size bytes): SQLite's message, or
+ * tpdb_errmsg()'s reason (this thread's) for a replication failure.
+ * Returns db's extended error code, SQLITE_ERROR if it has none. */
+int tpdbdSqlError(sqlite3 *db, char *err, size_t size);
+
+/* What tpdbdSqlExecGrouped returns for SQL that must run on its own. */
+#define TPDBD_SQL_ALONE (-1)
+
+/* Runs sql as tpdbdSqlExec does, for one client's request inside a group
+ * commit (tpdbd_group.c), whose caller holds the batch transaction and a
+ * savepoint for this request. Returns TPDBD_SQL_ALONE as soon as a
+ * statement of it cannot run inside a savepoint (BEGIN, COMMIT, ROLLBACK,
+ * SAVEPOINT, RELEASE, PRAGMA, ATTACH, DETACH, VACUUM), before that
+ * statement runs; earlier statements of sql may have run (the caller rolls
+ * back to its savepoint). Otherwise as tpdbdSqlExec. */
+int tpdbdSqlExecGrouped(sqlite3 *db,
+                        const char *sql,
+                        json_t *params,
+                        struct tpdbd_write *out,
+                        char *err,
+                        size_t size);
+
 /* Base64 (RFC 4648, with padding). Encode returns a malloc'ed string;
  * decode returns 0 with a malloc'ed *out of *len bytes, or -1 for bad
  * input. */

@@ -5,7 +5,8 @@
  * exposition (every sample's family has a TYPE line, every line parses);
  * exactly one node reports the leader role, all the same term and leader,
  * three voters; after writes on the leader its write counter, commit
- * counter and latency histogram count them, and every node's data.db
+ * counter and latency histogram count them, its group commit counters
+ * one commit per write (one writer at a time), and every node's data.db
  * applied index reaches the leader's commit index; other paths get 404,
  * other methods 405, a garbage request 400, and the node keeps serving.
  */
@@ -204,6 +205,11 @@ static void testMetrics(void **state)
     char *lr = scrape(leader);
     checkFormat(lr);
     assert_int_equal(sample(lr, "tpdbd_writes_total"), WRITES + 1);
+    /* One writer at a time: each propose is a group commit of its own. */
+    assert_int_equal(sample(lr, "tpdbd_group_commits_total"), WRITES + 1);
+    assert_int_equal(sample(lr, "tpdbd_group_writes_total"), WRITES + 1);
+    assert_int_equal(sample(lr, "tpdbd_group_largest"), 1);
+    assert_int_equal(sample(lr, "tpdbd_group_queued"), 0);
     assert_true(sample(lr, "tpdb_commits_total") >= WRITES + 1);
     assert_true(sample(lr, "tpdbd_request_duration_seconds_count") >=
                 WRITES + 1);
