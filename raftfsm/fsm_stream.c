@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "raftfsm/fsmint.h"
+#include "vfs/filepeek.h"
 #include "vfs/vfs.h"
 
 struct tpdb_fsm_serve {
@@ -159,11 +160,7 @@ void tpdbFsmServeClose(struct tpdb_fsm_serve *sv)
 static uint32_t filePageSize(const char *path)
 {
     uint8_t h[18];
-    FILE *f = fopen(path, "rb");
-    size_t got = f != NULL ? fread(h, 1, sizeof h, f) : 0;
-    if (f != NULL) {
-        fclose(f);
-    }
+    size_t got = tpdbPeekHead(path, h, sizeof h);
     if (got != sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
         return 0;
     }
