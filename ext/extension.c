@@ -69,6 +69,12 @@ static int connectionInit(sqlite3 *db,
          * FULL again. */
         sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
         sqlite3_busy_timeout(db, 0);
+        int err = sqlite3_errcode(db);
+        if (err == SQLITE_NOTADB || err == SQLITE_CORRUPT) {
+            /* A damaged file opens, as on "unix": its first statement
+             * says what is wrong. An empty statement clears the error. */
+            sqlite3_exec(db, "", NULL, NULL, NULL);
+        }
     }
     if (rc != SQLITE_OK && pzErrMsg != NULL) {
         *pzErrMsg = sqlite3_mprintf("tpdb: cannot register SQL functions");
@@ -79,18 +85,20 @@ static int connectionInit(sqlite3 *db,
 static pthread_once_t registerOnce = PTHREAD_ONCE_INIT;
 static int registerRc = SQLITE_OK;
 
-static void registerAll(void)
+static void registerVfs(void)
 {
     registerRc = extHooksRegister();
-    if (registerRc == SQLITE_OK) {
-        registerRc = sqlite3_auto_extension((void (*)(void))connectionInit);
-    }
 }
 
 TPDB_PUBLIC int tpdb_register(void)
 {
-    pthread_once(&registerOnce, registerAll);
-    return registerRc;
+    pthread_once(&registerOnce, registerVfs);
+    if (registerRc != SQLITE_OK) {
+        return registerRc;
+    }
+    /* Again on every call: sqlite3_shutdown() drops auto-extensions (the
+     * VFS stays), and SQLite keeps one copy of each. */
+    return sqlite3_auto_extension((void (*)(void))connectionInit);
 }
 
 TPDB_PUBLIC const char *tpdb_errmsg(void)

@@ -15,10 +15,12 @@
  */
 #include "ext/hooks.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "raftfsm/node.h"
 #include "vfs/vfs.h"
@@ -108,7 +110,17 @@ static int hookDbOpen(void *arg,
         return TPDB_NOMEM;
     }
     snprintf(h->name, sizeof h->name, "%s", name);
-    rc = tpdbNodeAcquire(&cfg, &h->node, errmsg);
+    if (access(dir, W_OK) != 0 && (errno == EROFS || errno == EACCES)) {
+        /* No node can run on read-only media: read the files as they are
+         * (SQLite itself refuses what needs to write). */
+        tpdbErrf(errmsg,
+                 "the directory %s is read-only: no node can run there, so "
+                 "this connection only reads",
+                 dir);
+        rc = TPDB_READONLY;
+    } else {
+        rc = tpdbNodeAcquire(&cfg, &h->node, errmsg);
+    }
     if (rc == TPDB_READONLY) {
         /* Another process is the node: read its applied state. */
         h->node = NULL;
@@ -119,6 +131,14 @@ static int hookDbOpen(void *arg,
         rc = tpdbNodeAdopt(h->node, name, path, errmsg);
         if (rc != TPDB_OK) {
             tpdbNodeRelease(h->node);
+        }
+        if (rc == TPDB_CORRUPT) {
+            /* Not a SQLite database: SQLite says so on the first read, as
+             * on "unix"; nothing of it can be replicated, so writes are
+             * refused with the reason. */
+            h->node = NULL;
+            snprintf(h->readonlyMsg, sizeof h->readonlyMsg, "%s", errmsg);
+            rc = TPDB_OK;
         }
     }
     if (rc != TPDB_OK) {
