@@ -54,12 +54,15 @@ static int connectionInit(sqlite3 *db,
         rc = tpdbVtabRegister(db);
     }
 #endif
-    if (rc == SQLITE_OK && isReplicated(db)) {
-        /* Replicated databases are always in WAL mode; on a read-only
-         * connection this fails harmlessly. SQLite fails the open when an
-         * auto-extension leaves an error, so a lock held for a moment by
-         * the node (WAL recovery, a checkpoint after a stream) is waited
-         * for; the connection's own busy timeout (none) is restored. */
+    /* A read-only connection cannot write, and SQLite fails the open when
+     * an auto-extension leaves an error (a read-only WAL reader's first
+     * read may fail where its later ones work, as on "unix"). */
+    if (rc == SQLITE_OK && isReplicated(db) &&
+        sqlite3_db_readonly(db, "main") == 0) {
+        /* Replicated databases are always in WAL mode. A lock held for a
+         * moment by the node (WAL recovery, a checkpoint after a stream)
+         * is waited for; the connection's own busy timeout (none) is
+         * restored. */
         sqlite3_busy_timeout(db, 10000);
         sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
         /* Durability comes from the Raft log, fsynced on a quorum before
