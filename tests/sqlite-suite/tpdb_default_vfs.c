@@ -133,16 +133,23 @@ static const struct tpdb_vfs_hooks suiteHooks = {
 };
 
 /* Switches a connection to a database file to WAL mode, as the extension's
- * auto-extension does for replicated databases. */
+ * auto-extension does for replicated databases: writable connections whose
+ * main file is on the VFS that plays tpdb's part here, "unix" (not on a
+ * test VFS of the script's own, which on tpdb's side would not be tpdb's
+ * either). */
 static int walInit(sqlite3 *db,
                    char **pzErrMsg,
                    const struct sqlite3_api_routines *api)
 {
     const char *path = sqlite3_db_filename(db, "main");
+    sqlite3_vfs *vfs = NULL;
     (void)pzErrMsg;
     (void)api;
     if (path != NULL && path[0] != '\0' &&
-        sqlite3_db_readonly(db, "main") == 0) {
+        sqlite3_db_readonly(db, "main") == 0 &&
+        sqlite3_file_control(db, "main", SQLITE_FCNTL_VFS_POINTER, &vfs) ==
+            SQLITE_OK &&
+        vfs != NULL && strcmp(vfs->zName, "unix") == 0) {
         sqlite3_busy_timeout(db, 10000);
         sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
         sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
