@@ -504,8 +504,9 @@ compare() {
         if [ "$notrun" != 0 ]; then
             cls="$(classify "$spec" "(not-run)" "$t")"
             count[$cls]=$((count[$cls] + notrun))
-            line="$(grep -v '^[[:space:]"]' "$t/log" 2>/dev/null |
-                grep -E '^[^ ]*: |^Error: ' | tail -n 1 | cut -c1-120)"
+            line="$( (grep -v '^[[:space:]"]' "$t/log" 2>/dev/null || true) |
+                (grep -E '^[^ ]*: |^Error: ' || true) | tail -n 1 |
+                cut -c1-120)"
             printf '%-11s %s (not-run) %s cases passing on %s never ran: the script stopped (%s)\n' \
                 "$cls" "$spec" "$notrun" "$base" "$line" >>"$sum"
         fi
