@@ -40,7 +40,10 @@ static int isReplicated(sqlite3 *db)
         vfs == NULL || strcmp(vfs->zName, "tpdb") != 0) {
         return 0;
     }
-    return tpdbNodeFind(path) != NULL;
+    /* A node in this process, or another process's node that takes this
+     * connection's writes: both need WAL mode (capture sees WAL frames
+     * only; a rollback-journal write would never be replicated). */
+    return tpdbNodeFind(path) != NULL || tpdbVfsHandleOf(db) != NULL;
 }
 
 static int connectionInit(sqlite3 *db,
@@ -54,12 +57,15 @@ static int connectionInit(sqlite3 *db,
         rc = tpdbVtabRegister(db);
     }
 #endif
-    if (rc == SQLITE_OK && isReplicated(db)) {
-        /* Replicated databases are always in WAL mode; on a read-only
-         * connection this fails harmlessly. SQLite fails the open when an
-         * auto-extension leaves an error, so a lock held for a moment by
-         * the node (WAL recovery, a checkpoint after a stream) is waited
-         * for; the connection's own busy timeout (none) is restored. */
+    /* A read-only connection cannot write, and SQLite fails the open when
+     * an auto-extension leaves an error (a read-only WAL reader's first
+     * read may fail where its later ones work, as on "unix"). */
+    if (rc == SQLITE_OK && isReplicated(db) &&
+        sqlite3_db_readonly(db, "main") == 0) {
+        /* Replicated databases are always in WAL mode. A lock held for a
+         * moment by the node (WAL recovery, a checkpoint after a stream)
+         * is waited for; the connection's own busy timeout (none) is
+         * restored. */
         sqlite3_busy_timeout(db, 10000);
         sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
         /* Durability comes from the Raft log, fsynced on a quorum before
@@ -69,6 +75,18 @@ static int connectionInit(sqlite3 *db,
          * FULL again. */
         sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
         sqlite3_busy_timeout(db, 0);
+        char why[TPDB_ERRMSG_SIZE] = "";
+        if (extAdoptLater(db, why) != TPDB_OK) {
+            /* The connection opens; its writes are refused with why. */
+            tpdbLog(TPDB_LOG_ERROR, "%s: %s", sqlite3_db_filename(db, "main"),
+                    why);
+        }
+        int err = sqlite3_errcode(db);
+        if (err == SQLITE_NOTADB || err == SQLITE_CORRUPT) {
+            /* A damaged file opens, as on "unix": its first statement
+             * says what is wrong. An empty statement clears the error. */
+            sqlite3_exec(db, "", NULL, NULL, NULL);
+        }
     }
     if (rc != SQLITE_OK && pzErrMsg != NULL) {
         *pzErrMsg = sqlite3_mprintf("tpdb: cannot register SQL functions");
@@ -79,18 +97,20 @@ static int connectionInit(sqlite3 *db,
 static pthread_once_t registerOnce = PTHREAD_ONCE_INIT;
 static int registerRc = SQLITE_OK;
 
-static void registerAll(void)
+static void registerVfs(void)
 {
     registerRc = extHooksRegister();
-    if (registerRc == SQLITE_OK) {
-        registerRc = sqlite3_auto_extension((void (*)(void))connectionInit);
-    }
 }
 
 TPDB_PUBLIC int tpdb_register(void)
 {
-    pthread_once(&registerOnce, registerAll);
-    return registerRc;
+    pthread_once(&registerOnce, registerVfs);
+    if (registerRc != SQLITE_OK) {
+        return registerRc;
+    }
+    /* Again on every call: sqlite3_shutdown() drops auto-extensions (the
+     * VFS stays), and SQLite keeps one copy of each. */
+    return sqlite3_auto_extension((void (*)(void))connectionInit);
 }
 
 TPDB_PUBLIC const char *tpdb_errmsg(void)

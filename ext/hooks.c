@@ -16,15 +16,18 @@
  */
 #include "ext/hooks.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "raftfsm/entry.h"
 #include "raftfsm/local.h"
 #include "raftfsm/node.h"
 #include "raftfsm/nodeconf.h"
+#include "vfs/filepeek.h"
 #include "vfs/vfs.h"
 
 /* One per connection's main database file. */
@@ -36,10 +39,25 @@ struct extHandle {
     char metaDir[PATH_MAX + 8];
     char name[256]; /* database file name in the data directory */
     char readonlyMsg[TPDB_ERRMSG_SIZE];
+    char path[PATH_MAX]; /* the database file */
+    /* Rollback-journal file with data: imported after the switch to WAL
+     * (extAdoptLater); until then writes are refused with adoptMsg. */
+    int adoptLater;
+    char adoptMsg[TPDB_ERRMSG_SIZE];
     int session;    /* remote: a write check passed, its end not yet told */
     int acked;      /* the node acknowledged a commit not yet written */
     unsigned parts; /* parts of a large transaction handed over so far */
 };
+
+/* Whether the file at path is an SQLite database in rollback-journal mode
+ * holding data (its header's read and write versions are 1). */
+static int inRollbackMode(const char *path)
+{
+    uint8_t head[100];
+    return tpdbPeekHead(path, head, sizeof head) == sizeof head &&
+           memcmp(head, "SQLite format 3", 16) == 0 && head[18] == 1 &&
+           head[19] == 1 && tpdbGetBe32(head + 28) > 0;
+}
 
 /* Connects h to the node another process runs for its directory. */
 static int remoteConnect(struct extHandle *h, char *errmsg)
@@ -173,7 +191,33 @@ static int hookDbOpen(void *arg,
         return TPDB_NOMEM;
     }
     snprintf(h->name, sizeof h->name, "%s", name);
-    rc = tpdbNodeAcquire(&cfg, &h->node, errmsg);
+    snprintf(h->path, sizeof h->path, "%s", path);
+    h->adoptLater = inRollbackMode(path);
+    snprintf(h->adoptMsg, sizeof h->adoptMsg,
+             "%s is in rollback-journal mode and was not switched to WAL, "
+             "so the cluster does not hold it",
+             name);
+    if (access(dir, W_OK) != 0 && (errno == EROFS || errno == EACCES)) {
+        int err = errno;
+        if (access(path, F_OK) != 0) {
+            /* Nothing to read, and nothing can be created there. */
+            tpdbErrf(errmsg,
+                     "the data directory must be writable: %s: %s (a new "
+                     "database cannot be created and no node can run there)",
+                     dir, strerror(err));
+            tpdb_free(h);
+            return TPDB_READONLY;
+        }
+        /* No node can run on read-only media: read the files as they are
+         * (SQLite itself refuses what needs to write). */
+        tpdbErrf(errmsg,
+                 "the directory %s is read-only: no node can run there, so "
+                 "this connection only reads",
+                 dir);
+        rc = TPDB_READONLY;
+    } else {
+        rc = tpdbNodeAcquire(&cfg, &h->node, errmsg);
+    }
     if (rc == TPDB_READONLY) {
         /* Another process is the node: read its applied state, write
          * through it. */
@@ -187,16 +231,25 @@ static int hookDbOpen(void *arg,
             rc = TPDB_OK;
         } else {
             /* As a local open would: the node's process adopts it. */
-            rc = tpdbLocalAdopt(h->remote, name, errmsg);
+            rc = h->adoptLater ? TPDB_OK
+                               : tpdbLocalAdopt(h->remote, name, errmsg);
         }
         if (rc != TPDB_OK) {
             tpdbLocalClose(h->remote);
         }
     }
-    if (rc == TPDB_OK && h->node != NULL) {
+    if (rc == TPDB_OK && h->node != NULL && !h->adoptLater) {
         rc = tpdbNodeAdopt(h->node, name, path, errmsg);
         if (rc != TPDB_OK) {
             tpdbNodeRelease(h->node);
+        }
+        if (rc == TPDB_CORRUPT) {
+            /* Not a SQLite database: SQLite says so on the first read, as
+             * on "unix"; nothing of it can be replicated, so writes are
+             * refused with the reason. */
+            h->node = NULL;
+            snprintf(h->readonlyMsg, sizeof h->readonlyMsg, "%s", errmsg);
+            rc = TPDB_OK;
         }
     }
     if (rc != TPDB_OK) {
@@ -223,6 +276,10 @@ static int hookWriteCheck(void *arg, void *handle, char *errmsg)
 {
     struct extHandle *h = handle;
     (void)arg;
+    if (h->adoptLater) {
+        tpdbErrf(errmsg, "%s", h->adoptMsg);
+        return TPDB_INVALID;
+    }
     if (h->node == NULL) {
         struct tpdb_local_client *r = remoteOf(h, errmsg);
         if (r == NULL) {
@@ -327,4 +384,25 @@ int extHooksRegister(void)
         .commit_part = hookCommitPart,
     };
     return tpdbVfsRegister("tpdb", &hooks, 0);
+}
+
+int extAdoptLater(sqlite3 *conn, char *errmsg)
+{
+    struct extHandle *h = tpdbVfsHandleOf(conn);
+    int rc = TPDB_OK;
+    if (h == NULL || !h->adoptLater || inRollbackMode(h->path)) {
+        return TPDB_OK; /* nothing left for later, or still not WAL */
+    }
+    if (h->node != NULL) {
+        rc = tpdbNodeAdopt(h->node, h->name, h->path, errmsg);
+    } else {
+        struct tpdb_local_client *r = remoteOf(h, errmsg);
+        rc = r != NULL ? tpdbLocalAdopt(r, h->name, errmsg) : TPDB_READONLY;
+    }
+    if (rc == TPDB_OK) {
+        h->adoptLater = 0;
+    } else {
+        snprintf(h->adoptMsg, sizeof h->adoptMsg, "%s", errmsg);
+    }
+    return rc;
 }

@@ -28,7 +28,8 @@ extern "C" {
 
 /* Registers the "tpdb" VFS (not as the default) and makes every connection
  * opened afterwards get tpdb's SQL functions and WAL mode. Idempotent and
- * thread-safe. Returns an SQLITE_* code. */
+ * thread-safe; call it again after sqlite3_shutdown(), which forgets
+ * auto-extensions. Returns an SQLITE_* code. */
 TPDB_PUBLIC int tpdb_register(void);
 
 /* The reason behind the last TPDB_ERR_* failure, or the last failed open

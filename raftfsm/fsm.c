@@ -19,7 +19,6 @@
  * local handle holds the file; without that thread, as for SQLite.
  */
 #include "raftfsm/fsm.h"
-#include "raftfsm/dbfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +32,7 @@
 
 #include "raftfsm/entry.h"
 #include "raftfsm/fsmint.h"
+#include "vfs/filepeek.h"
 #include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
 
@@ -89,8 +89,8 @@ struct fsmDb *fsmDbFind(struct fsmState *s, const char *name)
 int fsmFileStartsWith(const char *path, const char *magic, size_t n)
 {
     char head[32];
-    long got = n <= sizeof head ? tpdbDbFileHead(path, head, n) : -1;
-    return got == (long)n && memcmp(head, magic, n) == 0;
+    size_t got = n <= sizeof head ? tpdbPeekHead(path, head, n) : 0;
+    return got == n && memcmp(head, magic, n) == 0;
 }
 
 int fsmImageTxn(struct tpdb_txn *txn,
@@ -205,8 +205,10 @@ int tpdbFsmFileHoldsNoData(const char *path)
     if (stat(path, &st) != 0 || st.st_size == 0) {
         return 1;
     }
-    long got = tpdbDbFileHead(path, h, sizeof h);
-    if (got != (long)sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
+    /* Not fopen: its fclose would drop the locks of this process's
+     * connections to the file (filepeek.h). */
+    size_t got = tpdbPeekHead(path, h, sizeof h);
+    if (got != sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
         return 0;
     }
     long pageSize = h[16] == 0 && h[17] == 1 ? 65536 : (h[16] << 8) | h[17];
@@ -308,18 +310,36 @@ static int applyTpdbFile(struct fsmState *s,
     return rc;
 }
 
+uint64_t fsmFileId(const char *path)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        return 0;
+    }
+    return ((uint64_t)st.st_dev << 40) ^ (uint64_t)st.st_ino ^ 1;
+}
+
 int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
 {
     pthread_mutex_lock(&s->mutex);
     int reopen = db->reopen;
     db->reopen = 0;
     pthread_mutex_unlock(&s->mutex);
+    /* A file deleted or replaced under the node: writing the old one would
+     * lose the entry, and its WAL-index may be the new file's. */
+    if (db->conn != NULL && fsmFileId(db->path) != db->connId) {
+        reopen = 1;
+    }
     if (reopen && db->conn != NULL) {
         sqlite3_close(db->conn);
         db->conn = NULL;
     }
-    return db->conn != NULL ? TPDB_OK
-                            : fsmOpenInternal(db->path, &db->conn, errmsg);
+    if (db->conn != NULL) {
+        return TPDB_OK;
+    }
+    int rc = fsmOpenInternal(db->path, &db->conn, errmsg);
+    db->connId = rc == TPDB_OK ? fsmFileId(db->path) : 0;
+    return rc;
 }
 
 /* Records that db's entries up to index are written. */
@@ -825,6 +845,7 @@ static void stateFree(struct fsmState *s)
         s->dbs = db->next;
         fsmPendingClear(s, db);
         sqlite3_close(db->conn);
+        tpdbPeekClose(db->openedFile);
         tpdb_free(db->name);
         tpdb_free(db->path);
         tpdb_free(db);
@@ -1015,6 +1036,33 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
             s->fetcher.start(s->fetcher.arg, name, index);
         }
     }
+}
+
+int tpdbFsmFileReplaced(struct raft_fsm *fsm, const char *name)
+{
+    struct fsmState *s = fsm->data;
+    int replaced = 0;
+    struct fsmDb *db = fsmDbFind(s, name);
+    if (db == NULL) {
+        return 0;
+    }
+    pthread_mutex_lock(&s->mutex);
+    uint64_t id = fsmFileId(db->path);
+    replaced = db->openedId != 0 && id != db->openedId;
+    if (id != db->openedId) {
+        /* Held open so that a deleted file's inode number cannot be reused
+         * by its replacement; through filepeek, so closing it drops no
+         * lock of this process. */
+        tpdbPeekClose(db->openedFile);
+        db->openedFile = NULL;
+        if (id != 0 &&
+            tpdbPeekOpen(db->path, &db->openedFile, NULL) != TPDB_OK) {
+            id = 0;
+        }
+        db->openedId = id;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return replaced;
 }
 
 int tpdbFsmKnows(struct raft_fsm *fsm, const char *name)

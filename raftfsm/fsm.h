@@ -207,6 +207,12 @@ int tpdbFsmProposalWait(struct raft_fsm *fsm,
  * transaction the FSM acknowledged for database `db`. */
 void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *db, int written);
 
+/* Whether the file of database `name` is another file (another inode, or
+ * none) than when this function last saw it: deleted, or replaced, while
+ * the node ran. Records the current one. 0 for a database the FSM does not
+ * know and on the first call. Any thread. */
+int tpdbFsmFileReplaced(struct raft_fsm *fsm, const char *name);
+
 /* Whether the cluster's log or snapshot has mentioned database `name` (any
  * thread). */
 int tpdbFsmKnows(struct raft_fsm *fsm, const char *name);

@@ -77,14 +77,22 @@ static void *checkpointerMain(void *arg)
         int reopen = db->ckptReopen;
         db->ckptReopen = 0;
         pthread_mutex_unlock(&s->mutex);
+        /* A file deleted or replaced while the node ran: checkpointing
+         * through the old connection would write the old file with the
+         * WAL-index of the new one. A missing file is not recreated. */
+        uint64_t id = fsmFileId(db->path);
+        if (db->ckptConn != NULL && id != db->ckptId) {
+            reopen = 1;
+        }
         if (reopen && db->ckptConn != NULL) {
             sqlite3_close(db->ckptConn);
             db->ckptConn = NULL;
         }
-        if (db->ckptConn == NULL &&
+        if (db->ckptConn == NULL && id != 0 &&
             fsmOpenInternal(db->path, &db->ckptConn, errmsg) != TPDB_OK) {
             tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name, errmsg);
         }
+        db->ckptId = db->ckptConn != NULL ? fsmFileId(db->path) : 0;
         if (db->ckptConn != NULL) {
             checkpointOne(db, db->ckptConn);
         }

@@ -36,10 +36,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "raftfsm/dbfile.h"
 #include "raftfsm/fsmint.h"
 #include "raftfsm/snaprec.h"
 #include "raftfsm/snapshot.h"
+#include "vfs/filepeek.h"
 #include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
 
@@ -65,13 +65,25 @@ static int syncPath(const char *path, int dir, char *errmsg)
     return rc;
 }
 
-/* fsyncs a database's WAL, then its main file. */
+/* fsyncs a database's WAL, then its main file. The main file is opened
+ * through filepeek.h, since closing a descriptor of our own would drop the
+ * locks of the process's connections to it; SQLite never locks a -wal. */
 static int syncDb(const struct fsmDb *db, char *errmsg)
 {
     char wal[4096 + 8];
+    struct tpdb_peek *p = NULL;
     snprintf(wal, sizeof wal, "%s-wal", db->path);
-    int rc = tpdbDbFileSync(wal, errmsg);
-    return rc == TPDB_OK ? tpdbDbFileSync(db->path, errmsg) : rc;
+    int rc = syncPath(wal, 0, errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdbPeekOpen(db->path, &p, errmsg);
+        if (rc == TPDB_OK) {
+            rc = tpdbPeekSync(p, errmsg);
+            tpdbPeekClose(p);
+        } else if (rc == TPDB_NOTFOUND) {
+            rc = TPDB_OK;
+        }
+    }
+    return rc;
 }
 
 int fsmDurableLoad(struct fsmState *s, char *errmsg)

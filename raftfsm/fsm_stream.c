@@ -22,8 +22,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "raftfsm/dbfile.h"
 #include "raftfsm/fsmint.h"
+#include "vfs/filepeek.h"
 #include "vfs/tpdbfile.h"
 #include "vfs/vfs.h"
 
@@ -182,8 +182,8 @@ void tpdbFsmServeClose(struct tpdb_fsm_serve *sv)
 static uint32_t filePageSize(const char *path)
 {
     uint8_t h[18];
-    long got = tpdbDbFileHead(path, h, sizeof h);
-    if (got != (long)sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
+    size_t got = tpdbPeekHead(path, h, sizeof h);
+    if (got != sizeof h || memcmp(h, "SQLite format 3", 16) != 0) {
         return 0;
     }
     uint32_t ps = (uint32_t)(h[16] << 8 | h[17]);

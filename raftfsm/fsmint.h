@@ -22,6 +22,7 @@
 
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
+#include "vfs/filepeek.h"
 
 /* How long apply waits for a busy write lock before queueing: not at all,
  * the loop thread must not wait on locks; the drain timer retries. */
@@ -50,6 +51,13 @@ struct fsmDb {
     int ckptWanted;    /* (mutex) the checkpointer should run one */
     sqlite3 *ckptConn; /* the checkpointer thread's own connection */
     int ckptReopen;    /* (mutex) ckptConn must be reopened */
+    /* Identities (fsmFileId) of the file at `path` when conn and ckptConn
+     * were opened, and when a local connection last opened it (the
+     * database may be deleted or replaced while the node runs). */
+    uint64_t connId;              /* (loop) */
+    uint64_t ckptId;              /* checkpointer thread */
+    uint64_t openedId;            /* (mutex) */
+    struct tpdb_peek *openedFile; /* (mutex) the file of openedId, held */
     /* A large transaction being staged (fsm_chunk.c); loop thread. */
     struct tpdb_vfs_stage *stage;
     uint64_t stageOrigin;
@@ -173,6 +181,11 @@ void fsmStagesAbort(struct fsmState *s);
 /* The applier connection of db (loop thread), opened or reopened (after a
  * stream replaced the file) as needed. */
 int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg);
+
+/* The identity of the file at path (device and inode mixed into one
+ * number), 0 if there is none. A connection whose file's identity changed
+ * holds a deleted or replaced file and must be reopened. */
+uint64_t fsmFileId(const char *path);
 
 /* Bookkeeping after an entry of db was written: counters, the written
  * index, a checkpoint every FSM_CHECKPOINT_FRAMES frames. Loop thread. */

@@ -137,11 +137,16 @@ int tpdbNodePropose(struct tpdb_node *n,
                     char *errmsg);
 
 /* Makes an existing database file at `path` (file name `name` in the data
- * directory) part of the cluster: if it holds data the cluster does not
- * know, its whole image is replicated as one TPDB_ENTRY_IMAGE entry (the
- * file is converted to WAL mode first). A no-op for known or empty files.
- * Fails with TPDB_NOTLEADER (errmsg says to open it on the leader) on a
- * follower, since the cluster cannot take its content from there. */
+ * directory) part of the cluster (adopt.c): if it holds data the cluster
+ * does not know, its committed image (main file and WAL, as a reader sees
+ * it) is replicated in bounded parts, as one TPDB_ENTRY_IMAGE entry or a
+ * CHUNK_BEGIN..CHUNK_END sequence. The file is not changed, and no SQLite
+ * connection is opened (this runs inside xOpen). A no-op for known or
+ * empty files; a known database whose file was deleted or replaced while
+ * the node ran is imported again from the new file on the leader. Errors:
+ * TPDB_NOTLEADER on a follower (errmsg says to open it on the leader),
+ * TPDB_CORRUPT (not a SQLite database), TPDB_BUSY (a hot rollback journal),
+ * TPDB_IOERR, TPDB_NOMEM, and the errors of tpdbNodePropose. */
 int tpdbNodeAdopt(struct tpdb_node *n,
                   const char *name,
                   const char *path,

@@ -308,10 +308,14 @@ const sqlite3_io_methods vfsIoMethods = {
 /* VFS methods. */
 
 /* Fills in the main-file part of a freshly opened file: registry entry,
- * hooks copy and the db_open call. Returns an SQLITE_* code. */
+ * hooks copy and the db_open call. A read-only connection (mode=ro,
+ * SQLITE_OPEN_READONLY, immutable=1) passes through to "unix" without the
+ * hooks: it cannot write, so it needs no node, and it must work where no
+ * node can run (read-only media). Returns an SQLITE_* code. */
 static int openMain(struct vfsInstance *inst,
                     struct vfsFile *f,
-                    const char *name)
+                    const char *name,
+                    int flags)
 {
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     int rc;
@@ -324,6 +328,11 @@ static int openMain(struct vfsInstance *inst,
         f->hooks = inst->hooks;
     }
     pthread_mutex_unlock(&vfsMutex);
+    if ((flags & SQLITE_OPEN_READONLY) != 0 ||
+        sqlite3_uri_boolean(name, "immutable", 0)) {
+        memset(&f->hooks, 0, sizeof f->hooks);
+        return SQLITE_OK;
+    }
     if (f->hooks.version == 0 ||
         sqlite3_uri_boolean(name, TPDB_URI_INTERNAL, 0)) {
         return SQLITE_OK;
@@ -369,7 +378,7 @@ static int vfsOpen(sqlite3_vfs *vfs,
          * file (a database fetched from a peer) before this connection
          * holds it open. */
         f->kind = VFS_FILE_MAIN;
-        rc = openMain(inst, f, name);
+        rc = openMain(inst, f, name, flags);
         if (rc != SQLITE_OK) {
             return rc;
         }
@@ -562,4 +571,16 @@ int tpdbVfsRegister(const char *name,
         return SQLITE_NOMEM;
     }
     return sqlite3_vfs_register(&inst->base, make_default);
+}
+
+void *tpdbVfsHandleOf(sqlite3 *conn)
+{
+    sqlite3_file *fp = NULL;
+    if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_FILE_POINTER, &fp) !=
+            SQLITE_OK ||
+        fp == NULL || fp->pMethods != &vfsIoMethods) {
+        return NULL;
+    }
+    struct vfsFile *f = (struct vfsFile *)fp;
+    return f->kind == VFS_FILE_MAIN && f->replicated ? f->handle : NULL;
 }

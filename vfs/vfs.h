@@ -114,6 +114,10 @@ int tpdbVfsRegister(const char *name,
  * storage, valid until the next failing call on this thread. */
 const char *tpdbVfsLastError(void);
 
+/* The handle hooks->db_open returned for the main database file of conn,
+ * or NULL when that file is not a replicated tpdb file. */
+void *tpdbVfsHandleOf(sqlite3 *conn);
+
 /* Applies a replicated transaction to the database open on `conn`, which
  * must be a connection opened through the tpdb VFS, in WAL mode, with no
  * transaction open on it. Appends the frames to the WAL with valid

@@ -1,5 +1,5 @@
 /*
- * Unit tests of raftfsm/dbfile.c: reads and fsyncs of a database file keep
+ * Unit tests of vfs/filepeek.c: reads and fsyncs of a database file keep
  * the SQLite locks this process holds on it (a plain open()/close() drops
  * them all), as another process sees with F_GETLK.
  */
@@ -16,7 +16,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "raftfsm/dbfile.h"
+#include "vfs/base.h"
+#include "vfs/filepeek.h"
 
 /* SQLite's shared-lock byte range (os_unix.c: SHARED_FIRST, SHARED_SIZE). */
 #define SHARED_FIRST (0x40000000 + 2)
@@ -31,7 +32,7 @@ struct fixture {
 static int setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/tpdb-dbfile-XXXXXX");
+    snprintf(f->dir, sizeof f->dir, "/tmp/tpdb-filepeek-XXXXXX");
     assert_non_null(mkdtemp(f->dir));
     snprintf(f->path, sizeof f->path, "%s/app.db", f->dir);
     assert_int_equal(
@@ -91,9 +92,12 @@ static void testKeepsLocks(void **state)
         sqlite3_exec(f->db, "BEGIN; SELECT * FROM t;", NULL, NULL, NULL),
         SQLITE_OK);
     assert_true(sharedLockSeen(f->path));
-    assert_int_equal(tpdbDbFileHead(f->path, head, sizeof head), 16);
+    assert_int_equal(tpdbPeekHead(f->path, head, sizeof head), 16);
     assert_memory_equal(head, "SQLite format 3", 16);
-    assert_int_equal(tpdbDbFileSync(f->path, errmsg), 0);
+    struct tpdb_peek *p = NULL;
+    assert_int_equal(tpdbPeekOpen(f->path, &p, errmsg), TPDB_OK);
+    assert_int_equal(tpdbPeekSync(p, errmsg), TPDB_OK);
+    tpdbPeekClose(p);
     assert_true(sharedLockSeen(f->path));
 
     /* The failure these functions avoid. */
@@ -111,16 +115,28 @@ static void testMissingAndShort(void **state)
     char buf[64];
     char path[160];
     snprintf(path, sizeof path, "%s/none.db", f->dir);
-    assert_int_equal(tpdbDbFileHead(path, buf, sizeof buf), -1);
-    assert_int_equal(tpdbDbFileSync(path, errmsg), 0);
-    assert_int_equal(tpdbDbFileHead(f->dir, buf, sizeof buf), -1);
+    struct tpdb_peek *p = NULL;
+    assert_int_equal(tpdbPeekHead(path, buf, sizeof buf), 0);
+    assert_int_equal(tpdbPeekOpen(path, &p, errmsg), TPDB_NOTFOUND);
+    assert_null(p);
+    assert_int_equal(tpdbPeekHead(f->dir, buf, sizeof buf), 0);
     snprintf(path, sizeof path, "%s/short", f->dir);
     FILE *fp = fopen(path, "wb");
     assert_non_null(fp);
     fputs("abc", fp);
     fclose(fp);
-    assert_int_equal(tpdbDbFileHead(path, buf, sizeof buf), 3);
+    assert_int_equal(tpdbPeekHead(path, buf, sizeof buf), 3);
     assert_memory_equal(buf, "abc", 3);
+    int64_t size = 0;
+    size_t got = 0;
+    assert_int_equal(tpdbPeekOpen(path, &p, errmsg), TPDB_OK);
+    assert_int_equal(tpdbPeekSize(p, &size, errmsg), TPDB_OK);
+    assert_int_equal(size, 3);
+    memset(buf, 'x', sizeof buf);
+    assert_int_equal(tpdbPeekRead(p, buf, 8, 1, &got, errmsg), TPDB_OK);
+    assert_int_equal(got, 2);
+    assert_memory_equal(buf, "bc\0\0\0\0\0\0", 8);
+    tpdbPeekClose(p);
 }
 
 int main(void)
