@@ -1,6 +1,7 @@
 /*
  * tpdbd's cluster and file actions (tpdbd_admin.h). Membership changes
- * and transfers go through tpdb_remove() and tpdb_transfer() on a pooled
+ * and transfers go through tpdb_remove(), tpdb_assign() and
+ * tpdb_transfer() on a pooled
  * connection; checkpoints through sqlite3_wal_checkpoint_v2(); backups
  * through sqlite3_backup into a new file next to the target, which is
  * switched to rollback-journal mode (one self-contained file), fsynced
@@ -65,6 +66,7 @@ static int callFunction(struct tpdbd *d,
                         const char *db,
                         const char *sql,
                         uint64_t id,
+                        const char *role,
                         char *err,
                         size_t size)
 {
@@ -76,6 +78,9 @@ static int callFunction(struct tpdbd *d,
     int rc = sqlite3_prepare_v2(c->db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        if (role != NULL) {
+            sqlite3_bind_text(st, 2, role, -1, SQLITE_STATIC);
+        }
         rc = sqlite3_step(st) == SQLITE_ROW ? SQLITE_OK
                                             : sqlite3_extended_errcode(c->db);
     }
@@ -114,13 +119,55 @@ int tpdbdAdminRemove(struct tpdbd *d,
         *reply = tpdbdErrorReply(msg);
         return SQLITE_MISUSE;
     }
-    int rc = callFunction(d, db, "SELECT tpdb_remove(?)", id, err, sizeof err);
+    int rc =
+        callFunction(d, db, "SELECT tpdb_remove(?)", id, NULL, err, sizeof err);
     if (rc == SQLITE_OK) {
         tpdbdLog(TPDBD_INFO, "removed node %s (raft id %llu)", node_id,
                  (unsigned long long)id);
         *reply = dump(json_pack("{s:b}", "ok", 1));
     } else {
         snprintf(msg, sizeof msg, "remove '%s': %s", node_id, err);
+        *reply = tpdbdErrorReply(msg);
+    }
+    return rc;
+}
+
+int tpdbdAdminAssign(struct tpdbd *d,
+                     const char *db,
+                     const char *node_id,
+                     const char *role,
+                     char **reply)
+{
+    char err[ERR_SIZE] = "", msg[ERR_SIZE + 128];
+    uint64_t id = tpdbdRaftId(node_id);
+    json_t *st = tpdbdStatus(d);
+    int leader = statusSaysLeader(st);
+    int member = memberOf(st, id) != NULL;
+    json_decref(st);
+    if (!leader) {
+        return TPDB_ERR_NOTLEADER;
+    }
+    if (!member) {
+        snprintf(msg, sizeof msg, "assign: '%s' is not a member", node_id);
+        *reply = tpdbdErrorReply(msg);
+        return SQLITE_NOTFOUND;
+    }
+    if (id == d->cfg.raft_id && strcmp(role, "voter") != 0) {
+        snprintf(msg, sizeof msg,
+                 "assign: '%s' is the leader: transfer leadership first "
+                 "(action transfer), then demote it through the new leader",
+                 node_id);
+        *reply = tpdbdErrorReply(msg);
+        return SQLITE_MISUSE;
+    }
+    int rc = callFunction(d, db, "SELECT tpdb_assign(?, ?)", id, role, err,
+                          sizeof err);
+    if (rc == SQLITE_OK) {
+        tpdbdLog(TPDBD_INFO, "node %s (raft id %llu) is now a %s", node_id,
+                 (unsigned long long)id, role);
+        *reply = dump(json_pack("{s:b}", "ok", 1));
+    } else {
+        snprintf(msg, sizeof msg, "assign '%s' as %s: %s", node_id, role, err);
         *reply = tpdbdErrorReply(msg);
     }
     return rc;
@@ -204,8 +251,8 @@ int tpdbdAdminTransfer(struct tpdbd *d,
         return SQLITE_MISUSE;
     }
     uint64_t id = node_id != NULL ? tpdbdRaftId(node_id) : 0;
-    int rc =
-        callFunction(d, db, "SELECT tpdb_transfer(?)", id, err, sizeof err);
+    int rc = callFunction(d, db, "SELECT tpdb_transfer(?)", id, NULL, err,
+                          sizeof err);
     if (rc != SQLITE_OK) {
         snprintf(msg, sizeof msg, "transfer: %s", err);
         *reply = tpdbdErrorReply(msg);

@@ -20,6 +20,16 @@ int tpdbdAdminRemove(struct tpdbd *d,
                      const char *node_id,
                      char **reply);
 
+/* Gives the member node_id the role ("voter", "standby" or "spare"):
+ * promotes or demotes it. Returns TPDB_ERR_NOTLEADER (*reply unset) on a
+ * follower, else an SQLite code with *reply set: {"ok":true} or the error
+ * (not a member, the leader demoting itself, raft's reason). */
+int tpdbdAdminAssign(struct tpdbd *d,
+                     const char *db,
+                     const char *node_id,
+                     const char *role,
+                     char **reply);
+
 /* Transfers leadership to node_id (NULL: any voter raft picks) and waits
  * until this node sees the new leader. Returns TPDB_ERR_NOTLEADER (*reply
  * unset) on a follower, else an SQLite code with *reply set:

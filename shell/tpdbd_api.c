@@ -41,7 +41,9 @@ struct request {
     int blobs;
     int forwarded; /* sent by another node: never forward again */
     const char *join_id, *join_raft, *join_client; /* action join */
-    const char *node_id;        /* remove, transfer (NULL: any voter) */
+    const char *node_id;        /* remove, transfer (NULL: any voter),
+                                   assign */
+    const char *role;           /* assign: voter, standby or spare */
     const char *path;           /* backup */
     struct tpdbd_session *sess; /* the client connection's; NULL if none */
     int begin;                  /* action begin: forwarded on a kept
@@ -561,6 +563,11 @@ static int removeLocal(struct tpdbd *d, struct request *r, char **reply)
     return tpdbdAdminRemove(d, r->db, r->node_id, reply);
 }
 
+static int assignLocal(struct tpdbd *d, struct request *r, char **reply)
+{
+    return tpdbdAdminAssign(d, r->db, r->node_id, r->role, reply);
+}
+
 static int transferLocal(struct tpdbd *d, struct request *r, char **reply)
 {
     return tpdbdAdminTransfer(d, r->db, r->node_id, reply);
@@ -614,6 +621,22 @@ static char *actionRemove(struct tpdbd *d, struct request *r)
     if (bad == NULL && (bad = stringField(r, "node_id", 1, TPDBD_ID_MAX + 1,
                                           &r->node_id)) == NULL) {
         return onLeader(d, r, removeLocal);
+    }
+    return bad;
+}
+
+static char *actionAssign(struct tpdbd *d, struct request *r)
+{
+    char *bad = parseDbField(r);
+    if (bad == NULL &&
+        (bad = stringField(r, "node_id", 1, TPDBD_ID_MAX + 1, &r->node_id)) ==
+            NULL &&
+        (bad = stringField(r, "role", 1, 16, &r->role)) == NULL) {
+        if (strcmp(r->role, "voter") != 0 && strcmp(r->role, "standby") != 0 &&
+            strcmp(r->role, "spare") != 0) {
+            return tpdbdErrorReply("role must be voter, standby or spare");
+        }
+        return onLeader(d, r, assignLocal);
     }
     return bad;
 }
@@ -673,13 +696,10 @@ static char *dispatch(struct tpdbd *d, struct request *r)
         const char *name;
         char *(*fn)(struct tpdbd *d, struct request *r);
     } actions[] = {
-        {"join", actionJoin},
-        {"begin", actionBegin},
-        {"commit", actionCommit},
-        {"rollback", actionRollback},
-        {"remove", actionRemove},
-        {"transfer", actionTransfer},
-        {"checkpoint", actionCheckpoint},
+        {"join", actionJoin},     {"begin", actionBegin},
+        {"commit", actionCommit}, {"rollback", actionRollback},
+        {"remove", actionRemove}, {"transfer", actionTransfer},
+        {"assign", actionAssign}, {"checkpoint", actionCheckpoint},
         {"backup", actionBackup},
     };
     static const char *const sqlActions[] = {"propose", "query", "local_query"};

@@ -328,6 +328,63 @@ static int memberGone(void *arg)
     return gone;
 }
 
+struct roleWait {
+    int leader;
+    char node[16];
+    const char *role;
+};
+
+/* Whether the leader's status gives r->node the role r->role. */
+static int hasRole(void *arg)
+{
+    struct roleWait *r = arg;
+    json_t *o = tpdbdsCall(&c, r->leader, "{\"action\":\"status\"}");
+    json_t *m = json_object_get(json_object_get(o, "members"), r->node);
+    const char *role = json_string_value(json_object_get(m, "role"));
+    int same = role != NULL && strcmp(role, r->role) == 0;
+    json_decref(o);
+    return same;
+}
+
+/* A follower demoted to standby through another follower, and promoted
+ * back; the leader cannot demote itself; writes go on meanwhile. */
+static void testAssign(void **state)
+{
+    (void)state;
+    char line[160];
+    int l = tpdbdsFindLeader(&c, WAIT_MS);
+    int target = (l + 1) % N, via = (l + 2) % N;
+    struct roleWait r = {l, "", "standby"};
+    snprintf(r.node, sizeof r.node, "n%d", target + 1);
+    snprintf(line, sizeof line,
+             "{\"action\":\"assign\",\"node_id\":\"n%d\",\"role\":\"boss\"}",
+             target + 1);
+    refused(via, line, "role must be voter, standby or spare");
+    snprintf(line, sizeof line,
+             "{\"action\":\"assign\",\"node_id\":\"n%d\",\"role\":\"spare\"}",
+             l + 1);
+    refused(via, line, "assign: 'n");
+    json_decref(ok(via,
+                   "{\"action\":\"assign\",\"node_id\":\"n%d\",\"role\":"
+                   "\"standby\"}",
+                   target + 1));
+    assert_int_equal(harnessPollUntil(hasRole, &r, WAIT_MS, 50), TPDB_OK);
+    json_decref(ok(l,
+                   "{\"action\":\"propose\",\"sql\":\"INSERT INTO t(id, "
+                   "v) VALUES(%d, 'while standby')\"}",
+                   ROWS + 100));
+    json_decref(ok(l,
+                   "{\"action\":\"assign\",\"node_id\":\"n%d\",\"role\":"
+                   "\"voter\"}",
+                   target + 1));
+    r.role = "voter";
+    assert_int_equal(harnessPollUntil(hasRole, &r, WAIT_MS, 50), TPDB_OK);
+    json_decref(ok(l,
+                   "{\"action\":\"propose\",\"sql\":\"DELETE FROM t WHERE "
+                   "id = %d\"}",
+                   ROWS + 100));
+}
+
 static void testRemove(void **state)
 {
     (void)state;
@@ -361,7 +418,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testMalformed), cmocka_unit_test(testCheckpoint),
         cmocka_unit_test(testBackup),    cmocka_unit_test(testTransfer),
-        cmocka_unit_test(testRemove),
+        cmocka_unit_test(testAssign),    cmocka_unit_test(testRemove),
     };
     return cmocka_run_group_tests(tests, startCluster, stopCluster);
 }
