@@ -298,17 +298,63 @@ static void announceSelf(struct tpdbd *d, int *done)
     free(line);
 }
 
+/* A node started with --role asks the leader (action assign, forwarded)
+ * for that role once it sees itself as a member with another one (a join
+ * makes a node a voter first). Done once per run: a role an operator
+ * assigns later is theirs to keep. */
+static void keepRole(struct tpdbd *d, int *done)
+{
+    json_t *st = tpdbdStatus(d);
+    const char *state = json_string_value(json_object_get(st, "role"));
+    const char *have = NULL;
+    json_t *m;
+    size_t i;
+    json_array_foreach(json_object_get(st, "members"), i, m)
+    {
+        if ((uint64_t)json_integer_value(json_object_get(m, "id")) ==
+            d->cfg.raft_id) {
+            have = json_string_value(json_object_get(m, "role"));
+        }
+    }
+    if (have != NULL && strcmp(have, d->cfg.role) == 0) {
+        *done = 1;
+    } else if (have != NULL && state != NULL && strcmp(state, "leader") != 0) {
+        json_t *o = json_pack("{s:s,s:s,s:s}", "action", "assign", "node_id",
+                              d->cfg.node_id, "role", d->cfg.role);
+        char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+        char *reply = line != NULL ? tpdbdHandle(d, line, strlen(line)) : NULL;
+        json_t *r = reply != NULL ? json_loads(reply, 0, NULL) : NULL;
+        if (json_is_true(json_object_get(r, "ok"))) {
+            *done = 1;
+            tpdbdLog(TPDBD_INFO, "node %s is now a %s (--role)", d->cfg.node_id,
+                     d->cfg.role);
+        } else {
+            tpdbdLog(TPDBD_DEBUG, "asking for role %s: %s", d->cfg.role,
+                     reply != NULL ? reply : "out of memory");
+        }
+        json_decref(r);
+        json_decref(o);
+        free(reply);
+        free(line);
+    }
+    json_decref(st);
+}
+
 static void *housekeepingThread(void *arg)
 {
     struct housekeeping *h = arg;
     long long registeredTerm = -1;
     int announced = 0;
+    int roleDone = 0;
     pthread_mutex_lock(&h->mutex);
     while (!h->stop) {
         pthread_mutex_unlock(&h->mutex);
         registerIfLeader(h->d, &registeredTerm);
         if (!announced) {
             announceSelf(h->d, &announced);
+        }
+        if (!roleDone) {
+            keepRole(h->d, &roleDone);
         }
         pthread_mutex_lock(&h->mutex);
         struct timespec until;

@@ -67,6 +67,9 @@ static const char usage[] =
     "  --max-clients N          concurrent client connections (default 64)\n"
     "  --txn-idle-ms N          roll back an interactive transaction idle\n"
     "                           this long (default 15000)\n"
+    "  --role ROLE              voter (default), standby (gets the log,\n"
+    "                           does not vote) or spare: this node asks the\n"
+    "                           leader for that role once it is a member\n"
     "  --key-file PATH          the cluster key (64 hex digits, mode 0600;\n"
     "                           default $TPDB_REPLICATION_KEY): peers prove\n"
     "                           it and Raft traffic is encrypted\n"
@@ -248,7 +251,7 @@ static int memberSpec(struct tpdbd_config *cfg,
 struct rawArgs {
     const char *nodeId, *raft, *client, *join, *dataDir, *logLevel;
     const char *electionMs, *readyMs, *commitMs, *maxClients;
-    const char *txnIdleMs;
+    const char *txnIdleMs, *role;
     const char *keyFile, *keyFileNext;
     const char *dnsPeers, *dnsRaftPort, *dnsClientPort, *dnsMin, *metrics;
     int insecure;
@@ -273,6 +276,7 @@ static const char **slotFor(struct rawArgs *raw, const char *name)
         {"--commit-ms", offsetof(struct rawArgs, commitMs)},
         {"--max-clients", offsetof(struct rawArgs, maxClients)},
         {"--txn-idle-ms", offsetof(struct rawArgs, txnIdleMs)},
+        {"--role", offsetof(struct rawArgs, role)},
         {"--key-file", offsetof(struct rawArgs, keyFile)},
         {"--key-file-next", offsetof(struct rawArgs, keyFileNext)},
         {"--dns-peers", offsetof(struct rawArgs, dnsPeers)},
@@ -600,6 +604,15 @@ static int parseNumbers(const struct rawArgs *raw,
     cfg->max_clients = DEFAULT_MAX_CLIENTS;
     cfg->txn_idle_ms = DEFAULT_TXN_IDLE_MS;
     cfg->log_level = TPDBD_INFO;
+    snprintf(cfg->role, sizeof cfg->role, "%s",
+             raw->role != NULL ? raw->role : "voter");
+    if (strcmp(cfg->role, "voter") != 0 && strcmp(cfg->role, "standby") != 0 &&
+        strcmp(cfg->role, "spare") != 0) {
+        snprintf(err, size,
+                 "ERROR: --role '%.32s': expected voter, standby or spare",
+                 raw->role);
+        return -1;
+    }
     if (raw->logLevel != NULL &&
         tpdbdLogParse(raw->logLevel, &cfg->log_level) != 0) {
         snprintf(err, size,

@@ -38,6 +38,7 @@ struct tpdbd_config {
     unsigned election_ms, ready_ms, commit_ms; /* 0: library default */
     unsigned max_clients;
     unsigned txn_idle_ms;    /* --txn-idle-ms: an idle transaction's life */
+    char role[8];            /* --role: voter (default), standby or spare */
     char key_file[PATH_MAX]; /* --key-file; "" if none */
     char key_file_next[PATH_MAX]; /* --key-file-next; "" if none */
     int insecure;                 /* --insecure */

@@ -81,28 +81,19 @@ static void testPeerNamesSelf(void **state)
 
 static void testHelpListsEveryFlag(void **state)
 {
-    static const char *const flags[] = {"--node-id",
-                                        "--raft",
-                                        "--client",
-                                        "--peer",
-                                        "--client-peer",
-                                        "--join",
-                                        "--data-dir",
-                                        "--log-level",
-                                        "--election-ms",
-                                        "--ready-ms",
-                                        "--commit-ms",
-                                        "--max-clients",
-                                        "--key-file",
-                                        "--key-file-next",
-                                        "--insecure",
-                                        "-h, --help",
-                                        "--txn-idle-ms",
-                                        "--dns-peers",
-                                        "--dns-raft-port",
-                                        "--dns-client-port",
-                                        "--dns-minimum-cluster-size",
-                                        "--metrics"};
+    static const char *const flags[] = {
+        "--node-id",         "--raft",
+        "--client",          "--peer",
+        "--client-peer",     "--join",
+        "--data-dir",        "--log-level",
+        "--election-ms",     "--ready-ms",
+        "--commit-ms",       "--max-clients",
+        "--key-file",        "--key-file-next",
+        "--insecure",        "-h, --help",
+        "--txn-idle-ms",     "--role",
+        "--dns-peers",       "--dns-raft-port",
+        "--dns-client-port", "--dns-minimum-cluster-size",
+        "--metrics"};
     const char *args[] = {"--help", NULL};
     const char *shortArgs[] = {"-h", NULL};
     char *out, *err, *out2, *err2;
@@ -282,10 +273,27 @@ static void testTxnIdleMs(void **state)
                         "from 1 to 3600000");
 }
 
+static void testRole(void **state)
+{
+    static struct tpdbd_config cfg;
+    char err[1024];
+    (void)state;
+    assert_int_equal(parse(&cfg, err, "--node-id", "n1", NULL), 0);
+    assert_string_equal(cfg.role, "voter");
+    assert_int_equal(
+        parse(&cfg, err, "--node-id", "n1", "--role", "standby", NULL), 0);
+    assert_string_equal(cfg.role, "standby");
+    assert_int_equal(parse(&cfg, err, "--node-id", "n1", "--role=boss", NULL),
+                     -1);
+    assert_string_equal(
+        err, "ERROR: --role 'boss': expected voter, standby or spare");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testRaftIds),
+        cmocka_unit_test(testRole),
         cmocka_unit_test(testParseMembers),
         cmocka_unit_test(testAdvertisedAddress),
         cmocka_unit_test(testParseDns),

@@ -43,9 +43,10 @@ static void writeAcked(int i, int id)
 }
 
 struct memberPoll {
-    int i;           /* whose status */
-    const char *id;  /* member to find */
-    char client[32]; /* its expected client address */
+    int i;            /* whose status */
+    const char *id;   /* member to find */
+    char client[32];  /* its expected client address */
+    const char *role; /* its expected role; NULL: voter */
 };
 
 static int knowsMember(void *arg)
@@ -54,9 +55,9 @@ static int knowsMember(void *arg)
     json_t *o = tpdbdsCall(&c, p->i, "{\"action\":\"status\"}");
     json_t *m = json_object_get(json_object_get(o, "members"), p->id);
     const char *client = json_string_value(json_object_get(m, "client"));
-    int known =
-        client != NULL && strcmp(client, p->client) == 0 &&
-        strcmp(json_string_value(json_object_get(m, "role")), "voter") == 0;
+    int known = client != NULL && strcmp(client, p->client) == 0 &&
+                strcmp(json_string_value(json_object_get(m, "role")),
+                       p->role != NULL ? p->role : "voter") == 0;
     json_decref(o);
     return known;
 }
@@ -87,7 +88,7 @@ static void testJoinThroughFollower(void **state)
     tpdbdsWaitReady(&c, 3);
     tpdbdsWaitCount(&c, "t", 50, WAIT_MS);
     /* Every node, the leader first, names n4 a voter at its client port. */
-    struct memberPoll p = {leader, "n4", ""};
+    struct memberPoll p = {leader, "n4", "", NULL};
     snprintf(p.client, sizeof p.client, "127.0.0.1:%u", c.client[3]);
     for (int k = 0; k < 3; k++) {
         p.i = (leader + k) % 3;
@@ -108,10 +109,43 @@ static void testJoinThroughFollower(void **state)
     tpdbdsClose(&c);
 }
 
+/* A node started with --join and --role standby becomes a standby (it
+ * gets the log, does not vote) and still receives every write. */
+static void testJoinAsStandby(void **state)
+{
+    char join[64];
+    (void)state;
+    tpdbdsInit(&c, 4, 0);
+    c.voters = 3;
+    for (int i = 0; i < 3; i++) {
+        tpdbdsStart(&c, i, NULL);
+    }
+    for (int i = 0; i < 3; i++) {
+        tpdbdsWaitReady(&c, i);
+    }
+    int leader = tpdbdsFindLeader(&c, WAIT_MS);
+    json_decref(tpdbdsCall(&c, leader,
+                           "{\"action\":\"propose\",\"sql\":\"CREATE TABLE "
+                           "t(id INTEGER PRIMARY KEY)\"}"));
+    snprintf(join, sizeof join, "--join=127.0.0.1:%u", c.client[leader]);
+    const char *extra[] = {join, "--role=standby", NULL};
+    tpdbdsStart(&c, 3, extra);
+    tpdbdsWaitReady(&c, 3);
+    struct memberPoll p = {leader, "n4", "", "standby"};
+    snprintf(p.client, sizeof p.client, "127.0.0.1:%u", c.client[3]);
+    assert_int_equal(harnessPollUntil(knowsMember, &p, WAIT_MS, 50), TPDB_OK);
+    for (int id = 1; id <= 20; id++) {
+        writeAcked(id % 4, id);
+    }
+    tpdbdsWaitCount(&c, "t", 20, WAIT_MS);
+    tpdbdsClose(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testJoinThroughFollower),
+        cmocka_unit_test(testJoinAsStandby),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
