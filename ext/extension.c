@@ -82,9 +82,12 @@ static int connectionInit(sqlite3 *db,
                     why);
         }
         int err = sqlite3_errcode(db);
-        if (err == SQLITE_NOTADB || err == SQLITE_CORRUPT) {
-            /* A damaged file opens, as on "unix": its first statement
-             * says what is wrong. An empty statement clears the error. */
+        if (err == SQLITE_NOTADB || err == SQLITE_CORRUPT ||
+            err == SQLITE_ERROR) {
+            /* A damaged file, or one of a format this SQLite does not
+             * read, opens, as on "unix": its first statement says what is
+             * wrong. An empty statement clears the error. A busy file
+             * still fails the open: it must not stay out of WAL mode. */
             sqlite3_exec(db, "", NULL, NULL, NULL);
         }
     }

@@ -272,13 +272,40 @@ static void hookDbClose(void *arg, void *handle)
     tpdb_free(h);
 }
 
+/* Imports h's database if its open left that for later and the file is in
+ * WAL mode now (switched by this connection's open, or later, e.g. by
+ * PRAGMA journal_mode on an ATTACHed database, which no open switches). No
+ * SQLite lock is needed: adoption reads the file and its WAL itself. */
+static int adoptPending(struct extHandle *h, char *errmsg)
+{
+    int rc = TPDB_OK;
+    if (!h->adoptLater || inRollbackMode(h->path)) {
+        return TPDB_OK; /* nothing left for later, or still not WAL */
+    }
+    if (h->node != NULL) {
+        rc = tpdbNodeAdopt(h->node, h->name, h->path, errmsg);
+    } else {
+        struct tpdb_local_client *r = remoteOf(h, errmsg);
+        rc = r != NULL ? tpdbLocalAdopt(r, h->name, errmsg) : TPDB_READONLY;
+    }
+    if (rc == TPDB_OK) {
+        h->adoptLater = 0;
+    } else {
+        snprintf(h->adoptMsg, sizeof h->adoptMsg, "%s", errmsg);
+    }
+    return rc;
+}
+
 static int hookWriteCheck(void *arg, void *handle, char *errmsg)
 {
     struct extHandle *h = handle;
     (void)arg;
     if (h->adoptLater) {
-        tpdbErrf(errmsg, "%s", h->adoptMsg);
-        return TPDB_INVALID;
+        (void)adoptPending(h, errmsg); /* on failure adoptMsg says why */
+        if (h->adoptLater) {
+            tpdbErrf(errmsg, "%s", h->adoptMsg);
+            return TPDB_INVALID;
+        }
     }
     if (h->node == NULL) {
         struct tpdb_local_client *r = remoteOf(h, errmsg);
@@ -389,20 +416,5 @@ int extHooksRegister(void)
 int extAdoptLater(sqlite3 *conn, char *errmsg)
 {
     struct extHandle *h = tpdbVfsHandleOf(conn);
-    int rc = TPDB_OK;
-    if (h == NULL || !h->adoptLater || inRollbackMode(h->path)) {
-        return TPDB_OK; /* nothing left for later, or still not WAL */
-    }
-    if (h->node != NULL) {
-        rc = tpdbNodeAdopt(h->node, h->name, h->path, errmsg);
-    } else {
-        struct tpdb_local_client *r = remoteOf(h, errmsg);
-        rc = r != NULL ? tpdbLocalAdopt(r, h->name, errmsg) : TPDB_READONLY;
-    }
-    if (rc == TPDB_OK) {
-        h->adoptLater = 0;
-    } else {
-        snprintf(h->adoptMsg, sizeof h->adoptMsg, "%s", errmsg);
-    }
-    return rc;
+    return h != NULL ? adoptPending(h, errmsg) : TPDB_OK;
 }

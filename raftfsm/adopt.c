@@ -335,8 +335,8 @@ static int proposeImage(struct tpdb_node *n,
             pages[i].data = buf + (size_t)i * src->pageSize;
             rc = readPage(src, first + i, buf + (size_t)i * src->pageSize,
                           errmsg);
-            if (rc == TPDB_OK && first + i == 1 &&
-                (buf[18] != 2 || buf[19] != 2)) {
+            if (rc == TPDB_OK && first + i == 1 && buf[18] == 1 &&
+                buf[19] == 1) {
                 /* Followers apply only to WAL-mode files; the connection
                  * that opened it switches it to WAL, then adopts it
                  * (ext/hooks.c). */
