@@ -29,7 +29,7 @@
 
 #include "bench/bench_util.h"
 #include "ext/tpdb.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define MAX_CLIENTS 64
 #define MAX_ERRORS 100 /* a client stops after this many failed operations */

@@ -43,7 +43,7 @@
 #include <sqlite3.h>
 
 #include "bench/bench_util.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define MAX_NODES 7
 #define MAX_WRITERS 256

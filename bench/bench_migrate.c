@@ -14,7 +14,7 @@
 #include <sqlite3.h>
 
 #include "shell/tpdb_migrate.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 static void die(const char *what, const char *msg)
 {

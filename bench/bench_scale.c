@@ -35,7 +35,7 @@
 
 #include "bench/bench_util.h"
 #include "ext/tpdb.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define URI_SIZE (PATH_MAX + 256)
 #define ROW_BYTES 1000

@@ -35,8 +35,8 @@
 
 #include "bench/bench_util.h"
 #include "ext/tpdb.h"
-#include "vfs/base.h"
-#include "vfs/tpdbfile.h"
+#include "base/base.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 #define URI_SIZE (PATH_MAX + 256)
 #define ROW_BYTES 1000

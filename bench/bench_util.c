@@ -22,7 +22,7 @@
 #include <jansson.h>
 #include <lz4.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 extern char **environ;
 

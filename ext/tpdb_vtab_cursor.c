@@ -11,8 +11,8 @@
 #include <string.h>
 
 #include "ext/tpdb_vtab_int.h"
-#include "vfs/base.h"
-#include "vfs/tpdbfile.h"
+#include "base/base.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 /* ---- Cursors --------------------------------------------------------------
  * A cursor either walks key intervals of the table tree (unsigned key

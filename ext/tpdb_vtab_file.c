@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "ext/tpdb_vtab_int.h"
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/vfs.h"
 
 #ifdef TPDB_VTAB_REPLICATE

@@ -11,7 +11,7 @@
 #include <sqlite3.h>
 #include <stdint.h>
 
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 /* One file as used by one connection: every virtual table of the
  * connection on that file shares it. The handle `f` is open for the whole

@@ -12,7 +12,7 @@
 #include <stdint.h>
 
 #include "raftfsm/seal.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* One stream's channel; owned by its thread. Private. */
 struct tpdb_chan {

@@ -30,7 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/txn.h"
 
 #define TPDB_DBNAME_MAX 255

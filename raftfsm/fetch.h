@@ -28,7 +28,7 @@
 
 #include "raftfsm/nodeconf.h"
 #include "raftfsm/seal.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 struct tpdb_fetch;
 

@@ -33,7 +33,7 @@
 #include "raftfsm/entry.h"
 #include "raftfsm/fsmint.h"
 #include "vfs/filepeek.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 #include "vfs/vfs.h"
 
 char *fsmJoinPath(const char *dir, const char *name)

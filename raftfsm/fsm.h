@@ -28,7 +28,7 @@
 #include <raft.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 struct tpdb_fsm;
 

@@ -40,7 +40,7 @@
 #include "raftfsm/snaprec.h"
 #include "raftfsm/snapshot.h"
 #include "vfs/filepeek.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 #include "vfs/vfs.h"
 
 /* How long snapshot_async waits for own writes and queued entries. */

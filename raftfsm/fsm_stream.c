@@ -24,7 +24,7 @@
 
 #include "raftfsm/fsmint.h"
 #include "vfs/filepeek.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 #include "vfs/vfs.h"
 
 struct tpdb_fsm_serve {

@@ -28,7 +28,7 @@
 #include <unistd.h>
 
 #include "raftfsm/fsmint.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 struct fsmTfFetch {
     struct fsmState *s;

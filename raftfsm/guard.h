@@ -11,7 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 struct tpdb_relay;
 

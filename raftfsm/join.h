@@ -19,7 +19,7 @@
 #include <uv.h>
 
 #include "raftfsm/transport.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* Reply statuses, on the wire. */
 enum {

@@ -20,7 +20,7 @@
 
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/txn.h"
 
 struct tpdb_node;

@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/txn.h"
 
 struct tpdb_node;

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define TPDB_ADDRESS_MAX 256
 

@@ -11,7 +11,7 @@
 #ifndef TPDB_RECOVER_H
 #define TPDB_RECOVER_H
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* Rewrites the configuration of the node whose data directory is data_dir
  * to `members` ("ID@HOST:PORT,...", all voters; this node's own id and

@@ -29,7 +29,7 @@
 
 #include <sodium.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define TPDB_SEAL_KEY 32
 #define TPDB_SEAL_HELLO 64  /* Rc, M0 */

@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* SQLITE: a SQLite database, by reference; TPDBFILE: a TPDB page file with
  * its whole image (older records only, never encoded by this version's

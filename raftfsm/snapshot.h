@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 struct tpdb_snapshot_db {
     const char *name; /* NUL-terminated */

@@ -28,7 +28,7 @@
 #include "raftfsm/nodeconf.h"
 #include "raftfsm/seal.h"
 #include "raftfsm/wire.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* Handshake message types. */
 enum {

@@ -40,7 +40,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define TPDB_WIRE_PREAMBLE 16
 /* Largest header: AppendEntries with TPDB_WIRE_ENTRIES_MAX entries (16

@@ -16,7 +16,7 @@
 #include "raftfsm/recover.h"
 #include "shell/tpdb_migrate.h"
 #include "shell/tpdb_shell.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* Progress modes. */
 enum {

@@ -14,7 +14,7 @@
 #include <sqlite3.h>
 
 #include "shell/tpdb_migrate.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 /* Progress of one migration, counted in rows. Owned by the caller, usually
  * on its stack; `what` must outlive it. */

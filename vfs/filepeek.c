@@ -10,7 +10,7 @@
 
 #include <sqlite3.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 struct tpdb_peek {
     sqlite3_file *file; /* szOsFile bytes of the "unix" VFS */

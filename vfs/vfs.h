@@ -21,7 +21,7 @@
 
 #include <sqlite3.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/txn.h"
 
 /* Extended result codes the VFS returns from a failed COMMIT. They are in

@@ -3,7 +3,7 @@
  */
 #include <string.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/walindex.h"
 
 int walHostBigEndian(void)

@@ -22,7 +22,7 @@
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
 #include "tests/fsm/cluster.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 #define TPDB_DB "legacy.tpdb"
 #define STEP_LIMIT 200000

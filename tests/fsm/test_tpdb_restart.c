@@ -33,7 +33,7 @@
 #include "raftfsm/entry.h"
 #include "raftfsm/fsm.h"
 #include "raftfsm/snaprec.h"
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 #define DB "legacy.tpdb"
 #define N_ENTRIES 24

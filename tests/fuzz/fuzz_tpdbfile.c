@@ -34,7 +34,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 int main(int argc, char **argv)
 {

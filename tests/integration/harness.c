@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* Most bytes read from one pipe per fill, so a child that writes without end
  * cannot starve the caller's deadline checks. */

@@ -26,7 +26,7 @@
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
 #include "tests/integration/poke.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define N_NODES 3
 #define WAIT_MS 60000

@@ -30,7 +30,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define N_NODES 3
 /* Each node's file system: raft preallocates two 8 MiB segments. */

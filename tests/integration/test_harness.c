@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* Generous bound for things that should take milliseconds. */
 #define WAIT_MS 10000

@@ -18,7 +18,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define N_NODES 4
 #define N_ROWS 300

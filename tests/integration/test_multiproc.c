@@ -34,7 +34,7 @@
 #include "raftfsm/local.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define N_NODES 3
 #define N_ROWS 100

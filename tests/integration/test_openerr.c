@@ -21,7 +21,7 @@
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define SHELL_MS 60000
 

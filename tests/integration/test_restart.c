@@ -31,7 +31,7 @@
 
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define N_NODES 3
 #define PARAMS_KEEP                                   \

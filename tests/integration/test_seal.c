@@ -25,7 +25,7 @@
 #include "tests/integration/nodes.h"
 #include "tests/integration/poke.h"
 #include "tests/integration/proxy.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define WAIT_MS 60000
 #define BASE "election_ms=400&heartbeat_ms=40&ready_ms=60000"

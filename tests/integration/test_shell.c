@@ -17,7 +17,7 @@
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 static char errmsg[TPDB_ERRMSG_SIZE];
 

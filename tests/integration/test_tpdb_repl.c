@@ -22,8 +22,8 @@
 #include <cmocka.h>
 
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
-#include "vfs/tpdbfile.h"
+#include "base/base.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 #define N_NODES 3
 #define IO_MS 30000

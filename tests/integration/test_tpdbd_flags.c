@@ -20,7 +20,7 @@
 
 #include "shell/tpdbd_flags.h"
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define RUN_MS 20000
 

@@ -25,7 +25,7 @@
 
 #include "ext/tpdb.h"
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 /* A deadlock ends the test process instead of hanging it. */
 #define CASE_SECONDS 120

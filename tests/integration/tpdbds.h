@@ -14,7 +14,7 @@
 #include <jansson.h>
 
 #include "tests/integration/harness.h"
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define TPDBDS_MAX 8
 

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 #define TMUX_MS 10000
 #define ARGV_MAX 64

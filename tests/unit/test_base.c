@@ -7,7 +7,7 @@
 
 #include <cmocka.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 
 static void testStrerror(void **state)
 {

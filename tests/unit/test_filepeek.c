@@ -16,7 +16,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/filepeek.h"
 
 /* SQLite's shared-lock byte range (os_unix.c: SHARED_FIRST, SHARED_SIZE). */

@@ -18,8 +18,8 @@
 #include <sqlite3.h>
 
 #include "shell/tpdb_migrate.h"
-#include "vfs/base.h"
-#include "vfs/tpdbfile.h"
+#include "base/base.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 static char buildRoot[1024];
 

@@ -17,8 +17,8 @@
 #include <sqlite3.h>
 
 #include "ext/tpdb_vtab.h"
-#include "vfs/base.h"
-#include "vfs/tpdbfile.h"
+#include "base/base.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 /* ---- Fixture paths and a scratch directory ------------------------------- */
 

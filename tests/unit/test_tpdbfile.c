@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 /* ---- Growing string ------------------------------------------------------*/
 

@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 #define PAGE TPDB_FILE_PAGE_SIZE
 

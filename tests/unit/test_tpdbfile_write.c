@@ -15,7 +15,7 @@
 
 #include <cmocka.h>
 
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 struct fx {
     char dir[64];

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "vfs/base.h"
+#include "base/base.h"
 #include "vfs/txn.h"
 
 /* Page size of the format, and the WAL file suffix. */

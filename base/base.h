@@ -2,8 +2,8 @@
  * Base utilities shared by every tpdb layer: the error table, error message
  * buffers, the replaceable allocator, the logger and CRC-32C.
  *
- * They live in vfs/ because it is the bottom layer: raftfsm/, ext/ and
- * shell/ all link it, and nothing here knows of SQLite or Raft.
+ * They are the bottom layer, in a folder of their own: vfs/, raftfsm/, ext/
+ * and shell/ all link them, and nothing here knows of SQLite or Raft.
  */
 #ifndef TPDB_BASE_H
 #define TPDB_BASE_H

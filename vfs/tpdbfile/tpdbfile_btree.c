@@ -14,7 +14,7 @@
  */
 #include <string.h>
 
-#include "vfs/tpdbfile_int.h"
+#include "vfs/tpdbfile/tpdbfile_int.h"
 
 struct tpdb_cursor {
     struct tpdb_file *f;

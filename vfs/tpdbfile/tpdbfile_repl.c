@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vfs/tpdbfile_int.h"
+#include "vfs/tpdbfile/tpdbfile_int.h"
 
 static const char replMagic[8] = {'T', 'P', 'A', 'N', 'D', 'A', 'D', 'B'};
 

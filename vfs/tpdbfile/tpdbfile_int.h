@@ -11,7 +11,7 @@
 
 #include <stdint.h>
 
-#include "vfs/tpdbfile.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 
 #define TF_PAGE TPDB_FILE_PAGE_SIZE
 #define TF_HDR 64

@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "vfs/tpdbfile_int.h"
+#include "vfs/tpdbfile/tpdbfile_int.h"
 
 /* A cell being placed: key, and for leaves the inline value or overflow
  * head; for interiors the left child. */

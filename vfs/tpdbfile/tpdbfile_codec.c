@@ -13,7 +13,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "vfs/tpdbfile_int.h"
+#include "vfs/tpdbfile/tpdbfile_int.h"
 
 int tfKeyCmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {

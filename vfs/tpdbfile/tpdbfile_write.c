@@ -8,7 +8,7 @@
  */
 #include <string.h>
 
-#include "vfs/tpdbfile_int.h"
+#include "vfs/tpdbfile/tpdbfile_int.h"
 
 /* ---- Statements and transactions ---------------------------------------- */
 

@@ -2,7 +2,7 @@
  * Base utilities: error table, errmsg formatting, allocator with failure
  * injection, levelled logger, CRC-32C and a monotonic clock. See base.h.
  */
-#include "vfs/base.h"
+#include "base/base.h"
 
 #include <stdatomic.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "vfs/tpdbfile_int.h"
+#include "vfs/tpdbfile/tpdbfile_int.h"
 
 static const char tfMagic[8] = {'T', 'P', 'A', 'N', 'D', 'A', 'D', 'B'};
 static const char tfWalMagic[8] = {'T', 'P', 'A', 'N', 'D', 'A', 'W', 'L'};
