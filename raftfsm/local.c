@@ -16,8 +16,9 @@
  *              4    4  TPDB_* code (DONE has no reply)
  *              8  L-4  the error message, no terminator
  *
- * The server runs an accept thread and a thread per client stream, with
- * blocking I/O; each serves one request at a time.
+ * The server runs an accept thread and a thread per client stream (at
+ * most CONNS_MAX), with blocking I/O; each serves one request at a time,
+ * its buffer growing with the bytes that arrive.
  */
 #include "raftfsm/local.h"
 
@@ -41,6 +42,12 @@
 #include "vfs/vfs.h"
 
 enum { OP_CHECK = 1, OP_WAIT, OP_COMMIT, OP_PART, OP_DONE, OP_ADOPT };
+
+/* A request's buffer grows by this much at first (recvRequest). */
+#define RECV_STEP ((size_t)1 << 20)
+/* Client streams served at once; more are closed at accept (each has a
+ * thread). A process opens one per connection that writes. */
+#define CONNS_MAX 1024
 
 #define REQ_HDR 12
 #define TXN_HDR 12
@@ -272,8 +279,14 @@ static int serveAdopt(struct localConn *c, const char *db)
 static int serveCheck(struct localConn *c, const char *db)
 {
     char errmsg[TPDB_ERRMSG_SIZE] = "";
-    if (c->held && strcmp(c->db, db) != 0) {
+    if (c->held && (strcmp(c->db, db) != 0 || c->acked)) {
         return -1; /* one write session at a time per stream */
+    }
+    if (c->held) {
+        /* This stream's own session already passed the check and holds
+         * other writes of db: checking again would wait for its own hold.
+         * A lost leadership shows at the commit. */
+        return sendReply(c->fd, TPDB_OK, NULL);
     }
     int rc = tpdbNodeWriteCheck(c->s->node, db, errmsg);
     if (rc == TPDB_OK && !tpdbNodeKnows(c->s->node, db)) {
@@ -376,6 +389,37 @@ static int serveRequest(struct localConn *c,
     }
 }
 
+/* Reads a request body of len bytes into a buffer that grows with what
+ * arrives, so that a header claiming a large request costs nothing until
+ * its bytes come. Returns the buffer (the caller frees it) or NULL if the
+ * stream failed or memory ran out. */
+static uint8_t *recvRequest(int fd, size_t len)
+{
+    size_t cap = len < RECV_STEP ? len : RECV_STEP;
+    size_t have = 0;
+    uint8_t *buf = tpdb_malloc(cap);
+    while (buf != NULL && have < len) {
+        if (have == cap) {
+            size_t next = cap * 2 < len ? cap * 2 : len;
+            uint8_t *grown = tpdb_realloc(buf, next);
+            if (grown == NULL) {
+                break;
+            }
+            buf = grown;
+            cap = next;
+        }
+        if (recvAll(fd, buf + have, cap - have) != 0) {
+            break;
+        }
+        have = cap;
+    }
+    if (buf != NULL && have < len) {
+        tpdb_free(buf);
+        buf = NULL;
+    }
+    return buf;
+}
+
 static void *connThread(void *arg)
 {
     struct localConn *c = arg;
@@ -388,9 +432,8 @@ static void *connThread(void *arg)
         if (len < REQ_HDR - 4 || len > REQ_MAX) {
             break;
         }
-        uint8_t *req = tpdb_malloc(len);
-        if (req == NULL || recvAll(c->fd, req, len) != 0) {
-            tpdb_free(req);
+        uint8_t *req = recvRequest(c->fd, len);
+        if (req == NULL) {
             break;
         }
         int keep = 0;
@@ -431,6 +474,17 @@ static void reapConns(struct tpdb_local_server *s, int all)
     pthread_mutex_unlock(&s->mutex);
 }
 
+static int connCount(struct tpdb_local_server *s)
+{
+    int n = 0;
+    pthread_mutex_lock(&s->mutex);
+    for (struct localConn *c = s->conns; c != NULL; c = c->next) {
+        n++;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    return n;
+}
+
 static void *acceptThread(void *arg)
 {
     struct tpdb_local_server *s = arg;
@@ -453,6 +507,14 @@ static void *acceptThread(void *arg)
             continue;
         }
         reapConns(s, 0);
+        if (connCount(s) >= CONNS_MAX) {
+            tpdbLog(TPDB_LOG_WARN,
+                    "local socket: %d client streams are open, the most "
+                    "served at once: one more refused",
+                    CONNS_MAX);
+            close(fd);
+            continue;
+        }
         struct localConn *c = tpdb_calloc(1, sizeof *c);
         if (c == NULL) {
             close(fd);
