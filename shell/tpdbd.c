@@ -10,6 +10,7 @@
  * leader's client address in tpdbd's metadata database, and the library's
  * own Raft thread. SIGTERM/SIGINT: stop accepting, finish the requests in
  * progress, hand leadership to another voter, stop the node, exit 0.
+ * SIGHUP: the housekeeping thread rereads --client-tokens.
  */
 #include "shell/tpdbd.h"
 
@@ -42,6 +43,14 @@
 #define JOIN_RETRY_MS 200
 
 static int wakePipe[2] = {-1, -1};
+/* Set by SIGHUP; the housekeeping thread rereads --client-tokens. */
+static volatile sig_atomic_t reloadWanted;
+
+static void onHangup(int sig)
+{
+    (void)sig;
+    reloadWanted = 1;
+}
 
 static void onSignal(int sig)
 {
@@ -65,6 +74,10 @@ static int setupSignals(void)
     sa.sa_flags = SA_RESTART;
     if (sigaction(SIGTERM, &sa, NULL) != 0 ||
         sigaction(SIGINT, &sa, NULL) != 0) {
+        return -1;
+    }
+    sa.sa_handler = onHangup;
+    if (sigaction(SIGHUP, &sa, NULL) != 0) {
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -358,6 +371,10 @@ static void *housekeepingThread(void *arg)
     while (!h->stop) {
         pthread_mutex_unlock(&h->mutex);
         registerIfLeader(h->d, &registeredTerm);
+        if (reloadWanted) {
+            reloadWanted = 0;
+            tpdbdAuthReload(h->d);
+        }
         if (!announced) {
             announceSelf(h->d, &announced);
         }

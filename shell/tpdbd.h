@@ -22,6 +22,7 @@
 #ifndef TPDBD_H
 #define TPDBD_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <jansson.h>
@@ -58,7 +59,10 @@ struct tpdbd {
      * they held, the most requests in one, and proposes queued now. */
     atomic_ullong group_commits, group_writes, group_largest;
     atomic_llong group_queued;
-    struct tpdbd_tokens *tokens;          /* --client-tokens; NULL: no check */
+    /* --client-tokens (NULL: no check), replaced by a reload under
+     * tokens_lock (tpdbd_auth.c). */
+    struct tpdbd_tokens *tokens;
+    pthread_rwlock_t tokens_lock;
     char node_token[TPDBD_TOKEN_LEN + 1]; /* --node-token-file; "" if none */
 };
 

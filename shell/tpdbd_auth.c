@@ -26,6 +26,15 @@ static int isReadAction(const char *action)
     return 0;
 }
 
+/* The role of token in the loaded tokens. */
+static int checkToken(struct tpdbd *d, const char *token, char *name)
+{
+    pthread_rwlock_rdlock(&d->tokens_lock);
+    int role = tpdbdTokensCheck(d->tokens, token, name);
+    pthread_rwlock_unlock(&d->tokens_lock);
+    return role;
+}
+
 /* The role of the request's "token" field, checked; -1 with *reply set
  * if the field is unusable, TPDBD_ROLE_NONE if there is none. */
 static int roleOfField(struct tpdbd *d, json_t *field, char *name, char **reply)
@@ -42,7 +51,7 @@ static int roleOfField(struct tpdbd *d, json_t *field, char *name, char **reply)
             "at most 80 bytes (tpdbd --make-token)");
         return -1;
     }
-    role = tpdbdTokensCheck(d->tokens, json_string_value(field), name);
+    role = checkToken(d, json_string_value(field), name);
     if (role == TPDBD_ROLE_NONE) {
         *reply = tpdbdErrorReply("unauthorized: unknown token");
         return -1;
@@ -58,7 +67,7 @@ char *tpdbdAuthorize(struct tpdbd *d,
     char name[TPDBD_TOKEN_NAME_MAX + 1] = "", msg[256];
     char *reply = NULL;
     json_t *field = json_object_get(req, "token");
-    if (d->tokens == NULL || sess == NULL) {
+    if (d->cfg.client_tokens[0] == '\0' || sess == NULL) {
         return NULL;
     }
     int role = roleOfField(d, field, name, &reply);
@@ -67,6 +76,15 @@ char *tpdbdAuthorize(struct tpdbd *d,
     }
     const char *token = field != NULL ? json_string_value(field)
                                       : tpdbdSessionToken(sess, &role);
+    if (field == NULL && token[0] != '\0') {
+        /* Checked again: a reload may have removed or changed it. */
+        role = checkToken(d, token, name);
+        if (role == TPDBD_ROLE_NONE) {
+            return tpdbdErrorReply(
+                "unauthorized: this connection's token "
+                "is no longer valid");
+        }
+    }
     if (role == TPDBD_ROLE_NONE) {
         return tpdbdErrorReply(
             "unauthorized: this node requires a client token: send it in "
@@ -132,6 +150,7 @@ int tpdbdAuthSetup(struct tpdbd *d)
 {
     char err[1024];
     int rc = 0;
+    pthread_rwlock_init(&d->tokens_lock, NULL);
     if (d->cfg.client_tokens[0] != '\0') {
         rc = tpdbdTokensLoad(d->cfg.client_tokens, &d->tokens, err, sizeof err);
         if (rc == -2) {
@@ -151,10 +170,34 @@ int tpdbdAuthSetup(struct tpdbd *d)
     return 0;
 }
 
+void tpdbdAuthReload(struct tpdbd *d)
+{
+    char err[1024];
+    struct tpdbd_tokens *fresh = NULL, *old;
+    if (d->cfg.client_tokens[0] == '\0') {
+        tpdbdLog(TPDBD_INFO, "SIGHUP: no --client-tokens to reread");
+        return;
+    }
+    int rc = tpdbdTokensLoad(d->cfg.client_tokens, &fresh, err, sizeof err);
+    if (rc != 0) {
+        tpdbdLog(TPDBD_ERROR, "SIGHUP: %s; the tokens loaded before stay",
+                 rc == -2 ? "--client-tokens: out of memory" : err);
+        return;
+    }
+    pthread_rwlock_wrlock(&d->tokens_lock);
+    old = d->tokens;
+    d->tokens = fresh;
+    pthread_rwlock_unlock(&d->tokens_lock);
+    tpdbdTokensFree(old);
+    tpdbdLog(TPDBD_INFO, "SIGHUP: %u tokens from %s", tpdbdTokensCount(fresh),
+             d->cfg.client_tokens);
+}
+
 void tpdbdAuthClose(struct tpdbd *d)
 {
     tpdbdTokensFree(d->tokens);
     d->tokens = NULL;
+    pthread_rwlock_destroy(&d->tokens_lock);
     sodium_memzero(d->node_token, sizeof d->node_token);
 }
 

@@ -5,7 +5,8 @@
  * connection (the connection keeps the last valid one); role read may do
  * status, metrics, query and local_query, role write every action.
  * Requests tpdbd makes of itself (no connection) are not checked.
- * Thread-safe: the token table is read-only once loaded.
+ * Thread-safe: client threads read the token table under a read lock;
+ * a SIGHUP reload (housekeeping thread) swaps it under the write lock.
  */
 #ifndef TPDBD_AUTH_H
 #define TPDBD_AUTH_H
@@ -36,6 +37,13 @@ void tpdbdAuthNodeToken(const struct tpdbd *d, json_t *req);
  * loopback without tokens (anyone reaching it may read and write).
  * Returns 0, or -1 after logging why (a bad file: nothing started). */
 int tpdbdAuthSetup(struct tpdbd *d);
+
+/* SIGHUP: rereads --client-tokens (if given) with tpdbdAuthSetup's checks.
+ * A good file replaces the tokens for every later request, also on open
+ * connections (a connection's remembered token is checked again each
+ * time, so a removed token stops working); a bad one is logged and the
+ * loaded tokens stay. --node-token-file is not reread. */
+void tpdbdAuthReload(struct tpdbd *d);
 
 /* Frees what tpdbdAuthSetup loaded. */
 void tpdbdAuthClose(struct tpdbd *d);

@@ -8,11 +8,14 @@
  * token is refused and changes nothing; a write token works, directly, per
  * connection, forwarded from a follower and in a transaction begun on a
  * follower; a node joins through a follower with its node token, one
- * without is refused; the tpdb shell with -token and TPDB_TOKEN. Without
+ * without is refused; the tpdb shell with -token and TPDB_TOKEN; SIGHUP
+ * rereads the file (a removed token stops working, a bad file is
+ * refused and the tokens stay). Without
  * tokens the start says where the client port listens and warns when it
  * is beyond loopback.
  */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -366,6 +369,91 @@ static void checkShell(struct cluster *k)
     tpdbdsWaitCount(c, "t", 5, WAIT_MS);
 }
 
+/* One request line on the kept connection fd; returns the reply. */
+static json_t *callOn(int fd, const char *line)
+{
+    char *reply = NULL;
+    assert_int_equal(tpdbdsSend(fd, line, strlen(line)), 0);
+    assert_int_equal(tpdbdsSend(fd, "\n", 1), 0);
+    assert_int_equal(tpdbdsReadLine(fd, TPDBDS_IO_MS, &reply), TPDB_OK);
+    json_t *o = json_loads(reply, 0, NULL);
+    free(reply);
+    return o;
+}
+
+struct member {
+    struct tpdbds *c;
+    int i;
+};
+
+/* Whether the member answers status with c->token. */
+static int answersOk(void *arg)
+{
+    struct member *m = arg;
+    json_t *o = tpdbdsCall(m->c, m->i, "{\"action\":\"status\"}");
+    int ok = json_is_true(json_object_get(o, "ok"));
+    json_decref(o);
+    return ok;
+}
+
+static void hangUpAll(struct tpdbds *c)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        if (c->procs[i] != NULL) {
+            assert_int_equal(harnessProcSignal(c->procs[i], SIGHUP, c->errmsg),
+                             TPDB_OK);
+        }
+    }
+}
+
+/* SIGHUP rereads the tokens file: a new token works, a removed one stops
+ * working, also on a connection it authenticated; a bad file is refused
+ * with its line named and the tokens stay. */
+static void checkReload(struct cluster *k)
+{
+    struct tpdbds *c = &k->c;
+    char path[HARNESS_PATH_MAX + 16], text[1024], line[256];
+    struct made late;
+    makeToken(c, "write", "late", &late);
+    int fd = tpdbdsConnect(c->client[k->follower]);
+    assert_true(fd >= 0);
+    snprintf(line, sizeof line, "{\"action\":\"status\",\"token\":\"%s\"}",
+             k->r.token);
+    expectOk(callOn(fd, line));
+    snprintf(path, sizeof path, "%s/tokens", c->dir);
+    snprintf(text, sizeof text, "%s\n%s\n%s\n", k->w.line, k->node.line,
+             late.line);
+    writeFile(path, text, 0600);
+    hangUpAll(c);
+    c->token = late.token;
+    for (unsigned i = 0; i < c->n; i++) {
+        struct member m = {c, (int)i};
+        if (c->procs[i] != NULL) {
+            assert_int_equal(harnessPollUntil(answersOk, &m, WAIT_MS, 50),
+                             TPDB_OK);
+        }
+    }
+    snprintf(line, sizeof line, "{\"action\":\"status\",\"token\":\"%s\"}",
+             k->r.token);
+    expectError(tpdbdsRequest(c->client[k->leader], line),
+                "unauthorized: unknown token");
+    expectError(callOn(fd, "{\"action\":\"status\"}"),
+                "unauthorized: this connection's token is no longer valid");
+    close(fd);
+    writeFile(path, "late write blake2b:00\n", 0600);
+    assert_int_equal(harnessProcSignal(c->procs[k->leader], SIGHUP, c->errmsg),
+                     TPDB_OK);
+    assert_int_equal(
+        harnessProcExpect(c->procs[k->leader], HARNESS_STDERR,
+                          harnessMatchContains, "line 1: HASH must be", WAIT_MS,
+                          NULL, c->errmsg),
+        TPDB_OK);
+    expectOk(tpdbdsCall(c, k->leader,
+                        "{\"action\":\"propose\",\"sql\":\"INSERT INTO t "
+                        "VALUES (20)\"}"));
+    tpdbdsWaitCount(c, "t", 6, WAIT_MS);
+}
+
 static void testCluster(void **state)
 {
     static struct cluster k;
@@ -375,6 +463,7 @@ static void testCluster(void **state)
     checkWrites(&k);
     checkJoin(&k);
     checkShell(&k);
+    checkReload(&k);
     tpdbdsClose(&k.c);
 }
 
