@@ -127,8 +127,14 @@ static void testBadFiles(void **state)
     static struct tpdbds c;
     char path[HARNESS_PATH_MAX + 16], text[1024];
     struct made w;
+    struct run r;
     (void)state;
     tpdbdsInit(&c, 1, 0);
+    const char *const admin[] = {c.prog, "--make-token", "admin", NULL};
+    runProg(admin, NULL, &r);
+    assert_int_equal(r.status, 1);
+    assert_non_null(strstr(r.err, "role must be read or write"));
+    runFree(&r);
     makeToken(&c, "write", "w", &w);
     snprintf(path, sizeof path, "%s/tokens", c.dir);
     snprintf(text, sizeof text, "# ops\n%s\n", w.line);
