@@ -260,6 +260,26 @@ static int parseReply(struct tpdb_client *c,
     return TPDB_CLIENT_OK;
 }
 
+/* req as a JSON line with c->token added when req has no "token";
+ * malloc'ed, or NULL if out of memory. */
+static char *dumpWithToken(const struct tpdb_client *c, json_t *req)
+{
+    json_t *copy;
+    char *text;
+    if (c->token == NULL || json_object_get(req, "token") != NULL) {
+        return json_dumps(req, JSON_COMPACT);
+    }
+    copy = json_copy(req);
+    if (copy == NULL ||
+        json_object_set_new(copy, "token", json_string(c->token)) != 0) {
+        json_decref(copy);
+        return NULL;
+    }
+    text = json_dumps(copy, JSON_COMPACT);
+    json_decref(copy);
+    return text;
+}
+
 int tpdbClientCall(struct tpdb_client *c,
                    json_t *req,
                    int timeout_ms,
@@ -281,7 +301,7 @@ int tpdbClientCall(struct tpdb_client *c,
         return TPDB_CLIENT_NOT_SENT;
     }
     c->connected = 1;
-    char *text = json_dumps(req, JSON_COMPACT);
+    char *text = dumpWithToken(c, req);
     if (text == NULL) {
         snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
         return TPDB_CLIENT_NOT_SENT;

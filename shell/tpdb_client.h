@@ -35,6 +35,9 @@ struct tpdb_client {
     volatile sig_atomic_t *cancel; /* NULL or set by a signal handler */
     int once;      /* never reconnect: state lives on this connection */
     int connected; /* it has connected at least once */
+    /* The client token (tpdbd --client-tokens) sent as "token" with every
+     * request that has none; NULL: none. Borrowed; set after Init. */
+    const char *token;
     char errmsg[TPDB_CLIENT_ERR_MAX];
 };
 
@@ -47,12 +50,12 @@ void tpdbClientInit(struct tpdb_client *c,
 /* Closes the connection if open; c may be used (reconnects) again. */
 void tpdbClientClose(struct tpdb_client *c);
 
-/* Sends req as one line (connecting first if needed, or again if the node
- * closed an idle connection, unless c->once is set and it connected
- * before: then TPDB_CLIENT_NOT_SENT) and waits up to timeout_ms for the reply,
- * which on TPDB_CLIENT_OK is stored in *reply (caller json_decrefs).
- * Any other outcome closes the connection and leaves the reason in
- * c->errmsg. req is not consumed. */
+/* Sends req, with c->token as its "token" unless it has one, as one line
+ * (connecting first if needed, or again if the node closed an idle connection,
+ * unless c->once is set and it connected before: then TPDB_CLIENT_NOT_SENT) and
+ * waits up to timeout_ms for the reply, which on TPDB_CLIENT_OK is stored in
+ * *reply (caller json_decrefs). Any other outcome closes the connection and
+ * leaves the reason in c->errmsg. req is not consumed. */
 int tpdbClientCall(struct tpdb_client *c,
                    json_t *req,
                    int timeout_ms,

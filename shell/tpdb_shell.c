@@ -357,6 +357,11 @@ static void usage(FILE *f)
             "data.db\n"
             "  -local        reads use local_query (default: query, on "
             "the leader)\n"
+            "  -token TOKEN  tpdbd: the client token sent with every "
+            "request\n"
+            "                (default $TPDB_TOKEN, which other users "
+            "cannot see\n"
+            "                in the process list)\n"
             "  -help         this text\n",
             DEFAULT_ADDR);
 }
@@ -398,7 +403,7 @@ static int parseOptions(struct shell *sh,
         }
         a += a[1] == '-' ? 2 : 1;
         int takes = strcmp(a, "c") == 0 || strcmp(a, "cmd") == 0 ||
-                    strcmp(a, "db") == 0;
+                    strcmp(a, "db") == 0 || strcmp(a, "token") == 0;
         if (takes && i + 1 >= argc) {
             fprintf(stderr, "tpdb: -%s needs an argument\n", a);
             return -1;
@@ -409,6 +414,8 @@ static int parseOptions(struct shell *sh,
             o->cmds[o->ncmds++] = argv[++i];
         } else if (strcmp(a, "db") == 0) {
             sh->db = argv[++i];
+        } else if (strcmp(a, "token") == 0) {
+            sh->token = argv[++i];
         } else if (strcmp(a, "bail") == 0) {
             sh->bail = 1;
         } else if (strcmp(a, "header") == 0 || strcmp(a, "noheader") == 0) {
@@ -438,8 +445,15 @@ static int openBackend(struct shell *sh, const char *target)
 {
     char err[SHELL_ERR_MAX] = "";
     if (target == NULL || isAddress(target)) {
+        const char *token = sh->token;
+        if (token == NULL || token[0] == '\0') {
+            token = getenv("TPDB_TOKEN");
+        }
+        if (token != NULL && token[0] == '\0') {
+            token = NULL;
+        }
         sh->remote = remoteOpen(target != NULL ? target : DEFAULT_ADDR, sh->db,
-                                &shellInterrupted, err, sizeof err);
+                                token, &shellInterrupted, err, sizeof err);
     } else {
         sh->local = localOpen(target, err, sizeof err);
     }

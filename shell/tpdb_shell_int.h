@@ -41,6 +41,7 @@ struct shell {
     FILE *out;             /* stdout or the .output file */
     int leader_reads;      /* .consistency leader (query) or local */
     const char *db;        /* --db NAME.db for tpdbd's "db" field, or NULL */
+    const char *token;     /* -token or $TPDB_TOKEN (argv/environ), or NULL */
     struct remote *remote; /* exactly one of remote and local is set */
     struct local *local;
     int exit_requested; /* .quit / .exit */
@@ -66,9 +67,11 @@ int shellDot(struct shell *sh, const char *line);
 int shellClusterDot(struct shell *sh, int argc, char **argv);
 
 /* The remote back end: a connection to a tpdbd node that fails over to
- * the other members it learned from status. */
+ * the other members it learned from status. token (NULL: none) is sent
+ * with every request; addr, db and token are borrowed for r's life. */
 struct remote *remoteOpen(const char *addr,
                           const char *db,
+                          const char *token,
                           volatile sig_atomic_t *cancel,
                           char *err,
                           size_t size);

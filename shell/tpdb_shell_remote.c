@@ -41,6 +41,7 @@ struct remote {
     struct member members[MEMBERS_MAX];
     int nmembers;
     const char *db;
+    const char *token; /* the client token, or NULL */
     volatile sig_atomic_t *cancel;
 };
 
@@ -423,6 +424,7 @@ static int beginAt(struct remote *r,
     json_t *reply = NULL;
     tpdbClientClose(&r->txn);
     tpdbClientInit(&r->txn, addr, r->cancel);
+    r->txn.token = r->token;
     r->txn.once = 1;
     int rc = exchange(r, &r->txn, req, 0, 0, &reply, err, size);
     json_decref(reply);
@@ -572,6 +574,7 @@ json_t *remoteStatusOf(struct remote *r, const char *addr)
     } else {
         struct tpdb_client c;
         tpdbClientInit(&c, addr, r->cancel);
+        c.token = r->token;
         tpdbClientCall(&c, req, STATUS_MS, &reply);
         tpdbClientClose(&c);
     }
@@ -583,8 +586,37 @@ json_t *remoteStatusOf(struct remote *r, const char *addr)
     return reply;
 }
 
+/* The first status of remoteOpen: 0, or -1 with err saying why there is
+ * none (the node unreachable, or its refusal, e.g. of a missing token). */
+static int firstStatus(struct remote *r,
+                       const char *addr,
+                       char *err,
+                       size_t size)
+{
+    json_t *req = json_pack("{s:s}", "action", "status"), *reply = NULL;
+    int rc = req != NULL ? call(r, &r->main, req, 1, 1, &reply)
+                         : TPDB_CLIENT_NOT_SENT;
+    const char *why = json_string_value(json_object_get(reply, "error"));
+    json_decref(req);
+    if (rc == TPDB_CLIENT_OK && json_is_true(json_object_get(reply, "ok"))) {
+        learnMembers(r, reply);
+        json_decref(reply);
+        return 0;
+    }
+    if (rc == TPDB_CLIENT_OK) {
+        snprintf(err, size, "tpdbd at %s: %s", addr,
+                 why != NULL ? why : "status failed");
+    } else {
+        snprintf(err, size, "cannot reach tpdbd at %s: %s", addr,
+                 r->main.errmsg[0] ? r->main.errmsg : "no status");
+    }
+    json_decref(reply);
+    return -1;
+}
+
 struct remote *remoteOpen(const char *addr,
                           const char *db,
+                          const char *token,
                           volatile sig_atomic_t *cancel,
                           char *err,
                           size_t size)
@@ -595,18 +627,16 @@ struct remote *remoteOpen(const char *addr,
         return NULL;
     }
     r->db = db;
+    r->token = token;
     r->cancel = cancel;
     tpdbClientInit(&r->main, addr, cancel);
     tpdbClientInit(&r->leader, "", cancel);
     tpdbClientInit(&r->txn, "", cancel);
-    json_t *st = remoteStatusOf(r, NULL);
-    if (st == NULL) {
-        snprintf(err, size, "cannot reach tpdbd at %s: %s", addr,
-                 r->main.errmsg[0] ? r->main.errmsg : "no status");
+    r->main.token = r->leader.token = r->txn.token = token;
+    if (firstStatus(r, addr, err, size) != 0) {
         remoteClose(r);
         return NULL;
     }
-    json_decref(st);
     return r;
 }
 

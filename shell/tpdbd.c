@@ -10,6 +10,7 @@
  * leader's client address in tpdbd's metadata database, and the library's
  * own Raft thread. SIGTERM/SIGINT: stop accepting, finish the requests in
  * progress, hand leadership to another voter, stop the node, exit 0.
+ * SIGHUP: the housekeeping thread rereads --client-tokens.
  */
 #include "shell/tpdbd.h"
 
@@ -30,6 +31,7 @@
 
 #include "ext/tpdb.h"
 #include "shell/tpdbd_api.h"
+#include "shell/tpdbd_auth.h"
 #include "shell/tpdbd_dns.h"
 #include "shell/tpdbd_forward.h"
 #include "shell/tpdbd_group.h"
@@ -41,6 +43,14 @@
 #define JOIN_RETRY_MS 200
 
 static int wakePipe[2] = {-1, -1};
+/* Set by SIGHUP; the housekeeping thread rereads --client-tokens. */
+static volatile sig_atomic_t reloadWanted;
+
+static void onHangup(int sig)
+{
+    (void)sig;
+    reloadWanted = 1;
+}
 
 static void onSignal(int sig)
 {
@@ -64,6 +74,10 @@ static int setupSignals(void)
     sa.sa_flags = SA_RESTART;
     if (sigaction(SIGTERM, &sa, NULL) != 0 ||
         sigaction(SIGINT, &sa, NULL) != 0) {
+        return -1;
+    }
+    sa.sa_handler = onHangup;
+    if (sigaction(SIGHUP, &sa, NULL) != 0) {
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
@@ -137,21 +151,26 @@ static int joinTarget(struct tpdbd *d, char *raft, size_t size)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     long long deadline = (long long)ts.tv_sec * 1000 + wait;
-    char err[256] = "";
+    char err[256] = "", line[160];
+    snprintf(line, sizeof line, "{\"action\":\"status\"%s%s%s}",
+             d->node_token[0] ? ",\"token\":\"" : "", d->node_token,
+             d->node_token[0] ? "\"" : "");
     for (;;) {
         char *reply = NULL;
-        if (tpdbdForward(d->cfg.join, "{\"action\":\"status\"}", 5000, &reply,
-                         err, sizeof err) == 0) {
+        if (tpdbdForward(d->cfg.join, line, 5000, &reply, err, sizeof err) ==
+            0) {
             json_t *o = json_loads(reply, 0, NULL);
             const char *addr =
                 json_string_value(json_object_get(o, "raft_addr"));
+            const char *why = json_string_value(json_object_get(o, "error"));
             snprintf(raft, size, "%s", addr != NULL ? addr : "");
+            snprintf(err, sizeof err, "%s",
+                     why != NULL ? why : "its status names no raft_addr");
             json_decref(o);
             free(reply);
             if (raft[0] != '\0') {
                 return 0;
             }
-            snprintf(err, sizeof err, "its status names no raft_addr");
         }
         clock_gettime(CLOCK_MONOTONIC, &ts);
         if ((long long)ts.tv_sec * 1000 >= deadline) {
@@ -281,6 +300,7 @@ static void announceSelf(struct tpdbd *d, int *done)
     json_t *o = json_pack("{s:s,s:s,s:s,s:s}", "action", "join", "node_id",
                           d->cfg.node_id, "raft_addr", d->cfg.raft_addr,
                           "client_addr", d->client_addr);
+    tpdbdAuthNodeToken(d, o);
     char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     char *reply = line != NULL ? tpdbdHandle(d, line, strlen(line)) : NULL;
     json_decref(o);
@@ -321,6 +341,7 @@ static void keepRole(struct tpdbd *d, int *done)
     } else if (have != NULL && state != NULL && strcmp(state, "leader") != 0) {
         json_t *o = json_pack("{s:s,s:s,s:s}", "action", "assign", "node_id",
                               d->cfg.node_id, "role", d->cfg.role);
+        tpdbdAuthNodeToken(d, o);
         char *line = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
         char *reply = line != NULL ? tpdbdHandle(d, line, strlen(line)) : NULL;
         json_t *r = reply != NULL ? json_loads(reply, 0, NULL) : NULL;
@@ -350,6 +371,10 @@ static void *housekeepingThread(void *arg)
     while (!h->stop) {
         pthread_mutex_unlock(&h->mutex);
         registerIfLeader(h->d, &registeredTerm);
+        if (reloadWanted) {
+            reloadWanted = 0;
+            tpdbdAuthReload(h->d);
+        }
         if (!announced) {
             announceSelf(h->d, &announced);
         }
@@ -544,7 +569,13 @@ int main(int argc, char **argv)
         fputs(tpdbdUsage(), stdout);
         return 0;
     }
+    if (d.cfg.make_token[0] != '\0') {
+        return tpdbdAuthMakeToken(&d.cfg);
+    }
     parseEnv(&d);
+    if (tpdbdAuthSetup(&d) != 0) {
+        return 1;
+    }
     if (setupSignals() != 0) {
         return 1;
     }
@@ -571,6 +602,7 @@ int main(int argc, char **argv)
     if (temp) {
         nftw(d.dir, rmEntry, 16, FTW_DEPTH | FTW_PHYS);
     }
+    tpdbdAuthClose(&d);
     tpdbdLog(TPDBD_INFO, "stopped");
     return rc;
 }

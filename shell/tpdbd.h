@@ -16,10 +16,13 @@
  *   tpdbd_admin.c    remove, transfer, checkpoint, backup
  *   tpdbd_dns.c      --dns-peers discovery, before anything starts
  *   tpdbd_metrics.c  --metrics: Prometheus text over HTTP
+ *   tpdbd_tokens.c   --client-tokens: the tokens file, hashes, new tokens
+ *   tpdbd_auth.c     which requests a client token allows
  */
 #ifndef TPDBD_H
 #define TPDBD_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include <jansson.h>
@@ -28,6 +31,7 @@
 #include "shell/tpdbd_flags.h"
 #include "shell/tpdbd_metrics.h"
 #include "shell/tpdbd_pool.h"
+#include "shell/tpdbd_tokens.h"
 
 /* The main database of a node directory, as in TrashPandaDB. */
 #define TPDBD_MAIN_DB "data.db"
@@ -55,6 +59,11 @@ struct tpdbd {
      * they held, the most requests in one, and proposes queued now. */
     atomic_ullong group_commits, group_writes, group_largest;
     atomic_llong group_queued;
+    /* --client-tokens (NULL: no check), replaced by a reload under
+     * tokens_lock (tpdbd_auth.c). */
+    struct tpdbd_tokens *tokens;
+    pthread_rwlock_t tokens_lock;
+    char node_token[TPDBD_TOKEN_LEN + 1]; /* --node-token-file; "" if none */
 };
 
 /* The node's status (tpdb_status() parsed), or NULL if it is unavailable.

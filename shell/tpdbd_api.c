@@ -19,6 +19,7 @@
 
 #include "ext/tpdb.h"
 #include "shell/tpdbd_admin.h"
+#include "shell/tpdbd_auth.h"
 #include "shell/tpdbd_forward.h"
 #include "shell/tpdbd_group.h"
 #include "shell/tpdbd_log.h"
@@ -746,7 +747,10 @@ char *tpdbdHandleSession(struct tpdbd *d,
         if (r.action == NULL) {
             r.action = "unknown";
         }
-        reply = dispatch(d, &r);
+        reply = tpdbdAuthorize(d, sess, r.json, r.action);
+        if (reply == NULL) {
+            reply = dispatch(d, &r);
+        }
     }
     json_decref(r.json);
     return reply;

@@ -77,6 +77,21 @@ static const char usage[] =
     "  --insecure               allow a non-loopback --raft without a key\n"
     "  --metrics HOST:PORT      serve Prometheus metrics over HTTP at\n"
     "                           GET /metrics (off by default)\n"
+    "  --client-tokens FILE     clients must send a token (field \"token\"):\n"
+    "                           FILE (mode 0600) lists their hashes and\n"
+    "                           roles, one \"NAME ROLE blake2b:HASH\" a line;\n"
+    "                           role read may do status, metrics, query,\n"
+    "                           local_query; write may do every action.\n"
+    "                           SIGHUP rereads FILE. Without it anyone who\n"
+    "                           reaches --client may read and write\n"
+    "  --node-token-file FILE   a write token (the secret, mode 0600) this\n"
+    "                           node sends with its own requests to other\n"
+    "                           members (--join, announcing itself, --role)\n"
+    "                           when they require tokens\n"
+    "  --make-token ROLE        print a new random token for ROLE (read or\n"
+    "                           write), shown only then, and the line to\n"
+    "                           append to the --client-tokens file; exit\n"
+    "  --token-name NAME        the new token's name (default client)\n"
     "  -h, --help               print this text\n";
 
 const char *tpdbdUsage(void)
@@ -253,6 +268,7 @@ struct rawArgs {
     const char *electionMs, *readyMs, *commitMs, *maxClients;
     const char *txnIdleMs, *role;
     const char *keyFile, *keyFileNext;
+    const char *clientTokens, *nodeTokenFile, *makeToken, *tokenName;
     const char *dnsPeers, *dnsRaftPort, *dnsClientPort, *dnsMin, *metrics;
     int insecure;
     const char *peers[TPDBD_NODES_MAX + 1], *clientPeers[TPDBD_NODES_MAX + 1];
@@ -284,6 +300,10 @@ static const char **slotFor(struct rawArgs *raw, const char *name)
         {"--dns-client-port", offsetof(struct rawArgs, dnsClientPort)},
         {"--dns-minimum-cluster-size", offsetof(struct rawArgs, dnsMin)},
         {"--metrics", offsetof(struct rawArgs, metrics)},
+        {"--client-tokens", offsetof(struct rawArgs, clientTokens)},
+        {"--node-token-file", offsetof(struct rawArgs, nodeTokenFile)},
+        {"--make-token", offsetof(struct rawArgs, makeToken)},
+        {"--token-name", offsetof(struct rawArgs, tokenName)},
     };
     if (strcmp(name, "--peer") == 0 && raw->npeers <= TPDBD_NODES_MAX) {
         return &raw->peers[raw->npeers++];
@@ -671,6 +691,13 @@ int tpdbdParseArgs(int argc,
     if (cfg->help) {
         return 0;
     }
+    if (raw.makeToken != NULL) {
+        snprintf(cfg->make_token, sizeof cfg->make_token, "%.7s",
+                 raw.makeToken);
+        snprintf(cfg->token_name, sizeof cfg->token_name, "%.71s",
+                 raw.tokenName != NULL ? raw.tokenName : "client");
+        return 0;
+    }
     if ((raw.nodeId == NULL || raw.nodeId[0] == '\0') && raw.dnsPeers == NULL) {
         snprintf(err, size,
                  "ERROR: --node-id is required (or use --dns-peers so it can "
@@ -710,7 +737,11 @@ int tpdbdParseArgs(int argc,
     }
     if (copyPath("--key-file", raw.keyFile, cfg->key_file, err, size) != 0 ||
         copyPath("--key-file-next", raw.keyFileNext, cfg->key_file_next, err,
-                 size) != 0) {
+                 size) != 0 ||
+        copyPath("--client-tokens", raw.clientTokens, cfg->client_tokens, err,
+                 size) != 0 ||
+        copyPath("--node-token-file", raw.nodeTokenFile, cfg->node_token_file,
+                 err, size) != 0) {
         return -1;
     }
     cfg->insecure = raw.insecure;

@@ -40,8 +40,14 @@ struct tpdbd_config {
     unsigned txn_idle_ms;    /* --txn-idle-ms: an idle transaction's life */
     char role[8];            /* --role: voter (default), standby or spare */
     char key_file[PATH_MAX]; /* --key-file; "" if none */
-    char key_file_next[PATH_MAX]; /* --key-file-next; "" if none */
-    int insecure;                 /* --insecure */
+    char key_file_next[PATH_MAX];   /* --key-file-next; "" if none */
+    int insecure;                   /* --insecure */
+    char client_tokens[PATH_MAX];   /* --client-tokens; "" if none */
+    char node_token_file[PATH_MAX]; /* --node-token-file; "" if none */
+    /* --make-token ROLE [--token-name NAME]: print a new token and its
+     * tokens-file line, then exit (nothing else is parsed or started). */
+    char make_token[8];  /* "" unless --make-token */
+    char token_name[72]; /* --token-name (default "client") */
     /* DNS discovery (tpdbd_dns.c): members and, without --node-id, the
      * node id come from resolving dns_peers after parsing. */
     char dns_peers[256];          /* --dns-peers; "" if none */

@@ -38,6 +38,10 @@ struct tpdbd_session {
     int fd;                  /* TXN_RELAY: to the leader */
     char leader[TPDBD_ADDR_MAX];
     char why[ERR_SIZE]; /* TXN_ABORTED: why it was rolled back */
+    /* The connection's client token (tpdbd_auth.c): the last valid one it
+     * sent, "" if none, and its role. */
+    char token[TPDBD_SESSION_TOKEN_MAX + 1];
+    int role;
 };
 
 static long long nowMs(void)
@@ -101,6 +105,18 @@ struct tpdbd_session *tpdbdSessionNew(struct tpdbd *d)
         s->fd = -1;
     }
     return s;
+}
+
+const char *tpdbdSessionToken(const struct tpdbd_session *s, int *role)
+{
+    *role = s->role;
+    return s->token;
+}
+
+void tpdbdSessionSetToken(struct tpdbd_session *s, const char *token, int role)
+{
+    snprintf(s->token, sizeof s->token, "%s", token);
+    s->role = role;
 }
 
 /* Rolls back and gives the local connection back to the pool. */

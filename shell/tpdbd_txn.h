@@ -38,6 +38,18 @@ struct tpdbd_session *tpdbdSessionNew(struct tpdbd *d);
  * frees the session. NULL is a no-op. */
 void tpdbdSessionClose(struct tpdbd_session *s);
 
+/* Longest client token a session keeps (tpdbd_tokens.h's are shorter). */
+#define TPDBD_SESSION_TOKEN_MAX 80
+
+/* The connection's authenticated client token ("" if none; borrowed, valid
+ * until the next tpdbdSessionSetToken) with its TPDBD_ROLE_* in *role. */
+const char *tpdbdSessionToken(const struct tpdbd_session *s, int *role);
+
+/* Remembers token (checked by the caller to have role role; copied, at
+ * most TPDBD_SESSION_TOKEN_MAX bytes) as the connection's: later requests
+ * without a "token" field use it. */
+void tpdbdSessionSetToken(struct tpdbd_session *s, const char *token, int role);
+
 /* Whether a transaction (also an aborted one) is open: requests other
  * than status, metrics and the cluster actions then belong to it. */
 int tpdbdSessionInTxn(const struct tpdbd_session *s);

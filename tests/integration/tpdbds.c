@@ -216,7 +216,20 @@ json_t *tpdbdsCall(struct tpdbds *c, int i, const char *fmt, ...)
     if (c->procs[i] == NULL) {
         return NULL;
     }
-    return tpdbdsRequest(c->client[i], line);
+    if (c->token == NULL) {
+        return tpdbdsRequest(c->client[i], line);
+    }
+    json_t *req = json_loads(line, 0, NULL);
+    assert_non_null(req);
+    if (json_object_get(req, "token") == NULL) {
+        json_object_set_new(req, "token", json_string(c->token));
+    }
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    assert_non_null(text);
+    json_t *reply = tpdbdsRequest(c->client[i], text);
+    free(text);
+    return reply;
 }
 
 void tpdbdsRole(struct tpdbds *c, int i, char *role, size_t size)

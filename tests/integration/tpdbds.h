@@ -13,8 +13,8 @@
 
 #include <jansson.h>
 
-#include "tests/integration/harness.h"
 #include "base/base.h"
+#include "tests/integration/harness.h"
 
 #define TPDBDS_MAX 8
 
@@ -34,6 +34,9 @@ struct tpdbds {
     unsigned voters;  /* members bootstrapped from --peer (default n) */
     int client_peers; /* pass --client-peer for every other member */
     struct harness_proc *procs[TPDBDS_MAX];
+    /* A client token tpdbdsCall (and what uses it) adds as "token" to a
+     * request that has none; NULL (the default): none. Borrowed. */
+    const char *token;
     char errmsg[TPDB_ERRMSG_SIZE];
 };
 
@@ -70,7 +73,8 @@ json_t *tpdbdsRequest(unsigned port, const char *line);
 /* tpdbdsRequest() to ip (an IPv4 address string) instead of 127.0.0.1. */
 json_t *tpdbdsRequestAt(const char *ip, unsigned port, const char *line);
 
-/* tpdbdsRequest() on member i's client port with a printf-style line. */
+/* tpdbdsRequest() on member i's client port with a printf-style line,
+ * with c->token added (see struct tpdbds). */
 json_t *tpdbdsCall(struct tpdbds *c, int i, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
