@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "ext/tpdb.h"
+#include "shell/tpdbd_admin.h"
 #include "shell/tpdbd_api.h"
 #include "shell/tpdbd_dns.h"
 #include "shell/tpdbd_forward.h"
@@ -427,6 +428,8 @@ static int startNode(struct tpdbd *d)
                  d->cfg.node_id, (unsigned long long)d->cfg.raft_id, err);
         return -1;
     }
+    /* .tpdb/ exists once the node runs; no client is served yet. */
+    tpdbdAdminCleanup(d->dir);
     return 0;
 }
 
