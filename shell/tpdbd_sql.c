@@ -501,7 +501,9 @@ char *tpdbdSqlWriteReply(const struct tpdbd_write *w)
 }
 
 /* Runs one prepared statement to its end. The rows of a statement that
- * writes (RETURNING) go to out->returned; a SELECT's are dropped. */
+ * writes (RETURNING) go to out->returned; a SELECT's are dropped. A row
+ * JSON cannot carry does not stop the statement, whose writes are made
+ * by then: the reply says "rows_error" instead of "rows". */
 static int stepAll(sqlite3 *db,
                    sqlite3_stmt *st,
                    struct guard *g,
@@ -511,30 +513,27 @@ static int stepAll(sqlite3 *db,
 {
     int keep = sqlite3_column_count(st) > 0 && !sqlite3_stmt_readonly(st);
     json_t *rows = keep ? json_array() : NULL;
+    char why[256] = "";
     int rc;
     g->vacuum = isVacuum(sqlite3_sql(st));
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (rows != NULL &&
-            rowJson(st, out->blobs, rows, err, size) != SQLITE_OK) {
-            break;
+        if (rows != NULL && why[0] == '\0' &&
+            rowJson(st, out->blobs, rows, why, sizeof why) != SQLITE_OK) {
+            json_array_clear(rows);
         }
     }
     g->vacuum = 0;
-    if (rc == SQLITE_ROW) {
-        /* A row JSON cannot carry: err says which column. */
-        json_decref(rows);
-        sqlite3_reset(st);
-        return SQLITE_MISMATCH;
-    }
     if (rc != SQLITE_DONE) {
         json_decref(rows);
         return guardError(db, g, err, size);
     }
-    if (keep && json_array_size(rows) > 0) {
+    if (keep && (json_array_size(rows) > 0 || why[0] != '\0')) {
         tpdbdSqlWriteClear(out);
         out->returned =
-            json_pack("{s:o,s:o}", "cols", columnNames(st), "rows", rows);
-        return out->returned != NULL ? SQLITE_OK : SQLITE_NOMEM;
+            why[0] != '\0'
+                ? json_pack("{s:o,s:s}", "cols", columnNames(st), "rows_error",
+                            why)
+                : json_pack("{s:o,s:O}", "cols", columnNames(st), "rows", rows);
     }
     json_decref(rows);
     return SQLITE_OK;

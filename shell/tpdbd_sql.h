@@ -24,8 +24,10 @@ struct tpdbd_write {
     long long rows_affected; /* sqlite3_changes() after the last statement */
     long long last_id;       /* sqlite3_last_insert_rowid() */
     /* {"cols":[...],"rows":[[...]]} of the last statement with RETURNING
-     * (the rows of query's reply), NULL if none returned rows. Owned by
-     * the struct. */
+     * (the rows of query's reply), NULL if none returned rows; "rows_error"
+     * instead of "rows" when a value cannot be written in JSON (text that
+     * is not UTF-8), since the statement's writes stand. Owned by the
+     * struct. */
     json_t *returned;
 };
 

@@ -10,7 +10,8 @@
  * per request ("foreign_keys":true on propose, forwarded ones and begin)
  * and never leak to later requests of other clients. propose returns the
  * rows of RETURNING (on the leader, forwarded, in a transaction, BLOBs as
- * base64 on request) and keeps TrashPandaDB's reply without them.
+ * base64 on request; a value JSON cannot carry is reported, the write
+ * stands) and keeps TrashPandaDB's reply without them.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -380,7 +381,20 @@ static void testReturning(void **state)
         free(reply);
     }
     close(fd);
-    tpdbdsWaitCount(&c, "rt", 4, WAIT_MS);
+    /* A value JSON cannot carry: the write stands, and the reply says
+     * why it has no rows. */
+    o = ok(l,
+           "{\"action\":\"propose\",\"sql\":\"INSERT INTO rt(v) "
+           "VALUES(CAST(x'ff' AS TEXT)) RETURNING id, v\"}");
+    assert_null(json_object_get(o, "rows"));
+    const char *why = json_string_value(json_object_get(o, "rows_error"));
+    if (why == NULL || strstr(why, "not representable in JSON") == NULL) {
+        fail_msg("non-UTF-8 RETURNING: %s", text(o));
+    }
+    assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
+                     1);
+    json_decref(o);
+    tpdbdsWaitCount(&c, "rt", 5, WAIT_MS);
 }
 
 int main(void)
