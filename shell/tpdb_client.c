@@ -324,3 +324,23 @@ int tpdbClientCall(struct tpdb_client *c,
     }
     return rc;
 }
+
+int tpdbClientNext(struct tpdb_client *c, int timeout_ms, json_t **reply)
+{
+    char *line;
+    size_t len;
+    *reply = NULL;
+    int rc = c->fd >= 0 ? readLine(c, nowMs() + timeout_ms, &line, &len)
+                        : TPDB_CLIENT_NO_REPLY;
+    if (rc == TPDB_CLIENT_OK) {
+        rc = parseReply(c, line, len, reply);
+    }
+    if (rc != TPDB_CLIENT_OK) {
+        char keep[TPDB_CLIENT_ERR_MAX];
+        snprintf(keep, sizeof keep, "%s",
+                 c->fd >= 0 ? c->errmsg : "not connected");
+        tpdbClientClose(c);
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", keep);
+    }
+    return rc;
+}

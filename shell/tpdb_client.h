@@ -61,6 +61,12 @@ int tpdbClientCall(struct tpdb_client *c,
                    int timeout_ms,
                    json_t **reply);
 
+/* Reads the next reply line of a request whose reply has several lines
+ * (a streamed backup), after tpdbClientCall returned its first, waiting
+ * up to timeout_ms. Returns as tpdbClientCall (the line in *reply on
+ * TPDB_CLIENT_OK; any other outcome closes the connection). */
+int tpdbClientNext(struct tpdb_client *c, int timeout_ms, json_t **reply);
+
 /* Splits "host:port" into host (size bytes) and *port. Returns 0, or -1
  * if addr has no valid port. */
 int tpdbClientSplitAddr(const char *addr,

@@ -271,9 +271,14 @@ static int remoteCluster(struct shell *sh, int argc, char **argv)
     if (strcmp(c, "checkpoint") == 0) {
         return remoteAction(sh, json_pack("{s:s}", "action", "checkpoint"));
     }
+    if (argc == 3 && strcmp(argv[1], "--local") == 0) {
+        return shellBackupStream(sh, argv[2]);
+    }
     /* backup: the node writes the file, so the path must be absolute. */
-    if (argc != 2) {
-        return usageError(".backup FILE");
+    if (argc != 2 || argv[1][0] == '-') {
+        return usageError(
+            ".backup FILE (written by the node) or .backup "
+            "--local FILE (streamed here)");
     }
     if (argv[1][0] == '/') {
         snprintf(path, sizeof path, "%s", argv[1]);
@@ -370,8 +375,13 @@ static int localCluster(struct shell *sh, int argc, char **argv)
             "'host:port')");
         return -1;
     }
+    if (argc == 3 && strcmp(argv[1], "--local") == 0) {
+        /* The database is local already: the same as without --local. */
+        argv[1] = argv[2];
+        argc = 2;
+    }
     if (argc != 2) {
-        return usageError(".backup FILE");
+        return usageError(".backup [--local] FILE");
     }
     if (localBackup(sh->local, argv[1], err, sizeof err) != 0) {
         shellError("%s", err);

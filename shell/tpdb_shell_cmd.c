@@ -19,6 +19,8 @@ static const char helpText[] =
     ".backup FILE             tpdbd: back the database up to FILE (an "
     "absolute\n"
     "                         path on the node); local: copy it to FILE\n"
+    ".backup --local FILE     tpdbd: the node streams the copy, written to\n"
+    "                         FILE here (checksum verified)\n"
     ".bail on|off             stop after an error (off)\n"
     ".checkpoint              checkpoint the database on every node\n"
     ".consistency local|leader reads on this node (local_query) or on the\n"

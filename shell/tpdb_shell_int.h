@@ -66,6 +66,13 @@ int shellDot(struct shell *sh, const char *line);
  * is not. */
 int shellClusterDot(struct shell *sh, int argc, char **argv);
 
+/* .backup --local FILE at a tpdbd node: the node streams a consistent
+ * copy of the database (sh->db, or data.db) back, written to FILE here,
+ * checked against the stream's size and SHA-256, fsynced and renamed into
+ * place; on any failure nothing is left at FILE (nor FILE.partial).
+ * Returns 0 or -1 (error printed). tpdb_shell_backup.c. */
+int shellBackupStream(struct shell *sh, const char *path);
+
 /* The remote back end: a connection to a tpdbd node that fails over to
  * the other members it learned from status. token (NULL: none) is sent
  * with every request; addr, db and token are borrowed for r's life. */

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "ext/tpdb.h"
+#include "shell/tpdbd_admin.h"
 #include "shell/tpdbd_api.h"
 #include "shell/tpdbd_auth.h"
 #include "shell/tpdbd_dns.h"
@@ -452,6 +453,8 @@ static int startNode(struct tpdbd *d)
                  d->cfg.node_id, (unsigned long long)d->cfg.raft_id, err);
         return -1;
     }
+    /* .tpdb/ exists once the node runs; no client is served yet. */
+    tpdbdAdminCleanup(d->dir);
     return 0;
 }
 

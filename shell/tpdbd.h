@@ -56,8 +56,10 @@ struct tpdbd {
     struct tpdbd_metrics *metrics; /* NULL without --metrics */
     struct tpdbd_group *group;     /* group commit of propose */
     /* Group commit: batches committed with at least one write, the writes
-     * they held, the most requests in one, and proposes queued now. */
-    atomic_ullong group_commits, group_writes, group_largest;
+     * they held, the most requests in one, batches whose COMMIT failed
+     * (not for replication) so that each request ran alone, and proposes
+     * queued now. */
+    atomic_ullong group_commits, group_writes, group_largest, group_reruns;
     atomic_llong group_queued;
     /* --client-tokens (NULL: no check), replaced by a reload under
      * tokens_lock (tpdbd_auth.c). */

@@ -5,10 +5,13 @@
  * connection; checkpoints through sqlite3_wal_checkpoint_v2(); backups
  * through sqlite3_backup into a new file next to the target, which is
  * switched to rollback-journal mode (one self-contained file), fsynced
- * and renamed into place, then its directory fsynced.
+ * and renamed into place, then its directory fsynced; a streamed backup
+ * copies the same way into a temporary file of the node directory, which
+ * it reads back in chunks (bounded memory) with a SHA-256 of the whole.
  */
 #include "shell/tpdbd_admin.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -19,9 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "ext/tpdb.h"
 #include "shell/tpdbd_api.h"
 #include "shell/tpdbd_log.h"
+#include "shell/tpdbd_sql.h"
 
 #define ERR_SIZE 1024
 #define TRANSFER_WAIT_MS 10000
@@ -436,4 +442,177 @@ char *tpdbdAdminBackup(struct tpdbd *d, const char *db, const char *path)
     return dump(json_pack("{s:b,s:s,s:s,s:i,s:I}", "ok", 1, "db", db, "path",
                           path, "pages", pages, "bytes",
                           (json_int_t)fileSize(path)));
+}
+
+#define STREAM_PREFIX "stream-backup-"
+
+/* Makes the empty temporary file of a streamed backup in DIR/.tpdb/. */
+static int streamTemp(struct tpdbd *d, char *tmp, size_t n, char *err)
+{
+    if ((size_t)snprintf(tmp, n, "%s/.tpdb/" STREAM_PREFIX "XXXXXX", d->dir) >=
+        n) {
+        snprintf(err, ERR_SIZE, "backup: node directory path too long");
+        return -1;
+    }
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        snprintf(err, ERR_SIZE, "backup: create %.700s: %s", tmp,
+                 strerror(errno));
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+/* Copies db into the temporary file and opens it for reading; the name
+ * is unlinked whatever happens. Returns the fd, or -1 with err set. */
+static int streamCopy(struct tpdbd *d, const char *db, int *pages, char *err)
+{
+    char tmp[PATH_MAX + 64];
+    if (streamTemp(d, tmp, sizeof tmp, err) != 0) {
+        return -1;
+    }
+    struct tpdbd_conn *c = tpdbdPoolGet(d->pool, db, err, ERR_SIZE);
+    int rc = c != NULL ? copyInto(c->db, tmp, pages, err, ERR_SIZE)
+                       : SQLITE_CANTOPEN;
+    tpdbdPoolPut(d->pool, c);
+    int fd = rc == SQLITE_OK ? open(tmp, O_RDONLY | O_CLOEXEC) : -1;
+    if (rc == SQLITE_OK && fd < 0) {
+        snprintf(err, ERR_SIZE, "backup: open the copy: %s", strerror(errno));
+    }
+    unlink(tmp);
+    return fd;
+}
+
+/* Sends one line through out (text consumed); sets out->failed. */
+static int sinkLine(struct tpdbd_sink *out, char *text)
+{
+    int rc = text != NULL ? out->send(out->arg, text, strlen(text)) : -1;
+    free(text);
+    if (rc != 0) {
+        out->failed = 1;
+    }
+    return rc;
+}
+
+/* One chunk line of buf[0..n) at offset off. */
+static char *chunkLine(const unsigned char *buf, size_t n, long long off)
+{
+    char *b64 = tpdbdBase64Encode(buf, n);
+    char *line = NULL;
+    if (b64 != NULL &&
+        asprintf(&line, "{\"offset\":%lld,\"data\":\"%s\"}", off, b64) < 0) {
+        line = NULL;
+    }
+    free(b64);
+    return line;
+}
+
+static void hexOf(const unsigned char *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+/* Streams the file fd of size bytes as chunk lines; fills sha (hex).
+ * Returns 0, or -1 with err set (out->failed if the client is gone). */
+static int streamChunks(int fd,
+                        long long size,
+                        struct tpdbd_sink *out,
+                        char *sha,
+                        char *err)
+{
+    static const size_t chunk = TPDBD_STREAM_CHUNK;
+    unsigned char *buf = malloc(chunk), digest[crypto_hash_sha256_BYTES];
+    crypto_hash_sha256_state h;
+    long long off = 0;
+    crypto_hash_sha256_init(&h);
+    while (buf != NULL && off < size) {
+        ssize_t n = pread(fd, buf, chunk, (off_t)off);
+        if (n <= 0) {
+            snprintf(err, ERR_SIZE, "backup: read the copy at %lld: %s", off,
+                     n < 0 ? strerror(errno) : "short file");
+            free(buf);
+            return -1;
+        }
+        crypto_hash_sha256_update(&h, buf, (unsigned long long)n);
+        if (sinkLine(out, chunkLine(buf, (size_t)n, off)) != 0) {
+            snprintf(err, ERR_SIZE, "backup: the client went away at %lld",
+                     off);
+            free(buf);
+            return -1;
+        }
+        off += n;
+    }
+    if (buf == NULL) {
+        snprintf(err, ERR_SIZE, "backup: out of memory");
+        return -1;
+    }
+    free(buf);
+    crypto_hash_sha256_final(&h, digest);
+    hexOf(digest, sizeof digest, sha);
+    return 0;
+}
+
+char *tpdbdAdminBackupStream(struct tpdbd *d,
+                             const char *db,
+                             struct tpdbd_sink *out)
+{
+    char err[ERR_SIZE] = "", sha[2 * crypto_hash_sha256_BYTES + 1];
+    struct stat sb;
+    int pages = 0;
+    if (!dbExists(d, db, err, sizeof err)) {
+        return tpdbdErrorReply(err);
+    }
+    int fd = streamCopy(d, db, &pages, err);
+    if (fd < 0) {
+        return tpdbdErrorReply(err);
+    }
+    if (fstat(fd, &sb) != 0) {
+        snprintf(err, sizeof err, "backup: stat the copy: %s", strerror(errno));
+        close(fd);
+        return tpdbdErrorReply(err);
+    }
+    long long size = (long long)sb.st_size;
+    int rc = sinkLine(out, dump(json_pack("{s:b,s:s,s:s,s:i,s:I}", "ok", 1,
+                                          "stream", "backup", "db", db, "pages",
+                                          pages, "bytes", (json_int_t)size)));
+    if (rc == 0) {
+        rc = streamChunks(fd, size, out, sha, err);
+    }
+    close(fd);
+    if (rc != 0) {
+        tpdbdLog(TPDBD_INFO, "streamed backup of %s ended early: %s", db,
+                 out->failed ? "the client went away" : err);
+        return tpdbdErrorReply(err);
+    }
+    tpdbdLog(TPDBD_INFO, "backup of %s streamed (%d pages, %lld bytes)", db,
+             pages, size);
+    return dump(json_pack("{s:b,s:b,s:s,s:I,s:s}", "ok", 1, "done", 1, "db", db,
+                          "bytes", (json_int_t)size, "sha256", sha));
+}
+
+void tpdbdAdminCleanup(const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/.tpdb", dir);
+    DIR *dh = opendir(path);
+    struct dirent *e;
+    while (dh != NULL && (e = readdir(dh)) != NULL) {
+        if (strncmp(e->d_name, STREAM_PREFIX, strlen(STREAM_PREFIX)) == 0 &&
+            strlen(path) + strlen(e->d_name) + 2 < sizeof path) {
+            char file[PATH_MAX + 256];
+            snprintf(file, sizeof file, "%s/%s", path, e->d_name);
+            tpdbdLog(TPDBD_INFO, "removing %s, left by a streamed backup",
+                     file);
+            unlink(file);
+        }
+    }
+    if (dh != NULL) {
+        closedir(dh);
+    }
 }

@@ -9,6 +9,7 @@
 #define TPDBD_ADMIN_H
 
 #include "shell/tpdbd.h"
+#include "shell/tpdbd_api.h"
 
 /* Removes the member whose string id is node_id from the cluster, run on
  * database db's connection. Returns TPDB_ERR_NOTLEADER (nothing done,
@@ -53,5 +54,28 @@ char *tpdbdAdminCheckpoint(struct tpdbd *d, const char *db);
  * Returns {"ok":true,"db":db,"path":path,"pages":N,"bytes":N} or an
  * error, malloc'ed (NULL only when out of memory). */
 char *tpdbdAdminBackup(struct tpdbd *d, const char *db, const char *path);
+
+/* Bytes of the database file in one line of a streamed backup. */
+#define TPDBD_STREAM_CHUNK (64 * 1024)
+
+/* Sends a consistent copy of database db (which must exist) back on the
+ * client connection of out (borrowed), in bounded memory whatever its
+ * size: the copy is written by SQLite's online backup (one read
+ * transaction) to a temporary file in the node directory's .tpdb/, which
+ * is unlinked at once and streamed from. Lines sent through out:
+ *   {"ok":true,"stream":"backup","db":db,"pages":N,"bytes":N}
+ *   {"offset":N,"data":"<base64 of at most TPDBD_STREAM_CHUNK bytes>"}...
+ * and the return value is the last line: {"ok":true,"done":true,"db":db,
+ * "bytes":N,"sha256":"<hex of the whole file>"}, or an error (also when
+ * nothing was sent yet); out->failed is set when the client went away.
+ * The file is a plain SQLite file in rollback-journal mode, as for
+ * tpdbdAdminBackup. Malloc'ed; NULL only when out of memory. */
+char *tpdbdAdminBackupStream(struct tpdbd *d,
+                             const char *db,
+                             struct tpdbd_sink *out);
+
+/* Removes temporary files a streamed backup left in DIR/.tpdb/ when the
+ * process died during it; called once at start, before any client. */
+void tpdbdAdminCleanup(const char *dir);
 
 #endif /* TPDBD_ADMIN_H */

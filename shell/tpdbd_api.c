@@ -40,13 +40,15 @@ struct request {
     json_t *params; /* NULL if absent */
     const char *db;
     int blobs;
-    int forwarded; /* sent by another node: never forward again */
+    int foreign_keys; /* propose, begin: "foreign_keys":true */
+    int forwarded;    /* sent by another node: never forward again */
     const char *join_id, *join_raft, *join_client; /* action join */
     const char *node_id;        /* remove, transfer (NULL: any voter),
                                    assign */
     const char *role;           /* assign: voter, standby or spare */
     const char *path;           /* backup */
     struct tpdbd_session *sess; /* the client connection's; NULL if none */
+    struct tpdbd_sink *out;     /* for streamed replies; NULL if none */
     int begin;                  /* action begin: forwarded on a kept
                                    connection (tpdbd_txn.c) */
 };
@@ -195,24 +197,28 @@ static char *actionStatus(struct tpdbd *d)
     return dumpReply(o);
 }
 
+/* TrashPandaDB's fields (queries_total, writes_total, slow_queries_total,
+ * commit_index, last_applied, role, term; no "ok"), then every fact of
+ * the Prometheus text (tpdbdMetricsJson). */
 static char *actionMetrics(struct tpdbd *d)
 {
-    json_t *st = tpdbdStatus(d);
-    if (st == NULL) {
-        return tpdbdErrorReply("node stopped");
+    json_t *m = tpdbdMetricsJson(d);
+    json_t *raft = json_object_get(m, "raft");
+    if (m == NULL || raft == NULL) {
+        json_decref(m);
+        return tpdbdErrorReply(m == NULL ? "out of memory" : "node stopped");
     }
-    json_t *o = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:{s:I,s:I,s:I,s:I}}", "queries_total",
-        (json_int_t)d->queries_total, "writes_total",
-        (json_int_t)d->writes_total, "slow_queries_total",
-        (json_int_t)d->slow_queries_total, "commit_index",
-        intOf(st, "commit_index"), "last_applied", intOf(st, "applied_index"),
-        "role", roleJson(st), "term", intOf(st, "term"), "group_commit",
-        "commits", (json_int_t)d->group_commits, "writes",
-        (json_int_t)d->group_writes, "largest", (json_int_t)d->group_largest,
-        "queued", (json_int_t)d->group_queued);
-    json_decref(st);
-    return dumpReply(o);
+    char role[32];
+    snprintf(role, sizeof role, "%s",
+             json_string_value(json_object_get(raft, "role")));
+    role[0] = (char)toupper((unsigned char)role[0]);
+    json_object_set_new(m, "commit_index",
+                        json_integer(intOf(raft, "commit_index")));
+    json_object_set_new(m, "last_applied",
+                        json_integer(intOf(raft, "applied_index")));
+    json_object_set_new(m, "role", json_string(role));
+    json_object_set_new(m, "term", json_integer(intOf(raft, "term")));
+    return dumpReply(m);
 }
 
 /* Counts and logs statements at least TPDB_SLOW_QUERY_MS slow, in
@@ -227,27 +233,20 @@ static void noteTime(struct tpdbd *d, long long start, const char *sql)
     }
 }
 
-static char *writeReply(const struct tpdbd_write *w)
-{
-    return dumpReply(json_pack("{s:b,s:I,s:I}", "ok", 1, "rows_affected",
-                               (json_int_t)w->rows_affected, "last_id",
-                               (json_int_t)w->last_id));
-}
-
 /* Runs a propose here, in a group commit with concurrent ones
  * (tpdbd_group.c). Returns the SQLite code; *reply is set unless the
  * code is TPDB_ERR_NOTLEADER (nothing was written: the caller forwards). */
 static int proposeLocal(struct tpdbd *d, struct request *r, char **reply)
 {
     char err[ERR_SIZE] = "", msg[ERR_SIZE + 128];
-    struct tpdbd_write w = {0, 0};
+    struct tpdbd_write w = {.blobs = r->blobs};
     long long start = nowMs();
-    int rc =
-        tpdbdGroupPropose(d, r->db, r->sql, r->params, &w, err, sizeof err);
+    int rc = tpdbdGroupPropose(d, r->db, r->sql, r->params, r->foreign_keys, &w,
+                               err, sizeof err);
     noteTime(d, start, r->sql);
     if (rc == SQLITE_OK) {
         d->writes_total++;
-        *reply = writeReply(&w);
+        *reply = tpdbdSqlWriteReply(&w);
     } else if (rc == TPDB_ERR_UNKNOWN) {
         snprintf(msg, sizeof msg,
                  "outcome unknown: the write may or may not have committed "
@@ -263,6 +262,7 @@ static int proposeLocal(struct tpdbd *d, struct request *r, char **reply)
     } else if (rc != TPDB_ERR_NOTLEADER) {
         *reply = tpdbdErrorReply(err);
     }
+    tpdbdSqlWriteClear(&w);
     return rc;
 }
 
@@ -433,7 +433,7 @@ static char *runRead(struct tpdbd *d, struct request *r)
     if (c == NULL) {
         return tpdbdErrorReply(err);
     }
-    int rc = tpdbdSqlQuery(c->db, r->sql, r->params, r->blobs, &result, err,
+    int rc = tpdbdSqlQuery(c->db, r->sql, r->params, r->blobs, 0, &result, err,
                            sizeof err);
     tpdbdPoolPut(d->pool, c);
     noteTime(d, start, r->sql);
@@ -497,6 +497,18 @@ static char *parseDbField(struct request *r)
     return NULL;
 }
 
+/* Fills r->foreign_keys from the optional boolean "foreign_keys"; returns
+ * an error reply or NULL. */
+static char *parseForeignKeys(struct request *r)
+{
+    json_t *fk = json_object_get(r->json, "foreign_keys");
+    if (fk != NULL && !json_is_boolean(fk)) {
+        return tpdbdErrorReply("foreign_keys must be true or false");
+    }
+    r->foreign_keys = json_is_true(fk);
+    return NULL;
+}
+
 /* Fills the SQL fields of r; returns an error reply or NULL. */
 static char *parseSqlFields(struct request *r)
 {
@@ -514,7 +526,8 @@ static char *parseSqlFields(struct request *r)
     if (params != NULL && !json_is_null(params) && !json_is_array(params)) {
         return tpdbdErrorReply("params must be an array");
     }
-    if ((bad = parseDbField(r)) != NULL) {
+    if ((bad = parseDbField(r)) != NULL ||
+        (bad = parseForeignKeys(r)) != NULL) {
         return bad;
     }
     if (blobs != NULL && (!json_is_string(blobs) ||
@@ -591,13 +604,14 @@ static int beginLocal(struct tpdbd *d, struct request *r, char **reply)
         *reply = tpdbdErrorReply(err);
         return rc;
     }
-    return tpdbdTxnBeginLocal(r->sess, r->db, reply);
+    return tpdbdTxnBeginLocal(r->sess, r->db, r->foreign_keys, reply);
 }
 
 static char *actionBegin(struct tpdbd *d, struct request *r)
 {
     char *bad = tpdbdTxnCanBegin(r->sess);
-    if (bad == NULL && (bad = parseDbField(r)) == NULL) {
+    if (bad == NULL && (bad = parseDbField(r)) == NULL &&
+        (bad = parseForeignKeys(r)) == NULL) {
         r->begin = 1;
         return onLeader(d, r, beginLocal);
     }
@@ -658,11 +672,30 @@ static char *actionCheckpoint(struct tpdbd *d, struct request *r)
     return bad != NULL ? bad : tpdbdAdminCheckpoint(d, r->db);
 }
 
+/* backup to a path on this node, or streamed back ("stream":true). */
 static char *actionBackup(struct tpdbd *d, struct request *r)
 {
+    json_t *stream = json_object_get(r->json, "stream");
     char *bad = parseDbField(r);
-    if (bad == NULL &&
-        (bad = stringField(r, "path", 1, PATH_MAX, &r->path)) == NULL) {
+    if (bad != NULL) {
+        return bad;
+    }
+    if (stream != NULL && !json_is_boolean(stream)) {
+        return tpdbdErrorReply("stream must be true or false");
+    }
+    if (json_is_true(stream)) {
+        if (json_object_get(r->json, "path") != NULL) {
+            return tpdbdErrorReply(
+                "backup: give path (a file written on this node) or "
+                "stream:true (sent back on this connection), not both");
+        }
+        if (r->out == NULL) {
+            return tpdbdErrorReply(
+                "backup: a stream needs a client connection");
+        }
+        return tpdbdAdminBackupStream(d, r->db, r->out);
+    }
+    if ((bad = stringField(r, "path", 1, PATH_MAX, &r->path)) == NULL) {
         return tpdbdAdminBackup(d, r->db, r->path);
     }
     return bad;
@@ -727,6 +760,7 @@ static char *dispatch(struct tpdbd *d, struct request *r)
 
 char *tpdbdHandleSession(struct tpdbd *d,
                          struct tpdbd_session *sess,
+                         struct tpdbd_sink *out,
                          const char *line,
                          size_t len)
 {
@@ -734,6 +768,7 @@ char *tpdbdHandleSession(struct tpdbd *d,
     struct request r;
     memset(&r, 0, sizeof r);
     r.sess = sess;
+    r.out = out;
     r.json =
         json_loadb(line, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (r.json == NULL) {
@@ -758,5 +793,5 @@ char *tpdbdHandleSession(struct tpdbd *d,
 
 char *tpdbdHandle(struct tpdbd *d, const char *line, size_t len)
 {
-    return tpdbdHandleSession(d, NULL, line, len);
+    return tpdbdHandleSession(d, NULL, NULL, line, len);
 }

@@ -14,13 +14,29 @@
 
 struct tpdbd_session;
 
+/* Where an action that answers with several lines (a streamed backup)
+ * sends every line but its last, which is its return value. Owned by the
+ * connection's thread. */
+struct tpdbd_sink {
+    /* Sends one line (len bytes, no newline; the sink adds it). Returns 0,
+     * or -1 when the client is gone or stopped reading. */
+    int (*send)(void *arg, const char *line, size_t len);
+    void *arg;
+    /* Set by the action once a send failed: the stream is broken, so the
+     * caller sends nothing more and closes the connection. */
+    int failed;
+};
+
 /* Answers the request in line[0..len) (not NUL-terminated, may hold any
  * bytes) that came on the client connection whose session is sess
  * (tpdbd_txn.h; borrowed, NULL when there is no connection: transactions
- * are then refused). Returns the reply, one line of compact JSON without
- * newline, malloc'ed (caller frees); NULL only when out of memory. */
+ * are then refused) and whose sink is out (borrowed; NULL: streamed
+ * replies are refused). Returns the reply, one line of compact JSON
+ * without newline, malloc'ed (caller frees); NULL only when out of
+ * memory. */
 char *tpdbdHandleSession(struct tpdbd *d,
                          struct tpdbd_session *sess,
+                         struct tpdbd_sink *out,
                          const char *line,
                          size_t len);
 

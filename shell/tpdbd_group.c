@@ -30,6 +30,7 @@ enum { RES_NONE = 0, RES_OK, RES_OWN_ERROR, RES_ALONE };
 struct item {
     const char *sql;
     json_t *params;
+    int fk; /* foreign keys enforced: only with items that have them too */
     size_t bytes;
     unsigned long long seq;
     int state;
@@ -155,9 +156,23 @@ static void failQueued(struct tpdbd *d,
     pthread_mutex_unlock(&g->mutex);
 }
 
+/* Whether the request at the head of q wants foreign keys (0 if none
+ * is queued). Only the committer takes items, so the head stays. */
+static int headForeignKeys(struct tpdbd *d, struct queue *q)
+{
+    pthread_mutex_lock(&d->group->mutex);
+    int fk = q->head != NULL && q->head->fk;
+    pthread_mutex_unlock(&d->group->mutex);
+    return fk;
+}
+
 /* Takes the batch from the head of q: at least one item, then as many as
- * the bounds allow. Returns its first item (linked by next). */
-static struct item *takeBatch(struct tpdbd *d, struct queue *q, unsigned *n)
+ * the bounds allow, stopping at one whose foreign key setting is not fk.
+ * Returns its first item (linked by next). */
+static struct item *takeBatch(struct tpdbd *d,
+                              struct queue *q,
+                              int fk,
+                              unsigned *n)
 {
     struct tpdbd_group *g = d->group;
     struct item *first, *last = NULL;
@@ -166,6 +181,7 @@ static struct item *takeBatch(struct tpdbd *d, struct queue *q, unsigned *n)
     first = q->head;
     *n = 0;
     while (q->head != NULL && *n < TPDBD_GROUP_MAX_REQUESTS &&
+           q->head->fk == fk &&
            (*n == 0 || bytes + q->head->bytes <= TPDBD_GROUP_MAX_BYTES)) {
         last = q->head;
         q->head = last->next;
@@ -282,12 +298,18 @@ static void finishBatch(struct tpdbd *d,
 {
     struct tpdbd_group *g = d->group;
     unsigned long long written = 0;
+    int rerun = 0;
     pthread_mutex_lock(&g->mutex);
     for (struct item *it = batch, *next; it != NULL; it = next) {
         next = it->next;
+        int alone = it->res == RES_ALONE;
         settle(it, rc, err);
+        rerun |= !alone && it->res == RES_ALONE;
         written += rc == SQLITE_OK && it->res == RES_OK;
         it->state = ITEM_DONE;
+    }
+    if (rerun) {
+        d->group_reruns++;
     }
     if (written > 0) {
         d->group_commits++;
@@ -306,7 +328,11 @@ static void runBatch(struct tpdbd *d, struct queue *q, unsigned long long upTo)
 {
     char err[ERR_SIZE] = "";
     unsigned n = 0;
+    int fk = headForeignKeys(d, q);
     struct tpdbd_conn *c = tpdbdPoolGet(d->pool, q->db, err, sizeof err);
+    if (c != NULL) {
+        sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_FKEY, fk, NULL);
+    }
     int rc = c != NULL ? execQuiet(c->db, "BEGIN IMMEDIATE", err, sizeof err)
                        : SQLITE_CANTOPEN;
     if (rc != SQLITE_OK) {
@@ -314,7 +340,7 @@ static void runBatch(struct tpdbd *d, struct queue *q, unsigned long long upTo)
         tpdbdPoolPut(d->pool, c);
         return;
     }
-    struct item *batch = takeBatch(d, q, &n);
+    struct item *batch = takeBatch(d, q, fk, &n);
     rc = batch != NULL ? execBatch(c->db, batch, err, sizeof err) : SQLITE_OK;
     tpdbdPoolPut(d->pool, c);
     if (batch != NULL) {
@@ -326,6 +352,7 @@ static int runAlone(struct tpdbd *d,
                     const char *db,
                     const char *sql,
                     json_t *params,
+                    int fk,
                     struct tpdbd_write *out,
                     char *err,
                     size_t size)
@@ -334,6 +361,7 @@ static int runAlone(struct tpdbd *d,
     if (c == NULL) {
         return SQLITE_CANTOPEN;
     }
+    sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_FKEY, fk, NULL);
     int rc = tpdbdSqlPropose(c->db, sql, params, out, err, size);
     tpdbdPoolPut(d->pool, c);
     return rc;
@@ -371,6 +399,7 @@ int tpdbdGroupPropose(struct tpdbd *d,
                       const char *db,
                       const char *sql,
                       json_t *params,
+                      int foreign_keys,
                       struct tpdbd_write *out,
                       char *err,
                       size_t size)
@@ -380,6 +409,8 @@ int tpdbdGroupPropose(struct tpdbd *d,
     memset(&it, 0, sizeof it);
     it.sql = sql;
     it.params = params;
+    it.fk = foreign_keys != 0;
+    it.w.blobs = out->blobs;
     it.bytes = requestBytes(sql, params);
     pthread_mutex_lock(&g->mutex);
     struct queue *q = queueFor(g, db);
@@ -391,8 +422,10 @@ int tpdbdGroupPropose(struct tpdbd *d,
     waitDone(d, q, &it);
     pthread_mutex_unlock(&g->mutex);
     if (it.res == RES_ALONE) {
-        return runAlone(d, db, sql, params, out, err, size);
+        tpdbdSqlWriteClear(&it.w);
+        return runAlone(d, db, sql, params, it.fk, out, err, size);
     }
+    tpdbdSqlWriteClear(out);
     *out = it.w;
     snprintf(err, size, "%s", it.err);
     return it.rc;

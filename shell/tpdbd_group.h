@@ -33,7 +33,11 @@ int tpdbdGroupInit(struct tpdbd_group **out);
 void tpdbdGroupClose(struct tpdbd_group *g);
 
 /* Runs one propose (sql with params, a JSON array or NULL; both borrowed
- * until return) on database db of d's pool, batched with concurrent ones.
+ * until return) on database db of d's pool, batched with concurrent ones
+ * that have the same foreign_keys (1: SQLite enforces foreign keys for
+ * it; a batch is one transaction, and the setting cannot change inside
+ * one). out->blobs says how BLOBs of RETURNING rows are written; out is
+ * filled as by tpdbdSqlPropose (caller clears it).
  * SQL that cannot run inside a savepoint (tpdbdSqlExecGrouped) runs on
  * its own transaction instead, as does every request of a batch whose
  * COMMIT failed for a reason other than replication (a deferred foreign
@@ -42,11 +46,13 @@ void tpdbdGroupClose(struct tpdbd_group *g);
  * statement error; or the batch's: TPDB_ERR_UNKNOWN (may have committed),
  * TPDB_ERR_NOTLEADER or TPDB_ERR_REPLFAIL (nothing written), SQLITE_BUSY
  * (the write lock was not free in time); err (size bytes) says why.
- * Updates d's group counters. */
+ * Updates d's group counters (group_reruns counts batches whose COMMIT
+ * failed so that each request ran alone). */
 int tpdbdGroupPropose(struct tpdbd *d,
                       const char *db,
                       const char *sql,
                       json_t *params,
+                      int foreign_keys,
                       struct tpdbd_write *out,
                       char *err,
                       size_t size);

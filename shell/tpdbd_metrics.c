@@ -1,6 +1,8 @@
 /*
- * tpdbd's Prometheus endpoint (tpdbd_metrics.h): the exposition text built
- * from one tpdb_status() per scrape, and a minimal HTTP/1.1 server for it.
+ * tpdbd's metrics (tpdbd_metrics.h): one JSON object built from one
+ * tpdb_status() and tpdbd's counters, which the `metrics` action returns
+ * and the Prometheus exposition text is written from, so both say the
+ * same; and a minimal HTTP/1.1 server for the text.
  */
 #include "shell/tpdbd_metrics.h"
 
@@ -63,6 +65,11 @@ static void family(FILE *f, const char *name, const char *type, const char *h)
     fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, h, name, type);
 }
 
+static long long num(json_t *o, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(o, key));
+}
+
 static void one(FILE *f,
                 const char *name,
                 const char *type,
@@ -73,47 +80,15 @@ static void one(FILE *f,
     fprintf(f, "%s %lld\n", name, v);
 }
 
-static long long num(json_t *o, const char *key)
+/* The "raft" object: Raft's numbers and roles from status st. */
+static json_t *raftJson(struct tpdbd *d, json_t *st)
 {
-    return (long long)json_integer_value(json_object_get(o, key));
-}
-
-static void raftMetrics(FILE *f, struct tpdbd *d, json_t *st)
-{
-    static const char *const roles[] = {"leader", "follower", "candidate",
-                                        "unavailable"};
     const char *role = json_string_value(json_object_get(st, "role"));
-    one(f, "tpdb_raft_term", "gauge", "Current Raft term.", num(st, "term"));
-    one(f, "tpdb_raft_commit_index", "gauge",
-        "Highest log index known committed.", num(st, "commit_index"));
-    one(f, "tpdb_raft_applied_index", "gauge",
-        "Highest log index whose effects are written locally.",
-        num(st, "applied_index"));
-    one(f, "tpdb_raft_last_index", "gauge", "Last index in the local log.",
-        num(st, "last_index"));
-    one(f, "tpdb_apply_lag_entries", "gauge",
-        "Committed entries not yet written locally (commit - applied).",
-        num(st, "commit_index") - num(st, "applied_index"));
-    family(f, "tpdb_raft_role", "gauge", "1 for this node's Raft role.");
-    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
-        fprintf(f, "tpdb_raft_role{role=\"%s\"} %d\n", roles[i],
-                role != NULL && strcmp(role, roles[i]) == 0);
-    }
     uint64_t leader = (uint64_t)num(st, "leader_id");
-    one(f, "tpdb_raft_is_leader", "gauge", "1 if this node is the leader.",
-        leader != 0 && leader == d->cfg.raft_id);
-    family(f, "tpdb_raft_leader", "gauge",
-           "The leader this node knows of (no sample if none).");
-    if (leader != 0) {
-        fprintf(f, "tpdb_raft_leader{raft_id=\"%llu\",address=\"",
-                (unsigned long long)leader);
-        label(f, json_string_value(json_object_get(st, "leader_address")));
-        fputs("\"} 1\n", f);
-    }
-    family(f, "tpdb_raft_members", "gauge", "Members of the configuration.");
+    const char *addr = json_string_value(json_object_get(st, "leader_address"));
+    long long counts[3] = {0, 0, 0};
     json_t *m;
     size_t i;
-    long long counts[3] = {0, 0, 0};
     json_array_foreach(json_object_get(st, "members"), i, m)
     {
         const char *r = json_string_value(json_object_get(m, "role"));
@@ -122,151 +97,281 @@ static void raftMetrics(FILE *f, struct tpdbd *d, json_t *st)
                : strcmp(r, "standby") == 0 ? 1
                                            : 2]++;
     }
+    json_t *lj = leader != 0
+                     ? json_pack("{s:I,s:s}", "raft_id", (json_int_t)leader,
+                                 "address", addr != NULL ? addr : "")
+                     : json_null();
+    return json_pack(
+        "{s:s,s:I,s:I,s:I,s:I,s:I,s:b,s:o,s:{s:I,s:I,s:I}}", "role",
+        role != NULL ? role : "unavailable", "term", num(st, "term"),
+        "commit_index", num(st, "commit_index"), "applied_index",
+        num(st, "applied_index"), "last_index", num(st, "last_index"),
+        "apply_lag", num(st, "commit_index") - num(st, "applied_index"),
+        "is_leader", leader != 0 && leader == d->cfg.raft_id, "leader", lj,
+        "members", "voter", (json_int_t)counts[0], "standby",
+        (json_int_t)counts[1], "spare", (json_int_t)counts[2]);
+}
+
+/* The "fsm" object: the library's counters (status "stats"). */
+static json_t *fsmJson(json_t *st)
+{
+    json_t *s = json_object_get(st, "stats");
+    return json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "commits",
+        num(s, "own_entries"), "applied_entries", num(s, "applied_entries"),
+        "applied_pages", num(s, "applied_pages"), "snapshots",
+        num(s, "snapshots"), "snapshot_restores", num(s, "restores"), "fetches",
+        num(s, "fetches"), "fetches_served", num(s, "served"), "fetching",
+        num(s, "fetching"), "apply_backlog", num(s, "pending"),
+        "peer_connections_refused", num(s, "refused"));
+}
+
+/* The "databases" object: {name: {applied_index, last_entry_index,
+ * apply_backlog, size_bytes (absent if the file is not there)}}. */
+static json_t *dbsJson(struct tpdbd *d, json_t *st)
+{
+    json_t *out = json_object(), *db;
+    size_t i;
+    json_array_foreach(json_object_get(st, "dbs"), i, db)
+    {
+        char path[PATH_MAX + 256];
+        struct stat sb;
+        const char *name = json_string_value(json_object_get(db, "name"));
+        if (name == NULL) {
+            continue;
+        }
+        json_t *o = json_pack("{s:I,s:I,s:I}", "applied_index",
+                              num(db, "applied_index"), "last_entry_index",
+                              num(db, "last_entry"), "apply_backlog",
+                              num(db, "queued"));
+        snprintf(path, sizeof path, "%s/%s", d->dir, name);
+        if (o != NULL && stat(path, &sb) == 0) {
+            json_object_set_new(o, "size_bytes",
+                                json_integer((json_int_t)sb.st_size));
+        }
+        json_object_set_new(out, name, o);
+    }
+    return out;
+}
+
+/* The "latency" object: cumulative bucket counts, as Prometheus' (le in
+ * seconds, as its label says it). */
+static json_t *latencyJson(struct tpdbd *d)
+{
+    json_t *buckets = json_array();
+    unsigned long long cumulative = 0;
+    unsigned long long sum = d->latency_sum_ms;
+    for (unsigned b = 0; b <= TPDBD_LATENCY_BUCKETS; b++) {
+        char le[32] = "+Inf";
+        cumulative += d->latency[b];
+        if (b < TPDBD_LATENCY_BUCKETS) {
+            snprintf(le, sizeof le, "%g", bucketsMs[b] / 1000.0);
+        }
+        json_array_append_new(buckets, json_pack("{s:s,s:I}", "le", le, "count",
+                                                 (json_int_t)cumulative));
+    }
+    return json_pack("{s:o,s:f,s:I}", "buckets", buckets, "sum_seconds",
+                     (double)sum / 1000.0, "count", (json_int_t)cumulative);
+}
+
+json_t *tpdbdMetricsJson(struct tpdbd *d)
+{
+    json_t *st = tpdbdStatus(d);
+    json_t *o = json_pack(
+        "{s:b,s:{s:s,s:I,s:s,s:s},s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:o}",
+        "up", st != NULL, "node", "node_id", d->cfg.node_id, "raft_id",
+        (json_int_t)d->cfg.raft_id, "raft_addr", d->cfg.raft_addr,
+        "client_addr", d->client_addr, "writes_total",
+        (json_int_t)d->writes_total, "queries_total",
+        (json_int_t)d->queries_total, "slow_queries_total",
+        (json_int_t)d->slow_queries_total, "group_commit", "commits",
+        (json_int_t)d->group_commits, "writes", (json_int_t)d->group_writes,
+        "largest", (json_int_t)d->group_largest, "queued",
+        (json_int_t)d->group_queued, "reruns", (json_int_t)d->group_reruns,
+        "latency", latencyJson(d));
+    if (o != NULL && st != NULL) {
+        json_object_set_new(o, "raft", raftJson(d, st));
+        json_object_set_new(o, "fsm", fsmJson(st));
+        json_object_set_new(o, "databases", dbsJson(d, st));
+    }
+    json_decref(st);
+    return o;
+}
+
+static void raftText(FILE *f, json_t *r)
+{
+    static const char *const roles[] = {"leader", "follower", "candidate",
+                                        "unavailable"};
+    const char *role = json_string_value(json_object_get(r, "role"));
+    json_t *leader = json_object_get(r, "leader");
+    json_t *members = json_object_get(r, "members");
+    one(f, "tpdb_raft_term", "gauge", "Current Raft term.", num(r, "term"));
+    one(f, "tpdb_raft_commit_index", "gauge",
+        "Highest log index known committed.", num(r, "commit_index"));
+    one(f, "tpdb_raft_applied_index", "gauge",
+        "Highest log index whose effects are written locally.",
+        num(r, "applied_index"));
+    one(f, "tpdb_raft_last_index", "gauge", "Last index in the local log.",
+        num(r, "last_index"));
+    one(f, "tpdb_apply_lag_entries", "gauge",
+        "Committed entries not yet written locally (commit - applied).",
+        num(r, "apply_lag"));
+    family(f, "tpdb_raft_role", "gauge", "1 for this node's Raft role.");
+    for (size_t i = 0; i < sizeof roles / sizeof roles[0]; i++) {
+        fprintf(f, "tpdb_raft_role{role=\"%s\"} %d\n", roles[i],
+                role != NULL && strcmp(role, roles[i]) == 0);
+    }
+    one(f, "tpdb_raft_is_leader", "gauge", "1 if this node is the leader.",
+        json_is_true(json_object_get(r, "is_leader")));
+    family(f, "tpdb_raft_leader", "gauge",
+           "The leader this node knows of (no sample if none).");
+    if (json_is_object(leader)) {
+        fprintf(f, "tpdb_raft_leader{raft_id=\"%lld\",address=\"",
+                num(leader, "raft_id"));
+        label(f, json_string_value(json_object_get(leader, "address")));
+        fputs("\"} 1\n", f);
+    }
+    family(f, "tpdb_raft_members", "gauge", "Members of the configuration.");
     fprintf(f,
             "tpdb_raft_members{role=\"voter\"} %lld\n"
             "tpdb_raft_members{role=\"standby\"} %lld\n"
             "tpdb_raft_members{role=\"spare\"} %lld\n",
-            counts[0], counts[1], counts[2]);
+            num(members, "voter"), num(members, "standby"),
+            num(members, "spare"));
 }
 
-static void fsmMetrics(FILE *f, json_t *st)
+static void fsmText(FILE *f, json_t *s)
 {
-    json_t *s = json_object_get(st, "stats");
-    one(f, "tpdb_applied_entries_total", "counter",
-        "Entries whose frames this node's state machine wrote.",
-        num(s, "applied_entries"));
-    one(f, "tpdb_commits_total", "counter",
-        "Write transactions proposed by this node and acknowledged "
-        "(rate() gives commits per second).",
-        num(s, "own_entries"));
-    one(f, "tpdb_applied_pages_total", "counter", "Pages written by apply.",
-        num(s, "applied_pages"));
-    one(f, "tpdb_snapshots_total", "counter", "Raft snapshots taken.",
-        num(s, "snapshots"));
-    one(f, "tpdb_snapshot_restores_total", "counter",
-        "Raft snapshots installed.", num(s, "restores"));
-    one(f, "tpdb_fetches_total", "counter",
-        "Databases received as a stream from a peer.", num(s, "fetches"));
-    one(f, "tpdb_fetches_served_total", "counter",
-        "Databases streamed to peers.", num(s, "served"));
-    one(f, "tpdb_fetching", "gauge", "Databases waiting for a stream now.",
-        num(s, "fetching"));
-    one(f, "tpdb_apply_backlog_entries", "gauge",
-        "Committed entries queued behind a busy database lock.",
-        num(s, "pending"));
-    one(f, "tpdb_peer_connections_refused_total", "counter",
-        "Peer connections refused (bad key or handshake).", num(s, "refused"));
+    static const struct {
+        const char *name, *type, *key, *help;
+    } rows[] = {
+        {"tpdb_applied_entries_total", "counter", "applied_entries",
+         "Entries whose frames this node's state machine wrote."},
+        {"tpdb_commits_total", "counter", "commits",
+         "Write transactions proposed by this node and acknowledged "
+         "(rate() gives commits per second)."},
+        {"tpdb_applied_pages_total", "counter", "applied_pages",
+         "Pages written by apply."},
+        {"tpdb_snapshots_total", "counter", "snapshots",
+         "Raft snapshots taken."},
+        {"tpdb_snapshot_restores_total", "counter", "snapshot_restores",
+         "Raft snapshots installed."},
+        {"tpdb_fetches_total", "counter", "fetches",
+         "Databases received as a stream from a peer."},
+        {"tpdb_fetches_served_total", "counter", "fetches_served",
+         "Databases streamed to peers."},
+        {"tpdb_fetching", "gauge", "fetching",
+         "Databases waiting for a stream now."},
+        {"tpdb_apply_backlog_entries", "gauge", "apply_backlog",
+         "Committed entries queued behind a busy database lock."},
+        {"tpdb_peer_connections_refused_total", "counter",
+         "peer_connections_refused",
+         "Peer connections refused (bad key or handshake)."},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        one(f, rows[i].name, rows[i].type, rows[i].help, num(s, rows[i].key));
+    }
 }
 
-static void dbMetrics(FILE *f, struct tpdbd *d, json_t *st)
+static void dbText(FILE *f, json_t *dbs)
 {
     static const struct {
         const char *name, *key, *help;
     } cols[] = {
         {"tpdb_database_applied_index", "applied_index",
          "Log index up to which the database is written."},
-        {"tpdb_database_last_entry_index", "last_entry",
+        {"tpdb_database_last_entry_index", "last_entry_index",
          "Index of the last entry that changed the database."},
-        {"tpdb_database_apply_backlog_entries", "queued",
+        {"tpdb_database_apply_backlog_entries", "apply_backlog",
          "The database's entries waiting to be written."},
+        {"tpdb_database_size_bytes", "size_bytes",
+         "Size of the database file."},
     };
-    json_t *dbs = json_object_get(st, "dbs"), *db;
-    size_t i;
+    const char *name;
+    json_t *db;
     for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++) {
         family(f, cols[c].name, "gauge", cols[c].help);
-        json_array_foreach(dbs, i, db)
+        json_object_foreach(dbs, name, db)
         {
+            if (json_object_get(db, cols[c].key) == NULL) {
+                continue;
+            }
             fprintf(f, "%s{db=\"", cols[c].name);
-            label(f, json_string_value(json_object_get(db, "name")));
-            fprintf(f, "\"} %lld\n", num(db, cols[c].key));
-        }
-    }
-    family(f, "tpdb_database_size_bytes", "gauge",
-           "Size of the database file.");
-    json_array_foreach(dbs, i, db)
-    {
-        char path[PATH_MAX + 256];
-        struct stat sb;
-        const char *name = json_string_value(json_object_get(db, "name"));
-        snprintf(path, sizeof path, "%s/%s", d->dir, name ? name : "");
-        if (name != NULL && stat(path, &sb) == 0) {
-            fputs("tpdb_database_size_bytes{db=\"", f);
             label(f, name);
-            fprintf(f, "\"} %lld\n", (long long)sb.st_size);
+            fprintf(f, "\"} %lld\n", num(db, cols[c].key));
         }
     }
 }
 
-static void daemonMetrics(FILE *f, struct tpdbd *d)
+static void daemonText(FILE *f, json_t *m)
 {
-    unsigned long long cumulative = 0;
+    json_t *node = json_object_get(m, "node");
+    json_t *g = json_object_get(m, "group_commit");
+    json_t *lat = json_object_get(m, "latency"), *b;
+    size_t i;
     family(f, "tpdbd_node_info", "gauge", "This node's ids and addresses.");
     fputs("tpdbd_node_info{node_id=\"", f);
-    label(f, d->cfg.node_id);
+    label(f, json_string_value(json_object_get(node, "node_id")));
     fprintf(f, "\",raft_id=\"%llu\",raft_addr=\"",
-            (unsigned long long)d->cfg.raft_id);
-    label(f, d->cfg.raft_addr);
+            (unsigned long long)num(node, "raft_id"));
+    label(f, json_string_value(json_object_get(node, "raft_addr")));
     fputs("\",client_addr=\"", f);
-    label(f, d->client_addr);
+    label(f, json_string_value(json_object_get(node, "client_addr")));
     fputs("\"} 1\n", f);
     one(f, "tpdbd_writes_total", "counter", "propose requests that succeeded.",
-        (long long)d->writes_total);
+        num(m, "writes_total"));
     one(f, "tpdbd_group_commits_total", "counter",
         "Group commits (one transaction, one Raft entry) that wrote.",
-        (long long)d->group_commits);
+        num(g, "commits"));
     one(f, "tpdbd_group_writes_total", "counter",
-        "propose requests committed in those group commits.",
-        (long long)d->group_writes);
+        "propose requests committed in those group commits.", num(g, "writes"));
     one(f, "tpdbd_group_largest", "gauge",
-        "Most propose requests in one group commit so far.",
-        (long long)d->group_largest);
+        "Most propose requests in one group commit so far.", num(g, "largest"));
     one(f, "tpdbd_group_queued", "gauge",
         "propose requests waiting for their group commit to begin.",
-        (long long)d->group_queued);
+        num(g, "queued"));
+    one(f, "tpdbd_group_reruns_total", "counter",
+        "Group commits whose COMMIT failed (not for replication), so that "
+        "each request ran alone.",
+        num(g, "reruns"));
     one(f, "tpdbd_queries_total", "counter",
-        "query and local_query requests answered.",
-        (long long)d->queries_total);
+        "query and local_query requests answered.", num(m, "queries_total"));
     one(f, "tpdbd_slow_queries_total", "counter",
         "Requests at least TPDB_SLOW_QUERY_MS slow.",
-        (long long)d->slow_queries_total);
+        num(m, "slow_queries_total"));
     family(f, "tpdbd_request_duration_seconds", "histogram",
            "Time to answer propose, query and local_query requests.");
-    for (unsigned b = 0; b <= TPDBD_LATENCY_BUCKETS; b++) {
-        cumulative += d->latency[b];
-        if (b < TPDBD_LATENCY_BUCKETS) {
-            fprintf(f,
-                    "tpdbd_request_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                    bucketsMs[b] / 1000.0, cumulative);
-        } else {
-            fprintf(f,
-                    "tpdbd_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                    cumulative);
-        }
+    json_array_foreach(json_object_get(lat, "buckets"), i, b)
+    {
+        fprintf(f, "tpdbd_request_duration_seconds_bucket{le=\"%s\"} %lld\n",
+                json_string_value(json_object_get(b, "le")), num(b, "count"));
     }
     fprintf(f,
             "tpdbd_request_duration_seconds_sum %.3f\n"
-            "tpdbd_request_duration_seconds_count %llu\n",
-            (double)d->latency_sum_ms / 1000.0, cumulative);
+            "tpdbd_request_duration_seconds_count %lld\n",
+            json_real_value(json_object_get(lat, "sum_seconds")),
+            num(lat, "count"));
 }
 
 char *tpdbdMetricsText(struct tpdbd *d)
 {
     char *text = NULL;
     size_t len = 0;
-    FILE *f = open_memstream(&text, &len);
+    json_t *m = tpdbdMetricsJson(d);
+    FILE *f = m != NULL ? open_memstream(&text, &len) : NULL;
     if (f == NULL) {
+        json_decref(m);
         return NULL;
     }
-    json_t *st = tpdbdStatus(d);
-    one(f, "tpdb_up", "gauge", "1 if the node answered its status.",
-        st != NULL);
-    if (st != NULL) {
-        raftMetrics(f, d, st);
-        fsmMetrics(f, st);
-        dbMetrics(f, d, st);
+    int up = json_is_true(json_object_get(m, "up"));
+    one(f, "tpdb_up", "gauge", "1 if the node answered its status.", up);
+    if (up) {
+        raftText(f, json_object_get(m, "raft"));
+        fsmText(f, json_object_get(m, "fsm"));
+        dbText(f, json_object_get(m, "databases"));
     }
-    daemonMetrics(f, d);
-    json_decref(st);
+    daemonText(f, m);
+    json_decref(m);
     if (fclose(f) != 0) {
         free(text);
         return NULL;

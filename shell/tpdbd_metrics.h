@@ -12,6 +12,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 struct tpdbd;
 struct tpdbd_metrics;
 
@@ -23,8 +25,16 @@ struct tpdbd_metrics;
 /* Counts one request that took ms milliseconds (any thread). */
 void tpdbdMetricsObserve(struct tpdbd *d, long long ms);
 
-/* The exposition text for d now, malloc'ed (caller frees), or NULL when
- * out of memory. Any thread; d->control must stay open meanwhile. */
+/* Every fact of the exposition text for d now, as JSON (the `metrics`
+ * action's, README "Metrics"): "up", "node", "raft", "fsm", "databases",
+ * "writes_total", "queries_total", "slow_queries_total", "group_commit",
+ * "latency" (raft, fsm and databases only when the node answers its
+ * status). Caller json_decrefs; NULL when out of memory. Any thread. */
+json_t *tpdbdMetricsJson(struct tpdbd *d);
+
+/* The exposition text for d now (from tpdbdMetricsJson), malloc'ed (caller
+ * frees), or NULL when out of memory. Any thread; d->control must stay open
+ * meanwhile. */
 char *tpdbdMetricsText(struct tpdbd *d);
 
 /* Listens on d->cfg.metrics and starts the serving thread. Returns 0 with

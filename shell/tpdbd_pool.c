@@ -1,8 +1,11 @@
 /*
  * Pooled SQLite connections (tpdbd_pool.h): a mutex-protected list of idle
  * connections, searched by database name. Every connection gets a busy
- * timeout (writers on the leader queue for the write lock) and no ATTACH,
- * since an attached file would bypass replication.
+ * timeout (writers on the leader queue for the write lock) and room for
+ * one attached database, the temporary one VACUUM attaches: clients'
+ * ATTACH is refused by tpdbd_sql.c's guard, since an attached file would
+ * bypass replication. A connection given back has foreign keys off again
+ * (a request may turn them on for itself).
  */
 #include "shell/tpdbd_pool.h"
 
@@ -98,7 +101,7 @@ int tpdbdPoolOpen(struct tpdbd_pool *pool,
     }
     sqlite3_extended_result_codes(*db, 1);
     sqlite3_busy_timeout(*db, BUSY_TIMEOUT_MS);
-    sqlite3_limit(*db, SQLITE_LIMIT_ATTACHED, 0);
+    sqlite3_limit(*db, SQLITE_LIMIT_ATTACHED, 1);
     return SQLITE_OK;
 }
 
@@ -148,6 +151,7 @@ void tpdbdPoolPut(struct tpdbd_pool *pool, struct tpdbd_conn *conn)
     if (!sqlite3_get_autocommit(conn->db)) {
         sqlite3_exec(conn->db, "ROLLBACK", NULL, NULL, NULL);
     }
+    sqlite3_db_config(conn->db, SQLITE_DBCONFIG_ENABLE_FKEY, 0, NULL);
     pthread_mutex_lock(&pool->mutex);
     if (pool->nidle < pool->max_idle) {
         conn->next = pool->idle;

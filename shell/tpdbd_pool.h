@@ -41,7 +41,8 @@ struct tpdbd_conn *tpdbdPoolGet(struct tpdbd_pool *pool,
                                 char *err,
                                 size_t size);
 
-/* Gives a connection back: an open transaction is rolled back first. */
+/* Gives a connection back: an open transaction is rolled back first and
+ * foreign key enforcement turned off (SQLite's default). */
 void tpdbdPoolPut(struct tpdbd_pool *pool, struct tpdbd_conn *conn);
 
 /* Opens a new connection to database name outside the pool (the caller

@@ -121,21 +121,36 @@ static int sendReply(int fd, char *reply)
     return rc == 0 ? sendAll(fd, "\n", 1) : -1;
 }
 
+/* The sink of a connection: each streamed line goes out at once. */
+static int sinkSend(void *arg, const char *line, size_t len)
+{
+    int fd = *(int *)arg;
+    return sendAll(fd, line, len) == 0 && sendAll(fd, "\n", 1) == 0 ? 0 : -1;
+}
+
 /* Answers one line (its '\n' stripped, and a '\r' before it). Empty lines
- * get no reply, as TrashPandaDB's empty connections. */
+ * get no reply, as TrashPandaDB's empty connections. Returns -1 if the
+ * connection must close. */
 static int answer(struct tpdbd *d,
                   struct tpdbd_session *sess,
                   int fd,
                   char *line,
                   size_t len)
 {
+    struct tpdbd_sink out = {.send = sinkSend, .arg = &fd};
     if (len > 0 && line[len - 1] == '\r') {
         len--;
     }
     if (len == 0) {
         return 0;
     }
-    return sendReply(fd, tpdbdHandleSession(d, sess, line, len));
+    char *reply = tpdbdHandleSession(d, sess, &out, line, len);
+    if (out.failed) {
+        /* A stream broke midway: nothing more can follow it. */
+        free(reply);
+        return -1;
+    }
+    return sendReply(fd, reply);
 }
 
 /* Closing a socket with unread input resets the connection, and the

@@ -242,6 +242,28 @@ static int rowJson(sqlite3_stmt *st,
     return SQLITE_OK;
 }
 
+/* Whether the statement text starts with VACUUM (after blanks and
+ * comments): it cannot run inside a transaction. */
+static int isVacuum(const char *sql)
+{
+    for (;;) {
+        while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' ||
+               *sql == '\f') {
+            sql++;
+        }
+        if (sql[0] == '-' && sql[1] == '-') {
+            sql += strcspn(sql, "\n");
+        } else if (sql[0] == '/' && sql[1] == '*') {
+            const char *end = strstr(sql + 2, "*/");
+            sql = end != NULL ? end + 2 : sql + strlen(sql);
+        } else {
+            break;
+        }
+    }
+    return sqlite3_strnicmp(sql, "vacuum", 6) == 0 &&
+           !(isalnum((unsigned char)sql[6]) || sql[6] == '_');
+}
+
 static int prepareQuery(sqlite3 *db,
                         const char *sql,
                         sqlite3_stmt **st,
@@ -279,17 +301,164 @@ static json_t *columnNames(sqlite3_stmt *st)
     return cols;
 }
 
+/* How a client's SQL runs: the guard's policy (tpdbd_sql.h) and what
+ * its authorizer saw. */
+enum { RUN_PLAIN = 0, RUN_GROUPED = 1, RUN_IN_TXN = 2 };
+
+struct guard {
+    int mode;      /* RUN_* bits */
+    int alone;     /* RUN_GROUPED: a statement cannot run in a savepoint */
+    int vacuum;    /* a plain VACUUM is being stepped */
+    char why[320]; /* why a statement was refused, "" if none was */
+};
+
+/* PRAGMAs whose setting changes the connection, not the database. */
+static const char *const connectionPragmas[] = {"analysis_limit",
+                                                "automatic_index",
+                                                "busy_timeout",
+                                                "cache_size",
+                                                "cache_spill",
+                                                "case_sensitive_like",
+                                                "cell_size_check",
+                                                "checkpoint_fullfsync",
+                                                "count_changes",
+                                                "data_store_directory",
+                                                "default_cache_size",
+                                                "empty_result_callbacks",
+                                                "foreign_keys",
+                                                "full_column_names",
+                                                "fullfsync",
+                                                "hard_heap_limit",
+                                                "ignore_check_constraints",
+                                                "journal_mode",
+                                                "journal_size_limit",
+                                                "legacy_alter_table",
+                                                "legacy_file_format",
+                                                "locking_mode",
+                                                "max_page_count",
+                                                "mmap_size",
+                                                "query_only",
+                                                "read_uncommitted",
+                                                "recursive_triggers",
+                                                "reverse_unordered_selects",
+                                                "secure_delete",
+                                                "short_column_names",
+                                                "soft_heap_limit",
+                                                "synchronous",
+                                                "temp_store",
+                                                "temp_store_directory",
+                                                "threads",
+                                                "trusted_schema",
+                                                "wal_autocheckpoint",
+                                                "writable_schema"};
+
+static int isConnectionPragma(const char *name)
+{
+    size_t n = sizeof connectionPragmas / sizeof connectionPragmas[0];
+    for (size_t i = 0; name != NULL && i < n; i++) {
+        if (sqlite3_stricmp(name, connectionPragmas[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int refusePragma(struct guard *g, const char *name)
+{
+    if (sqlite3_stricmp(name, "foreign_keys") == 0) {
+        snprintf(g->why, sizeof g->why,
+                 "PRAGMA foreign_keys cannot be set through tpdbd: it would "
+                 "change one pooled connection, not the database, for later "
+                 "requests of other clients. Send \"foreign_keys\":true with "
+                 "a propose or begin request to enforce foreign keys for it");
+    } else {
+        snprintf(g->why, sizeof g->why,
+                 "PRAGMA %.64s cannot be set through tpdbd: it changes one "
+                 "pooled connection, not the database, and later requests "
+                 "of other clients would inherit it (reading it, and "
+                 "database PRAGMAs such as user_version, are allowed)",
+                 name);
+    }
+    return SQLITE_DENY;
+}
+
+/* The authorizer of every client statement (see tpdbd_sql.h). */
+static int guardAuthorizer(void *arg,
+                           int action,
+                           const char *a,
+                           const char *b,
+                           const char *c,
+                           const char *e)
+{
+    struct guard *g = arg;
+    (void)c;
+    (void)e;
+    if (g->vacuum) {
+        /* VACUUM's own statements, its temporary database included;
+         * VACUUM INTO attaches its target file. */
+        if (action == SQLITE_ATTACH && a != NULL && a[0] != '\0') {
+            snprintf(g->why, sizeof g->why,
+                     "VACUUM INTO writes a file on this node, outside "
+                     "replication: use the backup action");
+            return SQLITE_DENY;
+        }
+        return SQLITE_OK;
+    }
+    if (action == SQLITE_ATTACH || action == SQLITE_DETACH) {
+        snprintf(g->why, sizeof g->why,
+                 "ATTACH and DETACH are refused: an attached file would "
+                 "bypass replication (address other databases of the node "
+                 "directory with the request's \"db\" field)");
+        return SQLITE_DENY;
+    }
+    if (action == SQLITE_PRAGMA && b != NULL && isConnectionPragma(a)) {
+        return refusePragma(g, a);
+    }
+    if ((g->mode & RUN_IN_TXN) && action == SQLITE_TRANSACTION) {
+        snprintf(g->why, sizeof g->why,
+                 "BEGIN, COMMIT and ROLLBACK cannot run inside a "
+                 "transaction: use the commit and rollback actions");
+        return SQLITE_DENY;
+    }
+    if ((g->mode & RUN_GROUPED) &&
+        (action == SQLITE_TRANSACTION || action == SQLITE_SAVEPOINT ||
+         action == SQLITE_PRAGMA)) {
+        /* Transaction control would end or unwind the batch; PRAGMAs may
+         * be no-ops or fail inside a transaction. */
+        g->alone = 1;
+    }
+    return SQLITE_OK;
+}
+
+/* The error of a failed prepare or step: the guard's reason first. */
+static int guardError(sqlite3 *db, struct guard *g, char *err, size_t size)
+{
+    int rc = sqlite3_extended_errcode(db);
+    if (g->why[0] != '\0' && (rc & 0xff) == SQLITE_AUTH) {
+        snprintf(err, size, "%s", g->why);
+        return SQLITE_AUTH;
+    }
+    return tpdbdSqlError(db, err, size);
+}
+
 int tpdbdSqlQuery(sqlite3 *db,
                   const char *sql,
                   json_t *params,
                   int blobs,
+                  int in_txn,
                   json_t **result,
                   char *err,
                   size_t size)
 {
     sqlite3_stmt *st = NULL;
     json_t *rows = json_array();
+    struct guard g = {.mode = in_txn ? RUN_IN_TXN : RUN_PLAIN};
+    sqlite3_set_authorizer(db, guardAuthorizer, &g);
     int rc = prepareQuery(db, sql, &st, err, size);
+    if (rc != SQLITE_OK && g.why[0] != '\0') {
+        snprintf(err, size, "%s", g.why);
+        rc = SQLITE_AUTH;
+    }
     if (rc == SQLITE_OK) {
         rc = bindParams(st, params, err, size);
     }
@@ -302,97 +471,104 @@ int tpdbdSqlQuery(sqlite3 *db,
         rows = NULL;
         rc = *result != NULL ? SQLITE_OK : SQLITE_NOMEM;
     } else if (rc != SQLITE_OK && err[0] == '\0') {
-        rc = tpdbdSqlError(db, err, size);
+        rc = guardError(db, &g, err, size);
     }
     sqlite3_finalize(st);
+    sqlite3_set_authorizer(db, NULL, NULL);
     json_decref(rows);
     return rc;
 }
 
-/* Runs one prepared statement to its end, dropping its rows. */
-static int stepAll(sqlite3 *db, sqlite3_stmt *st, char *err, size_t size)
+void tpdbdSqlWriteClear(struct tpdbd_write *w)
 {
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-    }
-    return rc == SQLITE_DONE ? SQLITE_OK : tpdbdSqlError(db, err, size);
+    json_decref(w->returned);
+    w->returned = NULL;
 }
 
-/* Records statements that cannot run inside a group commit's savepoint:
- * transaction control (BEGIN, COMMIT, ROLLBACK, SAVEPOINT, RELEASE would
- * end or unwind the batch), PRAGMAs (some are no-ops or fail inside a
- * transaction, e.g. journal_mode and foreign_keys) and ATTACH/DETACH. */
-static int aloneAuthorizer(void *arg,
-                           int action,
-                           const char *a,
-                           const char *b,
-                           const char *c,
-                           const char *e)
+char *tpdbdSqlWriteReply(const struct tpdbd_write *w)
 {
-    (void)a;
-    (void)b;
-    (void)c;
-    (void)e;
-    if (action == SQLITE_TRANSACTION || action == SQLITE_SAVEPOINT ||
-        action == SQLITE_PRAGMA || action == SQLITE_ATTACH ||
-        action == SQLITE_DETACH) {
-        *(int *)arg = 1;
+    json_t *o = json_pack("{s:b,s:I,s:I}", "ok", 1, "rows_affected",
+                          (json_int_t)w->rows_affected, "last_id",
+                          (json_int_t)w->last_id);
+    if (o != NULL && w->returned != NULL &&
+        json_object_update(o, w->returned) != 0) {
+        json_decref(o);
+        o = NULL;
     }
+    char *text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    return text;
+}
+
+/* Runs one prepared statement to its end. The rows of a statement that
+ * writes (RETURNING) go to out->returned; a SELECT's are dropped. A row
+ * JSON cannot carry does not stop the statement, whose writes are made
+ * by then: the reply says "rows_error" instead of "rows". */
+static int stepAll(sqlite3 *db,
+                   sqlite3_stmt *st,
+                   struct guard *g,
+                   struct tpdbd_write *out,
+                   char *err,
+                   size_t size)
+{
+    int keep = sqlite3_column_count(st) > 0 && !sqlite3_stmt_readonly(st);
+    json_t *rows = keep ? json_array() : NULL;
+    char why[256] = "";
+    int rc;
+    g->vacuum = isVacuum(sqlite3_sql(st));
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (rows != NULL && why[0] == '\0' &&
+            rowJson(st, out->blobs, rows, why, sizeof why) != SQLITE_OK) {
+            json_array_clear(rows);
+        }
+    }
+    g->vacuum = 0;
+    if (rc != SQLITE_DONE) {
+        json_decref(rows);
+        return guardError(db, g, err, size);
+    }
+    if (keep && (json_array_size(rows) > 0 || why[0] != '\0')) {
+        tpdbdSqlWriteClear(out);
+        out->returned =
+            why[0] != '\0'
+                ? json_pack("{s:o,s:s}", "cols", columnNames(st), "rows_error",
+                            why)
+                : json_pack("{s:o,s:O}", "cols", columnNames(st), "rows", rows);
+    }
+    json_decref(rows);
     return SQLITE_OK;
 }
 
-/* Whether the statement text starts with VACUUM (after blanks and
- * comments): it cannot run inside a transaction. */
-static int isVacuum(const char *sql)
-{
-    for (;;) {
-        while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' ||
-               *sql == '\f') {
-            sql++;
-        }
-        if (sql[0] == '-' && sql[1] == '-') {
-            sql += strcspn(sql, "\n");
-        } else if (sql[0] == '/' && sql[1] == '*') {
-            const char *end = strstr(sql + 2, "*/");
-            sql = end != NULL ? end + 2 : sql + strlen(sql);
-        } else {
-            break;
-        }
-    }
-    return sqlite3_strnicmp(sql, "vacuum", 6) == 0 &&
-           !(isalnum((unsigned char)sql[6]) || sql[6] == '_');
-}
-
-/* tpdbdSqlExec's work; grouped: refuse (TPDBD_SQL_ALONE, before it
- * runs) a statement that cannot run inside a savepoint. */
+/* tpdbdSqlExec's work under mode (RUN_*): grouped refuses
+ * (TPDBD_SQL_ALONE, before it runs) a statement that cannot run inside a
+ * savepoint. */
 static int execSql(sqlite3 *db,
                    const char *sql,
                    json_t *params,
-                   int grouped,
+                   int mode,
                    struct tpdbd_write *out,
                    char *err,
                    size_t size)
 {
     const char *next = sql;
-    int alone = 0;
+    struct guard g = {.mode = mode};
     int rc = SQLITE_OK, n = 0;
     long long changes = 0;
+    tpdbdSqlWriteClear(out);
     /* The connection is pooled: last_id must be this request's. */
     sqlite3_set_last_insert_rowid(db, 0);
-    if (grouped) {
-        sqlite3_set_authorizer(db, aloneAuthorizer, &alone);
-    }
+    sqlite3_set_authorizer(db, guardAuthorizer, &g);
     while (rc == SQLITE_OK && next != NULL && next[0] != '\0') {
         sqlite3_stmt *st = NULL;
         const char *tail = NULL;
         if (sqlite3_prepare_v2(db, next, -1, &st, &tail) != SQLITE_OK) {
-            rc = tpdbdSqlError(db, err, size);
+            rc = guardError(db, &g, err, size);
             break;
         }
         if (st == NULL) {
             break;
         }
-        if (grouped && (alone || isVacuum(sqlite3_sql(st)))) {
+        if ((mode & RUN_GROUPED) && (g.alone || isVacuum(sqlite3_sql(st)))) {
             sqlite3_finalize(st);
             rc = TPDBD_SQL_ALONE;
             break;
@@ -403,7 +579,7 @@ static int execSql(sqlite3 *db,
         } else if ((rc = bindParams(st, n == 1 ? params : NULL, err, size)) ==
                    SQLITE_OK) {
             sqlite3_int64 before = sqlite3_total_changes64(db);
-            rc = stepAll(db, st, err, size);
+            rc = stepAll(db, st, &g, out, err, size);
             /* sqlite3_changes64() keeps the count of the last DML
              * statement, also across DDL and other requests. */
             changes = sqlite3_total_changes64(db) != before
@@ -413,9 +589,7 @@ static int execSql(sqlite3 *db,
         sqlite3_finalize(st);
         next = tail;
     }
-    if (grouped) {
-        sqlite3_set_authorizer(db, NULL, NULL);
-    }
+    sqlite3_set_authorizer(db, NULL, NULL);
     out->rows_affected = changes;
     out->last_id = sqlite3_last_insert_rowid(db);
     return rc;
@@ -428,7 +602,7 @@ int tpdbdSqlExec(sqlite3 *db,
                  char *err,
                  size_t size)
 {
-    return execSql(db, sql, params, 0, out, err, size);
+    return execSql(db, sql, params, RUN_IN_TXN, out, err, size);
 }
 
 int tpdbdSqlExecGrouped(sqlite3 *db,
@@ -438,7 +612,7 @@ int tpdbdSqlExecGrouped(sqlite3 *db,
                         char *err,
                         size_t size)
 {
-    return execSql(db, sql, params, 1, out, err, size);
+    return execSql(db, sql, params, RUN_GROUPED, out, err, size);
 }
 
 int tpdbdSqlPropose(sqlite3 *db,
@@ -448,7 +622,7 @@ int tpdbdSqlPropose(sqlite3 *db,
                     char *err,
                     size_t size)
 {
-    int rc = tpdbdSqlExec(db, sql, params, out, err, size);
+    int rc = execSql(db, sql, params, RUN_PLAIN, out, err, size);
     if (!sqlite3_get_autocommit(db)) {
         sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         if (rc == SQLITE_OK) {

@@ -2,7 +2,8 @@
  * Interactive transactions (tpdbd_txn.h). A local transaction is a pooled
  * connection taken for the whole transaction, in BEGIN IMMEDIATE so that
  * its reads and writes see one state and its COMMIT cannot fail for a
- * lock; an authorizer on it refuses BEGIN, COMMIT and ROLLBACK statements,
+ * lock; its statements run with tpdbd_sql.c's guard, which refuses BEGIN,
+ * COMMIT and ROLLBACK statements,
  * which would end the transaction behind the session's back. A relayed
  * transaction sends each request, marked "forwarded", over one kept
  * connection to the leader, whose own session for that connection holds
@@ -33,7 +34,6 @@ struct tpdbd_session {
     long long last;   /* monotonic ms at the end of its last request */
     long long base;   /* TXN_LOCAL: total changes before BEGIN */
     long long lastId; /* TXN_LOCAL: last rowid inserted in it, 0 if none */
-    int denied;       /* the authorizer refused a statement */
     struct tpdbd_conn *conn; /* TXN_LOCAL */
     int fd;                  /* TXN_RELAY: to the leader */
     char leader[TPDBD_ADDR_MAX];
@@ -78,25 +78,6 @@ static void sqlMessage(sqlite3 *db, char *err, size_t size)
 
 /* BEGIN, COMMIT and ROLLBACK statements would end the transaction without
  * the session knowing; savepoints stay allowed. */
-static int txnAuthorizer(void *arg,
-                         int action,
-                         const char *a,
-                         const char *b,
-                         const char *c,
-                         const char *e)
-{
-    struct tpdbd_session *s = arg;
-    (void)a;
-    (void)b;
-    (void)c;
-    (void)e;
-    if (action == SQLITE_TRANSACTION) {
-        s->denied = 1;
-        return SQLITE_DENY;
-    }
-    return SQLITE_OK;
-}
-
 struct tpdbd_session *tpdbdSessionNew(struct tpdbd *d)
 {
     struct tpdbd_session *s = calloc(1, sizeof *s);
@@ -238,7 +219,10 @@ static char *beginError(sqlite3 *conn, int rc, const char *db)
     return tpdbdErrorReply(msg);
 }
 
-int tpdbdTxnBeginLocal(struct tpdbd_session *s, const char *db, char **reply)
+int tpdbdTxnBeginLocal(struct tpdbd_session *s,
+                       const char *db,
+                       int foreign_keys,
+                       char **reply)
 {
     char err[ERR_SIZE] = "";
     struct tpdbd_conn *c = tpdbdPoolGet(s->d->pool, db, err, sizeof err);
@@ -246,6 +230,9 @@ int tpdbdTxnBeginLocal(struct tpdbd_session *s, const char *db, char **reply)
         *reply = tpdbdErrorReply(err);
         return SQLITE_CANTOPEN;
     }
+    /* Only before BEGIN: SQLite ignores it inside a transaction. */
+    sqlite3_db_config(c->db, SQLITE_DBCONFIG_ENABLE_FKEY, foreign_keys != 0,
+                      NULL);
     long long base = sqlite3_total_changes64(c->db);
     int rc = sqlite3_exec(c->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
@@ -259,7 +246,6 @@ int tpdbdTxnBeginLocal(struct tpdbd_session *s, const char *db, char **reply)
         tpdbdPoolPut(s->d->pool, c);
         return TPDB_ERR_NOTLEADER;
     }
-    sqlite3_set_authorizer(c->db, txnAuthorizer, s);
     sqlite3_set_last_insert_rowid(c->db, 0);
     s->conn = c;
     s->base = base;
@@ -359,12 +345,9 @@ static char *abortedReply(const struct tpdbd_session *s, const char *then)
 static char *localFailed(struct tpdbd_session *s, int rc, const char *err)
 {
     char msg[ERR_SIZE + 128];
-    if (rc == SQLITE_AUTH && s->denied) {
-        s->denied = 0;
-        return tpdbdErrorReply(
-            "BEGIN, COMMIT and ROLLBACK cannot run "
-            "inside a transaction: use the commit and "
-            "rollback actions");
+    if (rc == SQLITE_AUTH) {
+        /* Refused before it ran (tpdbd_sql.h): the transaction goes on. */
+        return tpdbdErrorReply(err);
     }
     if (sqlite3_get_autocommit(s->conn->db)) {
         snprintf(msg, sizeof msg, "SQLite ended the transaction: %s", err);
@@ -381,7 +364,7 @@ static char *localStatement(struct tpdbd_session *s,
                             int blobs)
 {
     char err[ERR_SIZE] = "";
-    struct tpdbd_write w;
+    struct tpdbd_write w = {.blobs = blobs};
     json_t *result = NULL;
     int rc;
     if (!isLeader(s->d)) {
@@ -391,12 +374,13 @@ static char *localStatement(struct tpdbd_session *s,
     if (kind == TPDBD_TXN_PROPOSE) {
         rc = tpdbdSqlExec(s->conn->db, sql, params, &w, err, sizeof err);
     } else {
-        rc = tpdbdSqlQuery(s->conn->db, sql, params, blobs, &result, err,
+        rc = tpdbdSqlQuery(s->conn->db, sql, params, blobs, 1, &result, err,
                            sizeof err);
         s->d->queries_total++;
     }
     s->last = nowMs();
     if (rc != SQLITE_OK) {
+        tpdbdSqlWriteClear(&w);
         return localFailed(s, rc, err);
     }
     if (kind != TPDBD_TXN_PROPOSE) {
@@ -405,9 +389,9 @@ static char *localStatement(struct tpdbd_session *s,
     if (w.last_id != 0) {
         s->lastId = w.last_id;
     }
-    return dump(json_pack("{s:b,s:I,s:I}", "ok", 1, "rows_affected",
-                          (json_int_t)w.rows_affected, "last_id",
-                          (json_int_t)w.last_id));
+    char *reply = tpdbdSqlWriteReply(&w);
+    tpdbdSqlWriteClear(&w);
+    return reply;
 }
 
 char *tpdbdTxnStatement(struct tpdbd_session *s,
@@ -439,7 +423,6 @@ static char *localCommit(struct tpdbd_session *s)
 {
     char err[ERR_SIZE] = "", msg[ERR_SIZE + 160];
     sqlite3 *db = s->conn->db;
-    sqlite3_set_authorizer(db, NULL, NULL);
     int rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
     long long changes = sqlite3_total_changes64(db) - s->base;
     char *reply;

@@ -73,10 +73,14 @@ void tpdbdSessionCheckLeader(struct tpdbd_session *s);
 char *tpdbdTxnCanBegin(const struct tpdbd_session *s);
 
 /* Begins a transaction on database db (a valid name) on this node, which
- * believes it leads. Returns TPDB_ERR_NOTLEADER with nothing begun and
- * *reply unset if it does not lead after all; otherwise an SQLite code
- * with *reply set ({"ok":true,"db":db} or the error). */
-int tpdbdTxnBeginLocal(struct tpdbd_session *s, const char *db, char **reply);
+ * believes it leads; foreign_keys 1 enforces foreign keys in it. Returns
+ * TPDB_ERR_NOTLEADER with nothing begun and *reply unset if it does not lead
+ * after all; otherwise an SQLite code with *reply set ({"ok":true,"db":db} or
+ * the error). */
+int tpdbdTxnBeginLocal(struct tpdbd_session *s,
+                       const char *db,
+                       int foreign_keys,
+                       char **reply);
 
 /* Sends the begin request line (marked forwarded) to the leader's client
  * address addr on a new connection and waits up to timeout_ms for the

@@ -9,6 +9,10 @@
  * one commit per write (one writer at a time), and every node's data.db
  * applied index reaches the leader's commit index; other paths get 404,
  * other methods 405, a garbage request 400, and the node keeps serving.
+ * The `metrics` action of each node has every fact of its Prometheus text
+ * (role, term, indexes, commits, the latency histogram, apply backlog,
+ * snapshot counts, per-database sizes, ...) with the same values, read
+ * between two identical scrapes.
  */
 #include <poll.h>
 #include <setjmp.h>
@@ -255,10 +259,222 @@ static void testMetrics(void **state)
     tpdbdsClose(&c);
 }
 
+/* A field of o that must be there. Borrowed. */
+static json_t *need(json_t *o, const char *key)
+{
+    json_t *v = json_object_get(o, key);
+    if (v == NULL) {
+        char *t = json_dumps(o, JSON_COMPACT);
+        fail_msg("metrics action: no \"%s\" in %.600s", key, t);
+    }
+    return v;
+}
+
+static long long needInt(json_t *o, const char *key)
+{
+    json_t *v = need(o, key);
+    if (!json_is_integer(v)) {
+        fail_msg("metrics action: \"%s\" is not an integer", key);
+    }
+    return (long long)json_integer_value(v);
+}
+
+/* Asserts that text has the sample series with value want. */
+static void agrees(const char *text, const char *series, double want)
+{
+    double got = sample(text, series);
+    if (got != want) {
+        fail_msg("%s: %g in the Prometheus text, %g in the metrics action",
+                 series, got, want);
+    }
+}
+
+static void agreesRaft(const char *t, json_t *m)
+{
+    static const char *const roles[] = {"leader", "follower", "candidate",
+                                        "unavailable"};
+    json_t *r = need(m, "raft"), *members = need(r, "members");
+    json_t *leader = need(r, "leader");
+    const char *role = json_string_value(need(r, "role"));
+    char series[512], tpRole[32];
+    agrees(t, "tpdb_raft_term", needInt(r, "term"));
+    agrees(t, "tpdb_raft_commit_index", needInt(r, "commit_index"));
+    agrees(t, "tpdb_raft_applied_index", needInt(r, "applied_index"));
+    agrees(t, "tpdb_raft_last_index", needInt(r, "last_index"));
+    agrees(t, "tpdb_apply_lag_entries", needInt(r, "apply_lag"));
+    agrees(t, "tpdb_raft_is_leader", json_is_true(need(r, "is_leader")));
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(series, sizeof series, "tpdb_raft_role{role=\"%s\"}",
+                 roles[i]);
+        agrees(t, series, role != NULL && strcmp(role, roles[i]) == 0);
+    }
+    if (json_is_object(leader)) {
+        snprintf(series, sizeof series,
+                 "tpdb_raft_leader{raft_id=\"%lld\",address=\"%s\"}",
+                 needInt(leader, "raft_id"),
+                 json_string_value(need(leader, "address")));
+        agrees(t, series, 1);
+    }
+    agrees(t, "tpdb_raft_members{role=\"voter\"}", needInt(members, "voter"));
+    agrees(t, "tpdb_raft_members{role=\"standby\"}",
+           needInt(members, "standby"));
+    agrees(t, "tpdb_raft_members{role=\"spare\"}", needInt(members, "spare"));
+    /* TrashPandaDB's fields say the same. */
+    assert_int_equal(needInt(m, "term"), needInt(r, "term"));
+    assert_int_equal(needInt(m, "commit_index"), needInt(r, "commit_index"));
+    assert_int_equal(needInt(m, "last_applied"), needInt(r, "applied_index"));
+    snprintf(tpRole, sizeof tpRole, "%s", role);
+    tpRole[0] = (char)(tpRole[0] - 'a' + 'A');
+    assert_string_equal(json_string_value(need(m, "role")), tpRole);
+}
+
+static void agreesFsm(const char *t, json_t *m)
+{
+    static const char *const pairs[][2] = {
+        {"tpdb_commits_total", "commits"},
+        {"tpdb_applied_entries_total", "applied_entries"},
+        {"tpdb_applied_pages_total", "applied_pages"},
+        {"tpdb_snapshots_total", "snapshots"},
+        {"tpdb_snapshot_restores_total", "snapshot_restores"},
+        {"tpdb_fetches_total", "fetches"},
+        {"tpdb_fetches_served_total", "fetches_served"},
+        {"tpdb_fetching", "fetching"},
+        {"tpdb_apply_backlog_entries", "apply_backlog"},
+        {"tpdb_peer_connections_refused_total", "peer_connections_refused"},
+    };
+    json_t *f = need(m, "fsm");
+    for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        agrees(t, pairs[i][0], needInt(f, pairs[i][1]));
+    }
+}
+
+static void agreesDatabases(const char *t, json_t *m)
+{
+    static const char *const pairs[][2] = {
+        {"tpdb_database_applied_index", "applied_index"},
+        {"tpdb_database_last_entry_index", "last_entry_index"},
+        {"tpdb_database_apply_backlog_entries", "apply_backlog"},
+        {"tpdb_database_size_bytes", "size_bytes"},
+    };
+    json_t *dbs = need(m, "databases"), *db;
+    const char *name;
+    char series[256];
+    need(dbs, "data.db");
+    json_object_foreach(dbs, name, db)
+    {
+        for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+            snprintf(series, sizeof series, "%s{db=\"%s\"}", pairs[i][0], name);
+            agrees(t, series, needInt(db, pairs[i][1]));
+        }
+    }
+}
+
+static void agreesDaemon(const char *t, json_t *m)
+{
+    static const char *const pairs[][2] = {
+        {"tpdbd_group_commits_total", "commits"},
+        {"tpdbd_group_writes_total", "writes"},
+        {"tpdbd_group_largest", "largest"},
+        {"tpdbd_group_queued", "queued"},
+        {"tpdbd_group_reruns_total", "reruns"},
+    };
+    json_t *g = need(m, "group_commit"), *node = need(m, "node");
+    json_t *lat = need(m, "latency"), *b;
+    char series[512];
+    size_t i;
+    agrees(t, "tpdb_up", json_is_true(need(m, "up")));
+    agrees(t, "tpdbd_writes_total", needInt(m, "writes_total"));
+    agrees(t, "tpdbd_queries_total", needInt(m, "queries_total"));
+    agrees(t, "tpdbd_slow_queries_total", needInt(m, "slow_queries_total"));
+    for (i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+        agrees(t, pairs[i][0], needInt(g, pairs[i][1]));
+    }
+    snprintf(series, sizeof series,
+             "tpdbd_node_info{node_id=\"%s\",raft_id=\"%lld\",raft_addr="
+             "\"%s\",client_addr=\"%s\"}",
+             json_string_value(need(node, "node_id")), needInt(node, "raft_id"),
+             json_string_value(need(node, "raft_addr")),
+             json_string_value(need(node, "client_addr")));
+    agrees(t, series, 1);
+    assert_int_equal(json_array_size(need(lat, "buckets")), 14);
+    json_array_foreach(need(lat, "buckets"), i, b)
+    {
+        snprintf(series, sizeof series,
+                 "tpdbd_request_duration_seconds_bucket{le=\"%s\"}",
+                 json_string_value(need(b, "le")));
+        agrees(t, series, needInt(b, "count"));
+    }
+    agrees(t, "tpdbd_request_duration_seconds_count", needInt(lat, "count"));
+    double sum = json_number_value(need(lat, "sum_seconds"));
+    assert_true(sample(t, "tpdbd_request_duration_seconds_sum") - sum <
+                    0.0006 &&
+                sum - sample(t, "tpdbd_request_duration_seconds_sum") < 0.0006);
+}
+
+/* The body of a scrape (after the HTTP head). */
+static const char *body(const char *reply)
+{
+    const char *b = strstr(reply, "\r\n\r\n");
+    assert_non_null(b);
+    return b + 4;
+}
+
+struct agreement {
+    int node;
+};
+
+/* One try: a scrape, the action, a scrape; compared when the two scrapes
+ * are the same (nothing changed meanwhile). */
+static int agreementOnce(void *arg)
+{
+    struct agreement *a = arg;
+    char *before = scrape(a->node);
+    json_t *m = tpdbdsCall(&c, a->node, "{\"action\":\"metrics\"}");
+    char *after = scrape(a->node);
+    int same = strcmp(body(before), body(after)) == 0;
+    if (same) {
+        const char *t = body(before);
+        agreesRaft(t, m);
+        agreesFsm(t, m);
+        agreesDatabases(t, m);
+        agreesDaemon(t, m);
+    }
+    json_decref(m);
+    free(before);
+    free(after);
+    return same;
+}
+
+static void testActionAgrees(void **state)
+{
+    (void)state;
+    tpdbdsInit(&c, N, 0);
+    startCluster();
+    int leader = tpdbdsFindLeader(&c, WAIT_MS);
+    for (int k = 0; k < WRITES; k++) {
+        json_t *o = tpdbdsCall(
+            &c, (leader + k) % N,
+            k == 0 ? "{\"action\":\"propose\",\"sql\":\"CREATE TABLE t(x)\"}"
+                   : "{\"action\":\"propose\",\"sql\":\"INSERT INTO t "
+                     "VALUES(1)\"}");
+        assert_true(json_is_true(json_object_get(o, "ok")));
+        json_decref(o);
+    }
+    json_decref(
+        tpdbdsCall(&c, leader, "{\"action\":\"query\",\"sql\":\"SELECT 1\"}"));
+    for (int i = 0; i < N; i++) {
+        struct agreement a = {i};
+        assert_int_equal(harnessPollUntil(agreementOnce, &a, WAIT_MS, 50),
+                         TPDB_OK);
+    }
+    tpdbdsClose(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(testMetrics),
+        cmocka_unit_test(testActionAgrees),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
