@@ -342,8 +342,7 @@ int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
     return rc;
 }
 
-/* Records that db's entries up to index are written. */
-static void markWritten(struct fsmState *s, struct fsmDb *db, uint64_t index)
+void fsmMarkWritten(struct fsmState *s, struct fsmDb *db, uint64_t index)
 {
     pthread_mutex_lock(&s->mutex);
     if (index > db->written) {
@@ -359,7 +358,7 @@ void fsmAfterWrite(struct fsmState *s,
 {
     db->framesSinceCheckpoint += txn->n_pages;
     countApplied(s, txn);
-    markWritten(s, db, index);
+    fsmMarkWritten(s, db, index);
     maybeCheckpoint(s, db);
 }
 
@@ -395,7 +394,7 @@ int fsmApplyTxn(struct fsmState *s,
     if (db->tpdbFile) {
         int rc = applyTpdbFile(s, db, txn, lock_ms, errmsg);
         if (rc == TPDB_OK) {
-            markWritten(s, db, index);
+            fsmMarkWritten(s, db, index);
         }
         return rc;
     }

@@ -10,9 +10,13 @@
  * A part whose BEGIN this node never staged (it restarted, or fetched the
  * database, in the middle of the sequence) is skipped, and its END makes
  * the database wait for a stream from a peer that holds the committed
- * transaction. A snapshot taken while a sequence is staged records the
- * database as durable only up to before its BEGIN, so a restart fetches it
- * rather than trusting frames that vanish with the process.
+ * transaction, unless the files are durable at the END already. A
+ * snapshot taken while a sequence is staged records the database as
+ * durable only up to before its BEGIN (staged frames vanish with the
+ * process), so once END is committed the files are synced and recorded as
+ * durable at END (fsmDurableRequest): a node restarted after that replays
+ * the log from its snapshot, skips the parts and the END its files hold,
+ * and fetches nothing.
  */
 #include "raftfsm/fsmint.h"
 #include "vfs/vfs.h"
@@ -123,12 +127,24 @@ int fsmApplyEntry(struct fsmState *s,
                         : TPDB_OK;
         case TPDB_ENTRY_CHUNK_END:
             if (!ours) {
-                endLost(s, db, index);
+                pthread_mutex_lock(&s->mutex);
+                int held = db->durable >= index;
+                pthread_mutex_unlock(&s->mutex);
+                if (held) {
+                    tpdbLog(TPDB_LOG_INFO,
+                            "%s: the large transaction committed at entry "
+                            "%llu is in the local files already",
+                            db->name, (unsigned long long)index);
+                    fsmMarkWritten(s, db, index);
+                } else {
+                    endLost(s, db, index);
+                }
                 return TPDB_OK;
             }
             rc = stageEnd(s, db, e, errmsg);
             if (rc == TPDB_OK) {
                 fsmAfterWrite(s, db, &e->txn, index);
+                fsmDurableRequest(s, db, index);
             }
             return rc;
         default:

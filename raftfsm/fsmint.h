@@ -63,6 +63,10 @@ struct fsmDb {
     uint64_t stageOrigin;
     uint64_t stageFirst;     /* index of its CHUNK_BEGIN */
     uint64_t snapStageFirst; /* stageFirst when the snapshot began */
+    /* (mutex) The END of a large transaction applied at this index: the
+     * checkpointer thread makes the files durable and records it (0:
+     * nothing asked). */
+    uint64_t syncWanted;
     /* A TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite: set once, on the
      * loop thread, before any other thread looks at the database's queue
      * (fsmMarkTpdbFile). */
@@ -221,6 +225,23 @@ int fsmTfReady(const struct fsmDb *db, uint64_t now);
  * the caller, under the mutex) on the checkpointer thread, then pops it,
  * or on TPDB_BUSY sets a retry time. Called without the mutex. */
 void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db);
+
+/* Records that db's entries up to index are written (any thread). */
+void fsmMarkWritten(struct fsmState *s, struct fsmDb *db, uint64_t index);
+
+/* fsyncs the data directory and db's WAL and main file, then records db as
+ * durable at index (unless it waits for a stream) in the durable file.
+ * Used after the END of a large transaction, whose snapshots during the
+ * sequence could only record the database as durable before its BEGIN.
+ * Not on the loop thread of an async FSM (it syncs). */
+int fsmMakeDbDurable(struct fsmState *s,
+                     struct fsmDb *db,
+                     uint64_t index,
+                     char *errmsg);
+
+/* Asks for fsmMakeDbDurable(db, index): on the checkpointer thread if it
+ * runs, else here. Loop thread. */
+void fsmDurableRequest(struct fsmState *s, struct fsmDb *db, uint64_t index);
 
 /* Writes the durable file from every database's `durable` index. */
 int fsmDurableSave(struct fsmState *s, char *errmsg);

@@ -684,16 +684,17 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
     struct tpdb_fsm_stats st;
     tpdbFsmStats(&n->fsm, &st);
     uint64_t applied = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
-    json_t *stats = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "applied_entries",
-        (json_int_t)st.applied_entries, "own_entries",
-        (json_int_t)st.own_entries, "applied_pages",
-        (json_int_t)st.applied_pages, "snapshots", (json_int_t)st.snapshots,
-        "restores", (json_int_t)st.restores, "pending",
-        (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
-        (json_int_t)tpdbFsmFetching(&n->fsm), "fetches", (json_int_t)st.fetches,
-        "served", (json_int_t)st.served, "refused",
-        (json_int_t)tpdbTransportRefusedCount(&n->transport));
+    json_t *stats =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                  "applied_entries", (json_int_t)st.applied_entries,
+                  "own_entries", (json_int_t)st.own_entries, "applied_pages",
+                  (json_int_t)st.applied_pages, "snapshots",
+                  (json_int_t)st.snapshots, "restores", (json_int_t)st.restores,
+                  "pending", (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
+                  (json_int_t)tpdbFsmFetching(&n->fsm), "fetches",
+                  (json_int_t)st.fetches, "served", (json_int_t)st.served,
+                  "durable_points", (json_int_t)st.durable_points, "refused",
+                  (json_int_t)tpdbTransportRefusedCount(&n->transport));
     o = json_pack(
         "{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I,s:o}", "id",
         (json_int_t)n->id, "address", n->address, "role",
