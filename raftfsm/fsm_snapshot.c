@@ -284,7 +284,8 @@ int fsmSnapshot(struct raft_fsm *fsm,
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         db->inSnapshot = 1;
         db->snapAcked = db->acked;
-        db->snapStageFirst = db->stage != NULL ? db->stageFirst : 0;
+        db->snapStageFirst =
+            db->stage != NULL ? db->stageFirst : db->tfStageFirst;
         db->snapSkip = db->fetching;
         /* Without a worker to wait on, own writes and queued entries must
          * be done already. */

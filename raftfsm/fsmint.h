@@ -63,6 +63,14 @@ struct fsmDb {
     uint64_t stageOrigin;
     uint64_t stageFirst;     /* index of its CHUNK_BEGIN */
     uint64_t snapStageFirst; /* stageFirst when the snapshot began */
+    /* A whole TPDB page file being built aside from the parts of a
+     * TPDB_ENTRY_TPDBFILE_BEGIN sequence (fsm_chunk.c; stageOrigin is its
+     * origin), owned by the thread that writes the file's entries (the
+     * checkpointer thread of an async FSM, else the loop thread). */
+    struct fsmTfFetch *tfStage;
+    int tfStageDone;       /* every page is in and synced: END switches */
+    uint64_t tfStageFirst; /* (mutex) index of its BEGIN; 0: none */
+    int tfStageAbort;      /* (mutex) drop it: this node became leader */
     /* (mutex) The END of a large transaction applied at this index: the
      * checkpointer thread makes the files durable and records it (0:
      * nothing asked). */
@@ -297,6 +305,13 @@ int fsmTfServeOpen(struct fsmState *s,
 /* Receiving: begins a temp file for db in the meta directory (owned by
  * *out until fsmTfFetchAbort). Errors: TPDB_IOERR, TPDB_NOMEM. */
 int fsmTfFetchBegin(struct fsmState *s,
+                    struct fsmDb *db,
+                    struct fsmTfFetch **out,
+                    char *errmsg);
+
+/* The same for the file a TPDB_ENTRY_TPDBFILE_BEGIN sequence builds
+ * (.tpdb/NAME.stage, apart from a stream's). */
+int fsmTfStageBegin(struct fsmState *s,
                     struct fsmDb *db,
                     struct fsmTfFetch **out,
                     char *errmsg);

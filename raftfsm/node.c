@@ -496,15 +496,17 @@ int tpdbNodeCommit(struct tpdb_node *n,
     return tpdbNodePropose(n, TPDB_ENTRY_TXN, db, txn, errmsg);
 }
 
-int tpdbNodeCommitPart(struct tpdb_node *n,
-                       const char *db,
-                       const struct tpdb_txn *part,
-                       unsigned index,
-                       int final,
-                       char *errmsg)
+/* Part `index` of a sequence whose first entry is of type `begin`. */
+static int commitPart(struct tpdb_node *n,
+                      int begin,
+                      const char *db,
+                      const struct tpdb_txn *part,
+                      unsigned index,
+                      int final,
+                      char *errmsg)
 {
     int type = final        ? TPDB_ENTRY_CHUNK_END
-               : index == 0 ? TPDB_ENTRY_CHUNK_BEGIN
+               : index == 0 ? begin
                             : TPDB_ENTRY_CHUNK;
     int rc = tpdbNodePropose(n, type, db, part, errmsg);
     if (!final && rc == TPDB_UNKNOWN) {
@@ -514,6 +516,28 @@ int tpdbNodeCommitPart(struct tpdb_node *n,
         rc = TPDB_RAFT;
     }
     return rc;
+}
+
+int tpdbNodeCommitPart(struct tpdb_node *n,
+                       const char *db,
+                       const struct tpdb_txn *part,
+                       unsigned index,
+                       int final,
+                       char *errmsg)
+{
+    return commitPart(n, TPDB_ENTRY_CHUNK_BEGIN, db, part, index, final,
+                      errmsg);
+}
+
+int tpdbNodeCommitFilePart(struct tpdb_node *n,
+                           const char *db,
+                           const struct tpdb_txn *part,
+                           unsigned index,
+                           int final,
+                           char *errmsg)
+{
+    return commitPart(n, TPDB_ENTRY_TPDBFILE_BEGIN, db, part, index, final,
+                      errmsg);
 }
 
 int tpdbNodeKnows(struct tpdb_node *n, const char *name)
