@@ -15,7 +15,7 @@
  *   - with --txn-mb N, one transaction of N MB on the leader: time, term
  *     changes, RSS of every node after it;
  *   bench_scale [--mb 100,1000] [--probe-seconds 20] [--log-mb N]
- *       [--dir /tmp]
+ *       [--txn-mb N] [--dir /tmp] [--port-base N]
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,9 +33,9 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "base/base.h"
 #include "bench/bench_util.h"
 #include "ext/tpdb.h"
-#include "base/base.h"
 
 #define URI_SIZE (PATH_MAX + 256)
 #define ROW_BYTES 1000
@@ -49,6 +49,7 @@ struct options {
     double probe;
     unsigned log_mb; /* 0: the node's default */
     unsigned txn_mb; /* one transaction of this size after the probe */
+    int port_base;   /* nodes on port_base .. +2; 0: ports the kernel picks */
     const char *parent;
 };
 
@@ -90,8 +91,15 @@ static int execSql(sqlite3 *db, const char *sql)
     return rc;
 }
 
-/* Loads mb MB of rows; returns MB/s or -1. */
-static double load(sqlite3 *db, unsigned mb)
+struct run;
+static int waitLeader(struct run *r, double secs);
+
+/* Loads mb MB of rows; returns MB/s or -1. With r (the cluster), a
+ * transaction that fails (node 1 lost leadership: a loaded machine) is
+ * retried once node 1 leads again, and counted in *failed; its outcome may
+ * have been unknown, so a retry can add its rows twice (the rate counts
+ * them once). */
+static double load(sqlite3 *db, unsigned mb, struct run *r, unsigned *failed)
 {
     char sql[256];
     unsigned txns = (unsigned)((uint64_t)mb * 1000000 /
@@ -107,8 +115,10 @@ static double load(sqlite3 *db, unsigned mb)
              ROWS_PER_TXN, ROW_BYTES);
     uint64_t t0 = nowNs();
     for (unsigned i = 0; i < txns; i++) {
-        if (execSql(db, sql) != SQLITE_OK) {
-            return -1;
+        while (execSql(db, sql) != SQLITE_OK) {
+            if (r == NULL || ++*failed > 20 || waitLeader(r, 60) != 0) {
+                return -1;
+            }
         }
     }
     return (double)txns * ROWS_PER_TXN * ROW_BYTES / 1e6 / secsSince(t0);
@@ -128,7 +138,7 @@ static double plainLoad(struct run *r, unsigned mb, const char *sync)
     double rate = -1;
     if (execSql(db, "PRAGMA journal_mode=WAL") == SQLITE_OK &&
         execSql(db, pragma) == SQLITE_OK) {
-        rate = load(db, mb);
+        rate = load(db, mb, NULL, NULL);
     }
     sqlite3_close(db);
     unlink(path);
@@ -288,7 +298,11 @@ static void printMem(struct run *r, const char *when)
 static int startCluster(struct run *r)
 {
     char errmsg[TPDB_ERRMSG_SIZE], dir[PATH_MAX + 16], uri[URI_SIZE];
-    if (benchPickPorts(r->ports, 3, errmsg) != 0) {
+    if (r->o->port_base > 0) {
+        for (int i = 0; i < 3; i++) {
+            r->ports[i] = r->o->port_base + i;
+        }
+    } else if (benchPickPorts(r->ports, 3, errmsg) != 0) {
         fprintf(stderr, "bench_scale: %s\n", errmsg);
         return -1;
     }
@@ -310,7 +324,13 @@ static int startCluster(struct run *r)
         return -1;
     }
     sqlite3_busy_timeout(r->db, 10000);
-    for (uint64_t t0 = nowNs(); secsSince(t0) < 60;) {
+    return waitLeader(r, 60);
+}
+
+/* Polls until node 1 says it leads, at most secs. */
+static int waitLeader(struct run *r, double secs)
+{
+    for (uint64_t t0 = nowNs(); secsSince(t0) < secs;) {
         char *json = NULL;
         int leader = tpdb_status(r->db, &json) == SQLITE_OK &&
                      strstr(json, "\"role\":\"leader\"") != NULL;
@@ -462,11 +482,13 @@ static int runSize(struct run *r, unsigned mb)
     if (startCluster(r) != 0) {
         return -1;
     }
-    double rate = load(r->db, mb);
+    unsigned failed = 0;
+    long long term0 = maxTerm(r);
+    double rate = load(r->db, mb, r, &failed);
     printf(
         "  load, tpdb 3 nodes: %.1f MB/s = %.2fx plain FULL, %.2fx plain "
-        "NORMAL\n",
-        rate, rate / full, rate / normal);
+        "NORMAL; %u failed commits retried, %lld term changes\n",
+        rate, rate / full, rate / normal, failed, maxTerm(r) - term0);
     long long index = statusInt(r, 1, "applied_index", NULL);
     waitApplied(r, 2, index);
     waitApplied(r, 3, index);
@@ -478,8 +500,10 @@ static int runSize(struct run *r, unsigned mb)
         bigTxn(r, r->o->txn_mb);
     }
     double restart = restartFollower(r, 0);
-    printf("  restart of a SIGKILLed follower until caught up: %.2f s\n",
-           restart);
+    printf(
+        "  restart of a SIGKILLed follower until caught up: %.2f s, "
+        "%lld database(s) fetched\n",
+        restart, statusInt(r, 2, "fetches", "stats"));
     double cp = copyAndSync(r);
     double catchup = restartFollower(r, 1);
     printf(
@@ -509,8 +533,11 @@ static int parseArgs(int argc,
         {"txn-mb", required_argument, NULL, 't'},
         {"node-uri", required_argument, NULL, 'u'},
         {"parent", required_argument, NULL, 'P'},
+        {"port-base", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int c;
+    memset(o, 0, sizeof *o); /* log_mb, txn_mb, port_base: 0 */
     o->mb[0] = 100;
     o->mb[1] = 1000;
     o->n_sizes = 2;
@@ -546,12 +573,27 @@ static int parseArgs(int argc,
             case 'P':
                 *parent = strtol(optarg, NULL, 10);
                 break;
+            case 'b':
+                o->port_base = (int)strtol(optarg, NULL, 10);
+                if (o->port_base < 1 || o->port_base > 65533) {
+                    fprintf(stderr,
+                            "bench_scale: --port-base %s: not a "
+                            "port\n",
+                            optarg);
+                    return -1;
+                }
+                break;
             default:
-                fprintf(stderr,
+                fprintf(c == 'h' ? stdout : stderr,
                         "usage: bench_scale [--mb 100,1000] "
                         "[--probe-seconds 20] [--log-mb N] "
-                        "[--txn-mb N] [--dir /tmp]\n");
-                return -1;
+                        "[--txn-mb N] [--dir /tmp] [--port-base N]\n"
+                        "  --mb: sizes to load, one cluster each (4000 for "
+                        "4 GB: about 7x that much free disk)\n"
+                        "  --txn-mb: one transaction of N MB after the probe\n"
+                        "  --port-base: nodes listen on N, N+1, N+2 (default: "
+                        "ports the kernel picks)\n");
+                return c == 'h' ? 1 : -1;
         }
     }
     return o->n_sizes > 0 ? 0 : -1;
@@ -562,8 +604,9 @@ int main(int argc, char **argv)
     struct options o;
     const char *uri = NULL;
     long parent = 0;
-    if (parseArgs(argc, argv, &o, &uri, &parent) != 0) {
-        return 2;
+    int parsed = parseArgs(argc, argv, &o, &uri, &parent);
+    if (parsed != 0) {
+        return parsed > 0 ? 0 : 2;
     }
     if (uri != NULL) {
         return childMain(uri, parent);

@@ -19,8 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ext/tpdb_vtab_int.h"
 #include "base/base.h"
+#include "ext/tpdb_vtab_int.h"
 #include "vfs/vfs.h"
 
 #ifdef TPDB_VTAB_REPLICATE
@@ -107,8 +107,9 @@ static void sharedFree(struct sharedFile *sf)
  * entries before they are written, and writes are refused on a follower
  * with the leader's address. Followers' FSMs write the entries to their own
  * copies (tpdb_file_apply) while no handle holds them, which is why such a
- * file is transient. The hooks are installed at every reopen, so the first
- * commit of each write transaction carries the whole file (tpdbfile.h). */
+ * file is transient. The hooks are installed at every reopen; the first
+ * commit of a file the cluster never carried carries the whole file
+ * (tpdbfile.h), in parts of TPDB_FILE_REPL_PART_PAGES pages when larger. */
 struct vtabRepl {
     struct tpdb_node *node;
     char name[TPDB_DBNAME_MAX + 1]; /* file name in the data directory */
@@ -127,6 +128,22 @@ static int replCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)
     int rc =
         tpdbNodePropose(r->node, TPDB_ENTRY_TPDBFILE, r->name, txn, errmsg);
     r->acked = rc == TPDB_OK;
+    return rc;
+}
+
+/* A whole file the cluster never carried, too large for one entry: its
+ * parts go out as a chunk sequence (TPDB_ENTRY_TPDBFILE_BEGIN), so that no
+ * entry and no buffer holds the whole file. */
+static int replCommitPart(void *arg,
+                          const struct tpdb_txn *part,
+                          unsigned index,
+                          int final,
+                          char *errmsg)
+{
+    struct vtabRepl *r = arg;
+    int rc =
+        tpdbNodeCommitFilePart(r->node, r->name, part, index, final, errmsg);
+    r->acked = final && rc == TPDB_OK;
     return rc;
 }
 
@@ -169,12 +186,13 @@ static int replInstall(struct sharedFile *sf, char **pzErr)
     r->node = node;
     snprintf(r->name, sizeof r->name, "%s", name);
     struct tpdb_file_hooks hooks = {
-        .version = 1,
+        .version = 2,
         .arg = r,
         .write_check = replWriteCheck,
         .commit = replCommit,
         .done = replDone,
         .needs_full = replNeedsFull,
+        .commit_part = replCommitPart,
     };
     if (tpdb_file_set_hooks(sf->f, &hooks) != TPDB_OK) {
         *pzErr = sqlite3_mprintf("%s", tpdb_file_errmsg(sf->f));

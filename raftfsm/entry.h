@@ -53,7 +53,14 @@ enum {
      * then never committed. db_pages is the size after the commit. */
     TPDB_ENTRY_CHUNK_BEGIN = 4,
     TPDB_ENTRY_CHUNK = 5,
-    TPDB_ENTRY_CHUNK_END = 6
+    TPDB_ENTRY_CHUNK_END = 6,
+    /* The first part of a whole TPDB page file too large for one entry
+     * (the first commit of a file the cluster never carried): the
+     * TPDB_ENTRY_TPDBFILE mapping, header page first; CHUNK and CHUNK_END
+     * entries follow with the next pages in order, as for a large
+     * transaction. Followers build the file aside and switch to it at
+     * END. */
+    TPDB_ENTRY_TPDBFILE_BEGIN = 7
 };
 
 /* TPDB_ENTRY_TPDBFILE maps a TPDB page file onto the txn (page_size 4096):

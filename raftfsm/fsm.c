@@ -342,8 +342,7 @@ int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
     return rc;
 }
 
-/* Records that db's entries up to index are written. */
-static void markWritten(struct fsmState *s, struct fsmDb *db, uint64_t index)
+void fsmMarkWritten(struct fsmState *s, struct fsmDb *db, uint64_t index)
 {
     pthread_mutex_lock(&s->mutex);
     if (index > db->written) {
@@ -359,7 +358,7 @@ void fsmAfterWrite(struct fsmState *s,
 {
     db->framesSinceCheckpoint += txn->n_pages;
     countApplied(s, txn);
-    markWritten(s, db, index);
+    fsmMarkWritten(s, db, index);
     maybeCheckpoint(s, db);
 }
 
@@ -395,7 +394,7 @@ int fsmApplyTxn(struct fsmState *s,
     if (db->tpdbFile) {
         int rc = applyTpdbFile(s, db, txn, lock_ms, errmsg);
         if (rc == TPDB_OK) {
-            markWritten(s, db, index);
+            fsmMarkWritten(s, db, index);
         }
         return rc;
     }
@@ -421,7 +420,8 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq, int type)
     /* A non-final part of a large transaction is acknowledged, but the
      * transaction is written (and counted as in flight) only after its
      * end. */
-    int counts = type != TPDB_ENTRY_CHUNK_BEGIN && type != TPDB_ENTRY_CHUNK;
+    int counts = type != TPDB_ENTRY_CHUNK_BEGIN && type != TPDB_ENTRY_CHUNK &&
+                 type != TPDB_ENTRY_TPDBFILE_BEGIN;
     struct tpdb_proposal *p;
     int found = 0;
     pthread_mutex_lock(&s->mutex);
@@ -573,7 +573,7 @@ void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db)
     pthread_mutex_lock(&s->mutex);
     struct fsmPending *p = db->pendingHead;
     pthread_mutex_unlock(&s->mutex);
-    int rc = fsmApplyTxn(s, db, &p->entry.txn, p->index, 0, errmsg);
+    int rc = fsmApplyEntry(s, db, &p->entry, p->index, 0, errmsg);
     pthread_mutex_lock(&s->mutex);
     db->tfWriting = 0;
     int pop = rc == TPDB_OK || db->tfDropHead;
@@ -672,7 +672,8 @@ static int fsmApply(struct raft_fsm *fsm,
     if (rc == TPDB_OK) {
         rc = fsmDbGet(s, e.db, &db, &created, errmsg);
     }
-    if (rc == TPDB_OK && e.type == TPDB_ENTRY_TPDBFILE) {
+    if (rc == TPDB_OK && (e.type == TPDB_ENTRY_TPDBFILE ||
+                          e.type == TPDB_ENTRY_TPDBFILE_BEGIN)) {
         fsmMarkTpdbFile(s, db);
     }
     if (rc == TPDB_OK && e.origin == s->origin &&

@@ -268,8 +268,9 @@ struct tpdb_fsm_stats {
     uint64_t applied_pages;
     uint64_t snapshots;
     uint64_t restores;
-    uint64_t fetches; /* databases received as a stream */
-    uint64_t served;  /* databases streamed to peers */
+    uint64_t fetches;        /* databases received as a stream */
+    uint64_t served;         /* databases streamed to peers */
+    uint64_t durable_points; /* large transactions made durable at END */
 };
 void tpdbFsmStats(struct raft_fsm *fsm, struct tpdb_fsm_stats *out);
 

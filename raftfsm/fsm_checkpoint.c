@@ -13,6 +13,10 @@
  * which would stall the loop thread (and, in a cluster of two live nodes,
  * cost the leader its leadership). A file a handle holds is retried every
  * 5 ms.
+ *
+ * And it makes a database durable after the END of a large transaction
+ * (fsmDurableRequest): an fsync of up to the whole transaction's WAL
+ * frames, which must not stall the loop either.
  */
 #include <string.h>
 
@@ -28,10 +32,16 @@ static void checkpointOne(struct fsmDb *db, sqlite3 *conn)
     }
 }
 
-/* The next database that wants a checkpoint (its flag cleared) or whose
- * TPDB queue can be written (*tf set, tfWriting set); NULL when stopping.
- * Mutex held; waits. */
-static struct fsmDb *nextWanted(struct fsmState *s, int *tf)
+/* What the checkpointer thread does for the database nextWanted picks. */
+enum { WANT_CHECKPOINT, WANT_TPDB_QUEUE, WANT_DURABLE };
+
+/* The next database that wants a checkpoint (its flag cleared), whose TPDB
+ * queue can be written (tfWriting set), or that must be made durable
+ * (*sync_index set, syncWanted cleared); *what says which. NULL when
+ * stopping. Mutex held; waits. */
+static struct fsmDb *nextWanted(struct fsmState *s,
+                                int *what,
+                                uint64_t *sync_index)
 {
     for (;;) {
         uint64_t now = tpdbNowMs();
@@ -42,13 +52,19 @@ static struct fsmDb *nextWanted(struct fsmState *s, int *tf)
         for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
             if (fsmTfReady(db, now)) {
                 db->tfWriting = 1;
-                *tf = 1;
+                *what = WANT_TPDB_QUEUE;
+                return db;
+            }
+            if (db->syncWanted != 0 && !db->fetching) {
+                *sync_index = db->syncWanted;
+                db->syncWanted = 0;
+                *what = WANT_DURABLE;
                 return db;
             }
             later |= db->tpdbFile && db->pendingHead != NULL && !db->fetching;
             if (db->ckptWanted && !db->fetching && !db->tpdbFile) {
                 db->ckptWanted = 0;
-                *tf = 0;
+                *what = WANT_CHECKPOINT;
                 return db;
             }
         }
@@ -66,11 +82,21 @@ static void *checkpointerMain(void *arg)
     char errmsg[TPDB_ERRMSG_SIZE];
     pthread_mutex_lock(&s->mutex);
     struct fsmDb *db;
-    int tf = 0;
-    while ((db = nextWanted(s, &tf)) != NULL) {
-        if (tf) {
+    int what = WANT_CHECKPOINT;
+    uint64_t syncIndex = 0;
+    while ((db = nextWanted(s, &what, &syncIndex)) != NULL) {
+        if (what == WANT_TPDB_QUEUE) {
             pthread_mutex_unlock(&s->mutex);
             fsmTfWriteHead(s, db);
+            pthread_mutex_lock(&s->mutex);
+            continue;
+        }
+        if (what == WANT_DURABLE) {
+            pthread_mutex_unlock(&s->mutex);
+            if (fsmMakeDbDurable(s, db, syncIndex, errmsg) != TPDB_OK) {
+                tpdbLog(TPDB_LOG_WARN, "%s: durable at %llu: %s", db->name,
+                        (unsigned long long)syncIndex, errmsg);
+            }
             pthread_mutex_lock(&s->mutex);
             continue;
         }
@@ -124,6 +150,24 @@ void fsmCheckpointRequest(struct fsmState *s, struct fsmDb *db)
     }
     pthread_mutex_lock(&s->mutex);
     db->ckptWanted = 1;
+    pthread_cond_signal(&s->ckptCond);
+    pthread_mutex_unlock(&s->mutex);
+}
+
+void fsmDurableRequest(struct fsmState *s, struct fsmDb *db, uint64_t index)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    if (!s->ckptRunning) {
+        if (fsmMakeDbDurable(s, db, index, errmsg) != TPDB_OK) {
+            tpdbLog(TPDB_LOG_WARN, "%s: durable at %llu: %s", db->name,
+                    (unsigned long long)index, errmsg);
+        }
+        return;
+    }
+    pthread_mutex_lock(&s->mutex);
+    if (db->syncWanted < index) {
+        db->syncWanted = index;
+    }
     pthread_cond_signal(&s->ckptCond);
     pthread_mutex_unlock(&s->mutex);
 }

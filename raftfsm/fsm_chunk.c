@@ -10,9 +10,21 @@
  * A part whose BEGIN this node never staged (it restarted, or fetched the
  * database, in the middle of the sequence) is skipped, and its END makes
  * the database wait for a stream from a peer that holds the committed
- * transaction. A snapshot taken while a sequence is staged records the
- * database as durable only up to before its BEGIN, so a restart fetches it
- * rather than trusting frames that vanish with the process.
+ * transaction, unless the files are durable at the END already. A
+ * snapshot taken while a sequence is staged records the database as
+ * durable only up to before its BEGIN (staged frames vanish with the
+ * process), so once END is committed the files are synced and recorded as
+ * durable at END (fsmDurableRequest): a node restarted after that replays
+ * the log from its snapshot, skips the parts and the END its files hold,
+ * and fetches nothing.
+ *
+ * A TPDB page file the cluster never carried, too large for one entry,
+ * arrives the same way: TPDB_ENTRY_TPDBFILE_BEGIN, then CHUNK and
+ * CHUNK_END entries holding its mapped pages in order. Followers write
+ * them into a file aside (fsm_tpdbfile.c's .stage file, never in memory)
+ * and at END switch readers to it as a stream's fetch does. These entries
+ * are written by the thread that writes the file's queue; this node
+ * becoming leader only marks the stage to be dropped there.
  */
 #include "raftfsm/fsmint.h"
 #include "vfs/vfs.h"
@@ -25,9 +37,29 @@ static void stageDrop(struct fsmDb *db)
     db->stageFirst = 0;
 }
 
+static void tfStageDrop(struct fsmState *s, struct fsmDb *db)
+{
+    fsmTfFetchAbort(db->tfStage);
+    db->tfStage = NULL;
+    db->tfStageDone = 0;
+    db->stageOrigin = 0;
+    pthread_mutex_lock(&s->mutex);
+    db->tfStageFirst = 0;
+    db->tfStageAbort = 0;
+    pthread_mutex_unlock(&s->mutex);
+}
+
 void fsmStagesAbort(struct fsmState *s)
 {
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
+        if (db->tpdbFile && s->ckptRunning) {
+            /* The checkpointer thread owns it. */
+            pthread_mutex_lock(&s->mutex);
+            db->tfStageAbort = db->tfStageFirst != 0;
+            pthread_mutex_unlock(&s->mutex);
+        } else if (db->tfStage != NULL) {
+            tfStageDrop(s, db);
+        }
         if (db->stage != NULL) {
             tpdbLog(TPDB_LOG_INFO,
                     "%s: large transaction from entry %llu dropped: it never "
@@ -76,6 +108,139 @@ static void endLost(struct fsmState *s, struct fsmDb *db, uint64_t index)
     }
 }
 
+/* The END of a sequence this node did not stage: nothing to do if the
+ * files are durable past it (a restart replaying the log), else a stream. */
+static void endNotStaged(struct fsmState *s, struct fsmDb *db, uint64_t index)
+{
+    pthread_mutex_lock(&s->mutex);
+    int held = db->durable >= index;
+    pthread_mutex_unlock(&s->mutex);
+    if (!held) {
+        endLost(s, db, index);
+        return;
+    }
+    tpdbLog(TPDB_LOG_INFO,
+            "%s: the large transaction committed at entry %llu is in the "
+            "local files already",
+            db->name, (unsigned long long)index);
+    fsmMarkWritten(s, db, index);
+}
+
+/* Writes a part's pages (consecutive, after those in already) to the file
+ * being built. */
+static int tfStageAppend(struct fsmDb *db,
+                         const struct tpdb_txn *txn,
+                         char *errmsg)
+{
+    int rc = TPDB_OK;
+    for (uint32_t i = 0; i < txn->n_pages && rc == TPDB_OK; i++) {
+        rc = fsmTfFetchPages(db->tfStage, txn->pages[i].pgno, 1,
+                             txn->pages[i].data, errmsg);
+    }
+    return rc;
+}
+
+/* A part that cannot be written: the file being built is dropped, and its
+ * END (not staged then) fetches the file from a peer. */
+static int tfStageFailed(struct fsmState *s,
+                         struct fsmDb *db,
+                         uint64_t index,
+                         const char *errmsg)
+{
+    tpdbLog(TPDB_LOG_WARN,
+            "%s: file sent in parts, entry %llu: %s; it will be fetched from "
+            "a peer at its end",
+            db->name, (unsigned long long)index, errmsg);
+    tfStageDrop(s, db);
+    return TPDB_OK;
+}
+
+/* END of a file built aside: its last pages, the file synced, then the
+ * switch (TPDB_BUSY while a local handle holds the current file: the END
+ * stays queued and is retried, without writing its pages again). */
+static int tfStageEnd(struct fsmState *s,
+                      struct fsmDb *db,
+                      const struct tpdb_entry *e,
+                      uint64_t index,
+                      unsigned lock_ms,
+                      char *errmsg)
+{
+    int rc = TPDB_OK;
+    if (!db->tfStageDone) {
+        rc = tfStageAppend(db, &e->txn, errmsg);
+        if (rc == TPDB_OK) {
+            rc = fsmTfFetchStage(db->tfStage, e->txn.db_pages, NULL, errmsg);
+        }
+        db->tfStageDone = rc == TPDB_OK;
+    }
+    if (rc == TPDB_OK) {
+        rc = fsmTfFetchCommit(db->tfStage, lock_ms, errmsg);
+    }
+    if (rc == TPDB_BUSY) {
+        return rc;
+    }
+    if (rc != TPDB_OK) {
+        tfStageFailed(s, db, index, errmsg);
+        endLost(s, db, index);
+        return TPDB_OK;
+    }
+    tfStageDrop(s, db); /* committed: the temp file is the file now */
+    fsmMarkWritten(s, db, index);
+    fsmDurableRequest(s, db, index);
+    return TPDB_OK;
+}
+
+/* Entries of a TPDB page file. */
+static int tfApplyEntry(struct fsmState *s,
+                        struct fsmDb *db,
+                        const struct tpdb_entry *e,
+                        uint64_t index,
+                        unsigned lock_ms,
+                        char *errmsg)
+{
+    pthread_mutex_lock(&s->mutex);
+    int abort = db->tfStageAbort;
+    pthread_mutex_unlock(&s->mutex);
+    if (abort) {
+        tfStageDrop(s, db);
+    }
+    int ours = db->tfStage != NULL && db->stageOrigin == e->origin;
+    int rc;
+    switch (e->type) {
+        case TPDB_ENTRY_TPDBFILE_BEGIN:
+            if (db->tfStage != NULL) {
+                tfStageDrop(s, db);
+            }
+            rc = fsmTfStageBegin(s, db, &db->tfStage, errmsg);
+            if (rc != TPDB_OK) {
+                return tfStageFailed(s, db, index, errmsg);
+            }
+            db->stageOrigin = e->origin;
+            pthread_mutex_lock(&s->mutex);
+            db->tfStageFirst = index;
+            pthread_mutex_unlock(&s->mutex);
+            rc = tfStageAppend(db, &e->txn, errmsg);
+            return rc == TPDB_OK ? rc : tfStageFailed(s, db, index, errmsg);
+        case TPDB_ENTRY_CHUNK:
+            if (!ours) {
+                return TPDB_OK;
+            }
+            rc = tfStageAppend(db, &e->txn, errmsg);
+            return rc == TPDB_OK ? rc : tfStageFailed(s, db, index, errmsg);
+        case TPDB_ENTRY_CHUNK_END:
+            if (!ours) {
+                endNotStaged(s, db, index);
+                return TPDB_OK;
+            }
+            return tfStageEnd(s, db, e, index, lock_ms, errmsg);
+        default:
+            if (db->tfStage != NULL) {
+                tfStageDrop(s, db);
+            }
+            return fsmApplyTxn(s, db, &e->txn, index, lock_ms, errmsg);
+    }
+}
+
 static int stageEnd(struct fsmState *s,
                     struct fsmDb *db,
                     const struct tpdb_entry *e,
@@ -101,6 +266,9 @@ int fsmApplyEntry(struct fsmState *s,
                   unsigned lock_ms,
                   char *errmsg)
 {
+    if (db->tpdbFile) {
+        return tfApplyEntry(s, db, e, index, lock_ms, errmsg);
+    }
     int ours = db->stage != NULL && db->stageOrigin == e->origin;
     int rc;
     switch (e->type) {
@@ -123,12 +291,13 @@ int fsmApplyEntry(struct fsmState *s,
                         : TPDB_OK;
         case TPDB_ENTRY_CHUNK_END:
             if (!ours) {
-                endLost(s, db, index);
+                endNotStaged(s, db, index);
                 return TPDB_OK;
             }
             rc = stageEnd(s, db, e, errmsg);
             if (rc == TPDB_OK) {
                 fsmAfterWrite(s, db, &e->txn, index);
+                fsmDurableRequest(s, db, index);
             }
             return rc;
         default:

@@ -24,6 +24,10 @@
  *
  * The durable file: "tpdb-durable 1" then one "INDEX NAME" line per
  * database, replaced atomically (write, fsync, rename, fsync directory).
+ * Besides snapshots, the END of a large transaction records its database
+ * as durable at END once the files are synced (fsmMakeDbDurable): the
+ * snapshots taken while it was staged could record it only as of before
+ * its BEGIN, and a restart would otherwise fetch the whole database.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -280,7 +284,8 @@ int fsmSnapshot(struct raft_fsm *fsm,
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         db->inSnapshot = 1;
         db->snapAcked = db->acked;
-        db->snapStageFirst = db->stage != NULL ? db->stageFirst : 0;
+        db->snapStageFirst =
+            db->stage != NULL ? db->stageFirst : db->tfStageFirst;
         db->snapSkip = db->fetching;
         /* Without a worker to wait on, own writes and queued entries must
          * be done already. */
@@ -397,6 +402,37 @@ static int makeDurable(struct fsmState *s, struct fsmDb *head, char *errmsg)
     }
     pthread_mutex_unlock(&s->mutex);
     return fsmDurableSave(s, errmsg);
+}
+
+int fsmMakeDbDurable(struct fsmState *s,
+                     struct fsmDb *db,
+                     uint64_t index,
+                     char *errmsg)
+{
+    int rc = syncPath(s->dataDir, 1, errmsg);
+    if (rc == TPDB_OK) {
+        rc = syncDb(db, errmsg);
+    }
+    if (rc != TPDB_OK) {
+        return rc;
+    }
+    int changed = 0;
+    pthread_mutex_lock(&s->mutex);
+    /* A database that waits for a stream is not its files any more. */
+    if (!db->fetching && db->durable < index) {
+        db->durable = index;
+        changed = 1;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    if (changed) {
+        rc = fsmDurableSave(s, errmsg);
+    }
+    if (rc == TPDB_OK && changed) {
+        pthread_mutex_lock(&s->mutex);
+        s->stats.durable_points++;
+        pthread_mutex_unlock(&s->mutex);
+    }
+    return rc;
 }
 
 int fsmSnapshotAsync(struct raft_fsm *fsm,

@@ -18,6 +18,10 @@
  * the temp file is renamed over it and the directory fsynced. A reader
  * sees the old state or the new one, never a mix; a crash before the
  * rename leaves the old file, and the fetch is redone at restart.
+ *
+ * A whole file that arrives in the log as a chunk sequence
+ * (TPDB_ENTRY_TPDBFILE_BEGIN, fsm_chunk.c) is received the same way, into
+ * .tpdb/NAME.stage, and switched to at its END.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -80,10 +84,11 @@ int fsmTfServeOpen(struct fsmState *s,
     return TPDB_OK;
 }
 
-int fsmTfFetchBegin(struct fsmState *s,
-                    struct fsmDb *db,
-                    struct fsmTfFetch **out,
-                    char *errmsg)
+static int tempBegin(struct fsmState *s,
+                     struct fsmDb *db,
+                     const char *suffix,
+                     struct fsmTfFetch **out,
+                     char *errmsg)
 {
     struct fsmTfFetch *tf = tpdb_calloc(1, sizeof *tf);
     *out = NULL;
@@ -93,7 +98,7 @@ int fsmTfFetchBegin(struct fsmState *s,
     }
     tf->s = s;
     tf->db = db;
-    snprintf(tf->tmp, sizeof tf->tmp, "%s/%s.fetch", s->metaDir, db->name);
+    snprintf(tf->tmp, sizeof tf->tmp, "%s/%s.%s", s->metaDir, db->name, suffix);
     snprintf(tf->tmpWal, sizeof tf->tmpWal, "%s%s", tf->tmp,
              TPDB_FILE_WAL_SUFFIX);
     unlink(tf->tmpWal); /* of an earlier attempt */
@@ -105,6 +110,22 @@ int fsmTfFetchBegin(struct fsmState *s,
     }
     *out = tf;
     return TPDB_OK;
+}
+
+int fsmTfFetchBegin(struct fsmState *s,
+                    struct fsmDb *db,
+                    struct fsmTfFetch **out,
+                    char *errmsg)
+{
+    return tempBegin(s, db, "fetch", out, errmsg);
+}
+
+int fsmTfStageBegin(struct fsmState *s,
+                    struct fsmDb *db,
+                    struct fsmTfFetch **out,
+                    char *errmsg)
+{
+    return tempBegin(s, db, "stage", out, errmsg);
 }
 
 static int writeAll(int fd, const uint8_t *p, size_t n, off_t off)

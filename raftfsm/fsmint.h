@@ -63,6 +63,18 @@ struct fsmDb {
     uint64_t stageOrigin;
     uint64_t stageFirst;     /* index of its CHUNK_BEGIN */
     uint64_t snapStageFirst; /* stageFirst when the snapshot began */
+    /* A whole TPDB page file being built aside from the parts of a
+     * TPDB_ENTRY_TPDBFILE_BEGIN sequence (fsm_chunk.c; stageOrigin is its
+     * origin), owned by the thread that writes the file's entries (the
+     * checkpointer thread of an async FSM, else the loop thread). */
+    struct fsmTfFetch *tfStage;
+    int tfStageDone;       /* every page is in and synced: END switches */
+    uint64_t tfStageFirst; /* (mutex) index of its BEGIN; 0: none */
+    int tfStageAbort;      /* (mutex) drop it: this node became leader */
+    /* (mutex) The END of a large transaction applied at this index: the
+     * checkpointer thread makes the files durable and records it (0:
+     * nothing asked). */
+    uint64_t syncWanted;
     /* A TPDB page file (TPDB_ENTRY_TPDBFILE), not SQLite: set once, on the
      * loop thread, before any other thread looks at the database's queue
      * (fsmMarkTpdbFile). */
@@ -222,6 +234,23 @@ int fsmTfReady(const struct fsmDb *db, uint64_t now);
  * or on TPDB_BUSY sets a retry time. Called without the mutex. */
 void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db);
 
+/* Records that db's entries up to index are written (any thread). */
+void fsmMarkWritten(struct fsmState *s, struct fsmDb *db, uint64_t index);
+
+/* fsyncs the data directory and db's WAL and main file, then records db as
+ * durable at index (unless it waits for a stream) in the durable file.
+ * Used after the END of a large transaction, whose snapshots during the
+ * sequence could only record the database as durable before its BEGIN.
+ * Not on the loop thread of an async FSM (it syncs). */
+int fsmMakeDbDurable(struct fsmState *s,
+                     struct fsmDb *db,
+                     uint64_t index,
+                     char *errmsg);
+
+/* Asks for fsmMakeDbDurable(db, index): on the checkpointer thread if it
+ * runs, else here. Loop thread. */
+void fsmDurableRequest(struct fsmState *s, struct fsmDb *db, uint64_t index);
+
 /* Writes the durable file from every database's `durable` index. */
 int fsmDurableSave(struct fsmState *s, char *errmsg);
 
@@ -276,6 +305,13 @@ int fsmTfServeOpen(struct fsmState *s,
 /* Receiving: begins a temp file for db in the meta directory (owned by
  * *out until fsmTfFetchAbort). Errors: TPDB_IOERR, TPDB_NOMEM. */
 int fsmTfFetchBegin(struct fsmState *s,
+                    struct fsmDb *db,
+                    struct fsmTfFetch **out,
+                    char *errmsg);
+
+/* The same for the file a TPDB_ENTRY_TPDBFILE_BEGIN sequence builds
+ * (.tpdb/NAME.stage, apart from a stream's). */
+int fsmTfStageBegin(struct fsmState *s,
                     struct fsmDb *db,
                     struct fsmTfFetch **out,
                     char *errmsg);

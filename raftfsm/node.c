@@ -496,15 +496,17 @@ int tpdbNodeCommit(struct tpdb_node *n,
     return tpdbNodePropose(n, TPDB_ENTRY_TXN, db, txn, errmsg);
 }
 
-int tpdbNodeCommitPart(struct tpdb_node *n,
-                       const char *db,
-                       const struct tpdb_txn *part,
-                       unsigned index,
-                       int final,
-                       char *errmsg)
+/* Part `index` of a sequence whose first entry is of type `begin`. */
+static int commitPart(struct tpdb_node *n,
+                      int begin,
+                      const char *db,
+                      const struct tpdb_txn *part,
+                      unsigned index,
+                      int final,
+                      char *errmsg)
 {
     int type = final        ? TPDB_ENTRY_CHUNK_END
-               : index == 0 ? TPDB_ENTRY_CHUNK_BEGIN
+               : index == 0 ? begin
                             : TPDB_ENTRY_CHUNK;
     int rc = tpdbNodePropose(n, type, db, part, errmsg);
     if (!final && rc == TPDB_UNKNOWN) {
@@ -514,6 +516,28 @@ int tpdbNodeCommitPart(struct tpdb_node *n,
         rc = TPDB_RAFT;
     }
     return rc;
+}
+
+int tpdbNodeCommitPart(struct tpdb_node *n,
+                       const char *db,
+                       const struct tpdb_txn *part,
+                       unsigned index,
+                       int final,
+                       char *errmsg)
+{
+    return commitPart(n, TPDB_ENTRY_CHUNK_BEGIN, db, part, index, final,
+                      errmsg);
+}
+
+int tpdbNodeCommitFilePart(struct tpdb_node *n,
+                           const char *db,
+                           const struct tpdb_txn *part,
+                           unsigned index,
+                           int final,
+                           char *errmsg)
+{
+    return commitPart(n, TPDB_ENTRY_TPDBFILE_BEGIN, db, part, index, final,
+                      errmsg);
 }
 
 int tpdbNodeKnows(struct tpdb_node *n, const char *name)
@@ -684,16 +708,17 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
     struct tpdb_fsm_stats st;
     tpdbFsmStats(&n->fsm, &st);
     uint64_t applied = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
-    json_t *stats = json_pack(
-        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "applied_entries",
-        (json_int_t)st.applied_entries, "own_entries",
-        (json_int_t)st.own_entries, "applied_pages",
-        (json_int_t)st.applied_pages, "snapshots", (json_int_t)st.snapshots,
-        "restores", (json_int_t)st.restores, "pending",
-        (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
-        (json_int_t)tpdbFsmFetching(&n->fsm), "fetches", (json_int_t)st.fetches,
-        "served", (json_int_t)st.served, "refused",
-        (json_int_t)tpdbTransportRefusedCount(&n->transport));
+    json_t *stats =
+        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+                  "applied_entries", (json_int_t)st.applied_entries,
+                  "own_entries", (json_int_t)st.own_entries, "applied_pages",
+                  (json_int_t)st.applied_pages, "snapshots",
+                  (json_int_t)st.snapshots, "restores", (json_int_t)st.restores,
+                  "pending", (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
+                  (json_int_t)tpdbFsmFetching(&n->fsm), "fetches",
+                  (json_int_t)st.fetches, "served", (json_int_t)st.served,
+                  "durable_points", (json_int_t)st.durable_points, "refused",
+                  (json_int_t)tpdbTransportRefusedCount(&n->transport));
     o = json_pack(
         "{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I,s:o}", "id",
         (json_int_t)n->id, "address", n->address, "role",

@@ -129,6 +129,15 @@ int tpdbNodeCommitPart(struct tpdb_node *n,
                        int final,
                        char *errmsg);
 
+/* The same for a whole TPDB page file handed over in parts (tpdbfile.h's
+ * commit_part): part 0 is a TPDB_ENTRY_TPDBFILE_BEGIN entry. */
+int tpdbNodeCommitFilePart(struct tpdb_node *n,
+                           const char *db,
+                           const struct tpdb_txn *part,
+                           unsigned index,
+                           int final,
+                           char *errmsg);
+
 /* Like tpdbNodeCommit, for an entry of type TPDB_ENTRY_* (entry.h). */
 int tpdbNodePropose(struct tpdb_node *n,
                     int type,

@@ -6,7 +6,9 @@
  * tpdb_file_apply. Covers replication, a follower's tpdb_table (idle: no
  * effect on replication; in the middle of a statement: entries queued, then
  * drained), a leader change with the deposed leader's writer still open,
- * and snapshot install. Every test ends with
+ * snapshot install, and a large file the cluster never carried whose first
+ * commit goes out in bounded parts (a chunk sequence that followers build
+ * aside and switch to at its end). Every test ends with
  * the same rows on every server and byte-identical files.
  */
 #include <setjmp.h>
@@ -15,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -34,6 +37,8 @@ struct writer {
     unsigned server;
     struct tpdb_file *f;
     int acked;
+    unsigned entries; /* proposed */
+    size_t maxLen;    /* bytes of the largest entry proposed */
 };
 
 struct applyReq {
@@ -53,22 +58,27 @@ static void applyCb(struct raft_apply *req, int status, void *result)
     tpdb_free(a);
 }
 
-/* Proposes the commit on the writer's server and steps the fixture until
- * the FSM gave it an outcome, as the node's commit path does. */
-static int hookCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)
+/* Proposes an entry of `type` on the writer's server and steps the
+ * fixture until the FSM gave it an outcome, as the node's commit path
+ * does. */
+static int propose(struct writer *w,
+                   int type,
+                   const struct tpdb_txn *txn,
+                   char *errmsg)
 {
-    struct writer *w = arg;
     struct clusterServer *s = &w->c->s[w->server];
     struct tpdb_proposal p;
     struct raft_buffer buf;
     memset(&p, 0, sizeof p);
     p.seq = ++w->c->nextSeq;
     p.db = TPDB_DB;
-    int rc = tpdbEntryEncode(TPDB_ENTRY_TPDBFILE, TPDB_DB, s->origin, p.seq,
-                             txn, &buf.base, &buf.len, errmsg);
+    int rc = tpdbEntryEncode(type, TPDB_DB, s->origin, p.seq, txn, &buf.base,
+                             &buf.len, errmsg);
     if (rc != TPDB_OK) {
         return rc;
     }
+    w->entries++;
+    w->maxLen = buf.len > w->maxLen ? buf.len : w->maxLen;
     struct applyReq *a = tpdb_malloc(sizeof *a);
     assert_non_null(a);
     a->fsm = &s->fsm;
@@ -92,7 +102,38 @@ static int hookCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)
     if (rc != TPDB_OK) {
         snprintf(errmsg, TPDB_ERRMSG_SIZE, "%s", p.errmsg);
     }
+    return rc;
+}
+
+static int hookCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)
+{
+    struct writer *w = arg;
+    int rc = propose(w, TPDB_ENTRY_TPDBFILE, txn, errmsg);
     w->acked = rc == TPDB_OK;
+    return rc;
+}
+
+/* A whole file in parts, as ext/tpdb_vtab_file.c proposes it. Until the
+ * last part is committed no follower has the file. */
+static int hookCommitPart(void *arg,
+                          const struct tpdb_txn *part,
+                          unsigned index,
+                          int final,
+                          char *errmsg)
+{
+    struct writer *w = arg;
+    char path[CLUSTER_PATH_MAX];
+    int type = final        ? TPDB_ENTRY_CHUNK_END
+               : index == 0 ? TPDB_ENTRY_TPDBFILE_BEGIN
+                            : TPDB_ENTRY_CHUNK;
+    int rc = propose(w, type, part, errmsg);
+    for (unsigned i = 0; i < w->c->n && !final; i++) {
+        clusterDbPath(w->c, i, TPDB_DB, path);
+        if (i != w->server) {
+            assert_int_not_equal(access(path, F_OK), 0);
+        }
+    }
+    w->acked = final && rc == TPDB_OK;
     return rc;
 }
 
@@ -469,6 +510,77 @@ static void testSnapshotInstall(void **state)
     free(want);
 }
 
+/* A file built without the cluster (no hooks), of several parts' worth
+ * of pages: the writer's first commit carries it whole, in entries of at
+ * most TPDB_FILE_REPL_PART_PAGES pages, never one entry of the whole
+ * file; followers build it aside and end byte-identical, and later commits
+ * carry only their changes. */
+static void testWholeFileInParts(void **state)
+{
+    struct cluster *c = *state;
+    struct writer w;
+    char path[CLUSTER_PATH_MAX];
+    char err[TPDB_ERRMSG_SIZE];
+    char text[901];
+    struct tpdb_file *f = NULL;
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    clusterDbPath(c, l, TPDB_DB, path);
+    if (tpdb_file_open(path, TPDB_FILE_CREATE, &f, err) != TPDB_OK) {
+        fail_msg("%s", err);
+    }
+    makeUsers(f);
+    struct tpdb_column cols[2] = {{"id", "integer", 0, NULL},
+                                  {"data", "text", 0, NULL}};
+    mustOk(f, tpdb_file_create_table(f, "blobs", cols, 2, 0));
+    mustOk(f, tpdb_file_begin(f));
+    srand(7);
+    for (int i = 1; i <= 6000; i++) {
+        for (size_t k = 0; k < sizeof text - 1; k++) {
+            text[k] = (char)('a' + rand() % 26);
+        }
+        struct tpdb_value v[2] = {
+            {.type = TPDB_VINT, .i = i},
+            {.type = TPDB_VTEXT,
+             .base = (const uint8_t *)text,
+             .len = sizeof text - 1},
+        };
+        mustOk(f, tpdb_file_insert(f, "blobs", v, 2, NULL));
+    }
+    mustOk(f, tpdb_file_commit(f));
+    uint32_t mapped = tpdb_file_mapped_pages(f);
+    tpdb_file_close(f);
+    printf("# %u mapped pages built without the cluster\n", mapped);
+    assert_true(mapped > 2 * TPDB_FILE_REPL_PART_PAGES);
+
+    struct tpdb_file_hooks hooks = {.version = 2,
+                                    .arg = &w,
+                                    .commit = hookCommit,
+                                    .done = hookDone,
+                                    .commit_part = hookCommitPart};
+    memset(&w, 0, sizeof w);
+    w.c = c;
+    w.server = l;
+    if (tpdb_file_open(path, 0, &w.f, err) != TPDB_OK) {
+        fail_msg("%s", err);
+    }
+    mustOk(w.f, tpdb_file_set_hooks(w.f, &hooks));
+    insertUser(w.f, 1, "first");
+    unsigned parts = w.entries;
+    printf("# first commit: %u entries, largest %zu bytes\n", parts, w.maxLen);
+    assert_int_equal(parts, (mapped + TPDB_FILE_REPL_PART_PAGES - 1) /
+                                TPDB_FILE_REPL_PART_PAGES);
+    assert_true(w.maxLen <=
+                (size_t)TPDB_FILE_REPL_PART_PAGES * (4096 + 4) + 4096);
+    insertUser(w.f, 2, "second");
+    assert_int_equal(w.entries, parts + 1);
+    converge(c, l);
+    char *want = dumpHandle(w.f);
+    writerClose(&w);
+    assertCopies(c, want);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +588,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testFollowerTable, setup, teardown),
         cmocka_unit_test_setup_teardown(testLeaderChange, setup, teardown),
         cmocka_unit_test_setup_teardown(testSnapshotInstall, setup, teardown),
+        cmocka_unit_test_setup_teardown(testWholeFileInParts, setup, teardown),
     };
     const char *filter = getenv("TPDB_TEST_FILTER");
     if (filter != NULL) {

@@ -13,6 +13,9 @@
  * - Opening on such a follower returns only once it holds everything the
  *   leader had committed.
  * - One 200 MB transaction commits with a plain OK and no election.
+ * - A follower SIGKILLed right after a 40 MB transaction (chunk entries,
+ *   with a snapshot taken while it was staged), before any later snapshot,
+ *   restarts with its file: nothing fetched.
  * - A new leader whose own connection holds the write lock that its
  *   queued entries wait for refuses that connection's write at once
  *   (REPLFAIL, roll back and retry) and writes again once it has.
@@ -29,9 +32,9 @@
 
 #include <jansson.h>
 
+#include "base/base.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "base/base.h"
 
 #define N_NODES 3
 #define PARAMS_KEEP                                   \
@@ -353,6 +356,53 @@ static void testBigTransaction(void **state)
     tpdb_free(c);
 }
 
+/* A transaction of 40 parts of 1 MB travels as chunk entries; log_mb=24
+ * makes every node take a snapshot while the sequence is staged, and none
+ * at its end (the budget is charged again from that snapshot on). Once the
+ * end is applied and made durable (durable_points), a follower SIGKILLed
+ * before any later snapshot restarts from its own files: it replays the
+ * entries after its snapshot and fetches nothing. */
+static void testKilledAfterBigTransaction(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    (void)state;
+    assert_non_null(c);
+    startAll(c,
+             "ready_ms=60000&commit_ms=120000&log_mb=24&"
+             "snapshot_threshold=100000");
+    int leader = nodesFindLeader(c, 30000);
+    int f = followerOf(leader);
+    exec(c, leader, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    nodesWaitApplied(c, 30000);
+    long long snapsBefore = nodesStat(c, f, "snapshots");
+    long long pointsBefore = nodesStat(c, f, "durable_points");
+    char *line = nodesCommand(c, leader,
+                              "exec WITH RECURSIVE n(i) AS (SELECT 1 UNION "
+                              "ALL SELECT i + 1 FROM n WHERE i < 40) INSERT "
+                              "INTO t(v) SELECT randomblob(1000000) FROM n");
+    assert_non_null(line);
+    assert_string_equal(line, "ok 40");
+    tpdb_free(line);
+    nodesWaitApplied(c, 60000);
+    nodesWaitStat(c, f, "durable_points", pointsBefore + 1, 60000);
+    long long snaps = nodesStat(c, f, "snapshots");
+    printf("# follower took %lld snapshots during the transaction\n",
+           snaps - snapsBefore);
+    assert_true(snaps > snapsBefore);
+    ino_t before = inodeOf(c, f);
+    nodesKill(c, f);
+    nodesStart(c, f, -1);
+    nodesWaitReady(c, f);
+    assertConverged(c, 40);
+    assert_true(inodeOf(c, f) == before);
+    assert_int_equal(nodesStat(c, f, "fetches"), 0);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 static char *command(struct nodes *c, int i, const char *cmd)
 {
     char *line = nodesCommand(c, i, cmd);
@@ -407,6 +457,8 @@ int main(void)
         cmocka_unit_test_teardown(testNewLeaderWithQueuedEntries,
                                   harnessTeardown),
         cmocka_unit_test_teardown(testBigTransaction, harnessTeardown),
+        cmocka_unit_test_teardown(testKilledAfterBigTransaction,
+                                  harnessTeardown),
         cmocka_unit_test_teardown(testWipedFollowerRejoins, harnessTeardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -390,7 +390,7 @@ static void testSetHooksErrors(void **state)
     struct fx *fx = *state;
     char err[TPDB_ERRMSG_SIZE];
     struct tpdb_file *ro = NULL;
-    struct tpdb_file_hooks hooks = {.version = 2};
+    struct tpdb_file_hooks hooks = {.version = 3};
     openLeader(fx);
     assert_int_equal(tpdb_file_set_hooks(fx->f, &hooks), TPDB_INVALID);
     mustOk(fx->f, tpdb_file_begin(fx->f));

@@ -365,8 +365,12 @@ TPDB_API int tpdb_file_create_index(struct tpdb_file *f,
  * free_list_head; zeros after it), txn page N+1 is TPDB page N; db_pages =
  * page_count + 1; page 1 is always present. */
 
+/* Whole-file commits of more mapped pages than this go to
+ * hooks->commit_part (version 2) in parts of at most this many pages. */
+#define TPDB_FILE_REPL_PART_PAGES 1024
+
 struct tpdb_file_hooks {
-    int version; /* 1 */
+    int version; /* 1, or 2 (commit_part) */
     void *arg;   /* passed to every hook */
 
     /* A write statement is starting (NULL: always allowed). Return TPDB_OK,
@@ -391,11 +395,26 @@ struct tpdb_file_hooks {
      * file (1) or only its changes (0, when every replica already holds
      * this file's current state). NULL: always the whole file. */
     int (*needs_full)(void *arg);
+
+    /* Version 2 (NULL, or version 1: commit gets every commit whole). A
+     * whole-file commit of more than TPDB_FILE_REPL_PART_PAGES mapped pages
+     * goes here instead of commit, in parts of at most that many pages in
+     * page order, one call each: part 0 starts with the header page, every
+     * part's db_pages is the whole file's, `final` marks the last part.
+     * Memory stays at one part whatever the file's size. The last part's
+     * result is the commit's, as for commit; any part that returns an
+     * error ends the commit with that code, nothing written. */
+    int (*commit_part)(void *arg,
+                       const struct tpdb_txn *part,
+                       unsigned index,
+                       int final,
+                       char *errmsg);
 };
 
 /* Installs hooks on a read-write handle (copied; NULL removes them). The
  * first commit after installation carries the whole file (txn pages 1 ..
- * page_count + 1), so that a replica can start from it; later commits carry
+ * page_count + 1; in parts through commit_part when large), so that a
+ * replica can start from it; later commits carry
  * the header page and the pages they changed. After a commit was
  * replicated but not written locally, every later write on the handle fails
  * with TPDB_IOERR (the local copy is behind the cluster). Errors:

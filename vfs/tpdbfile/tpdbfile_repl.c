@@ -29,7 +29,7 @@ int tpdb_file_set_hooks(struct tpdb_file *f,
         tpdbErrf(f->errmsg, "%s: hooks changed inside a transaction", f->name);
         return TPDB_MISUSE;
     }
-    if (hooks != NULL && hooks->version != 1) {
+    if (hooks != NULL && hooks->version != 1 && hooks->version != 2) {
         tpdbErrf(f->errmsg, "%s: unknown hooks version %d", f->name,
                  hooks->version);
         return TPDB_INVALID;
@@ -37,6 +37,9 @@ int tpdb_file_set_hooks(struct tpdb_file *f,
     memset(&f->hooks, 0, sizeof f->hooks);
     if (hooks != NULL) {
         f->hooks = *hooks;
+        if (hooks->version < 2) {
+            f->hooks.commit_part = NULL;
+        }
     }
     f->repl_full = hooks != NULL &&
                    (hooks->needs_full == NULL || hooks->needs_full(hooks->arg));
@@ -103,6 +106,44 @@ static int replCollect(struct tpdb_file *f, struct tpdb_txn *txn, uint8_t **buf)
     return rc;
 }
 
+/* Hands a whole-file commit (header page hdr, then every page) to
+ * hooks->commit_part in parts of TPDB_FILE_REPL_PART_PAGES mapped pages,
+ * each read into one buffer. */
+static int replCommitParts(struct tpdb_file *f, const uint8_t *hdr, char *msg)
+{
+    const uint32_t per = TPDB_FILE_REPL_PART_PAGES;
+    uint32_t total = f->page_count + 1; /* mapped pages */
+    struct tpdb_page *pages = tpdb_malloc(per * sizeof *pages);
+    uint8_t *buf = tpdb_malloc((size_t)per * TF_PAGE);
+    int rc = pages != NULL && buf != NULL ? TPDB_OK : TPDB_NOMEM;
+    if (rc != TPDB_OK) {
+        tpdbErrf(msg, "out of memory");
+    }
+    unsigned index = 0;
+    for (uint32_t first = 1; rc == TPDB_OK && first <= total;
+         first += per, index++) {
+        uint32_t n = total - first + 1 < per ? total - first + 1 : per;
+        for (uint32_t i = 0; i < n && rc == TPDB_OK; i++) {
+            uint32_t mapped = first + i;
+            pages[i].pgno = mapped;
+            pages[i].data = mapped == 1 ? hdr : buf + (size_t)i * TF_PAGE;
+            if (mapped > 1) {
+                rc = tfPageRead(f, mapped - 1, buf + (size_t)i * TF_PAGE);
+            }
+        }
+        if (rc != TPDB_OK) {
+            tpdbErrf(msg, "read page: %s", f->errmsg);
+            break;
+        }
+        struct tpdb_txn part = {TF_PAGE, total, n, pages};
+        rc = f->hooks.commit_part(f->hooks.arg, &part, index, first + n > total,
+                                  msg);
+    }
+    tpdb_free(buf);
+    tpdb_free(pages);
+    return rc;
+}
+
 int tfReplCommit(struct tpdb_file *f, int *replicated)
 {
     uint8_t hdr[TF_PAGE];
@@ -115,8 +156,23 @@ int tfReplCommit(struct tpdb_file *f, int *replicated)
          f->free_head == f->c_free_head)) {
         return TPDB_OK;
     }
-    size_t max = (f->repl_full ? f->page_count : f->dirty.n) + 1;
     memset(&txn, 0, sizeof txn);
+    if (f->repl_full && f->hooks.commit_part != NULL &&
+        f->page_count < UINT32_MAX &&
+        f->page_count + 1 > TPDB_FILE_REPL_PART_PAGES) {
+        memset(hdr, 0, sizeof hdr);
+        tfHeaderEncode(f, hdr);
+        int rc = replCommitParts(f, hdr, msg);
+        if (rc != TPDB_OK) {
+            tpdbErrf(f->errmsg, "%s: replicate commit: %s", f->name,
+                     msg[0] ? msg : tpdb_strerror(rc));
+            return rc;
+        }
+        *replicated = 1;
+        f->repl_full = 0;
+        return TPDB_OK;
+    }
+    size_t max = (f->repl_full ? f->page_count : f->dirty.n) + 1;
     txn.page_size = TF_PAGE;
     txn.db_pages = f->page_count + 1;
     txn.pages = tpdb_calloc(max, sizeof *txn.pages);
