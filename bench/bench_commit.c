@@ -27,9 +27,9 @@
 
 #include <sqlite3.h>
 
+#include "base/base.h"
 #include "bench/bench_util.h"
 #include "ext/tpdb.h"
-#include "base/base.h"
 
 #define MAX_CLIENTS 64
 #define MAX_ERRORS 100 /* a client stops after this many failed operations */

@@ -42,8 +42,8 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
-#include "bench/bench_util.h"
 #include "base/base.h"
+#include "bench/bench_util.h"
 
 #define MAX_NODES 7
 #define MAX_WRITERS 256

@@ -13,8 +13,8 @@
 
 #include <sqlite3.h>
 
-#include "shell/tpdb_migrate.h"
 #include "base/base.h"
+#include "shell/tpdb_migrate.h"
 
 static void die(const char *what, const char *msg)
 {

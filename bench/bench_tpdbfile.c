@@ -33,9 +33,9 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "base/base.h"
 #include "bench/bench_util.h"
 #include "ext/tpdb.h"
-#include "base/base.h"
 #include "vfs/tpdbfile/tpdbfile.h"
 
 #define URI_SIZE (PATH_MAX + 256)

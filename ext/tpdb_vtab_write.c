@@ -10,8 +10,8 @@
  */
 #include <string.h>
 
-#include "ext/tpdb_vtab_int.h"
 #include "base/base.h"
+#include "ext/tpdb_vtab_int.h"
 #include "vfs/tpdbfile/tpdbfile.h"
 
 /* ---- Writes and transactions --------------------------------------------- */

@@ -11,8 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "raftfsm/seal.h"
 #include "base/base.h"
+#include "raftfsm/seal.h"
 
 /* One stream's channel; owned by its thread. Private. */
 struct tpdb_chan {

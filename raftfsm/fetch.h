@@ -26,9 +26,9 @@
 
 #include <raft.h>
 
+#include "base/base.h"
 #include "raftfsm/nodeconf.h"
 #include "raftfsm/seal.h"
-#include "base/base.h"
 
 struct tpdb_fetch;
 

@@ -18,8 +18,8 @@
 #include <raft.h>
 #include <uv.h>
 
-#include "raftfsm/transport.h"
 #include "base/base.h"
+#include "raftfsm/transport.h"
 
 /* Reply statuses, on the wire. */
 enum {

@@ -24,11 +24,11 @@
 #include <raft/uv.h>
 #include <uv.h>
 
+#include "base/base.h"
 #include "raftfsm/guard.h"
 #include "raftfsm/nodeconf.h"
 #include "raftfsm/seal.h"
 #include "raftfsm/wire.h"
-#include "base/base.h"
 
 /* Handshake message types. */
 enum {

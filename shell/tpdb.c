@@ -13,10 +13,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "base/base.h"
 #include "raftfsm/recover.h"
 #include "shell/tpdb_migrate.h"
 #include "shell/tpdb_shell.h"
-#include "base/base.h"
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 

@@ -13,8 +13,8 @@
 
 #include <jansson.h>
 
-#include "tests/integration/harness.h"
 #include "base/base.h"
+#include "tests/integration/harness.h"
 
 /* Most members a cluster may have. */
 #define NODES_MAX 8

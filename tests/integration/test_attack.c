@@ -22,11 +22,11 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "base/base.h"
 #include "raftfsm/transport.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
 #include "tests/integration/poke.h"
-#include "base/base.h"
 
 #define N_NODES 3
 #define WAIT_MS 60000

@@ -15,9 +15,9 @@
 
 #include <cmocka.h>
 
+#include "base/base.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "base/base.h"
 
 #define N_NODES 3
 #define N_TXNS 1000

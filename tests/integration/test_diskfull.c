@@ -28,9 +28,9 @@
 
 #include <jansson.h>
 
+#include "base/base.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "base/base.h"
 
 #define N_NODES 3
 /* Each node's file system: raft preallocates two 8 MiB segments. */

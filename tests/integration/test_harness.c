@@ -19,8 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "tests/integration/harness.h"
 #include "base/base.h"
+#include "tests/integration/harness.h"
 
 /* Generous bound for things that should take milliseconds. */
 #define WAIT_MS 10000

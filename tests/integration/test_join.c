@@ -16,9 +16,9 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "base/base.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "base/base.h"
 
 #define N_NODES 4
 #define N_ROWS 300

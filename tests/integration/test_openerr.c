@@ -20,8 +20,8 @@
 
 #include <cmocka.h>
 
-#include "tests/integration/harness.h"
 #include "base/base.h"
+#include "tests/integration/harness.h"
 
 #define SHELL_MS 60000
 

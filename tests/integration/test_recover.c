@@ -17,9 +17,9 @@
 
 #include <cmocka.h>
 
+#include "base/base.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
-#include "base/base.h"
 
 #define WAIT_MS 60000
 #define PARAMS "election_ms=400&heartbeat_ms=40&ready_ms=60000&commit_ms=3000"

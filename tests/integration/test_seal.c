@@ -20,12 +20,12 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "base/base.h"
 #include "raftfsm/transport.h"
 #include "tests/integration/harness.h"
 #include "tests/integration/nodes.h"
 #include "tests/integration/poke.h"
 #include "tests/integration/proxy.h"
-#include "base/base.h"
 
 #define WAIT_MS 60000
 #define BASE "election_ms=400&heartbeat_ms=40&ready_ms=60000"

@@ -16,8 +16,8 @@
 
 #include <cmocka.h>
 
-#include "tests/integration/harness.h"
 #include "base/base.h"
+#include "tests/integration/harness.h"
 
 static char errmsg[TPDB_ERRMSG_SIZE];
 

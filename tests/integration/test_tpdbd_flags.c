@@ -18,9 +18,9 @@
 
 #include <cmocka.h>
 
+#include "base/base.h"
 #include "shell/tpdbd_flags.h"
 #include "tests/integration/harness.h"
-#include "base/base.h"
 
 #define RUN_MS 20000
 

@@ -23,9 +23,9 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "base/base.h"
 #include "ext/tpdb.h"
 #include "tests/integration/harness.h"
-#include "base/base.h"
 
 /* A deadlock ends the test process instead of hanging it. */
 #define CASE_SECONDS 120

@@ -16,8 +16,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "shell/tpdb_migrate.h"
 #include "base/base.h"
+#include "shell/tpdb_migrate.h"
 #include "vfs/tpdbfile/tpdbfile.h"
 
 static char fixtureDir[1024];

@@ -16,8 +16,8 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
-#include "ext/tpdb_vtab.h"
 #include "base/base.h"
+#include "ext/tpdb_vtab.h"
 #include "vfs/tpdbfile/tpdbfile.h"
 
 /* ---- Fixture paths and a scratch directory ------------------------------- */
