@@ -20,6 +20,7 @@
 #include <jansson.h>
 #include <sqlite3.h>
 
+#include "tests/integration/nodes.h"
 #include "tests/integration/tpdbds.h"
 
 #define N 3
@@ -145,22 +146,6 @@ static void testMalformed(void **state)
     json_decref(o);
 }
 
-/* Reads all of path into a malloc'ed buffer; *len gets its size. */
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
-    *len = (size_t)size;
-    return buf;
-}
-
 struct ckpt {
     int member;
     const char *db;
@@ -193,7 +178,7 @@ static void testCheckpoint(void **state)
                              TPDB_OK);
             size_t len;
             snprintf(path, sizeof path, "%s/n%d/%s", c.dir, i + 1, dbs[d]);
-            unsigned char *img = slurp(path, &len);
+            unsigned char *img = (unsigned char *)nodesReadFile(path, &len);
             if (first == NULL) {
                 first = img;
                 firstLen = len;
@@ -201,9 +186,9 @@ static void testCheckpoint(void **state)
             }
             assert_int_equal(len, firstLen);
             assert_memory_equal(img, first, len);
-            free(img);
+            tpdb_free(img);
         }
-        free(first);
+        tpdb_free(first);
     }
 }
 
@@ -250,7 +235,7 @@ static void testBackup(void **state)
     assert_string_equal(json_string_value(json_object_get(o, "db")), "data.db");
     assert_true(json_integer_value(json_object_get(o, "pages")) > 1);
     size_t len;
-    free(slurp(path, &len));
+    tpdb_free(nodesReadFile(path, &len));
     assert_int_equal(json_integer_value(json_object_get(o, "bytes")),
                      (long long)len);
     json_decref(o);

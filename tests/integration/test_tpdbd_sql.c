@@ -24,6 +24,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "tests/integration/nodes.h"
 #include "tests/integration/tpdbds.h"
 
 #define N 3
@@ -107,21 +108,6 @@ static int stopCluster(void **state)
     return 0;
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
-    *len = (size_t)size;
-    return buf;
-}
-
 struct vacuumed {
     long long pages; /* the leader's page count after VACUUM */
 };
@@ -181,7 +167,7 @@ static void testVacuum(void **state)
         assert_int_equal(intOf(i, "SELECT count(*) FROM vt"), 500);
         snprintf(path, sizeof path, "%s/n%d/data.db", c.dir, i + 1);
         size_t len;
-        unsigned char *img = slurp(path, &len);
+        unsigned char *img = (unsigned char *)nodesReadFile(path, &len);
         assert_int_equal(len, (size_t)v.pages * 4096);
         if (first == NULL) {
             first = img;
@@ -190,9 +176,9 @@ static void testVacuum(void **state)
         }
         assert_int_equal(len, firstLen);
         assert_memory_equal(img, first, len);
-        free(img);
+        tpdb_free(img);
     }
-    free(first);
+    tpdb_free(first);
     /* Through a follower too; and what stays refused. */
     json_decref(ok((l + 1) % N, "{\"action\":\"propose\",\"sql\":\"VACUUM\"}"));
     refused(l, "{\"action\":\"propose\",\"sql\":\"ATTACH 'x.db' AS x\"}",

@@ -33,6 +33,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "tests/integration/nodes.h"
 #include "tests/integration/tpdbds.h"
 
 #define ROWS 4000
@@ -225,21 +226,6 @@ static void checkCopy(const char *path)
     sqlite3_close(db);
 }
 
-static unsigned char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)size + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
-    *len = (size_t)size;
-    return buf;
-}
-
 /* The copy's pages are the node's (after a checkpoint), but for page
  * 1's 100-byte header (journal mode, change counters). */
 static void samePages(const char *copy)
@@ -250,11 +236,12 @@ static void samePages(const char *copy)
     json_decref(o);
     snprintf(path, sizeof path, "%s/n1/data.db", c.dir);
     size_t a, b;
-    unsigned char *node = slurp(path, &a), *mine = slurp(copy, &b);
+    unsigned char *node = (unsigned char *)nodesReadFile(path, &a);
+    unsigned char *mine = (unsigned char *)nodesReadFile(copy, &b);
     assert_int_equal(a, b);
     assert_memory_equal(node + 100, mine + 100, a - 100);
-    free(node);
-    free(mine);
+    tpdb_free(node);
+    tpdb_free(mine);
 }
 
 /* No temporary file of a stream is left in the node's .tpdb/. */
@@ -560,12 +547,12 @@ static void testShellLocal(void **state)
     checkCopy(path);
     /* The file exists now: refused, and left as it is. */
     size_t before, after;
-    free(slurp(path, &before));
+    tpdb_free(nodesReadFile(path, &before));
     shellRun(addr, cmd, &r);
     assert_int_not_equal(r.status, 0);
     assert_non_null(strstr(r.err, "exists: give a new path"));
     runFree(&r);
-    free(slurp(path, &after));
+    tpdb_free(nodesReadFile(path, &after));
     assert_int_equal(before, after);
     /* A relative path, from the shell's directory (the test's dir). */
     shellRun(addr, ".backup --local relative-copy.db", &r);
