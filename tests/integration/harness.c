@@ -624,6 +624,23 @@ int harnessProcReadLine(struct harness_proc *proc,
     return readLineUntil(proc, stream, deadlineAfter(timeout_ms), line, errmsg);
 }
 
+/* How many of the lines harnessProcExpect() passed over it prints when the
+ * wait fails: a process that dies says why in its last lines (a sanitizer
+ * report ends with its SUMMARY line). */
+enum { EXPECT_KEEP = 16 };
+
+static void printKept(const struct harness_proc *proc,
+                      char *const *kept,
+                      unsigned next)
+{
+    for (unsigned k = 0; k < EXPECT_KEEP; k++) {
+        const char *l = kept[(next + k) % EXPECT_KEEP];
+        if (l != NULL) {
+            fprintf(stderr, "pid %d> %s\n", (int)proc->pid, l);
+        }
+    }
+}
+
 int harnessProcExpect(struct harness_proc *proc,
                       int stream,
                       int (*match)(const char *line, void *arg),
@@ -633,11 +650,15 @@ int harnessProcExpect(struct harness_proc *proc,
                       char *errmsg)
 {
     uint64_t deadline = deadlineAfter(timeout_ms);
+    char *kept[EXPECT_KEEP] = {NULL};
+    unsigned next = 0;
+    int rv;
     for (;;) {
         char *got = NULL;
-        int rv = readLineUntil(proc, stream, deadline, &got, errmsg);
+        rv = readLineUntil(proc, stream, deadline, &got, errmsg);
         if (rv != TPDB_OK) {
-            return rv;
+            printKept(proc, kept, next);
+            break;
         }
         if (match(got, arg)) {
             if (line != NULL) {
@@ -645,10 +666,16 @@ int harnessProcExpect(struct harness_proc *proc,
             } else {
                 tpdb_free(got);
             }
-            return TPDB_OK;
+            break;
         }
-        tpdb_free(got);
+        tpdb_free(kept[next]);
+        kept[next] = got;
+        next = (next + 1) % EXPECT_KEEP;
     }
+    for (unsigned k = 0; k < EXPECT_KEEP; k++) {
+        tpdb_free(kept[k]);
+    }
+    return rv;
 }
 
 int harnessMatchContains(const char *line, void *arg)

@@ -202,9 +202,10 @@ write_makefile() {
         echo "LIBS = $(mkvar LIBTCL) $(mkvar TLIBS) -lpthread -ldl"
         echo "PCC = \$(CC) -std=c11 -O2 -g -D_GNU_SOURCE $SAN_FLAGS -I$BLD -I$ROOT"
         echo "SAN_FLAGS = $SAN_FLAGS"
-        echo "VFS_HDR = \$(wildcard $ROOT/vfs/*.h)"
+        echo "VFS_HDR = \$(wildcard $ROOT/vfs/*.h $ROOT/base/*.h)"
         echo "VFS_SRC = \$(wildcard $ROOT/vfs/*.c)"
-        echo "VFS_OBJ = \$(patsubst $ROOT/vfs/%.c,vfs-%.o,\$(VFS_SRC))"
+        echo "BASE_SRC = \$(wildcard $ROOT/base/*.c)"
+        echo "VFS_OBJ = \$(patsubst $ROOT/vfs/%.c,vfs-%.o,\$(VFS_SRC)) \$(patsubst $ROOT/base/%.c,base-%.o,\$(BASE_SRC))"
         for s in $srcs; do
             case "$s" in /*) ;; *) s="$BLD/$s" ;; esac
             o="sq-$(basename "$s" .c).o"
@@ -223,6 +224,9 @@ shim.o: $(SHIM) $(VFS_HDR)
 vfs-%.o: $(ROOT)/vfs/%.c $(VFS_HDR)
 	$(PCC) -c $< -o $@ 2>$@.err || \
 	    { cat $@.err; echo "warning: $< left out" >&2; rm -f $@; }
+# base/ (errors, allocator, logs) is what every vfs/ file stands on.
+base-%.o: $(ROOT)/base/%.c $(VFS_HDR)
+	$(PCC) -c $< -o $@
 libtpdbsuite.a: $(VFS_OBJ)
 	rm -f $@ && ar rcs $@ $$(for o in $(VFS_OBJ); do [ ! -f $$o ] || echo $$o; done)
 EOF
