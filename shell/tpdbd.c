@@ -447,14 +447,16 @@ static int startNode(struct tpdbd *d)
         tpdbdLog(TPDBD_ERROR, "cannot register the tpdb VFS");
         return -1;
     }
+    /* Before the node starts: no client is served yet, and no thread of
+     * the node's (raft's libuv thread pool) opens or closes descriptors
+     * while the directory is read. A first start has no .tpdb/ yet. */
+    tpdbdAdminCleanup(d->dir);
     if (tpdbdPoolOpen(d->pool, TPDBD_MAIN_DB, &d->control, err, sizeof err) !=
         SQLITE_OK) {
         tpdbdLog(TPDBD_ERROR, "start node %s (raft id %llu): %s",
                  d->cfg.node_id, (unsigned long long)d->cfg.raft_id, err);
         return -1;
     }
-    /* .tpdb/ exists once the node runs; no client is served yet. */
-    tpdbdAdminCleanup(d->dir);
     return 0;
 }
 

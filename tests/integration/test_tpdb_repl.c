@@ -83,7 +83,12 @@ static char *command(struct cluster *c, int i, const char *cmd)
     if (harnessProcWriteLine(c->procs[i], cmd, IO_MS, errmsg) != TPDB_OK ||
         harnessProcReadLine(c->procs[i], HARNESS_STDOUT, IO_MS, &line,
                             errmsg) != TPDB_OK) {
-        fail_msg("node %d: no reply to '%s': %s", i + 1, cmd, errmsg);
+        char *err = NULL;
+        char why[TPDB_ERRMSG_SIZE];
+        snprintf(why, sizeof why, "%s", errmsg);
+        harnessProcReadAll(c->procs[i], HARNESS_STDERR, 1000, &err, errmsg);
+        fail_msg("node %d: no reply to '%s': %s; its stderr:\n%s", i + 1, cmd,
+                 why, err ? err : "");
     }
     return line;
 }
