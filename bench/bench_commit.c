@@ -4,15 +4,18 @@
  * SQLITE_BUSY counts, on plain SQLite, tpdb 1 node and tpdb 3 nodes on
  * loopback (nodes 2 and 3 are this program re-run with --node-uri), point
  * SELECTs/s, and the lz4 ratio of the database's pages. Cases alternate in
- * rounds so that every configuration sees the same disk.
+ * rounds so that every configuration sees the same disk. A second 3-node
+ * cluster runs with a cluster key (key_file=, a random key), so that the
+ * cost of sealing every raft stream is measured against the same cluster
+ * without one in the same run.
  *   bench_commit [--seconds 3] [--rounds 3] [--clients 8] [--dir /tmp]
- *       [--sync full|normal] [--configs plain,tpdb1,tpdb3] [--no-reads]
- *       [--key]
- * --key runs the tpdb configurations with a cluster key (a random one in
- * TPDB_REPLICATION_KEY, which the node processes inherit), so that every
- * raft stream is sealed.
+ *       [--sync full|normal] [--configs plain,tpdb1,tpdb3,tpdb3k]
+ *       [--no-reads] [--key]
+ * --key runs every tpdb configuration with a cluster key (a random one in
+ * TPDB_REPLICATION_KEY, which the node processes inherit).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
@@ -36,11 +39,12 @@
 #define LEADER_WAIT_MS 30000
 #define URI_SIZE 1024
 
-enum { CFG_PLAIN = 0, CFG_TPDB1, CFG_TPDB3, CFG_N };
+enum { CFG_PLAIN = 0, CFG_TPDB1, CFG_TPDB3, CFG_TPDB3K, CFG_N };
 
 static const char *const cfgLabel[CFG_N] = {"plain WAL FULL", "tpdb 1 node",
-                                            "tpdb 3 nodes"};
-static const char *const cfgKey[CFG_N] = {"plain", "tpdb1", "tpdb3"};
+                                            "tpdb 3 nodes", "tpdb 3 + key"};
+/* Matched as words of --configs ("tpdb3" must not select "tpdb3k"). */
+static const char *const cfgKey[CFG_N] = {"plain", "tpdb1", "tpdb3", "tpdb3k"};
 
 struct options {
     double seconds;
@@ -73,7 +77,7 @@ struct bench {
     char uri[CFG_N][URI_SIZE];
     int ready[CFG_N];      /* the configuration's database is set up */
     long long rows[CFG_N]; /* rows after the write cases */
-    pid_t child[2];
+    pid_t child[4];        /* nodes 2 and 3 of tpdb3, then of tpdb3k */
     struct result res[32];
     int nres;
     struct bench_lat disk; /* fdatasync probes between the write rounds */
@@ -360,8 +364,14 @@ err_workers:
 
 /* ------------------------------------------------------- 3-node setup -- */
 
+/* The first of cfg's two child processes in b->child. */
+static int childBase(int cfg)
+{
+    return cfg == CFG_TPDB3K ? 2 : 0;
+}
+
 /* Polls node 1's status until it is the leader, with a deadline. */
-static int waitLeader(struct bench *b, sqlite3 *db, char *errmsg)
+static int waitLeader(struct bench *b, int cfg, sqlite3 *db, char *errmsg)
 {
     uint64_t deadline = tpdbNowMs() + LEADER_WAIT_MS;
     struct bench_status st = {0};
@@ -375,10 +385,10 @@ static int waitLeader(struct bench *b, sqlite3 *db, char *errmsg)
             return 0;
         }
         sqlite3_free(json);
-        for (int i = 0; i < 2; i++) {
+        for (int i = childBase(cfg); i < childBase(cfg) + 2; i++) {
             if (benchChildExited(b->child[i])) {
                 b->child[i] = 0;
-                tpdbErrf(errmsg, "node %d exited", i + 2);
+                tpdbErrf(errmsg, "node %d exited", i - childBase(cfg) + 2);
                 return -1;
             }
         }
@@ -389,19 +399,78 @@ static int waitLeader(struct bench *b, sqlite3 *db, char *errmsg)
     return -1;
 }
 
-static void nodeUri(const struct bench *b, int id, const int *ports, char *uri)
+/* The directory of node id of cfg's cluster: n1..n3, or k1..k3 for the
+ * cluster with a key. */
+static void nodeDir(const struct bench *b,
+                    int cfg,
+                    int id,
+                    char *dir,
+                    size_t size)
 {
+    snprintf(dir, size, "%s/%c%d", b->tmp, cfg == CFG_TPDB3K ? 'k' : 'n', id);
+}
+
+static void nodeUri(const struct bench *b,
+                    int cfg,
+                    int id,
+                    const int *ports,
+                    char *uri)
+{
+    char dir[sizeof b->tmp + 16];
+    char key[sizeof b->tmp + 32] = "";
+    nodeDir(b, cfg, id, dir, sizeof dir);
+    if (cfg == CFG_TPDB3K) {
+        snprintf(key, sizeof key, "&key_file=%s/cluster.key", b->tmp);
+    }
     /* Node 1 times out first so that it wins the first election; nodes 2
      * and 3 also hand leadership back to it (childMain). */
     snprintf(uri, URI_SIZE,
-             "file:%s/n%d/app.db?vfs=tpdb&node=%d&bind=127.0.0.1:%d&"
+             "file:%s/app.db?vfs=tpdb&node=%d&bind=127.0.0.1:%d&"
              "peers=1@127.0.0.1:%d,2@127.0.0.1:%d,3@127.0.0.1:%d&"
-             "election_ms=%d&ready_ms=%d",
-             b->tmp, id, id, ports[id - 1], ports[0], ports[1], ports[2],
-             id == 1 ? 500 : 5000, id == 1 ? 20000 : 60000);
+             "election_ms=%d&ready_ms=%d%s",
+             dir, id, ports[id - 1], ports[0], ports[1], ports[2],
+             id == 1 ? 500 : 5000, id == 1 ? 20000 : 60000, key);
 }
 
-static int startCluster(struct bench *b, char *errmsg)
+/* 64 random hex digits (a cluster key) into hex. Returns 0, or -1 if
+ * /dev/urandom cannot be read. */
+static int randomHex(char hex[65])
+{
+    unsigned char k[32];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t got = f != NULL ? fread(k, 1, sizeof k, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    if (got != sizeof k) {
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof k; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", k[i]);
+    }
+    return 0;
+}
+
+/* Writes a random cluster key to TMP/cluster.key, mode 0600. */
+static int writeKeyFile(const struct bench *b, char *errmsg)
+{
+    char path[sizeof b->tmp + 16];
+    char hex[65];
+    snprintf(path, sizeof path, "%s/cluster.key", b->tmp);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 || randomHex(hex) != 0 || write(fd, hex, 64) != 64 ||
+        write(fd, "\n", 1) != 1) {
+        tpdbErrf(errmsg, "write %s: %s", path, strerror(errno));
+        if (fd >= 0) {
+            close(fd);
+        }
+        return -1;
+    }
+    close(fd);
+    return 0;
+}
+
+static int startCluster(struct bench *b, int cfg, char *errmsg)
 {
     int ports[3];
     char self[PATH_MAX];
@@ -413,20 +482,23 @@ static int startCluster(struct bench *b, char *errmsg)
         return -1;
     }
     self[len] = '\0';
+    if (cfg == CFG_TPDB3K && writeKeyFile(b, errmsg) != 0) {
+        return -1;
+    }
     snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
     for (int id = 1; id <= 3; id++) {
-        snprintf(dir, sizeof dir, "%s/n%d", b->tmp, id);
+        nodeDir(b, cfg, id, dir, sizeof dir);
         if (mkdir(dir, 0700) != 0) {
             tpdbErrf(errmsg, "mkdir %s: %s", dir, strerror(errno));
             return -1;
         }
     }
-    nodeUri(b, 1, ports, b->uri[CFG_TPDB3]);
+    nodeUri(b, cfg, 1, ports, b->uri[cfg]);
     for (int id = 2; id <= 3; id++) {
         char uri[URI_SIZE];
         char *argv[] = {self, "--node-uri", uri, "--parent", ppid, NULL};
-        nodeUri(b, id, ports, uri);
-        if (benchSpawn(argv, &b->child[id - 2], errmsg) != 0) {
+        nodeUri(b, cfg, id, ports, uri);
+        if (benchSpawn(argv, &b->child[childBase(cfg) + id - 2], errmsg) != 0) {
             return -1;
         }
     }
@@ -442,13 +514,14 @@ static int setupConfig(struct bench *b, int cfg, char *errmsg)
     uint64_t deadline = tpdbNowMs() + LEADER_WAIT_MS;
     sqlite3 *db = NULL;
     int rc = -1;
-    if (cfg == CFG_TPDB3 && startCluster(b, errmsg) != 0) {
+    int cluster = cfg == CFG_TPDB3 || cfg == CFG_TPDB3K;
+    if (cluster && startCluster(b, cfg, errmsg) != 0) {
         return -1;
     }
     if (openConn(b, cfg, &db, errmsg) != SQLITE_OK) {
         return -1;
     }
-    if (cfg == CFG_TPDB3 && waitLeader(b, db, errmsg) != 0) {
+    if (cluster && waitLeader(b, cfg, db, errmsg) != 0) {
         goto err_db;
     }
     while ((rc = execSql(db, ddl, errmsg)) != SQLITE_OK &&
@@ -685,7 +758,16 @@ static void printTargets(const struct bench *b)
     const struct result *t3 = find(b, CFG_TPDB3, 0, 1);
     const struct result *pr = find(b, CFG_PLAIN, 1, 1);
     const struct result *tr = find(b, CFG_TPDB1, 1, 1);
+    const struct result *t3k = find(b, CFG_TPDB3K, 0, 1);
     printf("\ntargets:\n");
+    if (t3 != NULL && t3k != NULL && rate(t3) > 0 && t3->p99 > 0) {
+        double x = rate(t3k) / rate(t3);
+        double y = (double)t3k->p99 / (double)t3->p99;
+        printf(
+            "  3-node 1-client commits with a key within 10%% of without: "
+            "ops/s %.2fx, p99 %.2fx %s\n",
+            x, y, x >= 0.90 && y <= 1.10 ? "met" : "MISSED");
+    }
     if (p != NULL && t3 != NULL && rate(p) > 0) {
         double x = rate(t3) / rate(p);
         printf("  3-node 1-client commits >= 0.25x plain FULL: %.2fx %s\n", x,
@@ -768,14 +850,23 @@ static void usage(void)
             "usage: bench_commit [--seconds N] [--rounds N] [--clients N] "
             "[--dir PARENT]\n"
             "                    [--sync full|normal] "
-            "[--configs plain,tpdb1,tpdb3] [--no-reads] [--key]\n");
+            "[--configs plain,tpdb1,tpdb3,tpdb3k] [--no-reads] "
+            "[--key]\n");
     exit(2);
 }
 
 static void parseConfigs(struct options *o, const char *list)
 {
     for (int c = 0; c < CFG_N; c++) {
-        o->enabled[c] = strstr(list, cfgKey[c]) != NULL;
+        size_t n = strlen(cfgKey[c]);
+        o->enabled[c] = 0;
+        for (const char *p = list; *p != '\0'; p += strcspn(p, ",")) {
+            p += *p == ',';
+            if (strncmp(p, cfgKey[c], n) == 0 &&
+                (p[n] == ',' || p[n] == '\0')) {
+                o->enabled[c] = 1;
+            }
+        }
     }
 }
 
@@ -805,7 +896,7 @@ static int parseArgs(int argc,
                           .reads = 1,
                           .parent = "/tmp",
                           .sync = "NORMAL",
-                          .enabled = {1, 1, 1}};
+                          .enabled = {1, 1, 1, 1}};
     while ((ch = getopt_long(argc, argv, "", longOpts, NULL)) != -1) {
         switch (ch) {
             case 's':
@@ -917,20 +1008,8 @@ static int runAll(struct bench *b, char *errmsg)
  * if /dev/urandom cannot be read. */
 static int randomKey(void)
 {
-    unsigned char k[32];
     char hex[65];
-    FILE *f = fopen("/dev/urandom", "rb");
-    size_t got = f != NULL ? fread(k, 1, sizeof k, f) : 0;
-    if (f != NULL) {
-        fclose(f);
-    }
-    if (got != sizeof k) {
-        return -1;
-    }
-    for (size_t i = 0; i < sizeof k; i++) {
-        snprintf(hex + 2 * i, 3, "%02x", k[i]);
-    }
-    return setenv("TPDB_REPLICATION_KEY", hex, 1);
+    return randomHex(hex) != 0 ? -1 : setenv("TPDB_REPLICATION_KEY", hex, 1);
 }
 
 int main(int argc, char **argv)
@@ -960,8 +1039,9 @@ int main(int argc, char **argv)
     printTargets(&b);
     printCompression(&b);
     tpdb_shutdown();
-    benchKill(b.child[0]);
-    benchKill(b.child[1]);
+    for (int i = 0; i < 4; i++) {
+        benchKill(b.child[i]);
+    }
     if (b.tmp[0] != '\0' && benchRemoveTree(b.tmp) != 0) {
         fprintf(stderr, "bench_commit: could not remove %s\n", b.tmp);
     }
