@@ -431,6 +431,9 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq, int type)
             if (counts) {
                 db->acked++;
                 db->lastAckIndex = appliedIndex(s);
+                db->lastAckEnd = type == TPDB_ENTRY_CHUNK_END && !db->tpdbFile
+                                     ? db->lastAckIndex
+                                     : 0;
             }
             s->stats.own_entries++;
             found = 1;
@@ -1006,6 +1009,7 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
     struct fsmState *s = fsm->data;
     struct fsmDb *found = NULL;
     uint64_t index = 0;
+    uint64_t durable = 0;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         if (strcmp(db->name, name) == 0 && db->done < db->acked) {
@@ -1013,6 +1017,13 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
             found = db;
             if (written && db->lastAckIndex > db->written) {
                 db->written = db->lastAckIndex;
+            }
+            if (written && db->lastAckEnd != 0 &&
+                db->lastAckEnd == db->lastAckIndex) {
+                /* As on followers (fsm_chunk.c): the snapshots taken while
+                 * its parts were proposed record the database only as of
+                 * before them, so without this a restart would fetch it. */
+                durable = db->lastAckEnd;
             }
             if (!written && !db->fetching) {
                 /* The cluster committed a transaction this node failed to
@@ -1028,6 +1039,9 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
         }
     }
     pthread_mutex_unlock(&s->mutex);
+    if (found != NULL && durable != 0) {
+        fsmDurableRequest(s, found, durable);
+    }
     if (found != NULL && index != 0) {
         tpdbLog(TPDB_LOG_ERROR,
                 "%s: committed entry %llu could not be written locally; the "

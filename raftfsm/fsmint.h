@@ -45,6 +45,7 @@ struct fsmDb {
     uint64_t acked; /* (mutex) own transactions acknowledged */
     uint64_t done;  /* (mutex) ... and written (or given up) since */
     uint64_t lastAckIndex; /* (mutex) index of the last own entry acked */
+    uint64_t lastAckEnd;   /* (mutex) ... if it ended a large transaction */
     uint64_t lastSeen;     /* (mutex) index of the last entry of db applied */
     uint64_t written;      /* (mutex) every entry of db up to this is written */
     unsigned framesSinceCheckpoint; /* (loop) */

@@ -9,6 +9,7 @@
 #include "tests/integration/harness.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -848,6 +849,43 @@ int harnessTeardown(void **state)
     (void)state;
     harnessCleanup();
     return 0;
+}
+
+unsigned harnessTimerScale(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return 4;
+#else
+    return 1;
+#endif
+}
+
+void harnessScaleParams(const char *in, char *out, size_t size)
+{
+    static const char *const timers[] = {"election_ms=", "heartbeat_ms="};
+    size_t len = 0;
+    assert(size > 0);
+    out[0] = '\0';
+    for (const char *p = in; *p != '\0';) {
+        size_t n = strcspn(p, "&");
+        int scaled = 0;
+        for (size_t t = 0; t < sizeof timers / sizeof timers[0]; t++) {
+            size_t k = strlen(timers[t]);
+            if (n > k && strncmp(p, timers[t], k) == 0) {
+                len += (size_t)snprintf(
+                    out + len, size - len, "%s%.*s%lu", len > 0 ? "&" : "",
+                    (int)k, p, strtoul(p + k, NULL, 10) * harnessTimerScale());
+                scaled = 1;
+            }
+        }
+        if (!scaled) {
+            len += (size_t)snprintf(out + len, size - len, "%s%.*s",
+                                    len > 0 ? "&" : "", (int)n, p);
+        }
+        assert(len < size);
+        p += n;
+        p += *p == '&';
+    }
 }
 
 int harnessPollUntil(int (*cond)(void *arg),

@@ -141,6 +141,17 @@ void harnessCleanup(void);
  * always returns 0. */
 int harnessTeardown(void **state);
 
+/* How much slower than a plain build this test build runs its nodes: 4
+ * under ThreadSanitizer (whose nodes run 5-15x slower, so that a 400 ms
+ * election timeout lets a loaded 2-core machine hold elections in the
+ * middle of a transaction), else 1. */
+unsigned harnessTimerScale(void);
+
+/* Copies the URI parameters `in` to out (size bytes), with the values of
+ * election_ms and heartbeat_ms multiplied by harnessTimerScale(). Asserts
+ * that out is large enough. */
+void harnessScaleParams(const char *in, char *out, size_t size);
+
 /* Calls cond(arg) every interval_ms (at least 1) until it returns non-zero
  * or timeout_ms have passed. Returns TPDB_OK as soon as cond holds (cond is
  * always tried at least once and once more at the deadline), else

@@ -37,7 +37,8 @@ void nodesInit(struct nodes *c,
         assert_true(len < sizeof c->peers);
     }
     assert_true(params == NULL || strlen(params) < sizeof c->params);
-    snprintf(c->params, sizeof c->params, "%s", params != NULL ? params : "");
+    harnessScaleParams(params != NULL ? params : "", c->params,
+                       sizeof c->params);
 }
 
 void nodesStart(struct nodes *c, int i, int via)

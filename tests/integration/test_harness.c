@@ -455,6 +455,25 @@ static void testPollUntil(void **state)
     assert_int_equal(harnessPollUntil(countTo3, &n, 0, 0), TPDB_OK);
 }
 
+/* Timer parameters are scaled by harnessTimerScale(), the rest kept. */
+static void testScaleParams(void **state)
+{
+    char out[256], want[256];
+    unsigned k = harnessTimerScale();
+    (void)state;
+    harnessScaleParams("ready_ms=60000&election_ms=400&heartbeat_ms=40&x=y",
+                       out, sizeof out);
+    snprintf(want, sizeof want,
+             "ready_ms=60000&election_ms=%u&heartbeat_ms=%u&x=y", 400 * k,
+             40 * k);
+    assert_string_equal(out, want);
+    harnessScaleParams("", out, sizeof out);
+    assert_string_equal(out, "");
+    harnessScaleParams("election_ms=7", out, sizeof out);
+    snprintf(want, sizeof want, "election_ms=%u", 7 * k);
+    assert_string_equal(out, want);
+}
+
 static void testExtPath(void **state)
 {
     struct fixture *f = *state;
@@ -577,6 +596,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testTmpDir, setUp, tearDown),
         cmocka_unit_test_setup_teardown(testTmpDirErrors, setUp, tearDown),
         cmocka_unit_test_setup_teardown(testFreePorts, setUp, tearDown),
+        cmocka_unit_test(testScaleParams),
         cmocka_unit_test_setup_teardown(testCatEcho, setUp, tearDown),
         cmocka_unit_test_setup_teardown(testEnvCwdStderr, setUp, tearDown),
         cmocka_unit_test_setup_teardown(testSpawnErrors, setUp, tearDown),

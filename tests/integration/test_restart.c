@@ -359,26 +359,24 @@ static void testBigTransaction(void **state)
 /* A transaction of 40 parts of 1 MB travels as chunk entries; log_mb=24
  * makes every node take a snapshot while the sequence is staged, and none
  * at its end (the budget is charged again from that snapshot on). Once the
- * end is applied and made durable (durable_points), a follower SIGKILLed
+ * end is applied and made durable (durable_points), a node SIGKILLed
  * before any later snapshot restarts from its own files: it replays the
- * entries after its snapshot and fetches nothing. */
-static void testKilledAfterBigTransaction(void **state)
+ * entries after its snapshot and fetches nothing. The victim is a follower
+ * (which staged the parts) or the leader (which wrote the transaction
+ * itself, as its client's commit). */
+static void killedAfterBigTransaction(int killLeader)
 {
-#if defined(__SANITIZE_THREAD__)
-    skip();
-#endif
     struct nodes *c = tpdb_calloc(1, sizeof *c);
-    (void)state;
     assert_non_null(c);
     startAll(c,
              "ready_ms=60000&commit_ms=120000&log_mb=24&"
              "snapshot_threshold=100000");
     int leader = nodesFindLeader(c, 30000);
-    int f = followerOf(leader);
+    int v = killLeader ? leader : followerOf(leader);
     exec(c, leader, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
     nodesWaitApplied(c, 30000);
-    long long snapsBefore = nodesStat(c, f, "snapshots");
-    long long pointsBefore = nodesStat(c, f, "durable_points");
+    long long snapsBefore = nodesStat(c, v, "snapshots");
+    long long pointsBefore = nodesStat(c, v, "durable_points");
     char *line = nodesCommand(c, leader,
                               "exec WITH RECURSIVE n(i) AS (SELECT 1 UNION "
                               "ALL SELECT i + 1 FROM n WHERE i < 40) INSERT "
@@ -387,20 +385,38 @@ static void testKilledAfterBigTransaction(void **state)
     assert_string_equal(line, "ok 40");
     tpdb_free(line);
     nodesWaitApplied(c, 60000);
-    nodesWaitStat(c, f, "durable_points", pointsBefore + 1, 60000);
-    long long snaps = nodesStat(c, f, "snapshots");
-    printf("# follower took %lld snapshots during the transaction\n",
+    nodesWaitStat(c, v, "durable_points", pointsBefore + 1, 60000);
+    long long snaps = nodesStat(c, v, "snapshots");
+    printf("# node %d took %lld snapshots during the transaction\n", v + 1,
            snaps - snapsBefore);
     assert_true(snaps > snapsBefore);
-    ino_t before = inodeOf(c, f);
-    nodesKill(c, f);
-    nodesStart(c, f, -1);
-    nodesWaitReady(c, f);
+    ino_t before = inodeOf(c, v);
+    nodesKill(c, v);
+    nodesStart(c, v, -1);
+    nodesWaitReady(c, v);
     assertConverged(c, 40);
-    assert_true(inodeOf(c, f) == before);
-    assert_int_equal(nodesStat(c, f, "fetches"), 0);
+    assert_true(inodeOf(c, v) == before);
+    assert_int_equal(nodesStat(c, v, "fetches"), 0);
     nodesClose(c);
     tpdb_free(c);
+}
+
+static void testKilledAfterBigTransaction(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    (void)state;
+    killedAfterBigTransaction(0);
+}
+
+static void testLeaderKilledAfterBigTransaction(void **state)
+{
+#if defined(__SANITIZE_THREAD__)
+    skip();
+#endif
+    (void)state;
+    killedAfterBigTransaction(1);
 }
 
 static char *command(struct nodes *c, int i, const char *cmd)
@@ -458,6 +474,8 @@ int main(void)
                                   harnessTeardown),
         cmocka_unit_test_teardown(testBigTransaction, harnessTeardown),
         cmocka_unit_test_teardown(testKilledAfterBigTransaction,
+                                  harnessTeardown),
+        cmocka_unit_test_teardown(testLeaderKilledAfterBigTransaction,
                                   harnessTeardown),
         cmocka_unit_test_teardown(testWipedFollowerRejoins, harnessTeardown),
     };

@@ -68,7 +68,8 @@ void tpdbdsStart(struct tpdbds *c, int i, const char *const *extra)
     push(argv, &argc, pool, &used, "--raft=127.0.0.1:%u", c->raft[i]);
     push(argv, &argc, pool, &used, "--client=127.0.0.1:%u", c->client[i]);
     push(argv, &argc, pool, &used, "--data-dir=%s/n%d", c->dir, i + 1);
-    push(argv, &argc, pool, &used, "--election-ms=400");
+    push(argv, &argc, pool, &used, "--election-ms=%u",
+         400 * harnessTimerScale());
     push(argv, &argc, pool, &used, "--ready-ms=60000");
     for (unsigned k = 0; (unsigned)i < c->voters && k < c->voters; k++) {
         if (k == (unsigned)i) {
