@@ -137,7 +137,8 @@ static void idleStreamsClose(unsigned port)
     int half = pokeConnect(port);
     pokeSend(idle, buf, n);
     pokeSend(half, buf, 10);
-    assert_true(pokeClosedWithin(idle, 3 * 5 * 400, NULL));
+    assert_true(
+        pokeClosedWithin(idle, 3 * 5 * 400 * harnessTimerScale(), NULL));
     assert_true(pokeClosedWithin(half, 3 * 5000, NULL));
 }
 
