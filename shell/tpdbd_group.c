@@ -5,7 +5,10 @@
  * queued (also while it waited for the lock) up to the bounds, runs each
  * request in SAVEPOINT tpdbd_group, COMMITs once, and hands every waiter
  * in the batch its result. Requests stay on their client thread's stack;
- * the queue only links them, under the group mutex. A statement that
+ * the queue only links them, under the group mutex. Each request has its
+ * own condition variable: a waiter wakes when its request is done, or
+ * when it is at the head of the queue and the running batch ended (it
+ * commits the next one), not on every batch of the database. A statement that
  * rolls the whole transaction back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK))
  * fails alone: the batch starts over without it.
  */
@@ -39,6 +42,8 @@ struct item {
     int rc;
     struct tpdbd_write w;
     char err[ERR_SIZE];
+    pthread_cond_t cond; /* signalled when done, or at the head when the
+                            running batch ended */
     struct item *next;
 };
 
@@ -52,7 +57,6 @@ struct queue {
 
 struct tpdbd_group {
     pthread_mutex_t mutex;
-    pthread_cond_t cond; /* broadcast when items are done or busy clears */
     struct queue *queues;
 };
 
@@ -63,7 +67,6 @@ int tpdbdGroupInit(struct tpdbd_group **out)
         return -1;
     }
     pthread_mutex_init(&g->mutex, NULL);
-    pthread_cond_init(&g->cond, NULL);
     *out = g;
     return 0;
 }
@@ -78,7 +81,6 @@ void tpdbdGroupClose(struct tpdbd_group *g)
         g->queues = q->next;
         free(q);
     }
-    pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->mutex);
     free(g);
 }
@@ -147,12 +149,12 @@ static void failQueued(struct tpdbd *d,
         it->rc = rc;
         snprintf(it->err, sizeof it->err, "%s", err);
         it->state = ITEM_DONE;
+        pthread_cond_signal(&it->cond);
         d->group_queued--;
     }
     if (q->head == NULL) {
         q->tail = NULL;
     }
-    pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->mutex);
 }
 
@@ -307,6 +309,7 @@ static void finishBatch(struct tpdbd *d,
         rerun |= !alone && it->res == RES_ALONE;
         written += rc == SQLITE_OK && it->res == RES_OK;
         it->state = ITEM_DONE;
+        pthread_cond_signal(&it->cond);
     }
     if (rerun) {
         d->group_reruns++;
@@ -318,7 +321,6 @@ static void finishBatch(struct tpdbd *d,
             d->group_largest = n;
         }
     }
-    pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->mutex);
 }
 
@@ -368,7 +370,10 @@ static int runAlone(struct tpdbd *d,
 }
 
 /* Queues it on q and waits until it is done, running batches whenever
- * none is running. Called with the mutex held. */
+ * none is running; after one, the request then at the head (if any) is
+ * woken to run the next. Every signal of it->cond is sent with the mutex
+ * held, so that it may be destroyed once this returns. Called with the
+ * mutex held. */
 static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
 {
     struct tpdbd_group *g = d->group;
@@ -382,7 +387,7 @@ static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
     d->group_queued++;
     while (it->state != ITEM_DONE) {
         if (q->busy) {
-            pthread_cond_wait(&g->cond, &g->mutex);
+            pthread_cond_wait(&it->cond, &g->mutex);
             continue;
         }
         q->busy = 1;
@@ -391,7 +396,9 @@ static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
         runBatch(d, q, upTo);
         pthread_mutex_lock(&g->mutex);
         q->busy = 0;
-        pthread_cond_broadcast(&g->cond);
+        if (q->head != NULL && q->head != it) {
+            pthread_cond_signal(&q->head->cond);
+        }
     }
 }
 
@@ -419,8 +426,10 @@ int tpdbdGroupPropose(struct tpdbd *d,
         snprintf(err, size, "out of memory");
         return SQLITE_NOMEM;
     }
+    pthread_cond_init(&it.cond, NULL);
     waitDone(d, q, &it);
     pthread_mutex_unlock(&g->mutex);
+    pthread_cond_destroy(&it.cond);
     if (it.res == RES_ALONE) {
         tpdbdSqlWriteClear(&it.w);
         return runAlone(d, db, sql, params, it.fk, out, err, size);
