@@ -434,6 +434,17 @@ static void advertiseClient(struct tpdbd *d)
     }
 }
 
+/* How many connections this node keeps to the leader for forwarded
+ * requests: TPDBD_FWD_KEPT_MAX, fewer when the followers together would
+ * hold more than half of --max-clients (taken to be the leader's too:
+ * each kept connection is one of its clients). */
+static unsigned forwardConnections(const struct tpdbd *d)
+{
+    unsigned followers = d->cfg.nmembers > 0 ? d->cfg.nmembers : 1;
+    unsigned n = d->cfg.max_clients / (2 * followers);
+    return n < 1 ? 1 : n > TPDBD_FWD_KEPT_MAX ? TPDBD_FWD_KEPT_MAX : n;
+}
+
 static int startNode(struct tpdbd *d)
 {
     char query[8192], err[1024];
@@ -443,7 +454,8 @@ static int startNode(struct tpdbd *d)
     tpdbdLog(TPDBD_DEBUG, "URI parameters: %s", query);
     if (tpdb_register() != SQLITE_OK ||
         tpdbdPoolInit(&d->pool, d->dir, query, 32) != 0 ||
-        tpdbdGroupInit(&d->group) != 0) {
+        tpdbdGroupInit(&d->group) != 0 ||
+        tpdbdForwardPoolInit(&d->forwards, forwardConnections(d)) != 0) {
         tpdbdLog(TPDBD_ERROR, "cannot register the tpdb VFS");
         return -1;
     }
@@ -503,6 +515,8 @@ static int stopAll(struct tpdbd *d,
     d->control = NULL;
     tpdbdGroupClose(d->group);
     d->group = NULL;
+    tpdbdForwardPoolClose(d->forwards);
+    d->forwards = NULL;
     tpdbdPoolClose(d->pool);
     d->pool = NULL;
     tpdb_shutdown();

@@ -304,8 +304,8 @@ static int forwardOnce(struct tpdbd *d,
     }
     int rc = r->begin ? tpdbdTxnBeginRelay(r->sess, r->db, l->client, line,
                                            timeout, reply, err, sizeof err)
-                      : tpdbdForward(l->client, line, timeout, reply, err,
-                                     sizeof err);
+                      : tpdbdForwardKept(d->forwards, l->client, line, timeout,
+                                         reply, err, sizeof err);
     free(line);
     if (rc == 0 && isNotLeaderReply(*reply, last)) {
         free(*reply);
