@@ -133,6 +133,17 @@ static int execQuiet(sqlite3 *db, const char *sql, char *err, size_t size)
     return SQLITE_OK;
 }
 
+/* The batch running on q ended: the request now at the head (if any)
+ * commits the next one. Called with the mutex held, before the batch's
+ * requests are woken, so that the next batch is not behind them. */
+static void handOver(struct queue *q)
+{
+    q->busy = 0;
+    if (q->head != NULL) {
+        pthread_cond_signal(&q->head->cond);
+    }
+}
+
 /* Ends every item queued with seq <= upTo with rc and err: the batch that
  * would have taken them could not begin. */
 static void failQueued(struct tpdbd *d,
@@ -155,6 +166,7 @@ static void failQueued(struct tpdbd *d,
     if (q->head == NULL) {
         q->tail = NULL;
     }
+    handOver(q);
     pthread_mutex_unlock(&g->mutex);
 }
 
@@ -291,8 +303,10 @@ static void settle(struct item *it, int rc, const char *err)
     }
 }
 
-/* Hands every item of the batch its outcome and updates the counters. */
+/* Ends the batch running on q: hands the next one over, every item of
+ * the batch its outcome, and updates the counters. */
 static void finishBatch(struct tpdbd *d,
+                        struct queue *q,
                         struct item *batch,
                         unsigned n,
                         int rc,
@@ -302,6 +316,7 @@ static void finishBatch(struct tpdbd *d,
     unsigned long long written = 0;
     int rerun = 0;
     pthread_mutex_lock(&g->mutex);
+    handOver(q);
     for (struct item *it = batch, *next; it != NULL; it = next) {
         next = it->next;
         int alone = it->res == RES_ALONE;
@@ -325,7 +340,7 @@ static void finishBatch(struct tpdbd *d,
 }
 
 /* The committer's work: one batch of q, whose items up to seq upTo were
- * queued before it began. */
+ * queued before it began. Clears q->busy when done. */
 static void runBatch(struct tpdbd *d, struct queue *q, unsigned long long upTo)
 {
     char err[ERR_SIZE] = "";
@@ -346,7 +361,11 @@ static void runBatch(struct tpdbd *d, struct queue *q, unsigned long long upTo)
     rc = batch != NULL ? execBatch(c->db, batch, err, sizeof err) : SQLITE_OK;
     tpdbdPoolPut(d->pool, c);
     if (batch != NULL) {
-        finishBatch(d, batch, n, rc, err);
+        finishBatch(d, q, batch, n, rc, err);
+    } else {
+        pthread_mutex_lock(&d->group->mutex);
+        handOver(q);
+        pthread_mutex_unlock(&d->group->mutex);
     }
 }
 
@@ -370,8 +389,8 @@ static int runAlone(struct tpdbd *d,
 }
 
 /* Queues it on q and waits until it is done, running batches whenever
- * none is running; after one, the request then at the head (if any) is
- * woken to run the next. Every signal of it->cond is sent with the mutex
+ * none is running (after one, handOver wakes the request then at the
+ * head to run the next). Every signal of it->cond is sent with the mutex
  * held, so that it may be destroyed once this returns. Called with the
  * mutex held. */
 static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
@@ -395,10 +414,6 @@ static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
         pthread_mutex_unlock(&g->mutex);
         runBatch(d, q, upTo);
         pthread_mutex_lock(&g->mutex);
-        q->busy = 0;
-        if (q->head != NULL && q->head != it) {
-            pthread_cond_signal(&q->head->cond);
-        }
     }
 }
 
