@@ -11,7 +11,8 @@
  *   tpdbd_sql.c      params binding, statement execution, result rows
  *   tpdbd_group.c    group commit: concurrent proposes share a transaction
  *   tpdbd_meta.c     tpdbd's own replicated database: members, read barrier
- *   tpdbd_forward.c  a request forwarded to the leader's client port
+ *   tpdbd_forward.c  requests forwarded to the leader's client port, kept
+ *                    connections to it
  *   tpdbd_txn.c      interactive transactions (begin/commit/rollback)
  *   tpdbd_admin.c    remove, transfer, checkpoint, backup
  *   tpdbd_dns.c      --dns-peers discovery, before anything starts
