@@ -229,6 +229,11 @@ struct tpdbd_fwd_pool {
     char addr[TPDBD_ADDR_MAX];           /* of the idle connections */
 };
 
+static unsigned clampMax(unsigned max)
+{
+    return max < 1 ? 1 : max > TPDBD_FWD_KEPT_MAX ? TPDBD_FWD_KEPT_MAX : max;
+}
+
 int tpdbdForwardPoolInit(struct tpdbd_fwd_pool **out, unsigned max)
 {
     pthread_condattr_t attr;
@@ -236,7 +241,7 @@ int tpdbdForwardPoolInit(struct tpdbd_fwd_pool **out, unsigned max)
     if (p == NULL) {
         return -1;
     }
-    p->max = max < 1 ? 1 : max > TPDBD_FWD_KEPT_MAX ? TPDBD_FWD_KEPT_MAX : max;
+    p->max = clampMax(max);
     pthread_mutex_init(&p->mutex, NULL);
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
@@ -273,6 +278,17 @@ static void keptDrop(struct tpdbd_fwd_pool *p, int fd)
     close(fd);
     p->open--;
     pthread_cond_signal(&p->cond);
+}
+
+void tpdbdForwardPoolSetMax(struct tpdbd_fwd_pool *p, unsigned max)
+{
+    pthread_mutex_lock(&p->mutex);
+    p->max = clampMax(max);
+    while (p->nidle > 0 && p->open > p->max) {
+        keptDrop(p, p->idle[--p->nidle]);
+    }
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mutex);
 }
 
 /* A connection of p to addr: returns an idle one, or -2 for a slot of a
@@ -334,7 +350,7 @@ static int keptTake(struct tpdbd_fwd_pool *p,
 static void keptGive(struct tpdbd_fwd_pool *p, const char *addr, int fd, int ok)
 {
     pthread_mutex_lock(&p->mutex);
-    if (ok && strcmp(p->addr, addr) == 0 && p->nidle < p->max) {
+    if (ok && strcmp(p->addr, addr) == 0 && p->open <= p->max) {
         p->since[p->nidle] = nowMs();
         p->idle[p->nidle++] = fd;
         pthread_cond_signal(&p->cond);

@@ -62,6 +62,10 @@ struct tpdbd_fwd_pool;
  * (out of memory). */
 int tpdbdForwardPoolInit(struct tpdbd_fwd_pool **out, unsigned max);
 
+/* Changes p's bound (clamped as by tpdbdForwardPoolInit): past a lower
+ * one, connections are closed as they come back. */
+void tpdbdForwardPoolSetMax(struct tpdbd_fwd_pool *p, unsigned max);
+
 /* Closes every idle connection and frees the pool; none may be in use. */
 void tpdbdForwardPoolClose(struct tpdbd_fwd_pool *p);
 
