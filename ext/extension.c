@@ -139,6 +139,22 @@ TPDB_PUBLIC int tpdb_status(sqlite3 *db, char **json)
     return *json != NULL ? SQLITE_OK : SQLITE_NOMEM;
 }
 
+TPDB_PUBLIC int tpdb_leader(sqlite3 *db, char *buf, size_t size)
+{
+    const char *path = sqlite3_db_filename(db, "main");
+    struct tpdb_node *n = path ? tpdbNodeFind(path) : NULL;
+    if (size > 0) {
+        buf[0] = '\0';
+    }
+    if (n == NULL) {
+        return SQLITE_NOTFOUND;
+    }
+    if (size > 0) {
+        tpdbNodeLeader(n, buf, size);
+    }
+    return SQLITE_OK;
+}
+
 TPDB_PUBLIC void tpdb_shutdown(void)
 {
     tpdbNodeShutdownAll();

@@ -11,6 +11,8 @@
 #ifndef TPDB_H
 #define TPDB_H
 
+#include <stddef.h>
+
 #include <sqlite3.h>
 
 #ifdef __cplusplus
@@ -44,6 +46,15 @@ TPDB_PUBLIC const char *tpdb_errmsg(void);
  * sqlite3_free). Returns SQLITE_OK, SQLITE_NOTFOUND if db is not
  * replicated by a node in this process, or SQLITE_NOMEM. */
 TPDB_PUBLIC int tpdb_status(sqlite3 *db, char **json);
+
+/* The leader as the node replicating the database open on db knows it, as
+ * SELECT tpdb_leader() gives it: "ID@HOST:PORT" into buf (size bytes,
+ * truncated if short), "" if none is known. Cheap (a copy under the
+ * node's lock, no call into its loop, no JSON), unlike tpdb_status():
+ * made to be asked on every request. Returns SQLITE_OK, or
+ * SQLITE_NOTFOUND (buf "") if db is not replicated by a node in this
+ * process. */
+TPDB_PUBLIC int tpdb_leader(sqlite3 *db, char *buf, size_t size);
 
 /* Stops every node of this process cleanly. Connections opened through tpdb
  * must be closed first. */

@@ -270,12 +270,24 @@ struct housekeeping {
     int stop;
 };
 
+/* How many connections this node keeps to the leader for forwarded
+ * requests when `others` other members may forward too: TPDBD_FWD_KEPT_MAX,
+ * fewer when they together would hold more than half of --max-clients
+ * (taken to be the leader's too: each kept connection is one of its
+ * clients). */
+static unsigned forwardConnections(const struct tpdbd *d, unsigned others)
+{
+    unsigned n = d->cfg.max_clients / (2 * (others > 0 ? others : 1));
+    return n < 1 ? 1 : n > TPDBD_FWD_KEPT_MAX ? TPDBD_FWD_KEPT_MAX : n;
+}
+
 /* A leader records its row in tpdbd's metadata once per term, so that
- * followers can forward writes to it. */
-static void registerIfLeader(struct tpdbd *d, long long *registeredTerm)
+ * followers can forward writes to it. st: the node's status. */
+static void registerIfLeader(struct tpdbd *d,
+                             json_t *st,
+                             long long *registeredTerm)
 {
     char err[512];
-    json_t *st = tpdbdStatus(d);
     const char *role = json_string_value(json_object_get(st, "role"));
     long long term = json_integer_value(json_object_get(st, "term"));
     if (role != NULL && strcmp(role, "leader") == 0 &&
@@ -288,7 +300,19 @@ static void registerIfLeader(struct tpdbd *d, long long *registeredTerm)
             tpdbdLog(TPDBD_DEBUG, "recording the leader: %s", err);
         }
     }
-    json_decref(st);
+}
+
+/* Bounds the kept forward connections by the members the cluster has
+ * now (st: the node's status), not only those of --peer: nodes added
+ * with --join forward too. */
+static void sizeForwards(struct tpdbd *d, json_t *st)
+{
+    size_t members = json_array_size(json_object_get(st, "members"));
+    unsigned others = members > 1 ? (unsigned)members - 1 : 0;
+    if (others < d->cfg.nmembers) {
+        others = d->cfg.nmembers;
+    }
+    tpdbdForwardPoolSetMax(d->forwards, forwardConnections(d, others));
 }
 
 /* Every node tells the leader its string id and client address (action
@@ -371,7 +395,12 @@ static void *housekeepingThread(void *arg)
     pthread_mutex_lock(&h->mutex);
     while (!h->stop) {
         pthread_mutex_unlock(&h->mutex);
-        registerIfLeader(h->d, &registeredTerm);
+        json_t *st = tpdbdStatus(h->d);
+        registerIfLeader(h->d, st, &registeredTerm);
+        if (st != NULL) {
+            sizeForwards(h->d, st);
+        }
+        json_decref(st);
         if (reloadWanted) {
             reloadWanted = 0;
             tpdbdAuthReload(h->d);
@@ -443,7 +472,9 @@ static int startNode(struct tpdbd *d)
     tpdbdLog(TPDBD_DEBUG, "URI parameters: %s", query);
     if (tpdb_register() != SQLITE_OK ||
         tpdbdPoolInit(&d->pool, d->dir, query, 32) != 0 ||
-        tpdbdGroupInit(&d->group) != 0) {
+        tpdbdGroupInit(&d->group) != 0 ||
+        tpdbdForwardPoolInit(&d->forwards,
+                             forwardConnections(d, d->cfg.nmembers)) != 0) {
         tpdbdLog(TPDBD_ERROR, "cannot register the tpdb VFS");
         return -1;
     }
@@ -505,6 +536,8 @@ static int stopAll(struct tpdbd *d,
     d->control = NULL;
     tpdbdGroupClose(d->group);
     d->group = NULL;
+    tpdbdForwardPoolClose(d->forwards);
+    d->forwards = NULL;
     tpdbdPoolClose(d->pool);
     d->pool = NULL;
     tpdb_shutdown();

@@ -11,7 +11,8 @@
  *   tpdbd_sql.c      params binding, statement execution, result rows
  *   tpdbd_group.c    group commit: concurrent proposes share a transaction
  *   tpdbd_meta.c     tpdbd's own replicated database: members, read barrier
- *   tpdbd_forward.c  a request forwarded to the leader's client port
+ *   tpdbd_forward.c  requests forwarded to the leader's client port, kept
+ *                    connections to it
  *   tpdbd_txn.c      interactive transactions (begin/commit/rollback)
  *   tpdbd_admin.c    remove, transfer, checkpoint, backup
  *   tpdbd_dns.c      --dns-peers discovery, before anything starts
@@ -43,6 +44,8 @@
 /* Longest request line a client may send, without its newline. */
 #define TPDBD_LINE_MAX (1024 * 1024)
 
+struct tpdbd_fwd_pool;
+
 struct tpdbd {
     struct tpdbd_config cfg;
     char dir[PATH_MAX];               /* node directory in use */
@@ -53,8 +56,9 @@ struct tpdbd {
     atomic_ullong queries_total, writes_total, slow_queries_total;
     /* Request latency histogram (tpdbdMetricsObserve). */
     atomic_ullong latency[TPDBD_LATENCY_BUCKETS + 1], latency_sum_ms;
-    struct tpdbd_metrics *metrics; /* NULL without --metrics */
-    struct tpdbd_group *group;     /* group commit of propose */
+    struct tpdbd_metrics *metrics;   /* NULL without --metrics */
+    struct tpdbd_group *group;       /* group commit of propose */
+    struct tpdbd_fwd_pool *forwards; /* kept connections to the leader */
     /* Group commit: batches committed with at least one write, the writes
      * they held, the most requests in one, batches whose COMMIT failed
      * (not for replication) so that each request ran alone, and proposes

@@ -107,12 +107,17 @@ void tpdbdNodeName(struct tpdbd *d, uint64_t id, char *node_id, char *client)
              m != NULL && m->client[0] ? m->client : metaClient);
 }
 
+/* Asked on every request: tpdb_leader() copies what the node published,
+ * where tpdbdStatus() waits for the node's loop to build the whole status
+ * and parses it. */
 static void findLeader(struct tpdbd *d, struct leader *l)
 {
-    json_t *st = tpdbdStatus(d);
+    char buf[TPDBD_ADDR_MAX + 32] = "";
     memset(l, 0, sizeof *l);
-    l->raft_id = (uint64_t)json_integer_value(json_object_get(st, "leader_id"));
-    json_decref(st);
+    if (d->control != NULL) {
+        tpdb_leader(d->control, buf, sizeof buf);
+    }
+    l->raft_id = (uint64_t)strtoull(buf, NULL, 10);
     if (l->raft_id != 0) {
         l->self = l->raft_id == d->cfg.raft_id;
         tpdbdNodeName(d, l->raft_id, l->node_id, l->client);
@@ -299,8 +304,8 @@ static int forwardOnce(struct tpdbd *d,
     }
     int rc = r->begin ? tpdbdTxnBeginRelay(r->sess, r->db, l->client, line,
                                            timeout, reply, err, sizeof err)
-                      : tpdbdForward(l->client, line, timeout, reply, err,
-                                     sizeof err);
+                      : tpdbdForwardKept(d->forwards, l->client, line, timeout,
+                                         reply, err, sizeof err);
     free(line);
     if (rc == 0 && isNotLeaderReply(*reply, last)) {
         free(*reply);

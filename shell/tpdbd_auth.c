@@ -97,9 +97,11 @@ char *tpdbdAuthorize(struct tpdbd *d,
                  action, name[0] ? " " : "", name, tpdbdRoleName(role));
         return tpdbdErrorReply(msg);
     }
-    if (field != NULL) {
+    if (field != NULL && !json_is_true(json_object_get(req, "forwarded"))) {
+        /* Not for a forwarded request: a follower's kept connection
+         * carries requests of many clients, each with its own token. */
         tpdbdSessionSetToken(sess, token, role);
-    } else {
+    } else if (field == NULL) {
         json_object_set_new(req, "token", json_string(token));
     }
     return NULL;

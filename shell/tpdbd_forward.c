@@ -1,6 +1,10 @@
 /*
  * A request forwarded to another node's client port (tpdbd_forward.h):
- * a non-blocking connect and poll(2) against one deadline.
+ * a non-blocking connect and poll(2) against one deadline. The pool of
+ * kept connections is a stack of idle fds (the last used is reused first)
+ * and a count of open ones, under one mutex; a thread that finds none
+ * idle and the count at its bound waits on the pool's condition variable,
+ * signalled whenever a connection comes back or is closed.
  */
 #include "shell/tpdbd_forward.h"
 
@@ -10,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,5 +216,177 @@ int tpdbdForward(const char *addr,
         used < (long long)timeout_ms ? timeout_ms - (unsigned)used : 1;
     int rc = tpdbdForwardCall(fd, addr, line, left, reply, err, size);
     close(fd);
+    return rc;
+}
+
+struct tpdbd_fwd_pool {
+    pthread_mutex_t mutex;
+    pthread_cond_t cond; /* CLOCK_MONOTONIC; a connection came back */
+    unsigned max, open;  /* open: idle and in use, to any address */
+    unsigned nidle;
+    int idle[TPDBD_FWD_KEPT_MAX];
+    long long since[TPDBD_FWD_KEPT_MAX]; /* when idle[i] came back */
+    char addr[TPDBD_ADDR_MAX];           /* of the idle connections */
+};
+
+static unsigned clampMax(unsigned max)
+{
+    return max < 1 ? 1 : max > TPDBD_FWD_KEPT_MAX ? TPDBD_FWD_KEPT_MAX : max;
+}
+
+int tpdbdForwardPoolInit(struct tpdbd_fwd_pool **out, unsigned max)
+{
+    pthread_condattr_t attr;
+    struct tpdbd_fwd_pool *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return -1;
+    }
+    p->max = clampMax(max);
+    pthread_mutex_init(&p->mutex, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    *out = p;
+    return 0;
+}
+
+void tpdbdForwardPoolClose(struct tpdbd_fwd_pool *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    while (p->nidle > 0) {
+        close(p->idle[--p->nidle]);
+    }
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->mutex);
+    free(p);
+}
+
+/* Whether an idle kept connection may carry a request: nothing to read
+ * (a closed or reset peer makes it readable) and not idle too long. */
+static int keptUsable(int fd, long long since)
+{
+    struct pollfd pf = {.fd = fd, .events = POLLIN | POLLRDHUP};
+    return nowMs() - since < TPDBD_FWD_KEPT_IDLE_MS && poll(&pf, 1, 0) == 0;
+}
+
+/* Closes one connection of p (mutex held) and wakes a waiter. */
+static void keptDrop(struct tpdbd_fwd_pool *p, int fd)
+{
+    close(fd);
+    p->open--;
+    pthread_cond_signal(&p->cond);
+}
+
+void tpdbdForwardPoolSetMax(struct tpdbd_fwd_pool *p, unsigned max)
+{
+    pthread_mutex_lock(&p->mutex);
+    p->max = clampMax(max);
+    while (p->nidle > 0 && p->open > p->max) {
+        keptDrop(p, p->idle[--p->nidle]);
+    }
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->mutex);
+}
+
+/* A connection of p to addr: returns an idle one, or -2 for a slot of a
+ * new one (the caller connects, or gives the slot back), or -1 with err
+ * set if neither came before deadline. */
+static int keptTake(struct tpdbd_fwd_pool *p,
+                    const char *addr,
+                    long long deadline,
+                    char *err,
+                    size_t size)
+{
+    int fd = -1;
+    pthread_mutex_lock(&p->mutex);
+    if (strcmp(p->addr, addr) != 0) {
+        while (p->nidle > 0) {
+            keptDrop(p, p->idle[--p->nidle]);
+        }
+        snprintf(p->addr, sizeof p->addr, "%s", addr);
+    }
+    for (;;) {
+        while (fd < 0 && p->nidle > 0) {
+            p->nidle--;
+            fd = p->idle[p->nidle];
+            if (!keptUsable(fd, p->since[p->nidle])) {
+                keptDrop(p, fd);
+                fd = -1;
+            }
+        }
+        if (fd >= 0) {
+            break;
+        }
+        if (p->open < p->max) {
+            p->open++;
+            fd = -2;
+            break;
+        }
+        long long left = deadline - nowMs();
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += left / 1000;
+        until.tv_nsec += (left % 1000) * 1000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
+        if (left <= 0 ||
+            pthread_cond_timedwait(&p->cond, &p->mutex, &until) != 0) {
+            snprintf(err, size,
+                     "all %u forward connections to %s busy for too long",
+                     p->max, addr);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&p->mutex);
+    return fd;
+}
+
+/* Hands fd back to p after a request to addr (ok: it got its reply). */
+static void keptGive(struct tpdbd_fwd_pool *p, const char *addr, int fd, int ok)
+{
+    pthread_mutex_lock(&p->mutex);
+    if (ok && strcmp(p->addr, addr) == 0 && p->open <= p->max) {
+        p->since[p->nidle] = nowMs();
+        p->idle[p->nidle++] = fd;
+        pthread_cond_signal(&p->cond);
+    } else {
+        keptDrop(p, fd);
+    }
+    pthread_mutex_unlock(&p->mutex);
+}
+
+int tpdbdForwardKept(struct tpdbd_fwd_pool *p,
+                     const char *addr,
+                     const char *line,
+                     unsigned timeout_ms,
+                     char **reply,
+                     char *err,
+                     size_t size)
+{
+    long long deadline = nowMs() + timeout_ms;
+    char why[256] = "";
+    int fd = keptTake(p, addr, deadline, why, sizeof why);
+    if (fd == -2) {
+        fd = connectTo(addr, deadline, why, sizeof why);
+        if (fd < 0) {
+            pthread_mutex_lock(&p->mutex);
+            p->open--;
+            pthread_cond_signal(&p->cond);
+            pthread_mutex_unlock(&p->mutex);
+        }
+    }
+    if (fd < 0) {
+        snprintf(err, size, "%s", why);
+        return TPDBD_FWD_NOT_SENT;
+    }
+    long long left = deadline - nowMs();
+    int rc = tpdbdForwardCall(fd, addr, line, left > 0 ? (unsigned)left : 1,
+                              reply, err, size);
+    keptGive(p, addr, fd, rc == 0);
     return rc;
 }

@@ -5,7 +5,10 @@
  * queued (also while it waited for the lock) up to the bounds, runs each
  * request in SAVEPOINT tpdbd_group, COMMITs once, and hands every waiter
  * in the batch its result. Requests stay on their client thread's stack;
- * the queue only links them, under the group mutex. A statement that
+ * the queue only links them, under the group mutex. Each request has its
+ * own condition variable: a waiter wakes when its request is done, or
+ * when it is at the head of the queue and the running batch ended (it
+ * commits the next one), not on every batch of the database. A statement that
  * rolls the whole transaction back (ON CONFLICT ROLLBACK, RAISE(ROLLBACK))
  * fails alone: the batch starts over without it.
  */
@@ -39,6 +42,8 @@ struct item {
     int rc;
     struct tpdbd_write w;
     char err[ERR_SIZE];
+    pthread_cond_t cond; /* signalled when done, or at the head when the
+                            running batch ended */
     struct item *next;
 };
 
@@ -52,7 +57,6 @@ struct queue {
 
 struct tpdbd_group {
     pthread_mutex_t mutex;
-    pthread_cond_t cond; /* broadcast when items are done or busy clears */
     struct queue *queues;
 };
 
@@ -63,7 +67,6 @@ int tpdbdGroupInit(struct tpdbd_group **out)
         return -1;
     }
     pthread_mutex_init(&g->mutex, NULL);
-    pthread_cond_init(&g->cond, NULL);
     *out = g;
     return 0;
 }
@@ -78,7 +81,6 @@ void tpdbdGroupClose(struct tpdbd_group *g)
         g->queues = q->next;
         free(q);
     }
-    pthread_cond_destroy(&g->cond);
     pthread_mutex_destroy(&g->mutex);
     free(g);
 }
@@ -131,6 +133,17 @@ static int execQuiet(sqlite3 *db, const char *sql, char *err, size_t size)
     return SQLITE_OK;
 }
 
+/* The batch running on q ended: the request now at the head (if any)
+ * commits the next one. Called with the mutex held, before the batch's
+ * requests are woken, so that the next batch is not behind them. */
+static void handOver(struct queue *q)
+{
+    q->busy = 0;
+    if (q->head != NULL) {
+        pthread_cond_signal(&q->head->cond);
+    }
+}
+
 /* Ends every item queued with seq <= upTo with rc and err: the batch that
  * would have taken them could not begin. */
 static void failQueued(struct tpdbd *d,
@@ -147,12 +160,13 @@ static void failQueued(struct tpdbd *d,
         it->rc = rc;
         snprintf(it->err, sizeof it->err, "%s", err);
         it->state = ITEM_DONE;
+        pthread_cond_signal(&it->cond);
         d->group_queued--;
     }
     if (q->head == NULL) {
         q->tail = NULL;
     }
-    pthread_cond_broadcast(&g->cond);
+    handOver(q);
     pthread_mutex_unlock(&g->mutex);
 }
 
@@ -289,8 +303,10 @@ static void settle(struct item *it, int rc, const char *err)
     }
 }
 
-/* Hands every item of the batch its outcome and updates the counters. */
+/* Ends the batch running on q: hands the next one over, every item of
+ * the batch its outcome, and updates the counters. */
 static void finishBatch(struct tpdbd *d,
+                        struct queue *q,
                         struct item *batch,
                         unsigned n,
                         int rc,
@@ -300,6 +316,7 @@ static void finishBatch(struct tpdbd *d,
     unsigned long long written = 0;
     int rerun = 0;
     pthread_mutex_lock(&g->mutex);
+    handOver(q);
     for (struct item *it = batch, *next; it != NULL; it = next) {
         next = it->next;
         int alone = it->res == RES_ALONE;
@@ -307,6 +324,7 @@ static void finishBatch(struct tpdbd *d,
         rerun |= !alone && it->res == RES_ALONE;
         written += rc == SQLITE_OK && it->res == RES_OK;
         it->state = ITEM_DONE;
+        pthread_cond_signal(&it->cond);
     }
     if (rerun) {
         d->group_reruns++;
@@ -318,12 +336,11 @@ static void finishBatch(struct tpdbd *d,
             d->group_largest = n;
         }
     }
-    pthread_cond_broadcast(&g->cond);
     pthread_mutex_unlock(&g->mutex);
 }
 
 /* The committer's work: one batch of q, whose items up to seq upTo were
- * queued before it began. */
+ * queued before it began. Clears q->busy when done. */
 static void runBatch(struct tpdbd *d, struct queue *q, unsigned long long upTo)
 {
     char err[ERR_SIZE] = "";
@@ -344,7 +361,11 @@ static void runBatch(struct tpdbd *d, struct queue *q, unsigned long long upTo)
     rc = batch != NULL ? execBatch(c->db, batch, err, sizeof err) : SQLITE_OK;
     tpdbdPoolPut(d->pool, c);
     if (batch != NULL) {
-        finishBatch(d, batch, n, rc, err);
+        finishBatch(d, q, batch, n, rc, err);
+    } else {
+        pthread_mutex_lock(&d->group->mutex);
+        handOver(q);
+        pthread_mutex_unlock(&d->group->mutex);
     }
 }
 
@@ -368,7 +389,10 @@ static int runAlone(struct tpdbd *d,
 }
 
 /* Queues it on q and waits until it is done, running batches whenever
- * none is running. Called with the mutex held. */
+ * none is running (after one, handOver wakes the request then at the
+ * head to run the next). Every signal of it->cond is sent with the mutex
+ * held, so that it may be destroyed once this returns. Called with the
+ * mutex held. */
 static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
 {
     struct tpdbd_group *g = d->group;
@@ -382,7 +406,7 @@ static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
     d->group_queued++;
     while (it->state != ITEM_DONE) {
         if (q->busy) {
-            pthread_cond_wait(&g->cond, &g->mutex);
+            pthread_cond_wait(&it->cond, &g->mutex);
             continue;
         }
         q->busy = 1;
@@ -390,8 +414,6 @@ static void waitDone(struct tpdbd *d, struct queue *q, struct item *it)
         pthread_mutex_unlock(&g->mutex);
         runBatch(d, q, upTo);
         pthread_mutex_lock(&g->mutex);
-        q->busy = 0;
-        pthread_cond_broadcast(&g->cond);
     }
 }
 
@@ -419,8 +441,10 @@ int tpdbdGroupPropose(struct tpdbd *d,
         snprintf(err, size, "out of memory");
         return SQLITE_NOMEM;
     }
+    pthread_cond_init(&it.cond, NULL);
     waitDone(d, q, &it);
     pthread_mutex_unlock(&g->mutex);
+    pthread_cond_destroy(&it.cond);
     if (it.res == RES_ALONE) {
         tpdbdSqlWriteClear(&it.w);
         return runAlone(d, db, sql, params, it.fk, out, err, size);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,18 +96,30 @@ int tpdbdServerInit(struct tpdbd_server **out,
     return 0;
 }
 
-static int sendAll(int fd, const char *buf, size_t len)
+/* Sends line (len bytes) and a newline in one sendmsg(2) (more only if
+ * the socket takes part of it): one segment per reply, not two. */
+static int sendLine(int fd, const char *line, size_t len)
 {
-    while (len > 0) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    static char nl[] = "\n";
+    struct iovec iov[2] = {{(void *)line, len}, {nl, 1}};
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    while (msg.msg_iovlen > 0) {
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
             return -1;
         }
-        buf += n;
-        len -= (size_t)n;
+        while (msg.msg_iovlen > 0 && (size_t)n >= msg.msg_iov->iov_len) {
+            n -= (ssize_t)msg.msg_iov->iov_len;
+            msg.msg_iov++;
+            msg.msg_iovlen--;
+        }
+        if (msg.msg_iovlen > 0) {
+            msg.msg_iov->iov_base = (char *)msg.msg_iov->iov_base + n;
+            msg.msg_iov->iov_len -= (size_t)n;
+        }
     }
     return 0;
 }
@@ -115,17 +128,16 @@ static int sendAll(int fd, const char *buf, size_t len)
 static int sendReply(int fd, char *reply)
 {
     static const char nomem[] = "{\"ok\":false,\"error\":\"out of memory\"}";
-    int rc = reply != NULL ? sendAll(fd, reply, strlen(reply))
-                           : sendAll(fd, nomem, sizeof nomem - 1);
+    int rc = reply != NULL ? sendLine(fd, reply, strlen(reply))
+                           : sendLine(fd, nomem, sizeof nomem - 1);
     free(reply);
-    return rc == 0 ? sendAll(fd, "\n", 1) : -1;
+    return rc;
 }
 
 /* The sink of a connection: each streamed line goes out at once. */
 static int sinkSend(void *arg, const char *line, size_t len)
 {
-    int fd = *(int *)arg;
-    return sendAll(fd, line, len) == 0 && sendAll(fd, "\n", 1) == 0 ? 0 : -1;
+    return sendLine(*(int *)arg, line, len);
 }
 
 /* Answers one line (its '\n' stripped, and a '\r' before it). Empty lines

@@ -7,6 +7,9 @@
  * its WAL content and its size in several parts; the process's POSIX locks
  * surviving another connection's open; read-only opens; a damaged file;
  * SQLITE_BUSY; a database deleted and recreated while the node runs.
+ * Last, the C call tpdb_leader() gives what SELECT tpdb_leader() gives,
+ * truncated to a short buffer, and SQLITE_NOTFOUND for a plain database
+ * of a directory no node serves.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -398,6 +401,45 @@ static void testDeleteRecreate(void **state)
     sqlite3_close(keep);
 }
 
+/* The text of SELECT tpdb_leader() on db into buf; "" for NULL. */
+static void leaderBySql(sqlite3 *db, char *buf, size_t size)
+{
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "SELECT tpdb_leader()", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    const unsigned char *t = sqlite3_column_text(st, 0);
+    snprintf(buf, size, "%s", t != NULL ? (const char *)t : "");
+    sqlite3_finalize(st);
+}
+
+static void testLeaderCall(void **state)
+{
+    struct fixture *f = *state;
+    char want[256], got[256], small[4], other[HARNESS_PATH_MAX + 16];
+    sqlite3 *a = openTpdb(f->db);
+    fill(a, 1); /* a write: the single node leads */
+    leaderBySql(a, want, sizeof want);
+    assert_non_null(strchr(want, '@'));
+    assert_int_equal(tpdb_leader(a, got, sizeof got), SQLITE_OK);
+    assert_string_equal(got, want);
+    assert_int_equal(tpdb_leader(a, small, sizeof small), SQLITE_OK);
+    assert_int_equal(strlen(small), sizeof small - 1);
+    assert_memory_equal(small, want, sizeof small - 1);
+    /* Another directory: a node serves every database of its own. */
+    snprintf(other, sizeof other, "%s/plain", f->dir);
+    assert_int_equal(mkdir(other, 0700), 0);
+    snprintf(other, sizeof other, "%s/plain/p.db", f->dir);
+    sqlite3 *u =
+        openVfs(other, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix");
+    got[0] = 'x';
+    assert_int_equal(tpdb_leader(u, got, sizeof got), SQLITE_NOTFOUND);
+    assert_string_equal(got, "");
+    sqlite3_close(u);
+    sqlite3_close(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -407,6 +449,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testDamagedFile, setup, teardown),
         cmocka_unit_test_setup_teardown(testBusy, setup, teardown),
         cmocka_unit_test_setup_teardown(testDeleteRecreate, setup, teardown),
+        cmocka_unit_test_setup_teardown(testLeaderCall, setup, teardown),
     };
     /* TPDB_TEST_FILTER=testBusy runs one case (a glob pattern). */
     if (getenv("TPDB_TEST_FILTER") != NULL) {
