@@ -7,6 +7,7 @@
 #include "raftfsm/relay.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -203,8 +204,8 @@ static int emitCb(void *arg, const uint8_t *p, size_t n)
     return TPDB_OK;
 }
 
-/* Checks plain peer bytes and queues what passed for raft. */
-static int toRaft(struct tpdb_relay *r, const uint8_t *p, size_t n)
+/* Checks plain peer bytes; what passed gathers in r->out (wireFlush). */
+static int wireCheck(struct tpdb_relay *r, const uint8_t *p, size_t n)
 {
     char errmsg[TPDB_ERRMSG_SIZE];
     int rc = tpdbWireFeed(&r->wire, p, n, emitCb, r, errmsg);
@@ -212,6 +213,12 @@ static int toRaft(struct tpdb_relay *r, const uint8_t *p, size_t n)
         relayRefuse(r, errmsg);
         return -1;
     }
+    return 0;
+}
+
+/* Queues what passed the wire check for raft, in one write. */
+static int wireFlush(struct tpdb_relay *r)
+{
     if (r->out != NULL && r->out->len > 0) {
         struct relayWrite *w = r->out;
         r->out = NULL;
@@ -224,13 +231,54 @@ static int toRaft(struct tpdb_relay *r, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* Sealed: gathers records, opens each whole one and checks its bytes. */
-static int recordsToRaft(struct tpdb_relay *r, const uint8_t *p, size_t n)
+/* Opens the records that lie whole at the start of p, in place (p is the
+ * relay's own read buffer), and checks their bytes. Returns how many bytes
+ * they took, or -1 once the relay refused the peer. */
+static ptrdiff_t wholeRecords(struct tpdb_relay *r, uint8_t *p, size_t n)
+{
+    char errmsg[TPDB_ERRMSG_SIZE];
+    size_t used = 0;
+    size_t len;
+    while (n - used >= TPDB_SEAL_LEN) {
+        if (tpdbSealRecordLen(p + used, &len, errmsg) != TPDB_OK) {
+            relayRefuse(r, errmsg);
+            return -1;
+        }
+        if (n - used < TPDB_SEAL_LEN + len + TPDB_SEAL_TAG) {
+            break;
+        }
+        if (tpdbSealOpen(&r->session, p + used, len, errmsg) != TPDB_OK) {
+            relayRefuse(r, errmsg);
+            return -1;
+        }
+        if (wireCheck(r, p + used + TPDB_SEAL_LEN, len) != 0) {
+            return -1;
+        }
+        used += TPDB_SEAL_LEN + len + TPDB_SEAL_TAG;
+    }
+    return (ptrdiff_t)used;
+}
+
+/* Sealed: opens each whole record and checks its bytes, copying into
+ * r->rec only a record split across reads; the records of one TCP read go
+ * to raft in one write, as plain bytes do. */
+static int recordsToRaft(struct tpdb_relay *r, uint8_t *p, size_t n)
 {
     char errmsg[TPDB_ERRMSG_SIZE];
     while (n > 0) {
         size_t take = r->rec_want - r->rec_have;
         size_t len;
+        if (r->rec_have == 0) {
+            ptrdiff_t used = wholeRecords(r, p, n);
+            if (used < 0) {
+                return -1;
+            }
+            p += used;
+            n -= (size_t)used;
+            if (n == 0) {
+                break;
+            }
+        }
         take = take < n ? take : n;
         memcpy(r->rec + r->rec_have, p, take);
         r->rec_have += take;
@@ -252,11 +300,11 @@ static int recordsToRaft(struct tpdb_relay *r, const uint8_t *p, size_t n)
         }
         r->rec_have = 0;
         r->rec_want = TPDB_SEAL_LEN;
-        if (toRaft(r, r->rec + TPDB_SEAL_LEN, len) != 0) {
+        if (wireCheck(r, r->rec + TPDB_SEAL_LEN, len) != 0) {
             return -1;
         }
     }
-    return 0;
+    return wireFlush(r);
 refuse:
     relayRefuse(r, errmsg);
     return -1;
@@ -283,9 +331,10 @@ static void tcpReadCb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     }
     r->last_rx = tpdbNowMs();
     if (r->sealed) {
-        rv = recordsToRaft(r, (const uint8_t *)buf->base, (size_t)nread);
+        rv = recordsToRaft(r, (uint8_t *)buf->base, (size_t)nread);
     } else {
-        rv = toRaft(r, (const uint8_t *)buf->base, (size_t)nread);
+        rv = wireCheck(r, (const uint8_t *)buf->base, (size_t)nread);
+        rv = rv == 0 ? wireFlush(r) : rv;
     }
     if (rv != 0) {
         tpdbRelayClose(r);

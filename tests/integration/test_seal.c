@@ -65,9 +65,11 @@ static void keyFile(struct nodes *c,
  * takes a parameter's first value, so extra overrides BASE). */
 static void params(struct nodes *c, const char *extra)
 {
-    int n = snprintf(c->params, sizeof c->params, "%s%s%s", extra,
+    char all[sizeof c->params];
+    int n = snprintf(all, sizeof all, "%s%s%s", extra,
                      extra[0] != '\0' ? "&" : "", BASE);
-    assert_true(n > 0 && (size_t)n < sizeof c->params);
+    assert_true(n > 0 && (size_t)n < sizeof all);
+    harnessScaleParams(all, c->params, sizeof c->params);
 }
 
 /* "key_file=<dir>/<name>" into buf. */
@@ -335,6 +337,53 @@ static void testWrongKeyMemberIsCutOff(void **state)
     tpdb_free(c);
 }
 
+/* Sealed streams carry entries of megabytes: their records arrive split
+ * across TCP reads and several whole in one read, and every node ends with
+ * the same database file. */
+static void testBigSealedEntries(void **state)
+{
+    struct nodes *c = tpdb_calloc(1, sizeof *c);
+    char a[600];
+    int leader;
+    (void)state;
+    assert_non_null(c);
+    nodesInit(c, 3, 3, BASE);
+    keyFile(c, "a.key", 1, NULL);
+    keyParam(c, "key_file", "a.key", a, sizeof a);
+    params(c, a);
+    startAll(c, 3);
+    leader = nodesFindLeader(c, WAIT_MS);
+    commit(c, &leader, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)");
+    for (int i = 0; i < 3; i++) {
+        /* Hex of random bytes: lz4 leaves about 3 MB per entry. */
+        commit(c, &leader,
+               "INSERT INTO t(v) SELECT hex(randomblob(1500000)) UNION ALL "
+               "SELECT 'small'");
+    }
+    nodesWaitApplied(c, WAIT_MS);
+    char *want = NULL;
+    size_t want_len = 0;
+    for (int i = 0; i < 3; i++) {
+        char path[HARNESS_PATH_MAX + 16];
+        size_t len = 0;
+        waitCount(c, i, 6);
+        nodesCheckpoint(c, i, WAIT_MS);
+        nodesPath(c, i, "app.db", path, sizeof path);
+        char *got = nodesReadFile(path, &len);
+        assert_true(len > 9000000);
+        if (want == NULL) {
+            want = got;
+            want_len = len;
+            continue;
+        }
+        assert_true(len == want_len && memcmp(got, want, len) == 0);
+        tpdb_free(got);
+    }
+    tpdb_free(want);
+    nodesClose(c);
+    tpdb_free(c);
+}
+
 /* A key holder's stream is closed for an altered record and for a
  * replayed one; valid records are not refusals. A stranger without the
  * key gets no server hello at all. */
@@ -474,6 +523,7 @@ int main(void)
         cmocka_unit_test_teardown(testProxySeesNoPlaintext, harnessTeardown),
         cmocka_unit_test_teardown(testWrongKeyCannotJoin, harnessTeardown),
         cmocka_unit_test_teardown(testWrongKeyMemberIsCutOff, harnessTeardown),
+        cmocka_unit_test_teardown(testBigSealedEntries, harnessTeardown),
         cmocka_unit_test_teardown(testTamperAndReplay, harnessTeardown),
         cmocka_unit_test_teardown(testRotation, harnessTeardown),
         cmocka_unit_test_teardown(testPublicAddressNeedsKey, harnessTeardown),
