@@ -35,12 +35,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&c, N, 1);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, NULL);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, NULL);
     snprintf(shellProg, sizeof shellProg, "%s/shell/tpdb",
              getenv("TPDB_BUILD_ROOT"));
     snprintf(home, sizeof home, "HOME=%s", c.dir);

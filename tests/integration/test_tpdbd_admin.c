@@ -75,12 +75,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&c, N, 0);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, flags);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, flags);
     int l = tpdbdsFindLeader(&c, TPDBDS_READY_MS);
     json_decref(ok(l,
                    "{\"action\":\"propose\",\"sql\":\"CREATE TABLE t(id "

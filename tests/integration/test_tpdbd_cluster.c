@@ -43,12 +43,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&s.c, N, 0);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&s.c, i, flags);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&s.c, i);
-    }
+    tpdbdsStartAll(&s.c, flags);
     s.next = 1;
     return 0;
 }

@@ -58,12 +58,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&c, N, 0);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, flags);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, flags);
     int l = tpdbdsFindLeader(&c, TPDBDS_READY_MS);
     json_t *o = tpdbdsCall(&c, l,
                            "{\"action\":\"propose\",\"sql\":\"CREATE TABLE "
@@ -78,20 +73,6 @@ static int stopCluster(void **state)
     (void)state;
     tpdbdsClose(&c);
     return 0;
-}
-
-/* One request on the kept connection fd; the parsed reply or NULL. */
-static json_t *send1(int fd, const char *line)
-{
-    char *reply = NULL;
-    json_t *o = NULL;
-    if (tpdbdsSend(fd, line, strlen(line)) == 0 &&
-        tpdbdsSend(fd, "\n", 1) == 0 &&
-        tpdbdsReadLine(fd, TPDBDS_IO_MS, &reply) == TPDB_OK) {
-        o = json_loads(reply, 0, NULL);
-    }
-    free(reply);
-    return o;
 }
 
 static long long queued(int i)
@@ -149,7 +130,7 @@ static void testHeldLeader(void **state)
     long long before = countOn(l);
     int holder = tpdbdsConnect(c.client[l]);
     assert_true(holder >= 0);
-    json_t *o = send1(holder, "{\"action\":\"begin\"}");
+    json_t *o = tpdbdsOnConn(holder, "{\"action\":\"begin\"}");
     okReply(o, "begin");
     json_decref(o);
     memset(cl, 0, sizeof cl);
@@ -175,7 +156,7 @@ static void testHeldLeader(void **state)
     for (int k = 0; k < 2; k++) {
         own[k] = tpdbdsConnect(c.client[l]);
         assert_true(own[k] >= 0);
-        o = send1(own[k], "{\"action\":\"status\"}");
+        o = tpdbdsOnConn(own[k], "{\"action\":\"status\"}");
         okReply(o, "status on the leader while forwards wait");
         json_decref(o);
     }
@@ -183,7 +164,7 @@ static void testHeldLeader(void **state)
         close(own[k]);
     }
     assert_int_equal(queued(l), 2 * KEPT_PER_FOLLOWER);
-    o = send1(holder, "{\"action\":\"rollback\"}");
+    o = tpdbdsOnConn(holder, "{\"action\":\"rollback\"}");
     okReply(o, "rollback");
     json_decref(o);
     close(holder);

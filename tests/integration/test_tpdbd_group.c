@@ -68,12 +68,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&c, N, 0);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, flags);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, flags);
     int l = tpdbdsFindLeader(&c, TPDBDS_READY_MS);
     okCall(l,
            "{\"action\":\"propose\",\"sql\":\"CREATE TABLE t(id INTEGER "
@@ -91,23 +86,9 @@ static int stopCluster(void **state)
     return 0;
 }
 
-/* One request on the kept connection fd; the parsed reply or NULL. */
-static json_t *send1(int fd, const char *line)
-{
-    char *reply = NULL;
-    json_t *o = NULL;
-    if (tpdbdsSend(fd, line, strlen(line)) == 0 &&
-        tpdbdsSend(fd, "\n", 1) == 0 &&
-        tpdbdsReadLine(fd, TPDBDS_IO_MS, &reply) == TPDB_OK) {
-        o = json_loads(reply, 0, NULL);
-    }
-    free(reply);
-    return o;
-}
-
 static void okOn(int fd, const char *line)
 {
-    json_t *o = send1(fd, line);
+    json_t *o = tpdbdsOnConn(fd, line);
     if (!json_is_true(json_object_get(o, "ok"))) {
         fail_msg("%s -> %s", line, text(o));
     }

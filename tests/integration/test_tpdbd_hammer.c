@@ -149,12 +149,7 @@ static int allMatch(void *arg)
 static void startCluster(void)
 {
     tpdbdsInit(&c, N, 1);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, NULL);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, NULL);
 }
 
 static void testHammer(void **state)

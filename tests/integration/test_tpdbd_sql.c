@@ -91,12 +91,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&c, N, 0);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, flags);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, flags);
     tpdbdsFindLeader(&c, TPDBDS_READY_MS);
     return 0;
 }

@@ -47,12 +47,7 @@ static int startCluster(void **state)
 {
     (void)state;
     tpdbdsInit(&c, N, 0);
-    for (int i = 0; i < N; i++) {
-        tpdbdsStart(&c, i, flags);
-    }
-    for (int i = 0; i < N; i++) {
-        tpdbdsWaitReady(&c, i);
-    }
+    tpdbdsStartAll(&c, flags);
     int l = tpdbdsFindLeader(&c, TPDBDS_READY_MS);
     json_t *o = tpdbdsCall(&c, l,
                            "{\"action\":\"propose\",\"sql\":\"CREATE TABLE "
@@ -78,24 +73,10 @@ static char *text(json_t *o)
     return buf;
 }
 
-/* One request on the kept connection fd; the parsed reply or NULL. */
-static json_t *send1(int fd, const char *line)
-{
-    char *reply = NULL;
-    json_t *o = NULL;
-    if (tpdbdsSend(fd, line, strlen(line)) == 0 &&
-        tpdbdsSend(fd, "\n", 1) == 0 &&
-        tpdbdsReadLine(fd, TPDBDS_IO_MS, &reply) == TPDB_OK) {
-        o = json_loads(reply, 0, NULL);
-    }
-    free(reply);
-    return o;
-}
-
 /* Asserts that line on fd gets ok:true; returns the reply. */
 static json_t *ok(int fd, const char *line)
 {
-    json_t *o = send1(fd, line);
+    json_t *o = tpdbdsOnConn(fd, line);
     if (!json_is_true(json_object_get(o, "ok"))) {
         fail_msg("%s -> %s", line, text(o));
     }
@@ -111,7 +92,7 @@ static void okDrop(int fd, const char *line)
  * prefix. */
 static void refused(int fd, const char *line, const char *prefix)
 {
-    json_t *o = send1(fd, line);
+    json_t *o = tpdbdsOnConn(fd, line);
     const char *e = json_string_value(json_object_get(o, "error"));
     if (!json_is_false(json_object_get(o, "ok")) || e == NULL ||
         strncmp(e, prefix, strlen(prefix)) != 0) {
@@ -418,7 +399,7 @@ static void testCommitWithoutQuorum(void **state)
                              TPDB_OK);
         }
     }
-    json_t *o = send1(fd, "{\"action\":\"commit\"}");
+    json_t *o = tpdbdsOnConn(fd, "{\"action\":\"commit\"}");
     const char *e = json_string_value(json_object_get(o, "error"));
     int unknown = e != NULL && strncmp(e, "outcome unknown", 15) == 0;
     int failed = e != NULL && strncmp(e, "commit failed", 13) == 0;

@@ -100,6 +100,29 @@ void tpdbdsWaitReady(struct tpdbds *c, int i)
     }
 }
 
+void tpdbdsStartAll(struct tpdbds *c, const char *const *extra)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        tpdbdsStart(c, (int)i, extra);
+    }
+    for (unsigned i = 0; i < c->n; i++) {
+        tpdbdsWaitReady(c, (int)i);
+    }
+}
+
+json_t *tpdbdsOnConn(int fd, const char *line)
+{
+    char *reply = NULL;
+    json_t *o = NULL;
+    if (tpdbdsSend(fd, line, strlen(line)) == 0 &&
+        tpdbdsSend(fd, "\n", 1) == 0 &&
+        tpdbdsReadLine(fd, TPDBDS_IO_MS, &reply) == TPDB_OK) {
+        o = json_loads(reply, 0, NULL);
+    }
+    free(reply);
+    return o;
+}
+
 static int connectAt(const char *ip, unsigned port)
 {
     struct sockaddr_in sin;

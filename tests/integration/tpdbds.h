@@ -53,6 +53,10 @@ void tpdbdsStart(struct tpdbds *c, int i, const char *const *extra);
 /* Waits for member i's "ready:" log line; fails with its stderr if not. */
 void tpdbdsWaitReady(struct tpdbds *c, int i);
 
+/* Starts every member with extra (tpdbdsStart), then waits until each is
+ * ready. */
+void tpdbdsStartAll(struct tpdbds *c, const char *const *extra);
+
 /* Connects to 127.0.0.1:port; returns the fd, or -1. */
 int tpdbdsConnect(unsigned port);
 
@@ -69,6 +73,11 @@ int tpdbdsReadLine(int fd, int timeout_ms, char **line);
  * and '\n', read the reply line, close. Returns the parsed reply (caller
  * json_decrefs) or NULL if there was none. */
 json_t *tpdbdsRequest(unsigned port, const char *line);
+
+/* One request on the kept connection fd: sends line and '\n', reads the
+ * reply line. Returns the parsed reply (caller json_decrefs) or NULL if
+ * there was none. */
+json_t *tpdbdsOnConn(int fd, const char *line);
 
 /* tpdbdsRequest() to ip (an IPv4 address string) instead of 127.0.0.1. */
 json_t *tpdbdsRequestAt(const char *ip, unsigned port, const char *line);
