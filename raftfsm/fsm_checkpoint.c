@@ -22,14 +22,59 @@
 
 #include "raftfsm/fsmint.h"
 
+/* How long the last checkpoint of a round waits for the write lock and for
+ * readers to leave the WAL. */
+#define CKPT_LOCK_MS 100
+
+/* One checkpoint of conn in mode; *complete says whether it copied every
+ * frame. A connection opens the WAL at its first read transaction; until
+ * then SQLite's checkpoint does nothing and reports the database as not in
+ * WAL mode (-1 frames). Internal connections never read before they
+ * checkpoint, so without this read no follower ever checkpointed: its WAL
+ * held the whole database, and every restart read all of it again (WAL
+ * recovery). */
+static int checkpointMode(sqlite3 *conn, int mode, int *complete)
+{
+    int nLog = -1;
+    int nCkpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(conn, "main", mode, &nLog, &nCkpt);
+    if (rc == SQLITE_OK && nLog < 0) {
+        rc = sqlite3_exec(conn, "SELECT count(*) FROM sqlite_schema", NULL,
+                          NULL, NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_wal_checkpoint_v2(conn, "main", mode, &nLog, &nCkpt);
+        }
+    }
+    *complete = rc == SQLITE_OK && nLog >= 0 && nCkpt == nLog;
+    return rc;
+}
+
+/* Apply restarts the WAL (vfs/apply.c) only once a checkpoint has copied
+ * all of it, and a PASSIVE checkpoint, which takes no lock, ends short of
+ * the end whenever apply appended meanwhile (on a busy follower, nearly
+ * always): the WAL would grow with the database again. So a short one is
+ * followed by a second PASSIVE (it copies only what came meanwhile), then,
+ * if still short, by a RESTART, which holds the write lock while it copies
+ * the last few frames (apply queues those entries meanwhile, tpdbFsmDrain
+ * writes them) and waits at most CKPT_LOCK_MS for the lock and readers. */
 static void checkpointOne(struct fsmDb *db, sqlite3 *conn)
 {
-    int rc = sqlite3_wal_checkpoint_v2(conn, "main", SQLITE_CHECKPOINT_PASSIVE,
-                                       NULL, NULL);
+    int complete = 0;
+    int rc = checkpointMode(conn, SQLITE_CHECKPOINT_PASSIVE, &complete);
+    if (rc == SQLITE_OK && !complete) {
+        rc = checkpointMode(conn, SQLITE_CHECKPOINT_PASSIVE, &complete);
+    }
+    if (rc == SQLITE_OK && !complete) {
+        sqlite3_busy_timeout(conn, CKPT_LOCK_MS);
+        rc = checkpointMode(conn, SQLITE_CHECKPOINT_RESTART, &complete);
+        sqlite3_busy_timeout(conn, FSM_INTERNAL_BUSY_MS);
+    }
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,
                 sqlite3_errmsg(conn));
     }
+    tpdbLog(TPDB_LOG_DEBUG, "checkpoint %s: %s", db->name,
+            complete ? "complete" : "short");
 }
 
 /* What the checkpointer thread does for the database nextWanted picks. */
