@@ -331,6 +331,12 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
      * snapshot's fsyncs. */
     n->io.version = 2;
     n->io.async_work = nodeAsyncWork;
+    /* raft_uv retries a failed connection after 1 s by default: a follower
+     * that restarts in 100 ms then waits up to a second before the leader
+     * reaches it (measured: most of a SIGKILLed follower's restart). One
+     * heartbeat is what the leader would wait anyway; a down peer costs a
+     * refused connect per heartbeat. */
+    raft_uv_set_connect_retry_delay(&n->io, n->cfg.heartbeat_ms);
     rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, 1, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_io;
