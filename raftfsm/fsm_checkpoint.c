@@ -22,9 +22,8 @@
 
 #include "raftfsm/fsmint.h"
 
-/* How long the last checkpoint of a round waits for the write lock and for
- * readers to leave the WAL. */
-#define CKPT_LOCK_MS 100
+/* PASSIVE checkpoints run in a row at most, while each ends short. */
+#define CKPT_ROUNDS 3
 
 /* One checkpoint of conn in mode; *complete says whether it copied every
  * frame. A connection opens the WAL at its first read transaction; until
@@ -51,23 +50,17 @@ static int checkpointMode(sqlite3 *conn, int mode, int *complete)
 
 /* Apply restarts the WAL (vfs/apply.c) only once a checkpoint has copied
  * all of it, and a PASSIVE checkpoint, which takes no lock, ends short of
- * the end whenever apply appended meanwhile (on a busy follower, nearly
- * always): the WAL would grow with the database again. So a short one is
- * followed by a second PASSIVE (it copies only what came meanwhile), then,
- * if still short, by a RESTART, which holds the write lock while it copies
- * the last few frames (apply queues those entries meanwhile, tpdbFsmDrain
- * writes them) and waits at most CKPT_LOCK_MS for the lock and readers. */
+ * the end whenever apply appended meanwhile: a short one is followed by
+ * another (it copies only what came meanwhile), CKPT_ROUNDS in all. None
+ * takes the write lock: apply, which never waits for it, would queue its
+ * entries meanwhile, and a node that becomes leader with entries queued
+ * refuses its first writes (tpdbNodeWriteCheck). */
 static void checkpointOne(struct fsmDb *db, sqlite3 *conn)
 {
     int complete = 0;
-    int rc = checkpointMode(conn, SQLITE_CHECKPOINT_PASSIVE, &complete);
-    if (rc == SQLITE_OK && !complete) {
+    int rc = SQLITE_OK;
+    for (int i = 0; i < CKPT_ROUNDS && rc == SQLITE_OK && !complete; i++) {
         rc = checkpointMode(conn, SQLITE_CHECKPOINT_PASSIVE, &complete);
-    }
-    if (rc == SQLITE_OK && !complete) {
-        sqlite3_busy_timeout(conn, CKPT_LOCK_MS);
-        rc = checkpointMode(conn, SQLITE_CHECKPOINT_RESTART, &complete);
-        sqlite3_busy_timeout(conn, FSM_INTERNAL_BUSY_MS);
     }
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,

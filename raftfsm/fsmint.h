@@ -27,8 +27,6 @@
 /* How long apply waits for a busy write lock before queueing: not at all,
  * the loop thread must not wait on locks; the drain timer retries. */
 #define FSM_APPLY_LOCK_MS 0
-/* The busy timeout of internal connections. */
-#define FSM_INTERNAL_BUSY_MS 1000
 /* WAL frames applied between two PASSIVE checkpoints. */
 #define FSM_CHECKPOINT_FRAMES 1000
 
