@@ -15,13 +15,22 @@
  *   - with --txn-mb N, one transaction of N MB on the leader: time, term
  *     changes, RSS of every node after it;
  *   bench_scale [--mb 100,1000] [--probe-seconds 20] [--log-mb N]
- *       [--txn-mb N] [--dir /tmp] [--port-base N]
+ *       [--txn-mb N] [--dir /tmp] [--port-base N] [--no-plain] [--no-wipe]
+ *       [--restarts N] [--trace DIR] [--wrap 'CMD ARGS']
+ * To find where a restart spends its time: --restarts N measures N
+ * SIGKILL restarts in a row; --trace DIR runs each restarted follower with
+ * TPDB_TRACE=1 and its stderr in DIR/restart-K.log (the bench prints the
+ * same clock, tpdbNowMs, at the kill and when caught up); --wrap runs it
+ * under a command (e.g. 'strace -f -tt -o DIR/strace'), so --parent is
+ * not checked. --no-plain and --no-wipe skip the plain SQLite loads and
+ * the wiped follower's catch-up (each writes the size again).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +51,9 @@
 #define ROWS_PER_TXN 1000
 #define WAIT_MS 120000
 #define MAX_SIZES 8
+#define MAX_WRAP_ARGS 16
+
+extern char **environ;
 
 struct options {
     unsigned mb[MAX_SIZES];
@@ -51,14 +63,20 @@ struct options {
     unsigned txn_mb; /* one transaction of this size after the probe */
     int port_base;   /* nodes on port_base .. +2; 0: ports the kernel picks */
     const char *parent;
+    int no_plain;                  /* skip the plain SQLite loads */
+    int no_wipe;                   /* skip the wiped follower's catch-up */
+    unsigned restarts;             /* SIGKILL restarts measured in a row */
+    const char *trace_dir;         /* restarted followers log here (NULL: no) */
+    char *wrap[MAX_WRAP_ARGS + 1]; /* restarted followers run under this */
 };
 
 struct run {
     const struct options *o;
     char tmp[PATH_MAX];
     int ports[3];
-    pid_t child[2]; /* nodes 2 and 3 */
-    sqlite3 *db;    /* node 1's connection */
+    pid_t child[2];   /* nodes 2 and 3 */
+    sqlite3 *db;      /* node 1's connection */
+    unsigned spawned; /* restarts of node 2 so far (names the trace log) */
 };
 
 static uint64_t nowNs(void)
@@ -167,7 +185,8 @@ static int childMain(const char *uri, long parent)
     char dir[URI_SIZE], path[URI_SIZE + 32], tmp[URI_SIZE + 32];
     /* uri is "file:DIR/app.db?..." */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != (pid_t)parent) {
+    /* 0: run under a wrapper (--wrap), whose death kills us instead. */
+    if (parent != 0 && getppid() != (pid_t)parent) {
         return 1;
     }
     snprintf(dir, sizeof dir, "%s", uri + 5);
@@ -205,17 +224,89 @@ static int childMain(const char *uri, long parent)
     }
 }
 
-static int spawnNode(struct run *r, int id)
+/* environ with TPDB_TRACE=1 added (tpdb_malloc'd array, strings
+ * borrowed); NULL when out of memory. */
+static char **traceEnv(void)
+{
+    size_t n = 0;
+    while (environ[n] != NULL) {
+        n++;
+    }
+    char **env = tpdb_malloc((n + 2) * sizeof *env);
+    if (env == NULL) {
+        return NULL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], "TPDB_TRACE=", 11) != 0) {
+            env[k++] = environ[i];
+        }
+    }
+    env[k++] = "TPDB_TRACE=1";
+    env[k] = NULL;
+    return env;
+}
+
+/* Starts a restart of node 2 as --trace and --wrap ask. */
+static int spawnTraced(struct run *r, char *const argv[], pid_t *pid)
+{
+    char log[PATH_MAX + 32];
+    posix_spawn_file_actions_t fa;
+    char **env = r->o->trace_dir != NULL ? traceEnv() : environ;
+    char *full[MAX_WRAP_ARGS + 8];
+    unsigned k = 0;
+    if (env == NULL) {
+        return -1;
+    }
+    for (unsigned i = 0; r->o->wrap[i] != NULL; i++) {
+        full[k++] = r->o->wrap[i];
+    }
+    for (unsigned i = 0; argv[i] != NULL; i++) {
+        full[k++] = argv[i];
+    }
+    full[k] = NULL;
+    posix_spawn_file_actions_init(&fa);
+    if (r->o->trace_dir != NULL) {
+        snprintf(log, sizeof log, "%s/restart-%u.log", r->o->trace_dir,
+                 r->spawned);
+        posix_spawn_file_actions_addopen(&fa, 2, log,
+                                         O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    }
+    int rc = full[0][0] == '/'
+                 ? posix_spawn(pid, full[0], &fa, NULL, full, env)
+                 : posix_spawnp(pid, full[0], &fa, NULL, full, env);
+    posix_spawn_file_actions_destroy(&fa);
+    if (env != environ) {
+        tpdb_free(env);
+    }
+    if (rc != 0) {
+        fprintf(stderr, "bench_scale: spawn %s: %s\n", full[0], strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+/* Starts node id; a restart of node 2 (restart set) as --trace and --wrap
+ * ask. */
+static int spawnNode(struct run *r, int id, int restart)
 {
     char self[PATH_MAX], uri[URI_SIZE], ppid[32], errmsg[TPDB_ERRMSG_SIZE];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    int special = restart && (r->o->trace_dir != NULL || r->o->wrap[0] != NULL);
     if (len <= 0) {
         return -1;
     }
     self[len] = '\0';
-    snprintf(ppid, sizeof ppid, "%ld", (long)getpid());
+    snprintf(ppid, sizeof ppid, "%ld",
+             r->o->wrap[0] != NULL && special ? 0L : (long)getpid());
     nodeUri(r, id, uri);
     char *argv[] = {self, "--node-uri", uri, "--parent", ppid, NULL};
+    if (restart) {
+        r->spawned++;
+    }
+    if (special) {
+        return spawnTraced(r, argv, &r->child[id - 2]);
+    }
     if (benchSpawn(argv, &r->child[id - 2], errmsg) != 0) {
         fprintf(stderr, "bench_scale: %s\n", errmsg);
         return -1;
@@ -312,7 +403,7 @@ static int startCluster(struct run *r)
             return -1;
         }
     }
-    if (spawnNode(r, 2) != 0 || spawnNode(r, 3) != 0) {
+    if (spawnNode(r, 2, 0) != 0 || spawnNode(r, 3, 0) != 0) {
         return -1;
     }
     nodeUri(r, 1, uri);
@@ -439,18 +530,47 @@ static void removeFiles(struct run *r, int id, int db_too)
     }
 }
 
+/* Sizes of node 2's files (--trace), as the restart finds them. */
+static void printTraceSizes(struct run *r)
+{
+    static const char *const names[] = {"app.db", "app.db-wal", "app.db-shm"};
+    char path[PATH_MAX + 32];
+    printf("  [trace] node 2 at the kill:");
+    for (unsigned i = 0; i < 3; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/n2/%s", r->tmp, names[i]);
+        printf(" %s %.1f MB", names[i],
+               stat(path, &st) == 0 ? (double)st.st_size / 1e6 : -1.0);
+    }
+    printf("\n");
+}
+
 /* SIGKILLs node 2, optionally deletes its database, restarts it; returns
- * the seconds until it has applied the leader's index, or -1. */
+ * the seconds until it has applied the leader's index, or -1. With
+ * --trace, prints the kill and the catch-up on tpdbNowMs's clock (the one
+ * of the node's log). */
 static double restartFollower(struct run *r, int wipe)
 {
     long long target = statusInt(r, 1, "applied_index", NULL);
     benchKill(r->child[0]);
+    if (r->o->trace_dir != NULL) {
+        printTraceSizes(r);
+    }
     removeFiles(r, 2, wipe);
     uint64_t t0 = nowNs();
-    if (spawnNode(r, 2) != 0 || waitApplied(r, 2, target) < 0) {
+    uint64_t ms0 = tpdbNowMs();
+    if (spawnNode(r, 2, 1) != 0 || waitApplied(r, 2, target) < 0) {
         return -1;
     }
-    return secsSince(t0);
+    double secs = secsSince(t0);
+    if (r->o->trace_dir != NULL) {
+        printf(
+            "  [trace] restart %u: killed and spawned at %llu ms, caught up "
+            "(index %lld) at %llu ms; log %s/restart-%u.log\n",
+            r->spawned, (unsigned long long)ms0, target,
+            (unsigned long long)tpdbNowMs(), r->o->trace_dir, r->spawned);
+    }
+    return secs;
 }
 
 /* Seconds to cp node 1's database file and sync. */
@@ -474,10 +594,14 @@ static int runSize(struct run *r, unsigned mb)
         "== %u MB (rows of %d bytes, %d per transaction; log_mb %u, 0: "
         "the default)\n",
         mb, ROW_BYTES, ROWS_PER_TXN, r->o->log_mb);
-    double full = plainLoad(r, mb, "FULL");
-    double normal = plainLoad(r, mb, "NORMAL");
-    printf("  load, plain SQLite WAL: FULL %.1f MB/s, NORMAL %.1f MB/s\n", full,
-           normal);
+    double full = -1;
+    double normal = -1;
+    if (!r->o->no_plain) {
+        full = plainLoad(r, mb, "FULL");
+        normal = plainLoad(r, mb, "NORMAL");
+        printf("  load, plain SQLite WAL: FULL %.1f MB/s, NORMAL %.1f MB/s\n",
+               full, normal);
+    }
     fflush(stdout);
     if (startCluster(r) != 0) {
         return -1;
@@ -485,10 +609,13 @@ static int runSize(struct run *r, unsigned mb)
     unsigned failed = 0;
     long long term0 = maxTerm(r);
     double rate = load(r->db, mb, r, &failed);
-    printf(
-        "  load, tpdb 3 nodes: %.1f MB/s = %.2fx plain FULL, %.2fx plain "
-        "NORMAL; %u failed commits retried, %lld term changes\n",
-        rate, rate / full, rate / normal, failed, maxTerm(r) - term0);
+    printf("  load, tpdb 3 nodes: %.1f MB/s", rate);
+    if (full > 0 && normal > 0) {
+        printf(" = %.2fx plain FULL, %.2fx plain NORMAL", rate / full,
+               rate / normal);
+    }
+    printf("; %u failed commits retried, %lld term changes\n", failed,
+           maxTerm(r) - term0);
     long long index = statusInt(r, 1, "applied_index", NULL);
     waitApplied(r, 2, index);
     waitApplied(r, 3, index);
@@ -499,20 +626,25 @@ static int runSize(struct run *r, unsigned mb)
     if (r->o->txn_mb > 0) {
         bigTxn(r, r->o->txn_mb);
     }
-    double restart = restartFollower(r, 0);
-    printf(
-        "  restart of a SIGKILLed follower until caught up: %.2f s, "
-        "%lld database(s) fetched\n",
-        restart, statusInt(r, 2, "fetches", "stats"));
-    double cp = copyAndSync(r);
-    double catchup = restartFollower(r, 1);
-    printf(
-        "  catch-up of a follower with no database: %.2f s; cp + sync of "
-        "the file: %.2f s (%.1fx)\n",
-        catchup, cp, catchup / cp);
-    printf("  follower fetched %lld database(s), leader served %lld\n",
-           statusInt(r, 2, "fetches", "stats"),
-           statusInt(r, 1, "served", "stats"));
+    for (unsigned i = 0; i < r->o->restarts; i++) {
+        double restart = restartFollower(r, 0);
+        printf(
+            "  restart of a SIGKILLed follower until caught up: %.2f s, "
+            "%lld database(s) fetched\n",
+            restart, statusInt(r, 2, "fetches", "stats"));
+        fflush(stdout);
+    }
+    if (!r->o->no_wipe) {
+        double cp = copyAndSync(r);
+        double catchup = restartFollower(r, 1);
+        printf(
+            "  catch-up of a follower with no database: %.2f s; cp + sync "
+            "of the file: %.2f s (%.1fx)\n",
+            catchup, cp, catchup / cp);
+        printf("  follower fetched %lld database(s), leader served %lld\n",
+               statusInt(r, 2, "fetches", "stats"),
+               statusInt(r, 1, "served", "stats"));
+    }
     printMem(r, "end");
     fflush(stdout);
     stopCluster(r);
@@ -534,6 +666,11 @@ static int parseArgs(int argc,
         {"node-uri", required_argument, NULL, 'u'},
         {"parent", required_argument, NULL, 'P'},
         {"port-base", required_argument, NULL, 'b'},
+        {"no-plain", no_argument, NULL, 'N'},
+        {"no-wipe", no_argument, NULL, 'W'},
+        {"restarts", required_argument, NULL, 'r'},
+        {"trace", required_argument, NULL, 'T'},
+        {"wrap", required_argument, NULL, 'w'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int c;
@@ -543,6 +680,7 @@ static int parseArgs(int argc,
     o->n_sizes = 2;
     o->probe = 20;
     o->parent = "/tmp";
+    o->restarts = 1;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         char *list, *tok, *save = NULL;
         switch (c) {
@@ -573,6 +711,29 @@ static int parseArgs(int argc,
             case 'P':
                 *parent = strtol(optarg, NULL, 10);
                 break;
+            case 'N':
+                o->no_plain = 1;
+                break;
+            case 'W':
+                o->no_wipe = 1;
+                break;
+            case 'r':
+                o->restarts = (unsigned)strtoul(optarg, NULL, 10);
+                break;
+            case 'T':
+                o->trace_dir = optarg;
+                break;
+            case 'w': {
+                unsigned k = 0;
+                list = optarg;
+                while ((tok = strtok_r(list, " ", &save)) != NULL &&
+                       k < MAX_WRAP_ARGS) {
+                    o->wrap[k++] = tok;
+                    list = NULL;
+                }
+                o->wrap[k] = NULL;
+                break;
+            }
             case 'b':
                 o->port_base = (int)strtol(optarg, NULL, 10);
                 if (o->port_base < 1 || o->port_base > 65533) {
@@ -587,12 +748,22 @@ static int parseArgs(int argc,
                 fprintf(c == 'h' ? stdout : stderr,
                         "usage: bench_scale [--mb 100,1000] "
                         "[--probe-seconds 20] [--log-mb N] "
-                        "[--txn-mb N] [--dir /tmp] [--port-base N]\n"
+                        "[--txn-mb N] [--dir /tmp] [--port-base N] "
+                        "[--no-plain] [--no-wipe] [--restarts N] "
+                        "[--trace DIR] [--wrap 'CMD ARGS']\n"
                         "  --mb: sizes to load, one cluster each (4000 for "
                         "4 GB: about 7x that much free disk)\n"
                         "  --txn-mb: one transaction of N MB after the probe\n"
                         "  --port-base: nodes listen on N, N+1, N+2 (default: "
-                        "ports the kernel picks)\n");
+                        "ports the kernel picks)\n"
+                        "  --no-plain, --no-wipe: skip the plain SQLite "
+                        "loads, the wiped follower's catch-up\n"
+                        "  --restarts N: SIGKILL restarts measured in a row "
+                        "(default 1)\n"
+                        "  --trace DIR: restarted followers log with "
+                        "TPDB_TRACE=1 to DIR/restart-K.log\n"
+                        "  --wrap 'CMD ARGS': restarted followers run under "
+                        "CMD (e.g. 'strace -f -tt -o F')\n");
                 return c == 'h' ? 1 : -1;
         }
     }

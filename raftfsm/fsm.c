@@ -337,8 +337,11 @@ int fsmApplierConn(struct fsmState *s, struct fsmDb *db, char *errmsg)
     if (db->conn != NULL) {
         return TPDB_OK;
     }
+    uint64_t t0 = tpdbNowMs();
     int rc = fsmOpenInternal(db->path, &db->conn, errmsg);
     db->connId = rc == TPDB_OK ? fsmFileId(db->path) : 0;
+    tpdbLog(TPDB_LOG_DEBUG, "%s: applier connection opened in %llu ms",
+            db->name, (unsigned long long)(tpdbNowMs() - t0));
     return rc;
 }
 

@@ -22,14 +22,52 @@
 
 #include "raftfsm/fsmint.h"
 
+/* PASSIVE checkpoints run in a row at most, while each ends short. */
+#define CKPT_ROUNDS 3
+
+/* One checkpoint of conn in mode; *complete says whether it copied every
+ * frame. A connection opens the WAL at its first read transaction; until
+ * then SQLite's checkpoint does nothing and reports the database as not in
+ * WAL mode (-1 frames). Internal connections never read before they
+ * checkpoint, so without this read no follower ever checkpointed: its WAL
+ * held the whole database, and every restart read all of it again (WAL
+ * recovery). */
+static int checkpointMode(sqlite3 *conn, int mode, int *complete)
+{
+    int nLog = -1;
+    int nCkpt = -1;
+    int rc = sqlite3_wal_checkpoint_v2(conn, "main", mode, &nLog, &nCkpt);
+    if (rc == SQLITE_OK && nLog < 0) {
+        rc = sqlite3_exec(conn, "SELECT count(*) FROM sqlite_schema", NULL,
+                          NULL, NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_wal_checkpoint_v2(conn, "main", mode, &nLog, &nCkpt);
+        }
+    }
+    *complete = rc == SQLITE_OK && nLog >= 0 && nCkpt == nLog;
+    return rc;
+}
+
+/* Apply restarts the WAL (vfs/apply.c) only once a checkpoint has copied
+ * all of it, and a PASSIVE checkpoint, which takes no lock, ends short of
+ * the end whenever apply appended meanwhile: a short one is followed by
+ * another (it copies only what came meanwhile), CKPT_ROUNDS in all. None
+ * takes the write lock: apply, which never waits for it, would queue its
+ * entries meanwhile, and a node that becomes leader with entries queued
+ * refuses its first writes (tpdbNodeWriteCheck). */
 static void checkpointOne(struct fsmDb *db, sqlite3 *conn)
 {
-    int rc = sqlite3_wal_checkpoint_v2(conn, "main", SQLITE_CHECKPOINT_PASSIVE,
-                                       NULL, NULL);
+    int complete = 0;
+    int rc = SQLITE_OK;
+    for (int i = 0; i < CKPT_ROUNDS && rc == SQLITE_OK && !complete; i++) {
+        rc = checkpointMode(conn, SQLITE_CHECKPOINT_PASSIVE, &complete);
+    }
     if (rc != SQLITE_OK && rc != SQLITE_BUSY) {
         tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name,
                 sqlite3_errmsg(conn));
     }
+    tpdbLog(TPDB_LOG_DEBUG, "checkpoint %s: %s", db->name,
+            complete ? "complete" : "short");
 }
 
 /* What the checkpointer thread does for the database nextWanted picks. */

@@ -632,6 +632,7 @@ int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
     struct fsmState *s = fsm->data;
     char errmsg[TPDB_ERRMSG_SIZE] = "";
     uint64_t applied = 0;
+    uint64_t t0 = tpdbNowMs();
     int rc;
     if (tpdbSnaprecIs(buf->base, buf->len)) {
         rc = restoreRecord(s, buf, errmsg);
@@ -644,6 +645,8 @@ int fsmRestore(struct raft_fsm *fsm, struct raft_buffer *buf)
         return rc == TPDB_NOMEM ? RAFT_NOMEM : RAFT_CORRUPT;
     }
     raft_free(buf->base);
+    tpdbLog(TPDB_LOG_DEBUG, "snapshot restored in %llu ms",
+            (unsigned long long)(tpdbNowMs() - t0));
     pthread_mutex_lock(&s->mutex);
     s->stats.restores++;
     pthread_mutex_unlock(&s->mutex);

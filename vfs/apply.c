@@ -3,10 +3,11 @@
  * and keeps the real WAL-index in step, so every reader in any process sees
  * it on its next read. Under the WAL write lock: check both WAL-index header
  * copies (a read on the connection repairs a bad index), restart a fully
- * checkpointed WAL if no reader uses it, append checksummed frames, sync,
- * index them, publish copy 1, barrier, copy 0. Nothing is published unless
- * every earlier step succeeded; a crash before publication leaves frames
- * that WAL recovery brings back, which is right since Raft committed them.
+ * checkpointed WAL if no reader uses it (its new header synced before any
+ * frame), append checksummed frames, sync, index them, publish copy 1,
+ * barrier, copy 0. Nothing is published unless every earlier step
+ * succeeded; a crash before publication leaves frames that WAL recovery
+ * brings back, which is right since Raft committed them.
  *
  * A staged apply (tpdbVfsStage*) does the same for a transaction that
  * arrives in pieces (a database streamed from a peer, a transaction sent
@@ -165,6 +166,14 @@ static int writeWalHdr(struct walCtx *c, uint32_t page_size)
     newSalts(c->h.salt);
     walHdrEncode(hdr, page_size, seq, c->h.salt, c->h.frame_cksum);
     rc = c->wal->pMethods->xWrite(c->wal, hdr, WAL_HDR_SIZE, 0);
+    /* Synced before any frame, as SQLite's writer does: a restarted WAL
+     * still holds the old generation's frames, and were new frames to
+     * reach the disk without the header, recovery after a power loss
+     * would take the old header and the old frames not yet overwritten
+     * for the database, over the newer checkpointed main file. */
+    if (rc == SQLITE_OK) {
+        rc = c->wal->pMethods->xSync(c->wal, SQLITE_SYNC_NORMAL);
+    }
     if (rc != SQLITE_OK) {
         tpdbErrf(c->errmsg, "apply: write WAL header: error %d", rc);
         return walCtxIoCode(rc);
