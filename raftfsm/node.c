@@ -158,6 +158,69 @@ int nodeAsyncWork(struct raft_io *io,
     return 0;
 }
 
+static void spaceTransferCb(struct raft_transfer *req)
+{
+    struct tpdb_node *n = req->data;
+    raft_id leaderId = 0;
+    const char *leaderAddress = NULL;
+    n->spaceTransferPending = 0;
+    raft_leader(&n->raft, &leaderId, &leaderAddress);
+    if (leaderId != n->id && leaderId != 0) {
+        tpdbLog(TPDB_LOG_WARN, "node %llu: node %llu leads now",
+                (unsigned long long)n->id, (unsigned long long)leaderId);
+    }
+}
+
+/* Whether another voter could lead. */
+static int otherVoter(const struct tpdb_node *n)
+{
+    const struct raft_configuration *conf = &n->raft.configuration;
+    for (unsigned i = 0; i < conf->n; i++) {
+        if (conf->servers[i].id != n->id &&
+            conf->servers[i].role == RAFT_VOTER) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Hands leadership to another voter because this leader's disk is full
+ * (why: what shows it), at most once every few election timeouts. Raft
+ * picks a voter whose log is up to date, so not one whose own log writes
+ * are held. Loop thread. */
+static void spaceTransfer(struct tpdb_node *n, const char *why)
+{
+    uint64_t now = tpdbNowMs();
+    if (raft_state(&n->raft) != RAFT_LEADER || n->spaceTransferPending ||
+        now < n->spaceTransferAt || !otherVoter(n)) {
+        return;
+    }
+    n->spaceTransferAt = now + 4 * (uint64_t)n->cfg.election_ms;
+    n->spaceTransfer.data = n;
+    int rv = raft_transfer(&n->raft, &n->spaceTransfer, 0, spaceTransferCb);
+    if (rv != 0) {
+        tpdbLog(TPDB_LOG_WARN, "node %llu: %s, transfer: %s",
+                (unsigned long long)n->id, why, raft_strerror(rv));
+        return;
+    }
+    n->spaceTransferPending = 1;
+    tpdbLog(TPDB_LOG_WARN,
+            "node %llu: %s (%llu MiB free on the file system of %s): "
+            "transferring leadership to another voter",
+            (unsigned long long)n->id, why,
+            (unsigned long long)(n->hold.free_bytes >> 20), n->dataDir);
+}
+
+void nodeSpaceCb(void *arg, uint64_t free_bytes)
+{
+    struct tpdb_node *n = arg;
+    struct tpdb_iohold_stats hs;
+    tpdbIoHoldStats(&n->hold, &hs);
+    if (free_bytes < n->hold.reserve || hs.held_ops > 0) {
+        spaceTransfer(n, "disk full, raft log writes held");
+    }
+}
+
 /* After every loop iteration: publish status; new leaders append a
  * barrier. */
 static void checkCb(uv_check_t *check)
@@ -175,6 +238,13 @@ static void checkCb(uv_check_t *check)
         if (raft_barrier(r, &n->barrier, barrierCb) == 0) {
             n->barrierPending = 1;
         }
+    }
+    pthread_mutex_lock(&n->mutex);
+    int refused = n->spaceRefused;
+    n->spaceRefused = 0;
+    pthread_mutex_unlock(&n->mutex);
+    if (refused) {
+        spaceTransfer(n, "disk full, a write refused");
     }
     raft_leader(r, &leaderId, &leaderAddress);
     pthread_mutex_lock(&n->mutex);
@@ -232,7 +302,7 @@ void nodeCallDone(struct tpdb_node *n, struct nodeCall *c, int rc)
 static void closeHandlesCb(struct raft *r)
 {
     struct tpdb_node *n = r->data;
-    raft_uv_close(&n->io);
+    raft_uv_close(&n->hold.io);
     tpdbJoinClientClose(&n->join);
     uv_close((uv_handle_t *)&n->async, NULL);
     uv_close((uv_handle_t *)&n->check, NULL);
@@ -416,8 +486,9 @@ out_free_buf:
 /* Refuses a write of about `need` bytes while the data directory's file
  * system would be left with less than min_free_mb: nothing is proposed, so
  * the failure is definite, and raft's log, the WAL's held commit frame and
- * a restart (raft probes its directory by writing) always find room.
- * Returns TPDB_OK or TPDB_FULL with errmsg. */
+ * a restart (raft probes its directory by writing) always find room. A
+ * refusal also asks the loop to hand leadership to another voter, so that
+ * the next writes go there. Returns TPDB_OK or TPDB_FULL with errmsg. */
 static int spaceCheck(struct tpdb_node *n, uint64_t need, char *errmsg)
 {
     struct statvfs vfs;
@@ -429,6 +500,11 @@ static int spaceCheck(struct tpdb_node *n, uint64_t need, char *errmsg)
     if (avail >= keep && avail - keep >= need) {
         return TPDB_OK;
     }
+    /* The loop hands leadership on, if another voter can take it. */
+    pthread_mutex_lock(&n->mutex);
+    n->spaceRefused = 1;
+    pthread_mutex_unlock(&n->mutex);
+    uv_async_send(&n->async);
     tpdbErrf(errmsg,
              "disk full: %llu MiB free on the file system of %s, a write "
              "needs %llu MiB kept free (min_free_mb) plus its own %llu KiB; "
@@ -708,17 +784,21 @@ static void statusFn(struct tpdb_node *n, struct nodeCall *c)
     struct tpdb_fsm_stats st;
     tpdbFsmStats(&n->fsm, &st);
     uint64_t applied = tpdbFsmWrittenIndex(&n->fsm, raft_last_applied(r));
-    json_t *stats =
-        json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
-                  "applied_entries", (json_int_t)st.applied_entries,
-                  "own_entries", (json_int_t)st.own_entries, "applied_pages",
-                  (json_int_t)st.applied_pages, "snapshots",
-                  (json_int_t)st.snapshots, "restores", (json_int_t)st.restores,
-                  "pending", (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
-                  (json_int_t)tpdbFsmFetching(&n->fsm), "fetches",
-                  (json_int_t)st.fetches, "served", (json_int_t)st.served,
-                  "durable_points", (json_int_t)st.durable_points, "refused",
-                  (json_int_t)tpdbTransportRefusedCount(&n->transport));
+    struct tpdb_iohold_stats hs;
+    tpdbIoHoldStats(&n->hold, &hs);
+    json_t *stats = json_pack(
+        "{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}",
+        "applied_entries", (json_int_t)st.applied_entries, "own_entries",
+        (json_int_t)st.own_entries, "applied_pages",
+        (json_int_t)st.applied_pages, "snapshots", (json_int_t)st.snapshots,
+        "restores", (json_int_t)st.restores, "pending",
+        (json_int_t)tpdbFsmPending(&n->fsm), "fetching",
+        (json_int_t)tpdbFsmFetching(&n->fsm), "fetches", (json_int_t)st.fetches,
+        "served", (json_int_t)st.served, "durable_points",
+        (json_int_t)st.durable_points, "refused",
+        (json_int_t)tpdbTransportRefusedCount(&n->transport), "log_held",
+        (json_int_t)hs.held_ops, "log_holds", (json_int_t)hs.holds,
+        "log_stripped", (json_int_t)hs.stripped);
     o = json_pack(
         "{s:I,s:s,s:s,s:I,s:s?,s:I,s:I,s:I,s:I,s:o,s:I,s:o}", "id",
         (json_int_t)n->id, "address", n->address, "role",

@@ -174,7 +174,8 @@ void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);
  *  "commit_index","applied_index" (written locally),"last_index",
  *  "members":[{"id","address","role"}],"databases","stats":{
  *  "applied_entries","own_entries","applied_pages","snapshots","restores",
- *  "pending"}}. Errors: TPDB_NOMEM, TPDB_SHUTDOWN. */
+ *  "pending",...,"log_held","log_holds","log_stripped" (iohold.h)}}.
+ * Errors: TPDB_NOMEM, TPDB_SHUTDOWN. */
 int tpdbNodeStatusJson(struct tpdb_node *n, char **json, char *errmsg);
 
 /* Current leader as "id@address" into buf; "" if none known. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <raft.h>
@@ -174,7 +175,7 @@ static void raftTeardown(struct tpdb_node *n)
     tpdbFetchClose(n->fetch);
     n->fetch = NULL;
     tpdbFsmClose(&n->fsm);
-    raft_uv_close(&n->io);
+    raft_uv_close(&n->hold.io);
     tpdbTransportClose(&n->transport);
     uv_run(&n->loop, UV_RUN_DEFAULT);
     uv_loop_close(&n->loop);
@@ -320,7 +321,7 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     if (rc != TPDB_OK) {
         goto err_after_transport;
     }
-    rv = raft_uv_init(&n->io, &n->loop, n->raftDir, &n->transport.base);
+    rv = raft_uv_init(&n->hold.io, &n->loop, n->raftDir, &n->transport.base);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_uv_init %s: %s", n->raftDir, raft_strerror(rv));
         rc = TPDB_RAFT;
@@ -329,14 +330,14 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     /* raft_uv in raft 0.15 offers no async_work; ours runs the FSM's
      * snapshot_async on libuv's thread pool, so the loop never waits for a
      * snapshot's fsyncs. */
-    n->io.version = 2;
-    n->io.async_work = nodeAsyncWork;
+    n->hold.io.version = 2;
+    n->hold.io.async_work = nodeAsyncWork;
     /* raft_uv retries a failed connection after 1 s by default: a follower
      * that restarts in 100 ms then waits up to a second before the leader
      * reaches it (measured: most of a SIGKILLed follower's restart). One
      * heartbeat is what the leader would wait anyway; a down peer costs a
      * refused connect per heartbeat. */
-    raft_uv_set_connect_retry_delay(&n->io, n->cfg.heartbeat_ms);
+    raft_uv_set_connect_retry_delay(&n->hold.io, n->cfg.heartbeat_ms);
     rc = tpdbFsmInit(&n->fsm, n->dataDir, n->metaDir, n->origin, 1, errmsg);
     if (rc != TPDB_OK) {
         goto err_after_io;
@@ -350,13 +351,21 @@ static int raftSetup(struct tpdb_node *n, int fresh, char *errmsg)
     tpdbFsmSetFetcher(&n->fsm, &fetcher);
     tpdbFetchSetKeys(n->fetch, &n->transport.keys);
     tpdbTransportSetFetchCb(&n->transport, tpdbFetchServe, n->fetch);
-    rv = raft_init(&n->raft, &n->io, &n->fsm, n->id, n->address);
+    rv = raft_init(&n->raft, &n->hold.io, &n->fsm, n->id, n->address);
     if (rv != 0) {
         tpdbErrf(errmsg, "raft_init: %s (%d)", raft_errmsg(&n->raft), rv);
         rc = TPDB_RAFT;
         goto err_after_fsm;
     }
     n->raft.data = n;
+    /* Held while the disk is nearly full, at most a log budget of
+     * entries (log_mb) in memory. */
+    rc = tpdbIoHoldInstall(&n->hold, &n->loop, n->raftDir, TPDB_IOHOLD_RESERVE,
+                           (uint64_t)n->cfg.log_mb << 20, errmsg);
+    if (rc != TPDB_OK) {
+        goto err_after_raft;
+    }
+    tpdbIoHoldSetSpaceCb(&n->hold, nodeSpaceCb, n);
     tpdbFsmSetRaft(&n->fsm, &n->raft);
     raft_set_election_timeout(&n->raft, n->cfg.election_ms);
     raft_set_heartbeat_timeout(&n->raft, n->cfg.heartbeat_ms);
@@ -391,7 +400,7 @@ err_after_fsm:
     n->fetch = NULL;
     tpdbFsmClose(&n->fsm);
 err_after_io:
-    raft_uv_close(&n->io);
+    raft_uv_close(&n->hold.io);
 err_after_transport:
     tpdbTransportClose(&n->transport);
     uv_run(&n->loop, UV_RUN_DEFAULT);
@@ -566,6 +575,31 @@ static void localStart(struct tpdb_node *n)
     }
 }
 
+/* Refuses to start with less free space than raft's log needs to start
+ * and take entries (TPDB_IOHOLD_RESERVE): raft_uv would fail, or prepare
+ * no further segment, and a log write it failed is never retried. Checked
+ * after the identity is read (saved only for a new node) and before raft
+ * starts, so the node's files stay as they were. */
+static int startSpaceCheck(struct tpdb_node *n, char *errmsg)
+{
+    struct statvfs vfs;
+    if (statvfs(n->dataDir, &vfs) != 0) {
+        return TPDB_OK; /* the mkdir and raft's start say what is wrong */
+    }
+    uint64_t avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+    if (avail >= TPDB_IOHOLD_RESERVE) {
+        return TPDB_OK;
+    }
+    tpdbErrf(errmsg,
+             "node %llu cannot start: no space left for its Raft log: %llu "
+             "KiB free on the file system of %s, %llu KiB needed (two 8 MiB "
+             "log segments and 1 MiB for metadata); its files are kept: "
+             "free space and start it again",
+             (unsigned long long)n->id, (unsigned long long)(avail >> 10),
+             n->dataDir, (unsigned long long)(TPDB_IOHOLD_RESERVE >> 10));
+    return TPDB_FULL;
+}
+
 static struct tpdb_node *registryFind(const char *dataDir)
 {
     for (struct tpdb_node *n = registry; n != NULL; n = n->next) {
@@ -612,6 +646,9 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
     }
     if (rc == TPDB_OK) {
         rc = identity(n, &fresh, errmsg);
+    }
+    if (rc == TPDB_OK) {
+        rc = startSpaceCheck(n, errmsg);
     }
     if (rc == TPDB_OK) {
         rc = raftSetup(n, fresh, errmsg);

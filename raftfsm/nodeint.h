@@ -13,6 +13,7 @@
 #include <raft/uv.h>
 #include <uv.h>
 
+#include "raftfsm/iohold.h"
 #include "raftfsm/join.h"
 #include "raftfsm/node.h"
 #include "raftfsm/nodeconf.h"
@@ -75,12 +76,18 @@ struct tpdb_node {
     uv_timer_t drainTimer; /* writes entries the FSM had to queue */
     pthread_t thread;
     struct raft raft;
-    struct raft_io io;
+    struct tpdb_iohold hold; /* hold.io: raft_uv, its log writes held while
+                                the disk is nearly full (iohold.h) */
     struct raft_fsm fsm;
     struct tpdb_transport transport;
     struct tpdb_fetch *fetch; /* catch-up streams (fetch.h) */
     struct raft_barrier barrier;
     int barrierPending;
+    /* A leader whose disk is full hands leadership on (nodeSpaceCb). */
+    struct raft_transfer spaceTransfer;
+    int spaceTransferPending;
+    uint64_t spaceTransferAt; /* not again before this (ms) */
+    int spaceRefused;         /* a write was refused for space; mutex */
 
     pthread_mutex_t mutex; /* calls, status, stopping */
     pthread_cond_t cond;
@@ -138,6 +145,12 @@ void nodeRuntimeStop(struct tpdb_node *n);
 int nodeAsyncWork(struct raft_io *io,
                   struct raft_io_async_work *req,
                   raft_io_async_work_cb cb);
+
+/* The free space of the raft directory, measured by the hold (iohold.h):
+ * a leader whose log writes are held (less than TPDB_IOHOLD_RESERVE free)
+ * transfers leadership to another voter, if there is one, as one that
+ * refused a write for space does (checkCb). Loop thread. */
+void nodeSpaceCb(void *arg, uint64_t free_bytes);
 
 /* The fetcher's index callback (fetch.h): the published role and commit
  * index. */
