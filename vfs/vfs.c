@@ -102,8 +102,10 @@ static void registryRelease(struct vfsDb *db)
  * write transactions only; WAL mode never takes it), a write to it while
  * no WAL-index is mapped (not WAL mode: journal_mode=OFF or MEMORY, which
  * need no RESERVED after an EXCLUSIVE lock), and its WAL file a write
- * without the write lock (WAL with locking_mode=EXCLUSIVE, whose WAL-index
- * is heap memory). Allowed: the one rollback-journal transaction in which
+ * without the write lock seen here (WAL with locking_mode=EXCLUSIVE, whose
+ * WAL-index is heap memory, or a VFS layered over tpdb that implements the
+ * xShm methods itself, as SQLite's testvfs does: capture cannot see its
+ * transactions at all). Allowed: the one rollback-journal transaction in which
  * PRAGMA journal_mode=WAL switches the file into WAL mode (wal_switch), and
  * main-file writes that change no byte (a rollback of what was refused). */
 
@@ -183,8 +185,9 @@ static int vfsWrite(sqlite3_file *file,
     }
     if (f->kind == VFS_FILE_WAL && f->replicated) {
         return notWal(f,
-                      "a WAL write without the WAL write lock "
-                      "(locking_mode=EXCLUSIVE)");
+                      "a WAL write without tpdb seeing the WAL write "
+                      "lock (locking_mode=EXCLUSIVE, or a VFS layered over "
+                      "tpdb that keeps a WAL-index of its own)");
     }
     if (f->kind == VFS_FILE_MAIN && !mainWritable(f) &&
         !sameBytes(f, buf, amt, ofst)) {
