@@ -7,7 +7,8 @@
  * its WAL content and its size in several parts; the process's POSIX locks
  * surviving another connection's open; read-only opens; a damaged file;
  * SQLITE_BUSY; a database deleted and recreated while the node runs; writes
- * outside WAL mode (a VFS layered over tpdb, an ATTACHed database) refused.
+ * outside WAL mode (a VFS layered over tpdb, an ATTACHed database) refused;
+ * SQLite's PRNG stream left alone by a node starting.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -456,6 +457,30 @@ static void testNotWalRefused(void **state)
     sqlite3_vfs_unregister(&layered);
 }
 
+/* Starting a node leaves SQLite's PRNG alone: the random() and
+ * randomblob() stream of the application's connections is the one it
+ * would be without tpdb (SQLite's trans.test builds its data from it). */
+static void testPrngUntouched(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char want[16], got[16];
+    char plain[HARNESS_PATH_MAX + 32];
+    snprintf(plain, sizeof plain, "%s/plain.db", f->dir);
+    /* As on "unix": a new database switched to WAL and written once. */
+    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 4242, NULL);
+    sqlite3 *u =
+        openVfs(plain, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix");
+    exec(u, "PRAGMA journal_mode=WAL; CREATE TABLE t(x)");
+    sqlite3_randomness(sizeof want, want);
+    sqlite3_close(u);
+    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 4242, NULL);
+    sqlite3 *db = openTpdb(f->db); /* starts the directory's node */
+    exec(db, "CREATE TABLE t(x)");
+    sqlite3_randomness(sizeof got, got);
+    assert_memory_equal(got, want, sizeof want);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -466,6 +491,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testBusy, setup, teardown),
         cmocka_unit_test_setup_teardown(testDeleteRecreate, setup, teardown),
         cmocka_unit_test_setup_teardown(testNotWalRefused, setup, teardown),
+        cmocka_unit_test_setup_teardown(testPrngUntouched, setup, teardown),
     };
     /* TPDB_TEST_FILTER=testBusy runs one case (a glob pattern). */
     if (getenv("TPDB_TEST_FILTER") != NULL) {
