@@ -27,6 +27,11 @@ extern "C" {
 #define TPDB_ERR_NOTLEADER (SQLITE_IOERR | (200 << 8)) /* write elsewhere */
 #define TPDB_ERR_UNKNOWN (SQLITE_IOERR | (201 << 8))   /* may have committed */
 #define TPDB_ERR_REPLFAIL (SQLITE_IOERR | (202 << 8))  /* did not commit */
+/* A write of a replicated database outside WAL mode (an ATTACHed database
+ * or a connection through a VFS layered over tpdb that was not switched
+ * with PRAGMA journal_mode=WAL, or locking_mode=EXCLUSIVE reaching it):
+ * SQLITE_READONLY class, refused before anything was written. */
+#define TPDB_ERR_NOTWAL (SQLITE_READONLY | (200 << 8))
 
 /* Registers the "tpdb" VFS (not as the default) and makes every connection
  * opened afterwards get tpdb's SQL functions and WAL mode. Idempotent and

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -628,7 +629,13 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
     defaults(&n->cfg);
     pthread_mutex_init(&n->mutex, NULL);
     pthread_cond_init(&n->cond, NULL);
-    sqlite3_randomness(sizeof n->origin, &n->origin);
+    /* From the kernel, not SQLite's PRNG: a node started inside an
+     * application must not change the random() and randomblob() stream
+     * its connections see (SQLite's trans.test checks data built from it). */
+    if (getrandom(&n->origin, sizeof n->origin, 0) !=
+        (ssize_t)sizeof n->origin) {
+        sqlite3_randomness(sizeof n->origin, &n->origin);
+    }
     snprintf(n->metaDir, sizeof n->metaDir, "%s/.tpdb", real);
     snprintf(n->raftDir, sizeof n->raftDir, "%s/raft", n->metaDir);
     rc = tpdbMkdir(n->metaDir, errmsg);

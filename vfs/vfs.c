@@ -1,8 +1,10 @@
 /*
  * The tpdb VFS shim: registration over SQLite's "unix" VFS, the io methods
  * (every one passes through to the unix file), the per-process registry of
- * open databases, the db_open/db_close hooks and the PRAGMAs that would
- * bypass replication (journal_mode other than WAL, locking_mode=EXCLUSIVE).
+ * open databases, the db_open/db_close hooks, the PRAGMAs that would
+ * bypass replication (journal_mode other than WAL, locking_mode=EXCLUSIVE)
+ * and the guard that refuses a write of a replicated database that got out
+ * of WAL mode by another path (see notWal).
  * Leader capture lives in capture.c, follower apply in apply.c.
  *
  * Global state: the list of registered VFS instances (never freed, they
@@ -88,6 +90,66 @@ static void registryRelease(struct vfsDb *db)
     tpdb_free(db);
 }
 
+/* The guard. Capture sees WAL frames written under the shared-memory write
+ * lock only; a replicated database written any other way would differ from
+ * the cluster's copy. The PRAGMAs that do that are refused (pragmaCheck),
+ * but only on the database the PRAGMA names: an ATTACHed database starts in
+ * rollback mode (the extension switches main databases only), so does a
+ * connection through a VFS layered over tpdb, and journal_mode or
+ * locking_mode with no schema applies to every attached database while
+ * SQLite asks the main database's VFS alone. So the files refuse, whoever
+ * asks: a replicated main file the RESERVED lock (taken by rollback-journal
+ * write transactions only; WAL mode never takes it), a write to it while
+ * no WAL-index is mapped (not WAL mode: journal_mode=OFF or MEMORY, which
+ * need no RESERVED after an EXCLUSIVE lock), and its WAL file a write
+ * without the write lock seen here (WAL with locking_mode=EXCLUSIVE, whose
+ * WAL-index is heap memory, or a VFS layered over tpdb that implements the
+ * xShm methods itself, as SQLite's testvfs does: capture cannot see its
+ * transactions at all). Allowed: the one rollback-journal transaction in which
+ * PRAGMA journal_mode=WAL switches the file into WAL mode (wal_switch), and
+ * main-file writes that change no byte (a rollback of what was refused). */
+
+/* Records why a write was refused and returns TPDB_SQLITE_NOTWAL. */
+static int notWal(const struct vfsFile *f, const char *what)
+{
+    const char *path = f->db != NULL ? f->db->path : "?";
+    captureSetError(
+        "%s: %s would bypass replication: a replicated database "
+        "is written in WAL mode only (PRAGMA schema.journal_mode"
+        "=WAL on an ATTACHed database or a connection through "
+        "another VFS, locking_mode=NORMAL)",
+        path, what);
+    tpdbLog(TPDB_LOG_ERROR, "tpdb: %s", tpdbVfsLastError());
+    return TPDB_SQLITE_NOTWAL;
+}
+
+/* Succeeds when the main file `f` may be written at all: WAL mode (its
+ * checkpoints) or the switch into WAL. */
+static int mainWritable(const struct vfsFile *f)
+{
+    return !f->replicated || f->shm_mapped || f->wal_switch == 2;
+}
+
+/* Succeeds when writing amt bytes of buf at ofst of `f` changes nothing. */
+static int sameBytes(struct vfsFile *f,
+                     const void *buf,
+                     int amt,
+                     sqlite3_int64 ofst)
+{
+    uint8_t stack[4096];
+    uint8_t *cur = amt <= (int)sizeof stack ? stack : tpdb_malloc((size_t)amt);
+    int same;
+    if (cur == NULL) {
+        return 0;
+    }
+    same = f->real->pMethods->xRead(f->real, cur, amt, ofst) == SQLITE_OK &&
+           memcmp(cur, buf, (size_t)amt) == 0;
+    if (cur != stack) {
+        tpdb_free(cur);
+    }
+    return same;
+}
+
 /* io methods: pass-through, plus close, write, file control and shm lock. */
 
 static int vfsClose(sqlite3_file *file)
@@ -121,13 +183,29 @@ static int vfsWrite(sqlite3_file *file,
     if (f->kind == VFS_FILE_WAL && f->db->session.active) {
         return captureWalWrite(f, buf, amt, ofst);
     }
+    if (f->kind == VFS_FILE_WAL && f->replicated) {
+        return notWal(f,
+                      "a WAL write without tpdb seeing the WAL write "
+                      "lock (locking_mode=EXCLUSIVE, or a VFS layered over "
+                      "tpdb that keeps a WAL-index of its own)");
+    }
+    if (f->kind == VFS_FILE_MAIN && !mainWritable(f) &&
+        !sameBytes(f, buf, amt, ofst)) {
+        return notWal(f, "a write outside WAL mode");
+    }
     return f->real->pMethods->xWrite(f->real, buf, amt, ofst);
 }
 
 static int vfsTruncate(sqlite3_file *file, sqlite3_int64 size)
 {
-    sqlite3_file *r = ((struct vfsFile *)file)->real;
-    return r->pMethods->xTruncate(r, size);
+    struct vfsFile *f = (struct vfsFile *)file;
+    sqlite3_int64 now = 0;
+    if (f->kind == VFS_FILE_MAIN && !mainWritable(f) &&
+        (f->real->pMethods->xFileSize(f->real, &now) != SQLITE_OK ||
+         now != size)) {
+        return notWal(f, "a truncation outside WAL mode");
+    }
+    return f->real->pMethods->xTruncate(f->real, size);
 }
 
 static int vfsSync(sqlite3_file *file, int flags)
@@ -149,14 +227,26 @@ static int vfsFileSize(sqlite3_file *file, sqlite3_int64 *size)
 
 static int vfsLock(sqlite3_file *file, int lock)
 {
-    sqlite3_file *r = ((struct vfsFile *)file)->real;
-    return r->pMethods->xLock(r, lock);
+    struct vfsFile *f = (struct vfsFile *)file;
+    int rc;
+    if (f->kind == VFS_FILE_MAIN && f->replicated &&
+        lock == SQLITE_LOCK_RESERVED && f->wal_switch != 1) {
+        return notWal(f, "a rollback-journal write transaction");
+    }
+    rc = f->real->pMethods->xLock(f->real, lock);
+    if (rc == SQLITE_OK && lock == SQLITE_LOCK_RESERVED && f->wal_switch == 1) {
+        f->wal_switch = 2;
+    }
+    return rc;
 }
 
 static int vfsUnlock(sqlite3_file *file, int lock)
 {
-    sqlite3_file *r = ((struct vfsFile *)file)->real;
-    return r->pMethods->xUnlock(r, lock);
+    struct vfsFile *f = (struct vfsFile *)file;
+    if (f->wal_switch == 2 && lock <= SQLITE_LOCK_SHARED) {
+        f->wal_switch = 0; /* the switch's transaction ended */
+    }
+    return f->real->pMethods->xUnlock(f->real, lock);
 }
 
 static int vfsCheckReservedLock(sqlite3_file *file, int *out)
@@ -165,9 +255,11 @@ static int vfsCheckReservedLock(sqlite3_file *file, int *out)
     return r->pMethods->xCheckReservedLock(r, out);
 }
 
-/* Refuses the PRAGMAs that would let a commit skip replication. Returns
- * SQLITE_NOTFOUND to let SQLite handle everything else. */
-static int pragmaCheck(char **args)
+/* Refuses the PRAGMAs that would let a commit skip replication, and lets
+ * journal_mode=WAL on a file not in WAL mode yet switch it (the guard allows
+ * its rollback-journal transaction). Returns SQLITE_NOTFOUND to let SQLite
+ * handle everything else. */
+static int pragmaCheck(struct vfsFile *f, char **args)
 {
     const char *name = args[1];
     const char *value = args[2];
@@ -175,7 +267,13 @@ static int pragmaCheck(char **args)
         return SQLITE_NOTFOUND;
     }
     if (strcasecmp(name, "journal_mode") == 0 &&
-        strcasecmp(value, "wal") != 0) {
+        strcasecmp(value, "wal") == 0) {
+        if (!f->shm_mapped && f->wal_switch == 0) {
+            f->wal_switch = 1;
+        }
+        return SQLITE_NOTFOUND;
+    }
+    if (strcasecmp(name, "journal_mode") == 0) {
         args[0] =
             sqlite3_mprintf("tpdb: replicated databases must stay in WAL mode");
         return args[0] != NULL ? SQLITE_ERROR : SQLITE_NOMEM;
@@ -194,7 +292,7 @@ static int vfsFileControl(sqlite3_file *file, int op, void *arg)
     struct vfsFile *f = (struct vfsFile *)file;
     if (op == SQLITE_FCNTL_PRAGMA && f->kind == VFS_FILE_MAIN &&
         f->hooks.version != 0) {
-        int rc = pragmaCheck((char **)arg);
+        int rc = pragmaCheck(f, (char **)arg);
         if (rc != SQLITE_NOTFOUND) {
             return rc;
         }
@@ -229,8 +327,13 @@ static int vfsShmMap(sqlite3_file *file,
                      int extend,
                      void volatile **pp)
 {
-    sqlite3_file *r = ((struct vfsFile *)file)->real;
-    return r->pMethods->xShmMap(r, region, size, extend, pp);
+    struct vfsFile *f = (struct vfsFile *)file;
+    int rc = f->real->pMethods->xShmMap(f->real, region, size, extend, pp);
+    if (rc == SQLITE_OK && *pp != NULL) {
+        f->shm_mapped = 1; /* WAL mode: the switch, if any, is done */
+        f->wal_switch = 0;
+    }
+    return rc;
 }
 
 static int vfsShmLock(sqlite3_file *file, int ofst, int n, int flags)
@@ -267,8 +370,9 @@ static void vfsShmBarrier(sqlite3_file *file)
 
 static int vfsShmUnmap(sqlite3_file *file, int del)
 {
-    sqlite3_file *r = ((struct vfsFile *)file)->real;
-    return r->pMethods->xShmUnmap(r, del);
+    struct vfsFile *f = (struct vfsFile *)file;
+    f->shm_mapped = 0;
+    return f->real->pMethods->xShmUnmap(f->real, del);
 }
 
 static int vfsFetch(sqlite3_file *file, sqlite3_int64 ofst, int amt, void **pp)
@@ -396,6 +500,16 @@ static int vfsOpen(sqlite3_vfs *vfs,
         if (f->db == NULL) {
             f->real->pMethods->xClose(f->real);
             return SQLITE_NOMEM;
+        }
+        /* As openMain decides for the main file (SQLite gives the WAL
+         * file its database's URI parameters and read-only flag). */
+        pthread_mutex_lock(&vfsMutex);
+        f->replicated = inst->has_hooks && inst->hooks.version != 0;
+        pthread_mutex_unlock(&vfsMutex);
+        if ((flags & SQLITE_OPEN_READONLY) != 0 ||
+            sqlite3_uri_boolean(name, "immutable", 0) ||
+            sqlite3_uri_boolean(name, TPDB_URI_INTERNAL, 0)) {
+            f->replicated = 0;
         }
     }
     f->base.pMethods = &vfsIoMethods;

@@ -31,6 +31,17 @@
 #define TPDB_SQLITE_UNKNOWN (SQLITE_IOERR | (201 << 8))
 #define TPDB_SQLITE_REPLFAIL (SQLITE_IOERR | (202 << 8))
 
+/* The write of a replicated database outside WAL mode, which capture would
+ * never see, refused before it reaches a file: a rollback-journal
+ * transaction (an ATTACHed database or a connection through a VFS layered
+ * over tpdb that nobody switched to WAL, journal_mode changed for every
+ * database by a PRAGMA with no schema on a main database that is not
+ * tpdb's) or a WAL write without the shared-memory write lock
+ * (locking_mode=EXCLUSIVE set the same way). SQLITE_READONLY class: the
+ * statement fails, the connection stays usable, nothing was written;
+ * tpdb_last_error() says what to do (PRAGMA journal_mode=WAL). */
+#define TPDB_SQLITE_NOTWAL (SQLITE_READONLY | (200 << 8))
+
 /* URI parameter that marks a connection opened by tpdb itself (the node's
  * applier); db_open/db_close hooks are not called for it. */
 #define TPDB_URI_INTERNAL "tpdb_internal"

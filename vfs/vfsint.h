@@ -48,7 +48,13 @@ struct vfsFile {
     sqlite3_file base;
     int kind;                    /* VFS_FILE_* */
     struct vfsDb *db;            /* main and WAL files; else NULL */
-    int replicated;              /* main: hooks present and not internal */
+    int replicated;              /* main, WAL: hooks present, not internal,
+                                    not read-only */
+    int shm_mapped;              /* main: the WAL-index is mapped (WAL mode) */
+    int wal_switch;              /* main: 1 PRAGMA journal_mode=WAL seen, its
+                                    switch (a rollback-journal transaction on
+                                    page 1) may come; 2 that transaction
+                                    holds RESERVED */
     struct tpdb_vfs_hooks hooks; /* main: copy taken at open */
     void *handle;                /* main: from hooks->db_open */
     sqlite3_file *real;          /* the unix file, right after this struct */

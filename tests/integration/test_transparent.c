@@ -6,10 +6,12 @@
  * (adoption used to open a nested connection inside xOpen and deadlock),
  * its WAL content and its size in several parts; the process's POSIX locks
  * surviving another connection's open; read-only opens; a damaged file;
- * SQLITE_BUSY; a database deleted and recreated while the node runs.
- * Last, the C call tpdb_leader() gives what SELECT tpdb_leader() gives,
- * truncated to a short buffer, and SQLITE_NOTFOUND for a plain database
- * of a directory no node serves.
+ * SQLITE_BUSY; a database deleted and recreated while the node runs; writes
+ * outside WAL mode (a VFS layered over tpdb, an ATTACHed database) refused;
+ * SQLite's PRNG stream left alone by a node starting. Last, the C call
+ * tpdb_leader() gives what SELECT tpdb_leader() gives, truncated to a short
+ * buffer, and SQLITE_NOTFOUND for a plain database of a directory no node
+ * serves.
  */
 #include <fcntl.h>
 #include <setjmp.h>
@@ -440,6 +442,87 @@ static void testLeaderCall(void **state)
     sqlite3_close(a);
 }
 
+/* The statement is refused as a write outside WAL mode, and the node
+ * proposed nothing for it. */
+static void assertNotWal(sqlite3 *db, sqlite3 *status, const char *sql)
+{
+    long before = ownEntries(status);
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_READONLY) {
+        fail_msg("%s: %d (%s), want the refusal of a write outside WAL", sql,
+                 rc, sqlite3_errmsg(db));
+    }
+    assert_int_equal(sqlite3_extended_errcode(db), TPDB_ERR_NOTWAL);
+    assert_non_null(strstr(tpdb_errmsg(), "journal_mode=WAL"));
+    assert_int_equal(ownEntries(status), before);
+}
+
+/* A connection through a VFS layered over tpdb (an encryption or test VFS
+ * would pass through to it as this one does) is not switched to WAL by the
+ * extension, and an ATTACHed database starts in rollback mode: their
+ * rollback-journal writes would reach the file and never the cluster (rows
+ * lost on every other node, and SQLite's journal2.test lost rows on this
+ * one). They are refused; PRAGMA journal_mode=WAL makes them replicated. */
+static void testNotWalRefused(void **state)
+{
+    struct fixture *f = *state;
+    static sqlite3_vfs layered;
+    layered = *sqlite3_vfs_find("tpdb");
+    layered.zName = "tpdb-layered-test";
+    assert_int_equal(sqlite3_vfs_register(&layered, 0), SQLITE_OK);
+    char other[HARNESS_PATH_MAX + 32];
+    snprintf(other, sizeof other, "%s/other.db", f->dir);
+    sqlite3 *keep = openTpdb(other); /* the node's status at hand */
+
+    sqlite3 *l = openVfs(f->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                         layered.zName);
+    assertNotWal(l, keep, "CREATE TABLE t(x)");
+    long before = ownEntries(keep);
+    exec(l, "PRAGMA journal_mode=WAL");
+    exec(l, "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    assert_int_equal(ownEntries(keep), before + 2);
+    sqlite3_close(l);
+
+    sqlite3 *a = openTpdb(f->db);
+    assert_int_equal(queryInt(a, "SELECT count(*) FROM t"), 1);
+    char sql[HARNESS_PATH_MAX + 64];
+    snprintf(sql, sizeof sql, "ATTACH '%s/aux.db' AS aux", f->dir);
+    exec(a, sql);
+    assertNotWal(a, keep, "CREATE TABLE aux.u(y)");
+    assertNotWal(a, keep, "VACUUM aux");
+    before = ownEntries(keep);
+    exec(a, "PRAGMA aux.journal_mode=WAL");
+    exec(a, "CREATE TABLE aux.u(y); INSERT INTO aux.u VALUES (2)");
+    assert_int_equal(ownEntries(keep), before + 2);
+    sqlite3_close(a);
+    sqlite3_close(keep);
+    sqlite3_vfs_unregister(&layered);
+}
+
+/* Starting a node leaves SQLite's PRNG alone: the random() and
+ * randomblob() stream of the application's connections is the one it
+ * would be without tpdb (SQLite's trans.test builds its data from it). */
+static void testPrngUntouched(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char want[16], got[16];
+    char plain[HARNESS_PATH_MAX + 32];
+    snprintf(plain, sizeof plain, "%s/plain.db", f->dir);
+    /* As on "unix": a new database switched to WAL and written once. */
+    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 4242, NULL);
+    sqlite3 *u =
+        openVfs(plain, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, "unix");
+    exec(u, "PRAGMA journal_mode=WAL; CREATE TABLE t(x)");
+    sqlite3_randomness(sizeof want, want);
+    sqlite3_close(u);
+    sqlite3_test_control(SQLITE_TESTCTRL_PRNG_SEED, 4242, NULL);
+    sqlite3 *db = openTpdb(f->db); /* starts the directory's node */
+    exec(db, "CREATE TABLE t(x)");
+    sqlite3_randomness(sizeof got, got);
+    assert_memory_equal(got, want, sizeof want);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +533,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testBusy, setup, teardown),
         cmocka_unit_test_setup_teardown(testDeleteRecreate, setup, teardown),
         cmocka_unit_test_setup_teardown(testLeaderCall, setup, teardown),
+        cmocka_unit_test_setup_teardown(testNotWalRefused, setup, teardown),
+        cmocka_unit_test_setup_teardown(testPrngUntouched, setup, teardown),
     };
     /* TPDB_TEST_FILTER=testBusy runs one case (a glob pattern). */
     if (getenv("TPDB_TEST_FILTER") != NULL) {

@@ -555,7 +555,10 @@ main() {
     local t0 mode spec
     t0=$(date +%s)
     log "running $(specs | wc -l) scripts x {$MODES}, $JOBS at a time"
-    export TPDB_SUITE_OUT="$OUT" TPDB_SUITE_TIMEOUT="$TIMEOUT"
+    # The scripts run in processes of their own (xargs): --lib reaches them
+    # only through the environment.
+    export TPDB_SUITE_OUT="$OUT" TPDB_SUITE_TIMEOUT="$TIMEOUT" \
+        TPDB_SUITE_LIB="$LIB"
     # Longest first would be better; the list is ordered by hand that way.
     for spec in $(specs); do
         for mode in $MODES; do

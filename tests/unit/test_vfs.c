@@ -595,6 +595,134 @@ static void testNoCommitHook(void **state)
     sqlite3_close(db);
 }
 
+/* The statement `sql` on db is refused by the guard (TPDB_SQLITE_NOTWAL,
+ * the reason in tpdbVfsLastError()) and hooks->commit never sees it. */
+static void assertNotWal(sqlite3 *db, const char *sql, const char *why)
+{
+    int commits = rec.n_commit;
+    int rc = sqlite3_exec(db, sql, NULL, NULL, NULL);
+    if (rc != SQLITE_READONLY) {
+        fail_msg("%s: got %d (%s), want the refusal", sql, rc,
+                 sqlite3_errmsg(db));
+    }
+    assert_int_equal(sqlite3_extended_errcode(db), TPDB_SQLITE_NOTWAL);
+    assert_non_null(strstr(tpdbVfsLastError(), why));
+    assert_non_null(strstr(tpdbVfsLastError(), "journal_mode=WAL"));
+    assert_int_equal(rec.n_commit, commits);
+}
+
+/* An ATTACHed database starts in rollback mode (no open switches it): its
+ * writes are refused until PRAGMA schema.journal_mode=WAL, which works, and
+ * they are captured after it. Nothing reached the file before. */
+static void testGuardAttach(void **state)
+{
+    char sql[256];
+    sqlite3 *db;
+    (void)state;
+    db = openDb(path_a, VFS_HOOKED);
+    snprintf(sql, sizeof sql, "ATTACH '%s/b.db' AS aux", dir);
+    exec(db, sql);
+    assertNotWal(db, "CREATE TABLE aux.t(x)", "rollback-journal write");
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM aux.sqlite_schema"), 0);
+    /* A rolled back write transaction, opened explicitly, too. */
+    exec(db, "BEGIN");
+    assertNotWal(db, "CREATE TABLE aux.t(x)", "rollback-journal write");
+    exec(db, "ROLLBACK");
+    exec(db, "PRAGMA aux.journal_mode=WAL");
+    int commits = rec.n_commit;
+    exec(db, "CREATE TABLE aux.t(x)");
+    exec(db, "INSERT INTO aux.t VALUES (1)");
+    assert_int_equal(rec.n_commit, commits + 2);
+    sqlite3_close(db);
+}
+
+/* A connection that never switched to WAL (as one through a VFS layered
+ * over tpdb is: the extension switches connections on "tpdb" only) cannot
+ * write; the file stays empty. */
+static void testGuardNotSwitched(void **state)
+{
+    sqlite3 *db = NULL;
+    (void)state;
+    assert_int_equal(
+        sqlite3_open_v2(path_a, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                        VFS_HOOKED),
+        SQLITE_OK);
+    assertNotWal(db, "CREATE TABLE t(x)", "rollback-journal write");
+    sqlite3_close(db);
+    FILE *f = fopen(path_a, "rb");
+    assert_non_null(f);
+    assert_int_equal(fgetc(f), EOF);
+    fclose(f);
+    /* Without hooks nothing is replicated and nothing is refused. */
+    assert_int_equal(
+        sqlite3_open_v2(path_a, &db, SQLITE_OPEN_READWRITE, VFS_PLAIN),
+        SQLITE_OK);
+    exec(db, "CREATE TABLE t(x)");
+    sqlite3_close(db);
+}
+
+/* journal_mode and locking_mode with no schema apply to every attached
+ * database, and SQLite asks only the main database's VFS: with a main
+ * database on "unix", a replicated attached one gets out of WAL mode (or
+ * into heap-memory WAL) behind pragmaCheck's back. Its writes are refused
+ * then, whatever the PRAGMA said. */
+static void testGuardNoSchemaPragma(void **state)
+{
+    char sql[256];
+    sqlite3 *db = NULL;
+    (void)state;
+    snprintf(sql, sizeof sql, "%s/main.db", dir);
+    assert_int_equal(sqlite3_open_v2(sql, &db,
+                                     SQLITE_OPEN_READWRITE |
+                                         SQLITE_OPEN_CREATE | SQLITE_OPEN_URI,
+                                     "unix"),
+                     SQLITE_OK);
+    snprintf(sql, sizeof sql, "ATTACH 'file:%s?vfs=%s' AS aux", path_a,
+             VFS_HOOKED);
+    exec(db, sql);
+    exec(db, "PRAGMA aux.journal_mode=WAL");
+    exec(db, "CREATE TABLE aux.t(x)");
+    int commits = rec.n_commit;
+    assert_int_equal(commits, 1);
+    /* Every database in exclusive locking mode: the attached one's WAL
+     * writes would skip the shared-memory write lock capture runs under. */
+    exec(db, "PRAGMA locking_mode=EXCLUSIVE");
+    assertNotWal(db, "INSERT INTO aux.t VALUES (1)", "WAL write lock");
+    exec(db, "PRAGMA locking_mode=NORMAL");
+    sqlite3_close(db);
+    snprintf(sql, sizeof sql, "%s/main.db", dir);
+    assert_int_equal(
+        sqlite3_open_v2(sql, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_URI,
+                        "unix"),
+        SQLITE_OK);
+    snprintf(sql, sizeof sql, "ATTACH 'file:%s?vfs=%s' AS aux", path_a,
+             VFS_HOOKED);
+    exec(db, sql);
+    /* Every database out of WAL mode. MEMORY and OFF journals write the
+     * file without RESERVED after the EXCLUSIVE lock leaving WAL took. */
+    const char *modes[] = {"MEMORY", "OFF", "DELETE", "TRUNCATE", "PERSIST"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s", modes[i]);
+        (void)sqlite3_exec(db, pragma, NULL, NULL, NULL);
+        int rc =
+            sqlite3_exec(db, "INSERT INTO aux.t VALUES (2)", NULL, NULL, NULL);
+        if (rc == SQLITE_OK) {
+            /* Still in WAL mode (the switch was refused): captured. */
+            assert_int_equal(rec.n_commit, commits + 1);
+            commits = rec.n_commit;
+        } else {
+            assert_int_equal(sqlite3_extended_errcode(db), TPDB_SQLITE_NOTWAL);
+            assert_int_equal(rec.n_commit, commits);
+        }
+        exec(db, "PRAGMA journal_mode=WAL");
+    }
+    /* What the file holds is what was captured. */
+    exec(db, "PRAGMA aux.journal_mode=WAL");
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM aux.t"), commits - 1);
+    sqlite3_close(db);
+}
+
 /* cmocka's assertions are not for other threads: writers count their
  * failures instead. */
 static int writerFailures;
@@ -668,6 +796,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(testConcurrentWriters, setup, teardown),
         cmocka_unit_test_setup_teardown(testPaddingFrames, setup, teardown),
         cmocka_unit_test_setup_teardown(testNoCommitHook, setup, teardown),
+        cmocka_unit_test_setup_teardown(testGuardAttach, setup, teardown),
+        cmocka_unit_test_setup_teardown(testGuardNotSwitched, setup, teardown),
+        cmocka_unit_test_setup_teardown(testGuardNoSchemaPragma, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
