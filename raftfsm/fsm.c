@@ -448,6 +448,59 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq, int type)
     return found;
 }
 
+/* Whether this node is the configuration's only voter (loop thread). */
+static int soleVoter(const struct fsmState *s)
+{
+    const struct raft_configuration *conf =
+        s->raft != NULL ? &s->raft->configuration : NULL;
+    unsigned voters = 0;
+    int self = 0;
+    for (unsigned i = 0; conf != NULL && i < conf->n; i++) {
+        if (conf->servers[i].role == RAFT_VOTER) {
+            voters++;
+            self |= conf->servers[i].id == s->raft->id;
+        }
+    }
+    return voters == 1 && self;
+}
+
+static void ownCopyDrop(struct fsmDb *db)
+{
+    tpdb_free(db->ownCopy);
+    db->ownCopy = NULL;
+    db->ownCopyLen = 0;
+    db->ownCopyIndex = 0;
+}
+
+/* Keeps a copy of own entry buf of db at index, if it is a whole
+ * transaction and this node the only voter (struct fsmDb's ownCopy); drops
+ * the kept one in any case, and keeps none if buf is NULL. A copy that
+ * cannot be made leaves none: the database then waits for a fetch, as in
+ * a cluster. */
+static void ownKeep(struct fsmState *s,
+                    struct fsmDb *db,
+                    const struct raft_buffer *buf,
+                    int type,
+                    uint64_t index)
+{
+    void *copy = NULL;
+    if (buf != NULL && type == TPDB_ENTRY_TXN && !db->tpdbFile &&
+        soleVoter(s)) {
+        copy = tpdb_malloc(buf->len);
+        if (copy != NULL) {
+            memcpy(copy, buf->base, buf->len);
+        }
+    }
+    pthread_mutex_lock(&s->mutex);
+    ownCopyDrop(db);
+    if (copy != NULL) {
+        db->ownCopy = copy;
+        db->ownCopyLen = buf->len;
+        db->ownCopyIndex = index;
+    }
+    pthread_mutex_unlock(&s->mutex);
+}
+
 static void fetchFrom(struct fsmState *s, struct fsmDb *db, uint64_t index);
 
 /* The queue of db passed its bound: a local connection has held the write
@@ -682,10 +735,15 @@ static int fsmApply(struct raft_fsm *fsm,
                           e.type == TPDB_ENTRY_TPDBFILE_BEGIN)) {
         fsmMarkTpdbFile(s, db);
     }
-    if (rc == TPDB_OK && e.origin == s->origin &&
-        ackOwn(s, db, e.seq, e.type)) {
-        mustQueue(s, db, index);
-        return 0;
+    if (rc == TPDB_OK && e.origin == s->origin) {
+        /* Kept before the acknowledgement: the client may write, and fail
+         * to, as soon as it is acknowledged. */
+        ownKeep(s, db, buf, e.type, index);
+        if (ackOwn(s, db, e.seq, e.type)) {
+            mustQueue(s, db, index);
+            return 0;
+        }
+        ownKeep(s, db, NULL, e.type, index);
     }
     if (rc == TPDB_OK && created) {
         rc = fsmMoveAsideIfData(db, errmsg);
@@ -851,6 +909,7 @@ static void stateFree(struct fsmState *s)
     while ((db = s->dbs) != NULL) {
         s->dbs = db->next;
         fsmPendingClear(s, db);
+        ownCopyDrop(db);
         sqlite3_close(db->conn);
         tpdbPeekClose(db->openedFile);
         tpdb_free(db->name);
@@ -1007,12 +1066,50 @@ int tpdbFsmProposalWait(struct raft_fsm *fsm,
     return rc;
 }
 
+/* Queues own entry raw (taken; len bytes, at index) of db for the drain
+ * to write, the way an entry that found the write lock held is written.
+ * An entry that cannot even be decoded sends db to a fetch, as in a
+ * cluster. */
+static void ownRedo(struct fsmState *s,
+                    struct fsmDb *db,
+                    void *raw,
+                    size_t len,
+                    uint64_t index)
+{
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    struct tpdb_entry e;
+    memset(&e, 0, sizeof e);
+    int rc = tpdbEntryDecode(raw, len, &e, errmsg);
+    tpdb_free(raw);
+    if (rc == TPDB_OK) {
+        rc = pendingPush(s, db, &e, index);
+        tpdbEntryRelease(&e);
+    }
+    if (rc != TPDB_OK) {
+        tpdbLog(TPDB_LOG_ERROR,
+                "%s: committed entry %llu could not be written locally nor "
+                "queued again (%s); the database waits for a fetch",
+                db->name, (unsigned long long)index,
+                errmsg[0] ? errmsg : tpdb_strerror(rc));
+        fetchFrom(s, db, index);
+        return;
+    }
+    tpdbLog(TPDB_LOG_WARN,
+            "%s: committed entry %llu could not be written locally; it is "
+            "written again from the log entry, and the database takes no "
+            "writes until then",
+            db->name, (unsigned long long)index);
+}
+
 void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
 {
     struct fsmState *s = fsm->data;
     struct fsmDb *found = NULL;
     uint64_t index = 0;
     uint64_t durable = 0;
+    void *redo = NULL;
+    size_t redoLen = 0;
+    uint64_t redoIndex = 0;
     pthread_mutex_lock(&s->mutex);
     for (struct fsmDb *db = s->dbs; db != NULL; db = db->next) {
         if (strcmp(db->name, name) == 0 && db->done < db->acked) {
@@ -1028,7 +1125,17 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
                  * before them, so without this a restart would fetch it. */
                 durable = db->lastAckEnd;
             }
-            if (!written && !db->fetching) {
+            if (!written && !db->fetching &&
+                db->ownCopyIndex == db->lastAckIndex && db->ownCopy != NULL) {
+                /* The only voter failed to write its own committed
+                 * transaction: it is written again from the entry, as a
+                 * follower writes one (queued, so the database takes no
+                 * write until it is). */
+                redo = db->ownCopy;
+                redoLen = db->ownCopyLen;
+                redoIndex = db->ownCopyIndex;
+                db->ownCopy = NULL;
+            } else if (!written && !db->fetching) {
                 /* The cluster committed a transaction this node failed to
                  * write locally: later transactions here would be computed
                  * over a state that lacks it. The database takes no write
@@ -1037,6 +1144,7 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
                 db->fetchMin = db->lastAckIndex;
                 index = db->fetchMin;
             }
+            ownCopyDrop(db);
             pthread_cond_broadcast(&s->cond);
             break;
         }
@@ -1044,6 +1152,9 @@ void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *name, int written)
     pthread_mutex_unlock(&s->mutex);
     if (found != NULL && durable != 0) {
         fsmDurableRequest(s, found, durable);
+    }
+    if (redo != NULL) {
+        ownRedo(s, found, redo, redoLen, redoIndex);
     }
     if (found != NULL && index != 0) {
         tpdbLog(TPDB_LOG_ERROR,

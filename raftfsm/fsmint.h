@@ -46,8 +46,15 @@ struct fsmDb {
     uint64_t done;  /* (mutex) ... and written (or given up) since */
     uint64_t lastAckIndex; /* (mutex) index of the last own entry acked */
     uint64_t lastAckEnd;   /* (mutex) ... if it ended a large transaction */
-    uint64_t lastSeen;     /* (mutex) index of the last entry of db applied */
-    uint64_t written;      /* (mutex) every entry of db up to this is written */
+    /* (mutex) The last own whole-transaction entry as raft applied it, kept
+     * on a node that is the only voter until its client wrote it: there is
+     * no peer to fetch from should that local write fail, so the entry is
+     * written again from this copy instead (tpdbFsmOwnWriteDone). */
+    void *ownCopy;
+    size_t ownCopyLen;
+    uint64_t ownCopyIndex;
+    uint64_t lastSeen; /* (mutex) index of the last entry of db applied */
+    uint64_t written;  /* (mutex) every entry of db up to this is written */
     unsigned framesSinceCheckpoint; /* (loop) */
     int ckptWanted;    /* (mutex) the checkpointer should run one */
     sqlite3 *ckptConn; /* the checkpointer thread's own connection */

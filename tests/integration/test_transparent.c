@@ -13,6 +13,7 @@
  * buffer, and SQLITE_NOTFOUND for a plain database of a directory no node
  * serves.
  */
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -523,6 +524,84 @@ static void testPrngUntouched(void **state)
     sqlite3_close(db);
 }
 
+/* A pwrite64 for the unix VFS that, while armed, fails the first write
+ * of non-zero bytes to a -wal file: the commit frame written once the
+ * quorum holds the transaction (the VFS writes zeros in its place before
+ * replicating it). */
+static sqlite3_syscall_ptr realPwrite;
+static _Atomic int failFrameArmed;
+
+static int isWalFd(int fd)
+{
+    char link[64];
+    char path[HARNESS_PATH_MAX];
+    snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, path, sizeof path - 1);
+    return n > 4 && memcmp(path + n - 4, "-wal", 4) == 0;
+}
+
+static ssize_t failingFramePwrite(int fd, const void *buf, size_t n, off_t off)
+{
+    const unsigned char *p = buf;
+    size_t zeros = 0;
+    while (zeros < n && p[zeros] == 0) {
+        zeros++;
+    }
+    if (failFrameArmed && zeros < n && isWalFd(fd)) {
+        failFrameArmed = 0;
+        errno = EIO;
+        return -1;
+    }
+    ssize_t (*real)(int, const void *, size_t, off_t) =
+        (ssize_t(*)(int, const void *, size_t, off_t))realPwrite;
+    return real(fd, buf, n, off);
+}
+
+static int hasRedoRow(void *arg)
+{
+    return queryInt(arg, "SELECT count(*) FROM t WHERE x = 'redo'") == 1;
+}
+
+/* A single node (no peer to fetch from) whose own committed transaction
+ * failed to reach its WAL writes it again from the log entry: the row
+ * appears, later writes go through once it is written, and the file is
+ * sound. (It used to wait for a fetch from a peer it does not have, and
+ * every later open and write of the database failed.) */
+static void testOwnWriteRedone(void **state)
+{
+    struct fixture *f = *state;
+    sqlite3 *db = openTpdb(f->db);
+    exec(db, "CREATE TABLE t(x)");
+    exec(db, "INSERT INTO t VALUES('before')");
+    sqlite3_vfs *unix_vfs = sqlite3_vfs_find("unix");
+    realPwrite = unix_vfs->xGetSystemCall(unix_vfs, "pwrite64");
+    assert_non_null(realPwrite);
+    assert_int_equal(
+        unix_vfs->xSetSystemCall(unix_vfs, "pwrite64",
+                                 (sqlite3_syscall_ptr)failingFramePwrite),
+        SQLITE_OK);
+    failFrameArmed = 1;
+    int rc = sqlite3_exec(db, "INSERT INTO t VALUES('redo')", NULL, NULL, NULL);
+    int missed = failFrameArmed;
+    unix_vfs->xSetSystemCall(unix_vfs, "pwrite64", realPwrite);
+    assert_false(missed);
+    assert_int_not_equal(rc, SQLITE_OK);
+    if (harnessPollUntil(hasRedoRow, db, 20000, 10) != TPDB_OK) {
+        fail_msg("the committed row never appeared: %s", tpdb_errmsg());
+    }
+    /* Written: the next write goes through at once. */
+    exec(db, "INSERT INTO t VALUES('after')");
+    assert_int_equal(queryInt(db, "SELECT count(*) FROM t"), 3);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,6 +614,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testLeaderCall, setup, teardown),
         cmocka_unit_test_setup_teardown(testNotWalRefused, setup, teardown),
         cmocka_unit_test_setup_teardown(testPrngUntouched, setup, teardown),
+        cmocka_unit_test_setup_teardown(testOwnWriteRedone, setup, teardown),
     };
     /* TPDB_TEST_FILTER=testBusy runs one case (a glob pattern). */
     if (getenv("TPDB_TEST_FILTER") != NULL) {
