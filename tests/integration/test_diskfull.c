@@ -276,6 +276,24 @@ static void assertConverged(struct nodes *c, int rows)
     tpdb_free(file0);
 }
 
+/* Starts every member, creates t on the leader and commits `rows` rows
+ * there, applied everywhere; returns the leader. */
+static int startWithRows(struct nodes *c, int rows)
+{
+    startAll(c);
+    int leader = nodesFindLeader(c, 30000);
+    char *line = nodesCommand(
+        c, leader, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+    assert_non_null(line);
+    assert_string_equal(line, "ok 0");
+    tpdb_free(line);
+    for (int k = 0; k < rows; k++) {
+        insertOk(c, leader, k);
+    }
+    nodesWaitApplied(c, 30000);
+    return leader;
+}
+
 /* The leader's disk fills: refused with SQLITE_FULL and a reason, nothing
  * of a refused write anywhere, writes resume once space is freed. */
 static void testLeaderDiskFull(void **state)
@@ -342,17 +360,8 @@ static void testFollowerDiskFullHeld(void **state)
     struct nodes *c = tpdb_calloc(1, sizeof *c);
     (void)state;
     assert_non_null(c);
-    startAll(c);
-    int leader = nodesFindLeader(c, 30000);
+    int leader = startWithRows(c, 8);
     int f = (leader + 1) % N_NODES;
-    char *line = nodesCommand(
-        c, leader, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
-    assert_non_null(line);
-    tpdb_free(line);
-    for (int k = 0; k < 8; k++) {
-        insertOk(c, leader, k);
-    }
-    nodesWaitApplied(c, 30000);
     fill(c, f, 0);
     for (int k = 8; k < HELD_ROWS; k++) {
         insertOk(c, nodesFindLeader(c, 30000), k);
@@ -385,16 +394,7 @@ static void testLeaderDiskFullTransfer(void **state)
     struct nodes *c = tpdb_calloc(1, sizeof *c);
     (void)state;
     assert_non_null(c);
-    startAll(c);
-    int leader = nodesFindLeader(c, 30000);
-    char *line = nodesCommand(
-        c, leader, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
-    assert_non_null(line);
-    tpdb_free(line);
-    for (int k = 0; k < 4; k++) {
-        insertOk(c, leader, k);
-    }
-    nodesWaitApplied(c, 30000);
+    int leader = startWithRows(c, 4);
     fill(c, leader, 4ULL << 20);
     int next = waitOtherLeader(c, leader);
     for (int k = 4; k < 14; k++) {
@@ -479,17 +479,8 @@ static void testFollowerDiskFullRestart(void **state)
     struct nodes *c = tpdb_calloc(1, sizeof *c);
     (void)state;
     assert_non_null(c);
-    startAll(c);
-    int leader = nodesFindLeader(c, 30000);
+    int leader = startWithRows(c, 8);
     int f = (leader + 1) % N_NODES;
-    char *line = nodesCommand(
-        c, leader, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
-    assert_non_null(line);
-    tpdb_free(line);
-    for (int k = 0; k < 8; k++) {
-        insertOk(c, leader, k);
-    }
-    nodesWaitApplied(c, 30000);
     fill(c, f, 0);
     for (int k = 8; k < 40; k++) {
         insertOk(c, nodesFindLeader(c, 30000), k);
@@ -518,17 +509,8 @@ static void testStartDiskFull(void **state)
     struct nodes *c = tpdb_calloc(1, sizeof *c);
     (void)state;
     assert_non_null(c);
-    startAll(c);
-    int leader = nodesFindLeader(c, 30000);
+    int leader = startWithRows(c, 8);
     int f = (leader + 1) % N_NODES;
-    char *line = nodesCommand(
-        c, leader, "exec CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
-    assert_non_null(line);
-    tpdb_free(line);
-    for (int k = 0; k < 8; k++) {
-        insertOk(c, leader, k);
-    }
-    nodesWaitApplied(c, 30000);
     nodesKill(c, f);
     for (int k = 8; k < 16; k++) {
         insertOk(c, nodesFindLeader(c, 30000), k);
