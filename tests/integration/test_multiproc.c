@@ -279,9 +279,14 @@ static void testKillNodeProcess(void **state)
                    gone == 0) {
             print_message("# not committed: %s\n", line);
         } else if (strncmp(line, ERR_NOTLEADER, strlen(ERR_NOTLEADER)) == 0 &&
-                   strstr(line,
-                          "the process running this directory's node "
-                          "went away") != NULL) {
+                   (strstr(line,
+                           "the process running this directory's node "
+                           "went away") != NULL ||
+                    strstr(line, "its node takes no writes from here") !=
+                        NULL)) {
+            /* Refused, definitely not done. The second text comes while A
+             * is still exiting: its socket is closed, its lock not yet
+             * released (seen under TSan, whose exit is slow). */
             gone++;
         } else {
             fail_msg("B's write %d after A died: %s", k, line);
