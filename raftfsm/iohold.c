@@ -153,6 +153,17 @@ static void release(struct tpdb_iohold *h)
     }
 }
 
+/* A held call of kind over bytes of raft log, the rest left zero. */
+static struct tpdb_iohold_op *newOp(int kind, uint64_t bytes)
+{
+    struct tpdb_iohold_op *op = tpdb_calloc(1, sizeof *op);
+    if (op != NULL) {
+        op->kind = kind;
+        op->bytes = bytes;
+    }
+    return op;
+}
+
 static int appendHold(struct raft_io *io,
                       struct raft_io_append *req,
                       const struct raft_entry entries[],
@@ -165,12 +176,10 @@ static int appendHold(struct raft_io *io,
         counted(h, bytes);
         return h->append(io, req, entries, n, cb);
     }
-    struct tpdb_iohold_op *op = tpdb_calloc(1, sizeof *op);
+    struct tpdb_iohold_op *op = newOp(OP_APPEND, bytes);
     if (op == NULL) {
         return RAFT_NOMEM;
     }
-    op->kind = OP_APPEND;
-    op->bytes = bytes;
     op->req = req;
     op->entries = entries;
     op->n = n;
@@ -186,11 +195,10 @@ static int truncateHold(struct raft_io *io, raft_index index)
     if (h->head == NULL && roomFor(h, 0)) {
         return h->truncate(io, index);
     }
-    struct tpdb_iohold_op *op = tpdb_calloc(1, sizeof *op);
+    struct tpdb_iohold_op *op = newOp(OP_TRUNCATE, 0);
     if (op == NULL) {
         return RAFT_NOMEM;
     }
-    op->kind = OP_TRUNCATE;
     op->index = index;
     pushOp(h, op);
     return 0;
@@ -208,12 +216,10 @@ static int snapshotPutHold(struct raft_io *io,
         counted(h, bytes);
         return h->snapshot_put(io, trailing, req, snapshot, cb);
     }
-    struct tpdb_iohold_op *op = tpdb_calloc(1, sizeof *op);
+    struct tpdb_iohold_op *op = newOp(OP_SNAPSHOT, bytes);
     if (op == NULL) {
         return RAFT_NOMEM;
     }
-    op->kind = OP_SNAPSHOT;
-    op->bytes = bytes;
     op->trailing = trailing;
     op->put = req;
     op->snapshot = snapshot;
