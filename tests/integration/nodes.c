@@ -77,11 +77,16 @@ void nodesWaitReady(struct nodes *c, int i)
 
 char *nodesCommand(struct nodes *c, int i, const char *cmd)
 {
+    return nodesCommandWithin(c, i, cmd, NODES_IO_MS);
+}
+
+char *nodesCommandWithin(struct nodes *c, int i, const char *cmd, int ms)
+{
     char *line = NULL;
     if (c->procs[i] == NULL ||
         harnessProcWriteLine(c->procs[i], cmd, NODES_IO_MS, c->errmsg) !=
             TPDB_OK ||
-        harnessProcReadLine(c->procs[i], HARNESS_STDOUT, NODES_IO_MS, &line,
+        harnessProcReadLine(c->procs[i], HARNESS_STDOUT, ms, &line,
                             c->errmsg) != TPDB_OK) {
         tpdb_free(line);
         return NULL;

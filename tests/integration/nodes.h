@@ -66,6 +66,11 @@ void nodesWaitReady(struct nodes *c, int i);
  * or does not answer within NODES_IO_MS. Later reply lines stay unread. */
 char *nodesCommand(struct nodes *c, int i, const char *cmd);
 
+/* nodesCommand with a reply deadline of ms instead of NODES_IO_MS, for a
+ * command whose work grows with its data (a statement writing hundreds of
+ * MB). */
+char *nodesCommandWithin(struct nodes *c, int i, const char *cmd, int ms);
+
 /* Runs "query <sql>" on member i and reads the whole reply. Returns its
  * first "row ..." line, or "end" if there was no row, or the "err ..." line
  * if the query failed (even after rows); NULL if the node is gone. Caller
