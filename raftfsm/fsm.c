@@ -530,6 +530,42 @@ static void fetchFrom(struct fsmState *s, struct fsmDb *db, uint64_t index)
     }
 }
 
+/* Logs that entry index of db could not be written (errmsg), at most once
+ * per FSM_ERRLOG_MS for the same entry, saying how often it failed in
+ * between: a queue retried every few ms on a full disk would otherwise
+ * write the same line a hundred times a second. */
+static void logApplyError(struct fsmState *s,
+                          struct fsmDb *db,
+                          uint64_t index,
+                          const char *errmsg)
+{
+    uint64_t now = tpdbNowMs();
+    unsigned repeats = 0;
+    pthread_mutex_lock(&s->mutex);
+    int quiet = db->errIndex == index && now < db->errLoggedAt + FSM_ERRLOG_MS;
+    if (quiet) {
+        db->errRepeats++;
+    } else {
+        repeats = db->errIndex == index ? db->errRepeats : 0;
+        db->errIndex = index;
+        db->errLoggedAt = now;
+        db->errRepeats = 0;
+    }
+    pthread_mutex_unlock(&s->mutex);
+    if (quiet) {
+        return;
+    }
+    if (repeats > 0) {
+        tpdbLog(TPDB_LOG_ERROR,
+                "apply entry %llu to %s: %s (failed %u more times since the "
+                "last report)",
+                (unsigned long long)index, db->name, errmsg, repeats);
+    } else {
+        tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
+                (unsigned long long)index, db->name, errmsg);
+    }
+}
+
 /* Queues a decoded entry of db for a later write; takes e's payload. */
 static int pendingPush(struct fsmState *s,
                        struct fsmDb *db,
@@ -654,8 +690,7 @@ void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db)
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mutex);
     if (!pop && rc != TPDB_BUSY) {
-        tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
-                (unsigned long long)p->index, db->name, errmsg);
+        logApplyError(s, db, p->index, errmsg);
     }
     if (pop) {
         tpdbEntryRelease(&p->entry);
@@ -677,8 +712,7 @@ static void pendingDrain(struct fsmState *s, struct fsmDb *db, unsigned lock_ms)
         int rc = fsmApplyEntry(s, db, &p->entry, p->index, lock_ms, errmsg);
         if (rc != TPDB_OK) {
             if (rc != TPDB_BUSY) {
-                tpdbLog(TPDB_LOG_ERROR, "apply entry %llu to %s: %s",
-                        (unsigned long long)p->index, db->name, errmsg);
+                logApplyError(s, db, p->index, errmsg);
             }
             return;
         }

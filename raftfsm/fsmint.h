@@ -29,6 +29,9 @@
 #define FSM_APPLY_LOCK_MS 0
 /* WAL frames applied between two PASSIVE checkpoints. */
 #define FSM_CHECKPOINT_FRAMES 1000
+/* A queued entry that keeps failing (disk full, a damaged file) is retried
+ * every few ms; its error is logged once per this many ms. */
+#define FSM_ERRLOG_MS 5000
 
 /* A committed entry waiting to be written (see fsmApply). */
 struct fsmPending {
@@ -89,9 +92,14 @@ struct fsmDb {
     int tpdbFile;
     /* TPDB page files of an async FSM: the checkpointer thread writes their
      * queue (fsmTfWriteHead), never the loop thread. */
-    int tfWriting;        /* (mutex) the thread is writing the queue's head */
-    int tfDropHead;       /* (mutex) the queue was cleared meanwhile */
-    uint64_t tfRetryAt;   /* (mutex) a handle held the file: not before */
+    int tfWriting;      /* (mutex) the thread is writing the queue's head */
+    int tfDropHead;     /* (mutex) the queue was cleared meanwhile */
+    uint64_t tfRetryAt; /* (mutex) a handle held the file: not before */
+    /* (mutex) the last apply failure logged (fsmLogApplyError): which
+     * entry, when, and how often it failed again since, unlogged */
+    uint64_t errIndex;
+    uint64_t errLoggedAt;
+    unsigned errRepeats;
     int fetching;         /* (mutex) waits for a stream from a peer (restore) */
     uint64_t fetchMin;    /* (mutex) the stream must hold this index */
     uint64_t durable;     /* (mutex) on disk at least as of this index */

@@ -120,11 +120,19 @@ static void pushOp(struct tpdb_iohold *h, struct tpdb_iohold_op *op)
 {
     if (h->head == NULL) {
         h->holds++;
-        tpdbLog(TPDB_LOG_WARN,
-                "raft log in %s: %llu MiB free, less than the %llu MiB its "
-                "writes need: holding them until space is freed",
-                h->dir, (unsigned long long)(h->free_bytes >> 20),
-                (unsigned long long)(h->reserve >> 20));
+        uint64_t now = uv_now(h->loop);
+        if (h->warned_at == 0 || now >= h->warned_at + TPDB_IOHOLD_WARN_MS) {
+            tpdbLog(TPDB_LOG_WARN,
+                    "raft log in %s: %llu MiB free, less than the %llu MiB "
+                    "its writes need: holding them until space is freed "
+                    "(hold %llu, %llu since the last report)",
+                    h->dir, (unsigned long long)(h->free_bytes >> 20),
+                    (unsigned long long)(h->reserve >> 20),
+                    (unsigned long long)h->holds,
+                    (unsigned long long)(h->holds - h->warned_holds));
+            h->warned_at = now;
+            h->warned_holds = h->holds;
+        }
         h->head = op;
     } else {
         h->tail->next = op;
@@ -146,7 +154,7 @@ static void release(struct tpdb_iohold *h)
         }
         tpdb_free(op);
     }
-    if (had && h->head == NULL && !h->closing) {
+    if (had && h->head == NULL && !h->closing && h->warned_holds == h->holds) {
         tpdbLog(TPDB_LOG_WARN,
                 "raft log in %s: %llu MiB free again: held writes resumed",
                 h->dir, (unsigned long long)(h->free_bytes >> 20));

@@ -50,6 +50,9 @@ struct tpdb_iohold_op;
 
 /* Embedded in its owner, whose raft uses &io. Fields other than io are
  * private. */
+/* Least time between two warnings that writes wait or resume. */
+#define TPDB_IOHOLD_WARN_MS 5000
+
 struct tpdb_iohold {
     struct raft_io io;
     uv_loop_t *loop;
@@ -90,6 +93,10 @@ struct tpdb_iohold {
     uint64_t held_bytes;
     uint64_t holds;    /* times writes began to wait */
     uint64_t stripped; /* AppendEntries messages whose entries were dropped */
+    /* The hold's warnings: when the last was logged and `holds` then, so
+     * a disk hovering at the reserve logs once per TPDB_IOHOLD_WARN_MS. */
+    uint64_t warned_at;
+    uint64_t warned_holds;
 };
 
 struct tpdb_iohold_stats {

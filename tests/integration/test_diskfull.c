@@ -46,9 +46,10 @@
 /* Above what raft's log needs (17 MiB, raftfsm/iohold.h) by more than a
  * log segment, so that refused writes come before held log writes. */
 #define MIN_FREE_MB 32
-#define PARAMS                                        \
-    "election_ms=600&heartbeat_ms=60&ready_ms=60000&" \
-    "snapshot_threshold=64&snapshot_trailing=16&min_free_mb=32"
+#define PARAMS                                                   \
+    "election_ms=600&heartbeat_ms=60&ready_ms=60000&"            \
+    "snapshot_threshold=64&snapshot_trailing=16&min_free_mb=32&" \
+    "log_level=warn"
 
 /* Rows of 256 KiB written while a follower's disk is full: more than the
  * log segments raft had prepared (8 MiB each), and more than the 16 MiB
@@ -145,7 +146,7 @@ static void unfill(struct nodes *c, int i)
 /* Member i quits cleanly (its node shuts down, cancelling whatever log
  * writes it still holds) and exits 0: under the sanitizers, a leak or a
  * fault makes the exit status non-zero and the report is shown. */
-static void quitClean(struct nodes *c, int i)
+static void quitCleanErr(struct nodes *c, int i, char **stderrOut)
 {
     int status = -1;
     char *err = NULL;
@@ -159,8 +160,32 @@ static void quitClean(struct nodes *c, int i)
         fail_msg("node %d did not exit cleanly (status %d): %s", i + 1, status,
                  err != NULL ? err : "");
     }
+    if (stderrOut != NULL) {
+        assert_int_equal(harnessProcReadAll(c->procs[i], HARNESS_STDERR, 5000,
+                                            stderrOut, errmsg),
+                         TPDB_OK);
+    }
     harnessProcFree(c->procs[i]);
     c->procs[i] = NULL;
+}
+
+static void quitClean(struct nodes *c, int i)
+{
+    quitCleanErr(c, i, NULL);
+}
+
+/* Lines of text containing needle. */
+static unsigned linesWith(const char *text, const char *needle)
+{
+    unsigned n = 0;
+    for (const char *l = text; l != NULL && *l != '\0';) {
+        const char *end = strchr(l, '\n');
+        size_t len = end != NULL ? (size_t)(end - l) : strlen(l);
+        const char *hit = strstr(l, needle);
+        n += hit != NULL && (size_t)(hit - l) < len;
+        l = end != NULL ? end + 1 : NULL;
+    }
+    return n;
 }
 
 static void quitAll(struct nodes *c)
@@ -362,6 +387,7 @@ static void testFollowerDiskFullHeld(void **state)
     assert_non_null(c);
     int leader = startWithRows(c, 8);
     int f = (leader + 1) % N_NODES;
+    uint64_t fullSince = tpdbNowMs();
     fill(c, f, 0);
     for (int k = 8; k < HELD_ROWS; k++) {
         insertOk(c, nodesFindLeader(c, 30000), k);
@@ -381,6 +407,22 @@ static void testFollowerDiskFullHeld(void **state)
     insertOk(c, leader, 1000);
     assertConverged(c, HELD_ROWS + 1);
     assert_non_null(c->procs[f]);
+    /* Its warnings came at most once per 5 s each (the hold's and a queued
+     * entry's; both are retried every few ms while the disk is full), not
+     * once per retry. */
+    char *err = NULL;
+    quitCleanErr(c, f, &err);
+    unsigned most = 2 + (unsigned)((tpdbNowMs() - fullSince) / 5000);
+    unsigned holds = linesWith(err, "holding them until space is freed");
+    unsigned applies = linesWith(err, "apply entry");
+    print_message(
+        "follower logged %u hold and %u apply warnings (at most %u "
+        "each)\n",
+        holds, applies, most);
+    assert_true(holds >= 1);
+    assert_true(holds <= most);
+    assert_true(applies <= most);
+    tpdb_free(err);
     quitAll(c);
     closeAll(c);
     tpdb_free(c);
