@@ -76,7 +76,12 @@ struct fsmDb {
      * origin), owned by the thread that writes the file's entries (the
      * checkpointer thread of an async FSM, else the loop thread). */
     struct fsmTfFetch *tfStage;
-    int tfStageDone;       /* every page is in and synced: END switches */
+    /* A commit of changes to a TPDB page file being staged from the parts
+     * of a TPDB_ENTRY_TPDBFILE_DELTA sequence (.tpdb/NAME.delta), owned
+     * as tfStage is; tfStageFirst, tfStageAbort and stageOrigin serve both
+     * kinds (only one is staged at a time). */
+    struct tpdb_file_stage *tfDelta;
+    int tfStageDone;       /* every page is in (and synced): END switches */
     uint64_t tfStageFirst; /* (mutex) index of its BEGIN; 0: none */
     int tfStageAbort;      /* (mutex) drop it: this node became leader */
     /* (mutex) The END of a large transaction applied at this index: the
