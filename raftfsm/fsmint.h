@@ -346,6 +346,21 @@ int fsmTfFetchStage(struct fsmTfFetch *tf,
                     const struct tpdb_txn *txn,
                     char *errmsg);
 
+/* A queued chunk sequence (a whole file, or a commit of changes, in
+ * parts) is staged apart from the temp file, in .tpdb/NAME.fetch.parts
+ * (tpdb_file_stage_*; *out the caller's), and applied to it at its END by
+ * fsmTfFetchStageParts, once the stream of db_pages pages is in. Errors:
+ * those of tpdb_file_stage_open, of fsmTfFetchStage and of
+ * tpdb_file_stage_apply. */
+struct tpdb_file_stage;
+int fsmTfFetchPartsOpen(struct fsmTfFetch *tf,
+                        struct tpdb_file_stage **out,
+                        char *errmsg);
+int fsmTfFetchStageParts(struct fsmTfFetch *tf,
+                         uint32_t db_pages,
+                         struct tpdb_file_stage *st,
+                         char *errmsg);
+
 /* Switches readers to the temp file: checks it, takes the current file's
  * exclusive flock (waiting up to lock_ms; a corrupt file is moved aside)
  * and renames the temp file over it. TPDB_BUSY: still held, retry; other
