@@ -157,16 +157,17 @@ static int tfStageAppend(struct fsmDb *db,
     return rc;
 }
 
-/* A part that cannot be written: the file being built is dropped, and its
- * END (not staged then) fetches the file from a peer. */
+/* A part that cannot be written: the stage (a file being built, or a
+ * commit of changes) is dropped, and its END (not staged then) fetches
+ * the file from a peer. */
 static int tfStageFailed(struct fsmState *s,
                          struct fsmDb *db,
                          uint64_t index,
                          const char *errmsg)
 {
     tpdbLog(TPDB_LOG_WARN,
-            "%s: file sent in parts, entry %llu: %s; it will be fetched from "
-            "a peer at its end",
+            "%s: commit sent in parts, entry %llu: %s; the file will be "
+            "fetched from a peer at its end",
             db->name, (unsigned long long)index, errmsg);
     tfStageDrop(s, db);
     return TPDB_OK;

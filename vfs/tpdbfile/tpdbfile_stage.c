@@ -231,10 +231,10 @@ static int stageCheckpoint(struct tpdb_file_stage *st,
 {
     uint8_t hdr[TF_HDR];
     uint8_t zero = 0;
-    struct stat st_;
+    struct stat sb;
     uint64_t want = TF_HDR + (uint64_t)f->page_count * TF_PAGE;
-    int rc = fstat(f->fd, &st_) == 0 ? TPDB_OK : TPDB_IOERR;
-    if (rc == TPDB_OK && (uint64_t)st_.st_size < want) {
+    int rc = fstat(f->fd, &sb) == 0 ? TPDB_OK : TPDB_IOERR;
+    if (rc == TPDB_OK && (uint64_t)sb.st_size < want) {
         rc = tfPwrite(f->fd, &zero, 1, want - 1);
     }
     tfHeaderEncode(f, hdr);
