@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "base/base.h"
 #include "vfs/tpdbfile/tpdbfile.h"
 
 #define PAGE TPDB_FILE_PAGE_SIZE
@@ -795,6 +796,49 @@ static void testStageErrors(void **state)
     tpdb_file_stage_close(st);
 }
 
+/* Out of memory at every allocation of a stage's open, add and apply:
+ * TPDB_NOMEM, the replica unchanged (its size); then it succeeds. */
+static void testStageOom(void **state)
+{
+    struct fx *fx = *state;
+    char err[TPDB_ERRMSG_SIZE];
+    uint8_t hdr[PAGE];
+    uint8_t data[2][PAGE];
+    struct tpdb_page pages[3];
+    struct tpdb_txn txn;
+    headerTxn(hdr, pages, &txn, 1);
+    mustOk(NULL, tpdb_file_apply(fx->replica, &txn, err));
+    memset(data, 0x5a, sizeof data); /* the file's size is what is checked */
+    int rc = TPDB_NOMEM;
+    for (long n = 0; rc != TPDB_OK; n++) {
+        struct tpdb_file_stage *st = NULL;
+        headerTxn(hdr, pages, &txn, 3);
+        pages[1].pgno = 2;
+        pages[1].data = data[0];
+        pages[2].pgno = 3;
+        pages[2].data = data[1];
+        txn.n_pages = 3;
+        tpdbAllocFailAfter(n);
+        rc = tpdb_file_stage_open(fx->stage_path, &st, err);
+        if (rc == TPDB_OK) {
+            rc = tpdb_file_stage_add(st, &txn, err);
+        }
+        if (rc == TPDB_OK) {
+            rc = tpdb_file_stage_apply(st, fx->replica, err);
+        }
+        tpdbAllocFailAfter(-1);
+        tpdb_file_stage_close(st);
+        struct stat sb;
+        assert_int_equal(stat(fx->replica, &sb), 0);
+        if (rc != TPDB_OK) {
+            assert_int_equal(rc, TPDB_NOMEM);
+            assert_int_equal(sb.st_size, 64 + 1 * PAGE);
+        } else {
+            assert_int_equal(sb.st_size, 64 + 3 * PAGE);
+        }
+    }
+}
+
 /* Applies the stage left by bigCommit to the replica in a child that
  * dies before WAL frame `frames` (or, past the last, before the
  * checkpoint). */
@@ -867,6 +911,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testReadMapped, setup, teardown),
         cmocka_unit_test_setup_teardown(testDeltaInParts, setup, teardown),
         cmocka_unit_test_setup_teardown(testStageErrors, setup, teardown),
+        cmocka_unit_test_setup_teardown(testStageOom, setup, teardown),
         cmocka_unit_test_setup_teardown(testStageCrash, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
