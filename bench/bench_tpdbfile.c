@@ -15,8 +15,13 @@
  *     TPDB_TRACE, so its log (stderr) shows when the fetch began and when
  *     the file was in;
  *   - restart of a SIGKILLed follower (the file is kept, nothing fetched);
+ *   - with --delta-mb N, one commit of N MB of rows to the file the
+ *     cluster now carries: the entries it took (at most 1,024 pages each)
+ *     and every node's RSS and peak RSS before and after it (followers
+ *     stage its parts on disk; the leader's library holds its changed
+ *     pages in memory until it writes them);
  *   - whether every node's file is byte-identical at the end.
- *   bench_tpdbfile [--mb 200] [--dir /tmp]
+ *   bench_tpdbfile [--mb 200] [--delta-mb 0] [--dir /tmp]
  */
 #include <errno.h>
 #include <getopt.h>
@@ -46,6 +51,7 @@
 
 struct run {
     unsigned mb;
+    unsigned deltaMb; /* one commit of this many MB after the load */
     char tmp[PATH_MAX];
     int ports[3];
     pid_t child[2]; /* nodes 2 and 3 */
@@ -306,24 +312,55 @@ static int makeTable(struct run *r)
     return execSql(r->db, sql) == SQLITE_OK ? 0 : -1;
 }
 
+/* Inserts `rows` rows from id `first` in one transaction. */
+static int insertRows(struct run *r, long long first, long long rows)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql,
+             "INSERT INTO temp.big SELECT %lld + i, randomblob(%d) FROM "
+             "(WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 "
+             "FROM n WHERE i < %lld) SELECT i FROM n)",
+             first, ROW_BYTES, rows - 1);
+    return execSql(r->db, sql) == SQLITE_OK ? 0 : -1;
+}
+
 /* Loads r->mb MB of rows; MB/s, or -1. */
 static double load(struct run *r)
 {
-    char sql[512];
     long long rows = (long long)r->mb * 1000000 / ROW_BYTES;
     uint64_t t0 = nowNs();
     for (long long id = 1; id <= rows; id += ROWS_PER_TXN) {
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO temp.big SELECT %lld + i, randomblob(%d) FROM "
-                 "(WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 "
-                 "FROM n WHERE i < %d) SELECT i FROM n)",
-                 id, ROW_BYTES, ROWS_PER_TXN - 1);
-        if (execSql(r->db, sql) != SQLITE_OK) {
+        if (insertRows(r, id, ROWS_PER_TXN) != 0) {
             return -1;
         }
         sampleRss(r);
     }
     return r->mb / secsSince(t0);
+}
+
+/* One commit of r->deltaMb MB of new rows, after the load; prints the
+ * entries it took and every node's memory before and after. */
+static int bigDelta(struct run *r)
+{
+    long long first = (long long)r->mb * 1000000 / ROW_BYTES + ROWS_PER_TXN;
+    long long rows = (long long)r->deltaMb * 1000000 / ROW_BYTES;
+    long long own0 = statusInt(r, 1, "own_entries", "stats");
+    printMem(r, "pre-delta");
+    uint64_t t0 = nowNs();
+    if (insertRows(r, first, rows) != 0) {
+        return -1;
+    }
+    double secs = secsSince(t0);
+    long long index = statusInt(r, 1, "applied_index", NULL);
+    if (waitApplied(r, 2, index) < 0 || waitApplied(r, 3, index) < 0) {
+        return -1;
+    }
+    printf("  one commit of %u MB of rows: %.1f s, %lld entries\n", r->deltaMb,
+           secs, statusInt(r, 1, "own_entries", "stats") - own0);
+    printMem(r, "delta");
+    memset(r->maxRss, 0, sizeof r->maxRss);
+    fflush(stdout);
+    return 0;
 }
 
 static void killNode(struct run *r, int id)
@@ -413,6 +450,9 @@ static int runBench(struct run *r)
     printMem(r, "loaded");
     printMaxRss(r, "the load");
     fflush(stdout);
+    if (r->deltaMb > 0 && bigDelta(r) != 0) {
+        return -1;
+    }
 
     char cmd[PATH_MAX + 32];
     killNode(r, 2);
@@ -461,6 +501,7 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"mb", required_argument, NULL, 'm'},
+        {"delta-mb", required_argument, NULL, 'D'},
         {"dir", required_argument, NULL, 'd'},
         {"node-uri", required_argument, NULL, 'u'},
         {"parent", required_argument, NULL, 'p'},
@@ -473,6 +514,8 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         if (c == 'm') {
             r.mb = (unsigned)strtoul(optarg, NULL, 10);
+        } else if (c == 'D') {
+            r.deltaMb = (unsigned)strtoul(optarg, NULL, 10);
         } else if (c == 'd') {
             dir = optarg;
         } else if (c == 'u') {
@@ -480,7 +523,9 @@ int main(int argc, char **argv)
         } else if (c == 'p') {
             parent = optarg;
         } else {
-            fprintf(stderr, "usage: bench_tpdbfile [--mb N] [--dir D]\n");
+            fprintf(
+                stderr,
+                "usage: bench_tpdbfile [--mb N] [--delta-mb N] [--dir D]\n");
             return 2;
         }
     }

@@ -109,7 +109,8 @@ static void sharedFree(struct sharedFile *sf)
  * copies (tpdb_file_apply) while no handle holds them, which is why such a
  * file is transient. The hooks are installed at every reopen; the first
  * commit of a file the cluster never carried carries the whole file
- * (tpdbfile.h), in parts of TPDB_FILE_REPL_PART_PAGES pages when larger. */
+ * (tpdbfile.h), in parts of TPDB_FILE_REPL_PART_PAGES pages when larger;
+ * so does any later commit of more changed pages than that. */
 struct vtabRepl {
     struct tpdb_node *node;
     char name[TPDB_DBNAME_MAX + 1]; /* file name in the data directory */
@@ -143,6 +144,22 @@ static int replCommitPart(void *arg,
     struct vtabRepl *r = arg;
     int rc =
         tpdbNodeCommitFilePart(r->node, r->name, part, index, final, errmsg);
+    r->acked = final && rc == TPDB_OK;
+    return rc;
+}
+
+/* A commit of changes too large for one entry: a chunk sequence opened
+ * by TPDB_ENTRY_TPDBFILE_DELTA, which followers stage aside and commit
+ * whole at its end. */
+static int replCommitDeltaPart(void *arg,
+                               const struct tpdb_txn *part,
+                               unsigned index,
+                               int final,
+                               char *errmsg)
+{
+    struct vtabRepl *r = arg;
+    int rc =
+        tpdbNodeCommitDeltaPart(r->node, r->name, part, index, final, errmsg);
     r->acked = final && rc == TPDB_OK;
     return rc;
 }
@@ -186,13 +203,14 @@ static int replInstall(struct sharedFile *sf, char **pzErr)
     r->node = node;
     snprintf(r->name, sizeof r->name, "%s", name);
     struct tpdb_file_hooks hooks = {
-        .version = 2,
+        .version = 3,
         .arg = r,
         .write_check = replWriteCheck,
         .commit = replCommit,
         .done = replDone,
         .needs_full = replNeedsFull,
         .commit_part = replCommitPart,
+        .commit_delta_part = replCommitDeltaPart,
     };
     if (tpdb_file_set_hooks(sf->f, &hooks) != TPDB_OK) {
         *pzErr = sqlite3_mprintf("%s", tpdb_file_errmsg(sf->f));

@@ -61,7 +61,7 @@ static int checkShape(int type,
                       uint64_t *raw_len,
                       char *errmsg)
 {
-    if (type < TPDB_ENTRY_TXN || type > TPDB_ENTRY_TPDBFILE_BEGIN) {
+    if (type < TPDB_ENTRY_TXN || type > TPDB_ENTRY_TPDBFILE_DELTA) {
         tpdbErrf(errmsg, "unknown entry type %d", type);
         return TPDB_CORRUPT;
     }
@@ -75,7 +75,8 @@ static int checkShape(int type,
                  (unsigned)n_pages, (unsigned)db_pages);
         return TPDB_CORRUPT;
     }
-    if ((type == TPDB_ENTRY_TPDBFILE || type == TPDB_ENTRY_TPDBFILE_BEGIN) &&
+    if ((type == TPDB_ENTRY_TPDBFILE || type == TPDB_ENTRY_TPDBFILE_BEGIN ||
+         type == TPDB_ENTRY_TPDBFILE_DELTA) &&
         page_size != TPDB_TPDBFILE_PAGE) {
         tpdbErrf(errmsg, "TPDB file entry with page size %u",
                  (unsigned)page_size);
@@ -108,7 +109,8 @@ static int checkPgno(int type,
                  (unsigned)pgno, (unsigned)prev);
         return TPDB_CORRUPT;
     }
-    if ((type == TPDB_ENTRY_TPDBFILE || type == TPDB_ENTRY_TPDBFILE_BEGIN) &&
+    if ((type == TPDB_ENTRY_TPDBFILE || type == TPDB_ENTRY_TPDBFILE_BEGIN ||
+         type == TPDB_ENTRY_TPDBFILE_DELTA) &&
         i == 0 && pgno != 1) {
         tpdbErrf(errmsg, "TPDB file entry without its header page");
         return TPDB_CORRUPT;

@@ -60,7 +60,14 @@ enum {
      * entries follow with the next pages in order, as for a large
      * transaction. Followers build the file aside and switch to it at
      * END. */
-    TPDB_ENTRY_TPDBFILE_BEGIN = 7
+    TPDB_ENTRY_TPDBFILE_BEGIN = 7,
+    /* The first part of a commit of changes to a TPDB page file the
+     * cluster already carries, too large for one entry: the
+     * TPDB_ENTRY_TPDBFILE mapping, header page first, then changed pages;
+     * CHUNK and CHUNK_END entries follow with the next changed pages, page
+     * numbers increasing across the parts. Followers stage the parts aside
+     * and commit them all at END through the format's WAL protocol. */
+    TPDB_ENTRY_TPDBFILE_DELTA = 8
 };
 
 /* TPDB_ENTRY_TPDBFILE maps a TPDB page file onto the txn (page_size 4096):

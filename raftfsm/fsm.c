@@ -424,7 +424,8 @@ static int ackOwn(struct fsmState *s, struct fsmDb *db, uint64_t seq, int type)
      * transaction is written (and counted as in flight) only after its
      * end. */
     int counts = type != TPDB_ENTRY_CHUNK_BEGIN && type != TPDB_ENTRY_CHUNK &&
-                 type != TPDB_ENTRY_TPDBFILE_BEGIN;
+                 type != TPDB_ENTRY_TPDBFILE_BEGIN &&
+                 type != TPDB_ENTRY_TPDBFILE_DELTA;
     struct tpdb_proposal *p;
     int found = 0;
     pthread_mutex_lock(&s->mutex);
@@ -765,8 +766,9 @@ static int fsmApply(struct raft_fsm *fsm,
     if (rc == TPDB_OK) {
         rc = fsmDbGet(s, e.db, &db, &created, errmsg);
     }
-    if (rc == TPDB_OK && (e.type == TPDB_ENTRY_TPDBFILE ||
-                          e.type == TPDB_ENTRY_TPDBFILE_BEGIN)) {
+    if (rc == TPDB_OK &&
+        (e.type == TPDB_ENTRY_TPDBFILE || e.type == TPDB_ENTRY_TPDBFILE_BEGIN ||
+         e.type == TPDB_ENTRY_TPDBFILE_DELTA)) {
         fsmMarkTpdbFile(s, db);
     }
     if (rc == TPDB_OK && e.origin == s->origin) {

@@ -25,8 +25,20 @@
  * and at END switch readers to it as a stream's fetch does. These entries
  * are written by the thread that writes the file's queue; this node
  * becoming leader only marks the stage to be dropped there.
+ *
+ * A commit of changes to a TPDB page file the cluster already carries,
+ * too large for one entry, arrives as TPDB_ENTRY_TPDBFILE_DELTA, CHUNK...,
+ * CHUNK_END: the parts go to a stage file (.tpdb/NAME.delta, the
+ * library's tpdb_file_stage_*, on the same thread) and END applies them
+ * all as one commit of the format's WAL protocol. Such a sequence ends
+ * without END as a SQLite one does, and its END, if this node did not
+ * stage it, makes the file be fetched.
  */
+#include <stdio.h>
+#include <time.h>
+
 #include "raftfsm/fsmint.h"
+#include "vfs/tpdbfile/tpdbfile.h"
 #include "vfs/vfs.h"
 
 static void stageDrop(struct fsmDb *db)
@@ -41,6 +53,8 @@ static void tfStageDrop(struct fsmState *s, struct fsmDb *db)
 {
     fsmTfFetchAbort(db->tfStage);
     db->tfStage = NULL;
+    tpdb_file_stage_close(db->tfDelta);
+    db->tfDelta = NULL;
     db->tfStageDone = 0;
     db->stageOrigin = 0;
     pthread_mutex_lock(&s->mutex);
@@ -57,7 +71,7 @@ void fsmStagesAbort(struct fsmState *s)
             pthread_mutex_lock(&s->mutex);
             db->tfStageAbort = db->tfStageFirst != 0;
             pthread_mutex_unlock(&s->mutex);
-        } else if (db->tfStage != NULL) {
+        } else if (db->tfStage != NULL || db->tfDelta != NULL) {
             tfStageDrop(s, db);
         }
         if (db->stage != NULL) {
@@ -126,12 +140,15 @@ static void endNotStaged(struct fsmState *s, struct fsmDb *db, uint64_t index)
     fsmMarkWritten(s, db, index);
 }
 
-/* Writes a part's pages (consecutive, after those in already) to the file
- * being built. */
+/* Writes a part's pages to the stage: the file being built (consecutive
+ * pages, after those in already), or the commit of changes staged. */
 static int tfStageAppend(struct fsmDb *db,
                          const struct tpdb_txn *txn,
                          char *errmsg)
 {
+    if (db->tfDelta != NULL) {
+        return tpdb_file_stage_add(db->tfDelta, txn, errmsg);
+    }
     int rc = TPDB_OK;
     for (uint32_t i = 0; i < txn->n_pages && rc == TPDB_OK; i++) {
         rc = fsmTfFetchPages(db->tfStage, txn->pages[i].pgno, 1,
@@ -140,24 +157,42 @@ static int tfStageAppend(struct fsmDb *db,
     return rc;
 }
 
-/* A part that cannot be written: the file being built is dropped, and its
- * END (not staged then) fetches the file from a peer. */
+/* A part that cannot be written: the stage (a file being built, or a
+ * commit of changes) is dropped, and its END (not staged then) fetches
+ * the file from a peer. */
 static int tfStageFailed(struct fsmState *s,
                          struct fsmDb *db,
                          uint64_t index,
                          const char *errmsg)
 {
     tpdbLog(TPDB_LOG_WARN,
-            "%s: file sent in parts, entry %llu: %s; it will be fetched from "
-            "a peer at its end",
+            "%s: commit sent in parts, entry %llu: %s; the file will be "
+            "fetched from a peer at its end",
             db->name, (unsigned long long)index, errmsg);
     tfStageDrop(s, db);
     return TPDB_OK;
 }
 
-/* END of a file built aside: its last pages, the file synced, then the
- * switch (TPDB_BUSY while a local handle holds the current file: the END
- * stays queued and is retried, without writing its pages again). */
+/* Applies the staged commit of changes to the file, waiting up to
+ * lock_ms while a handle holds it (then TPDB_BUSY). */
+static int tfDeltaApply(struct fsmDb *db, unsigned lock_ms, char *errmsg)
+{
+    uint64_t deadline = tpdbNowMs() + lock_ms;
+    int rc;
+    while ((rc = tpdb_file_stage_apply(db->tfDelta, db->path, errmsg)) ==
+               TPDB_BUSY &&
+           tpdbNowMs() < deadline) {
+        struct timespec ts = {0, 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    return rc;
+}
+
+/* END of a staged sequence: its last pages (and, for a file built aside,
+ * the file synced), then the switch to the new file or the commit of the
+ * staged changes (TPDB_BUSY while a local handle holds the current file:
+ * the END stays queued and is retried, without staging its pages
+ * again). */
 static int tfStageEnd(struct fsmState *s,
                       struct fsmDb *db,
                       const struct tpdb_entry *e,
@@ -168,13 +203,15 @@ static int tfStageEnd(struct fsmState *s,
     int rc = TPDB_OK;
     if (!db->tfStageDone) {
         rc = tfStageAppend(db, &e->txn, errmsg);
-        if (rc == TPDB_OK) {
+        if (rc == TPDB_OK && db->tfStage != NULL) {
             rc = fsmTfFetchStage(db->tfStage, e->txn.db_pages, NULL, errmsg);
         }
         db->tfStageDone = rc == TPDB_OK;
     }
     if (rc == TPDB_OK) {
-        rc = fsmTfFetchCommit(db->tfStage, lock_ms, errmsg);
+        rc = db->tfDelta != NULL
+                 ? tfDeltaApply(db, lock_ms, errmsg)
+                 : fsmTfFetchCommit(db->tfStage, lock_ms, errmsg);
     }
     if (rc == TPDB_BUSY) {
         return rc;
@@ -188,6 +225,25 @@ static int tfStageEnd(struct fsmState *s,
     fsmMarkWritten(s, db, index);
     fsmDurableRequest(s, db, index);
     return TPDB_OK;
+}
+
+/* Begins staging a commit of changes in .tpdb/NAME.delta. */
+static int tfDeltaBegin(struct fsmState *s,
+                        struct fsmDb *db,
+                        const struct tpdb_entry *e,
+                        uint64_t index,
+                        char *errmsg)
+{
+    char path[4096 + 64];
+    snprintf(path, sizeof path, "%s/%s.delta", s->metaDir, db->name);
+    int rc = tpdb_file_stage_open(path, &db->tfDelta, errmsg);
+    if (rc == TPDB_OK) {
+        db->stageOrigin = e->origin;
+        pthread_mutex_lock(&s->mutex);
+        db->tfStageFirst = index;
+        pthread_mutex_unlock(&s->mutex);
+    }
+    return rc;
 }
 
 /* Entries of a TPDB page file. */
@@ -204,11 +260,21 @@ static int tfApplyEntry(struct fsmState *s,
     if (abort) {
         tfStageDrop(s, db);
     }
-    int ours = db->tfStage != NULL && db->stageOrigin == e->origin;
+    int staged = db->tfStage != NULL || db->tfDelta != NULL;
+    int ours = staged && db->stageOrigin == e->origin;
     int rc;
     switch (e->type) {
+        case TPDB_ENTRY_TPDBFILE_DELTA:
+            if (staged) {
+                tfStageDrop(s, db);
+            }
+            rc = tfDeltaBegin(s, db, e, index, errmsg);
+            if (rc == TPDB_OK) {
+                rc = tfStageAppend(db, &e->txn, errmsg);
+            }
+            return rc == TPDB_OK ? rc : tfStageFailed(s, db, index, errmsg);
         case TPDB_ENTRY_TPDBFILE_BEGIN:
-            if (db->tfStage != NULL) {
+            if (staged) {
                 tfStageDrop(s, db);
             }
             rc = fsmTfStageBegin(s, db, &db->tfStage, errmsg);
@@ -234,7 +300,7 @@ static int tfApplyEntry(struct fsmState *s,
             }
             return tfStageEnd(s, db, e, index, lock_ms, errmsg);
         default:
-            if (db->tfStage != NULL) {
+            if (staged) {
                 tfStageDrop(s, db);
             }
             return fsmApplyTxn(s, db, &e->txn, index, lock_ms, errmsg);

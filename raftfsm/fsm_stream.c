@@ -15,7 +15,12 @@
  * least the served index; then one commit. Page images are absolute, so the
  * pinned state followed by those entries ends exactly at the state of the
  * last one, a state of the cluster's history, and that is what readers see
- * at once.
+ * at once. For a TPDB page file the queued parts of a chunk sequence are
+ * staged apart and applied to the temp file at their END; a sequence still
+ * open at the switch goes back to the queue unapplied, and an END whose
+ * first part came before the restore is in the stream if it is at or
+ * before the fetch's minimum index, else the fetch is redone for a state
+ * that holds it.
  */
 #include <stdio.h>
 #include <string.h>
@@ -54,6 +59,13 @@ struct tpdb_fsm_fetch {
      * the queue (in front, in order) if the fetch is aborted. */
     struct fsmPending *takenHead;
     struct fsmPending *takenTail;
+    /* TPDB page files: a chunk sequence among the taken entries, staged
+     * apart and applied at its END; seqFirst is its first taken entry. At
+     * the commit an open one is given back to the queue, unapplied. */
+    uint64_t min; /* the stream holds every entry up to this */
+    struct tpdb_file_stage *seq;
+    uint64_t seqOrigin;
+    struct fsmPending *seqFirst;
 };
 
 /* Pin hook: the write lock is held. */
@@ -251,6 +263,7 @@ int tpdbFsmFetchBegin(struct raft_fsm *fsm,
     ff->db = db;
     ff->pageSize = page_size;
     ff->served = served;
+    ff->min = min;
     ff->lockMs = lock_ms;
     pthread_mutex_lock(&s->mutex);
     db->fetchActive = 1; /* the queue is now the stream's to take */
@@ -337,6 +350,74 @@ static struct fsmPending *takeQueue(struct fsmState *s,
     return head;
 }
 
+static void seqDrop(struct tpdb_fsm_fetch *ff)
+{
+    tpdb_file_stage_close(ff->seq);
+    ff->seq = NULL;
+    ff->seqFirst = NULL;
+}
+
+/* The END of a sequence whose first part came before this node's state:
+ * the stream holds it if it is at or before the fetch's minimum; if not,
+ * this attempt fails and the next asks for a state that holds it. */
+static int seqLost(struct tpdb_fsm_fetch *ff, uint64_t index, char *errmsg)
+{
+    if (index <= ff->min) {
+        return TPDB_OK;
+    }
+    pthread_mutex_lock(&ff->s->mutex);
+    if (ff->db->fetchMin < index) {
+        ff->db->fetchMin = index;
+    }
+    pthread_mutex_unlock(&ff->s->mutex);
+    tpdbErrf(errmsg,
+             "the large transaction ending at entry %llu began before this "
+             "node's state: fetching a state that holds it",
+             (unsigned long long)index);
+    return TPDB_PROTO;
+}
+
+/* Applies a queued entry of a TPDB page file to the temp file; the parts
+ * of a chunk sequence are staged and applied at its END, as fsm_chunk.c
+ * does for the file itself. */
+static int tfQueued(struct tpdb_fsm_fetch *ff,
+                    struct fsmPending *p,
+                    char *errmsg)
+{
+    const struct tpdb_entry *e = &p->entry;
+    int ours = ff->seq != NULL && ff->seqOrigin == e->origin;
+    int rc;
+    switch (e->type) {
+        case TPDB_ENTRY_TPDBFILE_BEGIN:
+        case TPDB_ENTRY_TPDBFILE_DELTA:
+            seqDrop(ff);
+            rc = fsmTfFetchPartsOpen(ff->tf, &ff->seq, errmsg);
+            if (rc == TPDB_OK) {
+                ff->seqOrigin = e->origin;
+                ff->seqFirst = p;
+                rc = tpdb_file_stage_add(ff->seq, &e->txn, errmsg);
+            }
+            return rc;
+        case TPDB_ENTRY_CHUNK:
+            return ours ? tpdb_file_stage_add(ff->seq, &e->txn, errmsg)
+                        : TPDB_OK;
+        case TPDB_ENTRY_CHUNK_END:
+            if (!ours) {
+                return seqLost(ff, p->index, errmsg);
+            }
+            rc = tpdb_file_stage_add(ff->seq, &e->txn, errmsg);
+            if (rc == TPDB_OK) {
+                rc = fsmTfFetchStageParts(ff->tf, ff->streamPages, ff->seq,
+                                          errmsg);
+            }
+            seqDrop(ff);
+            return rc;
+        default:
+            seqDrop(ff);
+            return fsmTfFetchStage(ff->tf, ff->streamPages, &e->txn, errmsg);
+    }
+}
+
 /* Stages the queued entries in order, keeping them in ff->taken. */
 static int stageQueue(struct tpdb_fsm_fetch *ff,
                       struct fsmPending *p,
@@ -353,8 +434,7 @@ static int stageQueue(struct tpdb_fsm_fetch *ff,
     }
     for (; p != NULL; p = p->next) {
         if (rc == TPDB_OK && ff->tf != NULL) {
-            rc =
-                fsmTfFetchStage(ff->tf, ff->streamPages, &p->entry.txn, errmsg);
+            rc = tfQueued(ff, p, errmsg);
         } else if (rc == TPDB_OK) {
             rc = tpdbVfsStageAppend(ff->st, p->entry.txn.pages,
                                     p->entry.txn.n_pages, errmsg);
@@ -399,6 +479,22 @@ static void freeTaken(struct tpdb_fsm_fetch *ff)
         tpdb_free(p);
     }
     ff->takenTail = NULL;
+}
+
+/* Frees the taken entries before `first` (all of them if NULL); the
+ * rest stay taken. */
+static void freeTakenBefore(struct tpdb_fsm_fetch *ff, struct fsmPending *first)
+{
+    while (ff->takenHead != NULL && ff->takenHead != first) {
+        struct fsmPending *p = ff->takenHead;
+        ff->takenHead = p->next;
+        tpdbEntryRelease(&p->entry);
+        tpdb_free(p);
+    }
+    if (ff->takenHead == NULL) {
+        ff->takenTail = NULL;
+    }
+    ff->seqFirst = NULL;
 }
 
 /* After the commit: the database is back to normal apply. */
@@ -449,7 +545,8 @@ static int finishTpdbFile(struct tpdb_fsm_fetch *ff,
         }
     }
     if (rc == TPDB_OK) {
-        freeTaken(ff);
+        freeTakenBefore(ff, ff->seqFirst);
+        giveBack(ff); /* an open sequence: written after the switch */
         fetchDone(ff, last);
     } else {
         tpdbErrWrap(errmsg, "fetch %s: commit", ff->db->name);
@@ -493,6 +590,7 @@ void tpdbFsmFetchAbort(struct tpdb_fsm_fetch *ff)
         ff->db->fetchActive = 0;
         pthread_mutex_unlock(&ff->s->mutex);
         giveBack(ff);
+        tpdb_file_stage_close(ff->seq);
         fsmTfFetchAbort(ff->tf);
         tpdbVfsStageAbort(ff->st);
         sqlite3_close(ff->conn);

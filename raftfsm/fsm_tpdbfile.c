@@ -230,6 +230,28 @@ int fsmTfFetchStage(struct fsmTfFetch *tf,
     return rc;
 }
 
+int fsmTfFetchPartsOpen(struct fsmTfFetch *tf,
+                        struct tpdb_file_stage **out,
+                        char *errmsg)
+{
+    char path[sizeof tf->tmp + 8];
+    snprintf(path, sizeof path, "%s.parts", tf->tmp);
+    return tpdb_file_stage_open(path, out, errmsg);
+}
+
+int fsmTfFetchStageParts(struct fsmTfFetch *tf,
+                         uint32_t db_pages,
+                         struct tpdb_file_stage *st,
+                         char *errmsg)
+{
+    int rc = streamComplete(tf, db_pages, errmsg);
+    if (rc == TPDB_OK) {
+        rc = tpdb_file_stage_apply(st, tf->tmp, errmsg);
+        tf->staged++;
+    }
+    return rc;
+}
+
 /* Checkpoints and checks the temp file (it opens, its catalog loads), then
  * drops its WAL: after the rename the old file's (empty) WAL serves. */
 static int tmpReady(struct fsmTfFetch *tf, char *errmsg)

@@ -79,7 +79,12 @@ struct fsmDb {
      * origin), owned by the thread that writes the file's entries (the
      * checkpointer thread of an async FSM, else the loop thread). */
     struct fsmTfFetch *tfStage;
-    int tfStageDone;       /* every page is in and synced: END switches */
+    /* A commit of changes to a TPDB page file being staged from the parts
+     * of a TPDB_ENTRY_TPDBFILE_DELTA sequence (.tpdb/NAME.delta), owned
+     * as tfStage is; tfStageFirst, tfStageAbort and stageOrigin serve both
+     * kinds (only one is staged at a time). */
+    struct tpdb_file_stage *tfDelta;
+    int tfStageDone;       /* every page is in (and synced): END switches */
     uint64_t tfStageFirst; /* (mutex) index of its BEGIN; 0: none */
     int tfStageAbort;      /* (mutex) drop it: this node became leader */
     /* (mutex) The END of a large transaction applied at this index: the
@@ -348,6 +353,21 @@ int fsmTfFetchStage(struct fsmTfFetch *tf,
                     uint32_t db_pages,
                     const struct tpdb_txn *txn,
                     char *errmsg);
+
+/* A queued chunk sequence (a whole file, or a commit of changes, in
+ * parts) is staged apart from the temp file, in .tpdb/NAME.fetch.parts
+ * (tpdb_file_stage_*; *out the caller's), and applied to it at its END by
+ * fsmTfFetchStageParts, once the stream of db_pages pages is in. Errors:
+ * those of tpdb_file_stage_open, of fsmTfFetchStage and of
+ * tpdb_file_stage_apply. */
+struct tpdb_file_stage;
+int fsmTfFetchPartsOpen(struct fsmTfFetch *tf,
+                        struct tpdb_file_stage **out,
+                        char *errmsg);
+int fsmTfFetchStageParts(struct fsmTfFetch *tf,
+                         uint32_t db_pages,
+                         struct tpdb_file_stage *st,
+                         char *errmsg);
 
 /* Switches readers to the temp file: checks it, takes the current file's
  * exclusive flock (waiting up to lock_ms; a corrupt file is moved aside)

@@ -616,6 +616,17 @@ int tpdbNodeCommitFilePart(struct tpdb_node *n,
                       errmsg);
 }
 
+int tpdbNodeCommitDeltaPart(struct tpdb_node *n,
+                            const char *db,
+                            const struct tpdb_txn *part,
+                            unsigned index,
+                            int final,
+                            char *errmsg)
+{
+    return commitPart(n, TPDB_ENTRY_TPDBFILE_DELTA, db, part, index, final,
+                      errmsg);
+}
+
 int tpdbNodeKnows(struct tpdb_node *n, const char *name)
 {
     return tpdbFsmKnows(&n->fsm, name);

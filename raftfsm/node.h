@@ -138,6 +138,16 @@ int tpdbNodeCommitFilePart(struct tpdb_node *n,
                            int final,
                            char *errmsg);
 
+/* The same for a commit of changes to a TPDB page file handed over in
+ * parts (tpdbfile.h's commit_delta_part): part 0 is a
+ * TPDB_ENTRY_TPDBFILE_DELTA entry. */
+int tpdbNodeCommitDeltaPart(struct tpdb_node *n,
+                            const char *db,
+                            const struct tpdb_txn *part,
+                            unsigned index,
+                            int final,
+                            char *errmsg);
+
 /* Like tpdbNodeCommit, for an entry of type TPDB_ENTRY_* (entry.h). */
 int tpdbNodePropose(struct tpdb_node *n,
                     int type,

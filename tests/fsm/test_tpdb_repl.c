@@ -39,6 +39,13 @@ struct writer {
     int acked;
     unsigned entries; /* proposed */
     size_t maxLen;    /* bytes of the largest entry proposed */
+    /* Commits of changes in parts (hookCommitDeltaPart). */
+    unsigned deltaParts; /* parts proposed */
+    unsigned cutAfter;   /* cut the leader off after this many (0: never) */
+    unsigned newLeader;  /* the leader after the cut */
+    int barrierEach;     /* a barrier after each part but the last */
+    uint8_t *before[CLUSTER_MAX]; /* each server's copy before the commit */
+    size_t beforeLen[CLUSTER_MAX];
 };
 
 struct applyReq {
@@ -132,6 +139,44 @@ static int hookCommitPart(void *arg,
         if (i != w->server) {
             assert_int_not_equal(access(path, F_OK), 0);
         }
+    }
+    w->acked = final && rc == TPDB_OK;
+    return rc;
+}
+
+/* A commit of changes in parts, as ext/tpdb_vtab_file.c proposes it.
+ * Until the last part is committed every follower's copy keeps the bytes
+ * it had before the commit (w->before, when set). After part `cutAfter`
+ * (when set) the leader is cut off until another server leads, so the
+ * next part fails. */
+static void leaderMoves(struct writer *w);
+static void assertUnchanged(struct writer *w);
+
+static int hookCommitDeltaPart(void *arg,
+                               const struct tpdb_txn *part,
+                               unsigned index,
+                               int final,
+                               char *errmsg)
+{
+    struct writer *w = arg;
+    int type = final        ? TPDB_ENTRY_CHUNK_END
+               : index == 0 ? TPDB_ENTRY_TPDBFILE_DELTA
+                            : TPDB_ENTRY_CHUNK;
+    int rc = propose(w, type, part, errmsg);
+    w->deltaParts++;
+    if (!final && rc == TPDB_OK && w->before[w->server] != NULL) {
+        raft_index at = raft_last_index(raft_fixture_get(&w->c->f, w->server));
+        assert_true(clusterStepUntilApplied(w->c, CLUSTER_ALL, at));
+        assertUnchanged(w);
+    }
+    if (!final && rc == TPDB_OK && w->barrierEach) {
+        /* Under the fixture the leader's snapshots are taken at entries
+         * it applies itself (see the adapter in cluster.c). */
+        assert_int_equal(clusterLeaderReady(w->c), w->server);
+    }
+    if (!final && rc == TPDB_OK && w->cutAfter != 0 &&
+        index + 1 == w->cutAfter) {
+        leaderMoves(w);
     }
     w->acked = final && rc == TPDB_OK;
     return rc;
@@ -581,6 +626,234 @@ static void testWholeFileInParts(void **state)
     free(want);
 }
 
+/* Every follower's copy still holds the bytes it had before the commit
+ * (the leader's is written only after the last part). */
+static void assertUnchanged(struct writer *w)
+{
+    char path[CLUSTER_PATH_MAX];
+    for (unsigned i = 0; i < w->c->n; i++) {
+        if (i == w->server || w->before[i] == NULL) {
+            continue;
+        }
+        size_t len = 0;
+        clusterDbPath(w->c, i, TPDB_DB, path);
+        uint8_t *bytes = clusterReadFile(path, &len);
+        assert_non_null(bytes);
+        assert_int_equal(len, w->beforeLen[i]);
+        assert_memory_equal(bytes, w->before[i], len);
+        tpdb_free(bytes);
+    }
+}
+
+static void snapshotCopies(struct writer *w)
+{
+    char path[CLUSTER_PATH_MAX];
+    for (unsigned i = 0; i < w->c->n; i++) {
+        clusterDbPath(w->c, i, TPDB_DB, path);
+        w->before[i] = clusterReadFile(path, &w->beforeLen[i]);
+        assert_non_null(w->before[i]);
+    }
+}
+
+static void dropSnapshots(struct writer *w)
+{
+    for (unsigned i = 0; i < CLUSTER_MAX; i++) {
+        tpdb_free(w->before[i]);
+        w->before[i] = NULL;
+    }
+}
+
+/* Cuts the writer's server off until another one leads, then joins it
+ * again: it learns the new term and its next proposal fails. */
+static void leaderMoves(struct writer *w)
+{
+    clusterIsolate(w->c, w->server, 1);
+    w->newLeader = clusterLeaderReady(w->c);
+    assert_int_not_equal(w->newLeader, CLUSTER_NONE);
+    assert_int_not_equal(w->newLeader, w->server);
+    clusterIsolate(w->c, w->server, 0);
+    raft_index at = raft_last_index(raft_fixture_get(&w->c->f, w->newLeader));
+    assert_true(clusterStepUntilApplied(w->c, CLUSTER_ALL, at));
+    assert_int_equal(raft_fixture_leader_index(&w->c->f), w->newLeader);
+}
+
+/* Whether server i has a staged commit of changes on disk. */
+static int deltaStaged(struct cluster *c, unsigned i)
+{
+    char path[CLUSTER_PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/%s.delta", c->s[i].meta, TPDB_DB);
+    return access(path, F_OK) == 0;
+}
+
+static void writerOpenDelta(struct writer *w, struct cluster *c, unsigned l)
+{
+    struct tpdb_file_hooks hooks = {.version = 3,
+                                    .arg = w,
+                                    .commit = hookCommit,
+                                    .done = hookDone,
+                                    .commit_delta_part = hookCommitDeltaPart};
+    writerOpen(w, c, l);
+    mustOk(w->f, tpdb_file_set_hooks(w->f, &hooks));
+}
+
+/* Inserts rows [from, to] of 900 random bytes in one transaction of the
+ * writer: about one changed page per two rows. */
+static int bulkInsert(struct tpdb_file *f, int from, int to)
+{
+    char text[901];
+    struct tpdb_column cols[2] = {{"id", "integer", 0, NULL},
+                                  {"data", "text", 0, NULL}};
+    mustOk(f, tpdb_file_begin(f));
+    if (tpdb_file_table_find(f, "blobs") == NULL) {
+        mustOk(f, tpdb_file_create_table(f, "blobs", cols, 2, 0));
+    }
+    for (int i = from; i <= to; i++) {
+        for (size_t k = 0; k < sizeof text - 1; k++) {
+            text[k] = (char)('a' + rand() % 26);
+        }
+        struct tpdb_value v[2] = {
+            {.type = TPDB_VINT, .i = i},
+            {.type = TPDB_VTEXT,
+             .base = (const uint8_t *)text,
+             .len = sizeof text - 1},
+        };
+        mustOk(f, tpdb_file_insert(f, "blobs", v, 2, NULL));
+    }
+    return tpdb_file_commit(f);
+}
+
+/* A commit that changes several parts' worth of pages of a file the
+ * cluster already carries goes out in entries of at most
+ * TPDB_FILE_REPL_PART_PAGES pages; until its last part every follower's
+ * copy is unchanged, and after it all copies are byte-identical. */
+static void testDeltaInParts(void **state)
+{
+    struct cluster *c = *state;
+    struct writer w;
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    writerOpenDelta(&w, c, l);
+    makeUsers(w.f);
+    insertUser(w.f, 1, "first");
+    converge(c, l);
+    unsigned before = w.entries;
+    uint32_t mapped0 = tpdb_file_mapped_pages(w.f);
+    snapshotCopies(&w);
+    srand(11);
+    mustOk(w.f, bulkInsert(w.f, 1, 6000));
+    dropSnapshots(&w);
+    unsigned parts = w.entries - before;
+    printf("# %u -> %u mapped pages: %u entries, largest %zu bytes\n", mapped0,
+           tpdb_file_mapped_pages(w.f), parts, w.maxLen);
+    assert_int_equal(parts, w.deltaParts);
+    assert_true(parts >= 3);
+    assert_true(w.maxLen <=
+                (size_t)TPDB_FILE_REPL_PART_PAGES * (4096 + 4) + 4096);
+    insertUser(w.f, 2, "second"); /* small commits still go whole */
+    assert_int_equal(w.entries, before + parts + 1);
+    converge(c, l);
+    for (unsigned i = 0; i < c->n; i++) {
+        assert_false(deltaStaged(c, i));
+    }
+    char *want = dumpHandle(w.f);
+    writerClose(&w);
+    assertCopies(c, want);
+    free(want);
+}
+
+/* The leader loses leadership in the middle of a commit sent in parts:
+ * the part after that fails, the commit is rolled back on the old
+ * leader, and no server ever shows a part of it; the staged parts are
+ * dropped everywhere (by the new leader at once, by the others at the new
+ * leader's next entry), and every copy ends byte-identical without any
+ * of the commit's rows. */
+static void testDeltaLeaderChange(void **state)
+{
+    struct cluster *c = *state;
+    struct writer w0, w1;
+    unsigned l0 = clusterLeaderReady(c);
+    assert_int_not_equal(l0, CLUSTER_NONE);
+    writerOpenDelta(&w0, c, l0);
+    makeUsers(w0.f);
+    insertUser(w0.f, 1, "first");
+    converge(c, l0);
+    snapshotCopies(&w0);
+    w0.cutAfter = 2;
+    srand(13);
+    int rc = bulkInsert(w0.f, 1, 6000);
+    assert_int_not_equal(rc, TPDB_OK);
+    assert_int_equal(w0.deltaParts, 3);
+    assertUnchanged(&w0);
+    dropSnapshots(&w0);
+    unsigned l1 = w0.newLeader;
+    assert_false(deltaStaged(c, l1));
+    unsigned other = 3 - l0 - l1;
+    assert_true(deltaStaged(c, other)); /* until l1's next entry */
+    char *rows = dumpHandle(w0.f);
+    assert_null(tpdb_file_table_find(w0.f, "blobs"));
+    free(rows);
+    writerClose(&w0);
+
+    writerOpenDelta(&w1, c, l1);
+    insertUser(w1.f, 2, "second");
+    converge(c, l1);
+    for (unsigned i = 0; i < c->n; i++) {
+        assert_false(deltaStaged(c, i));
+    }
+    char *want = dumpHandle(w1.f);
+    assert_string_equal(want,
+                        "1:first-00001-padding-padding;"
+                        "2:second-00002-padding-padding;");
+    assert_null(tpdb_file_table_find(w1.f, "blobs"));
+    writerClose(&w1);
+    assertCopies(c, want);
+    free(want);
+}
+
+/* A follower cut off while the leader commits a large change in parts,
+ * with snapshots every few entries, catches up from a snapshot taken in
+ * the middle of the sequence: the stream from a peer, then the entries
+ * after the snapshot (parts whose first one it never saw among them);
+ * every copy ends byte-identical. */
+static void testDeltaSnapshotInstall(void **state)
+{
+    struct cluster *c = *state;
+    struct writer w;
+    struct tpdb_fsm_stats st;
+    for (unsigned i = 0; i < CLUSTER_N; i++) {
+        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 3);
+        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 1);
+    }
+    unsigned l = clusterLeaderReady(c);
+    assert_int_not_equal(l, CLUSTER_NONE);
+    unsigned f = (l + 2) % CLUSTER_N;
+    writerOpenDelta(&w, c, l);
+    makeUsers(w.f);
+    insertUser(w.f, 1, "before");
+    converge(c, l);
+    clusterIsolate(c, f, 1);
+    srand(17);
+    w.barrierEach = 1;
+    unsigned before = w.entries;
+    mustOk(w.f, bulkInsert(w.f, 1, 12000));
+    assert_true(w.entries - before >= 5);
+    struct raft *lr = raft_fixture_get(&c->f, l);
+    struct raft *fr = raft_fixture_get(&c->f, f);
+    tpdbFsmStats(&c->s[l].fsm, &st);
+    assert_true(st.snapshots > 0);
+    assert_true(lr->log.offset > raft_last_index(fr));
+    clusterIsolate(c, f, 0);
+    insertUser(w.f, 2, "after");
+    converge(c, l);
+    tpdbFsmStats(&c->s[f].fsm, &st);
+    assert_true(st.restores > 0);
+    assert_true(st.fetches > 0);
+    char *want = dumpHandle(w.f);
+    writerClose(&w);
+    assertCopies(c, want);
+    free(want);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -589,6 +862,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(testLeaderChange, setup, teardown),
         cmocka_unit_test_setup_teardown(testSnapshotInstall, setup, teardown),
         cmocka_unit_test_setup_teardown(testWholeFileInParts, setup, teardown),
+        cmocka_unit_test_setup_teardown(testDeltaInParts, setup, teardown),
+        cmocka_unit_test_setup_teardown(testDeltaLeaderChange, setup, teardown),
+        cmocka_unit_test_setup_teardown(testDeltaSnapshotInstall, setup,
+                                        teardown),
     };
     const char *filter = getenv("TPDB_TEST_FILTER");
     if (filter != NULL) {

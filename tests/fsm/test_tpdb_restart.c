@@ -17,7 +17,11 @@
  *   - a record of the earlier format, with the whole image, restores;
  *   - an async FSM (the node's) writes TPDB entries on its checkpointer
  *     thread, never in apply: a reader holding the file delays them, none
- *     is lost, and its snapshot waits for them. */
+ *     is lost, and its snapshot waits for them; so are the parts of a
+ *     large commit of changes (TPDB_ENTRY_TPDBFILE_DELTA), staged there
+ *     and applied whole at the last one once the reader is gone;
+ *   - a crash in the middle of such a sequence leaves the file as before
+ *     it, and replaying the log from its start ends at the source. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,7 +66,8 @@ struct fixture {
     struct entryBuf entries[N_ENTRIES + 1]; /* index 1..N_ENTRIES */
     unsigned n;
     struct replica r;
-    struct replica q; /* a peer that applied everything, to serve */
+    struct replica q;    /* a peer that applied everything, to serve */
+    unsigned deltaFirst; /* setupDelta: the index of the sequence's BEGIN */
 };
 
 static unsigned fetchAsked;
@@ -75,6 +80,26 @@ static int hookCommit(void *arg, const struct tpdb_txn *txn, char *errmsg)
     return tpdbEntryEncode(TPDB_ENTRY_TPDBFILE, DB, 99, f->n, txn,
                            &f->entries[f->n].base, &f->entries[f->n].len,
                            errmsg);
+}
+
+/* A large commit of changes in parts, encoded as the node proposes it. */
+static int hookDeltaPart(void *arg,
+                         const struct tpdb_txn *part,
+                         unsigned index,
+                         int final,
+                         char *errmsg)
+{
+    struct fixture *f = arg;
+    int type = final        ? TPDB_ENTRY_CHUNK_END
+               : index == 0 ? TPDB_ENTRY_TPDBFILE_DELTA
+                            : TPDB_ENTRY_CHUNK;
+    assert_true(f->n < N_ENTRIES);
+    f->n++;
+    if (index == 0) {
+        f->deltaFirst = f->n;
+    }
+    return tpdbEntryEncode(type, DB, 99, f->n, part, &f->entries[f->n].base,
+                           &f->entries[f->n].len, errmsg);
 }
 
 static void mustOk(struct tpdb_file *t, int rc)
@@ -338,6 +363,46 @@ static int setup(void **state)
     f->src = NULL;
     replicaInit(f, &f->q, "q");
     apply(f, &f->q, 1, N_ENTRIES);
+    *state = f;
+    return 0;
+}
+
+/* The source's commits for the delta tests: DDL, one row, one commit of
+ * 5,000 rows in parts (TPDB_ENTRY_TPDBFILE_DELTA, CHUNK..., CHUNK_END),
+ * one more row. */
+static int setupDelta(void **state)
+{
+    struct fixture *f = calloc(1, sizeof *f);
+    char err[TPDB_ERRMSG_SIZE];
+    struct tpdb_column cols[2] = {{"id", "integer", 0, NULL},
+                                  {"name", "text", 1, NULL}};
+    const char *icols[] = {"name"};
+    assert_non_null(f);
+    fetchAsked = 0;
+    snprintf(f->root, sizeof f->root, "/tmp/tpdb-fsmtpdb-XXXXXX");
+    assert_non_null(mkdtemp(f->root));
+    snprintf(f->srcPath, sizeof f->srcPath, "%s/src.tpdb", f->root);
+    if (tpdb_file_open(f->srcPath, TPDB_FILE_CREATE, &f->src, err) != TPDB_OK) {
+        fail_msg("%s", err);
+    }
+    struct tpdb_file_hooks hooks = {.version = 3,
+                                    .arg = f,
+                                    .commit = hookCommit,
+                                    .commit_delta_part = hookDeltaPart};
+    mustOk(f->src, tpdb_file_set_hooks(f->src, &hooks));
+    mustOk(f->src, tpdb_file_create_table(f->src, "users", cols, 2, 0));
+    mustOk(f->src,
+           tpdb_file_create_index(f->src, "users_name", "users", icols, 1, 0));
+    insertRow(f->src, 1, 100);
+    mustOk(f->src, tpdb_file_begin(f->src));
+    for (int64_t id = 10; id < 5010; id++) {
+        insertRow(f->src, id, 900);
+    }
+    mustOk(f->src, tpdb_file_commit(f->src));
+    assert_true(f->n - f->deltaFirst + 1 >= 3);
+    insertRow(f->src, 2, 100);
+    tpdb_file_close(f->src);
+    f->src = NULL;
     *state = f;
     return 0;
 }
@@ -606,6 +671,55 @@ static void testAsyncWritesOffLoop(void **state)
     assertSameAsSource(f, &f->r);
 }
 
+/* An async FSM stages the parts of a large commit of changes on its
+ * checkpointer thread while a reader holds the file; the reader keeps its
+ * view, the end waits for it, and then the whole commit is in. */
+static void testAsyncDeltaOffLoop(void **state)
+{
+    struct fixture *f = *state;
+    char errmsg[TPDB_ERRMSG_SIZE];
+    char stage[256];
+    struct tpdb_file *reader = NULL;
+    snprintf(stage, sizeof stage, "%s/r/.tpdb/%s.delta", f->root, DB);
+    replicaInitAsync(f, &f->r, "r", 1);
+    apply(f, &f->r, 1, f->deltaFirst - 1);
+    waitDrained(&f->r);
+    assert_int_equal(
+        tpdb_file_open(f->r.path, TPDB_FILE_RDONLY, &reader, errmsg), TPDB_OK);
+    size_t before = rowCount(reader);
+    apply(f, &f->r, f->deltaFirst, f->n);
+    /* The parts are staged; only their end and what follows wait. */
+    for (int i = 0; i < 60000 && tpdbFsmPending(&f->r.fsm) > 2; i++) {
+        usleep(1000);
+    }
+    assert_int_equal(tpdbFsmPending(&f->r.fsm), 2);
+    assert_int_equal(access(stage, F_OK), 0);
+    assert_int_equal(rowCount(reader), before);
+    tpdb_file_close(reader);
+    waitDrained(&f->r);
+    assert_int_not_equal(access(stage, F_OK), 0);
+    assertSameAsSource(f, &f->r);
+}
+
+/* A crash in the middle of the sequence: the file is as before it; the
+ * restarted FSM, fed the log again from its start, ends at the source. */
+static void testDeltaCrashMidSequence(void **state)
+{
+    struct fixture *f = *state;
+    replicaInit(f, &f->r, "r");
+    apply(f, &f->r, 1, f->deltaFirst - 1);
+    char *before = rowsOf(f->r.path);
+    apply(f, &f->r, f->deltaFirst, f->deltaFirst + 1);
+    replicaCrash(&f->r);
+    char *rows = rowsOf(f->r.path);
+    assert_string_equal(rows, before);
+    free(rows);
+    free(before);
+    replicaInit(f, &f->r, "r");
+    apply(f, &f->r, 1, f->n);
+    assertSameAsSource(f, &f->r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -624,6 +738,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(testLegacyRecordRestores, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testAsyncWritesOffLoop, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testAsyncDeltaOffLoop, setupDelta,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testDeltaCrashMidSequence, setupDelta,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -13,7 +13,8 @@
  * A file of 12 MB built before the cluster saw it goes out at its first
  * commit in parts of at most 1,024 pages (the leader acknowledges one own
  * entry per part), not in one entry; followers end byte-identical without
- * fetching it.
+ * fetching it. So does a later commit of about 3,000 changed pages, which
+ * followers stage aside and commit whole at its last part.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -524,6 +525,30 @@ static void testLargeFileInParts(void **state)
            pages, parts);
     assert_int_equal(parts, (pages + 1023) / 1024);
     snprintf(want, sizeof want, "1|alice;2|bob;");
+    for (int i = 0; i < N_NODES; i++) {
+        waitRows(c, i, want);
+    }
+
+    /* A commit of about 3,000 changed pages to the file the cluster now
+     * carries: in parts too, staged by the followers and committed whole
+     * at the last one. */
+    snprintf(sql, sizeof sql,
+             "CREATE VIRTUAL TABLE temp.lb USING tpdb_table('%s','blobs')",
+             path);
+    execExpect(c, l, sql, "ok");
+    own0 = statOf(c, l, "own_entries");
+    execExpect(c, l,
+               "WITH RECURSIVE r(i) AS (SELECT 20001 UNION ALL SELECT i + 1 "
+               "FROM r WHERE i < 26000) INSERT INTO temp.lb SELECT i, "
+               "hex(randomblob(450)) FROM r",
+               "ok");
+    parts = statOf(c, l, "own_entries") - own0;
+    printf("# 6,000 rows of 900 bytes in one commit took %lld entries\n",
+           parts);
+    assert_true(parts >= 3);
+    execExpect(c, l, "INSERT INTO temp.lu VALUES(3,'carol')", "ok");
+    snprintf(want, sizeof want, "1|alice;2|bob;3|carol;");
+    execExpect(c, l, "DROP TABLE temp.lb", "ok");
     execExpect(c, l, "DROP TABLE temp.lu", "ok");
     for (int i = 0; i < N_NODES; i++) {
         waitRows(c, i, want);

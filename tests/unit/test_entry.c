@@ -189,6 +189,10 @@ static void testRoundTripTpdbFile(void **state)
     makeTxn(&t, 12, 4096, 1, 1, 12);
     roundTrip(TPDB_ENTRY_TPDBFILE, "legacy.tpdb", &t.txn);
     freeTxn(&t);
+    /* The first part of a commit of changes sent in parts. */
+    makeTxn(&t, 5, 4096, 1, 7, 900);
+    roundTrip(TPDB_ENTRY_TPDBFILE_DELTA, "legacy.tpdb", &t.txn);
+    freeTxn(&t);
 }
 
 /* All-zero pages compress about 250 times: the decoder's plausibility bound
@@ -383,6 +387,13 @@ static void testEncodeInvalidTpdbFile(void **state)
     freeTxn(&t);
     makeTxn(&t, 3, 1024, 1, 2, 10);
     expectInvalid(TPDB_ENTRY_TPDBFILE, "x.tpdb", &t.txn, TPDB_INVALID);
+    freeTxn(&t);
+    makeTxn(&t, 3, 4096, 2, 2, 10);
+    expectInvalid(TPDB_ENTRY_TPDBFILE_DELTA, "x.tpdb", &t.txn, TPDB_INVALID);
+    freeTxn(&t);
+    makeTxn(&t, 3, 4096, 1, 2, 10);
+    expectInvalid(TPDB_ENTRY_TPDBFILE_DELTA + 1, "x.tpdb", &t.txn,
+                  TPDB_INVALID);
     freeTxn(&t);
 }
 

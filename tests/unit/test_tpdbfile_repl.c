@@ -1,18 +1,22 @@
 /* Unit tests for the replication of native TPDB page files
- * (vfs/tpdbfile_repl.c): commit hooks on a writer, refused and unknown
- * commits rolled back, the follower apply (tpdb_file_apply) and the
- * snapshot image (tpdb_file_image), with a replica kept by the hooks. */
+ * (vfs/tpdbfile_repl.c, vfs/tpdbfile_stage.c): commit hooks on a writer,
+ * refused and unknown commits rolled back, the follower apply
+ * (tpdb_file_apply), a commit of many changes in parts staged and applied
+ * whole (tpdb_file_stage_*, crashes in it included) and the snapshot image
+ * (tpdb_file_image), with a replica kept by the hooks. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
+#include "base/base.h"
 #include "vfs/tpdbfile/tpdbfile.h"
 
 #define PAGE TPDB_FILE_PAGE_SIZE
@@ -35,6 +39,13 @@ struct fx {
     uint32_t last_db;  /* db_pages of the last txn */
     uint32_t first_n;  /* n_pages and db_pages of the first txn */
     uint32_t first_db;
+    /* Commits of changes in parts (hookDeltaPart). */
+    char stage_path[128];
+    struct tpdb_file_stage *stage;
+    unsigned parts;     /* commit_delta_part calls */
+    uint32_t last_pgno; /* last page number handed over */
+    uint8_t *before;    /* the replica's bytes before the commit */
+    size_t before_len;
 };
 
 static int setup(void **state)
@@ -46,6 +57,8 @@ static int setup(void **state)
     snprintf(fx->leader, sizeof fx->leader, "%s/leader.tpdb", fx->dir);
     snprintf(fx->replica, sizeof fx->replica, "%s/replica.tpdb", fx->dir);
     snprintf(fx->other, sizeof fx->other, "%s/other.tpdb", fx->dir);
+    snprintf(fx->stage_path, sizeof fx->stage_path, "%s/replica.delta",
+             fx->dir);
     fx->apply = 1;
     *state = fx;
     return 0;
@@ -57,6 +70,9 @@ static int teardown(void **state)
     char p[160];
     const char *paths[] = {fx->leader, fx->replica, fx->other};
     tpdb_file_close(fx->f);
+    tpdb_file_stage_close(fx->stage);
+    free(fx->before);
+    unlink(fx->stage_path);
     for (unsigned i = 0; i < 3; i++) {
         unlink(paths[i]);
         snprintf(p, sizeof p, "%s-wal", paths[i]);
@@ -139,6 +155,70 @@ static void openLeader(struct fx *fx)
     mustOk(fx->f, tpdb_file_set_hooks(fx->f, &hooks));
 }
 
+static uint8_t *readAll(const char *path, size_t *len);
+
+/* Stages each part of a commit of changes; at the last one applies the
+ * stage to the replica (when fx->apply). Until then the replica keeps the
+ * bytes it had (fx->before, when set). */
+static int hookDeltaPart(void *arg,
+                         const struct tpdb_txn *part,
+                         unsigned index,
+                         int final,
+                         char *errmsg)
+{
+    struct fx *fx = arg;
+    assert_int_equal(index, fx->parts);
+    fx->parts++;
+    assert_true(part->n_pages <= TPDB_FILE_REPL_PART_PAGES);
+    if (index == 0) {
+        assert_int_equal(part->pages[0].pgno, 1);
+        assert_null(fx->stage);
+        assert_int_equal(
+            tpdb_file_stage_open(fx->stage_path, &fx->stage, errmsg), TPDB_OK);
+    } else {
+        assert_true(part->pages[0].pgno > fx->last_pgno);
+    }
+    fx->last_pgno = part->pages[part->n_pages - 1].pgno;
+    fx->last_db = part->db_pages;
+    int rc = tpdb_file_stage_add(fx->stage, part, errmsg);
+    if (rc != TPDB_OK) {
+        print_error("stage: %s\n", errmsg);
+    }
+    assert_int_equal(rc, TPDB_OK);
+    if (fx->before != NULL) {
+        size_t len = 0;
+        uint8_t *now = readAll(fx->replica, &len);
+        assert_int_equal(len, fx->before_len);
+        assert_memory_equal(now, fx->before, len);
+        free(now);
+    }
+    if (final && fx->apply) {
+        rc = tpdb_file_stage_apply(fx->stage, fx->replica, errmsg);
+        if (rc != TPDB_OK) {
+            print_error("stage apply: %s\n", errmsg);
+        }
+        assert_int_equal(rc, TPDB_OK);
+        tpdb_file_stage_close(fx->stage);
+        fx->stage = NULL;
+    }
+    return TPDB_OK;
+}
+
+/* openLeader with version 3 hooks (commits of changes in parts). */
+static void openLeaderParts(struct fx *fx)
+{
+    char err[TPDB_ERRMSG_SIZE];
+    struct tpdb_file_hooks hooks = {
+        .version = 3,
+        .arg = fx,
+        .commit = hookCommit,
+        .done = hookDone,
+        .commit_delta_part = hookDeltaPart,
+    };
+    mustOk(NULL, tpdb_file_open(fx->leader, TPDB_FILE_CREATE, &fx->f, err));
+    mustOk(fx->f, tpdb_file_set_hooks(fx->f, &hooks));
+}
+
 static struct tpdb_value vInt(int64_t i)
 {
     struct tpdb_value v = {.type = TPDB_VINT, .i = i};
@@ -174,7 +254,7 @@ static void insertUser(struct tpdb_file *f, int64_t id, const char *name)
 static char *dumpHandle(struct tpdb_file *f)
 {
     struct tpdb_cursor *c = NULL;
-    size_t cap = 1 << 20;
+    size_t cap = 1 << 23;
     size_t len = 0;
     char *out = calloc(1, cap);
     assert_non_null(out);
@@ -390,7 +470,7 @@ static void testSetHooksErrors(void **state)
     struct fx *fx = *state;
     char err[TPDB_ERRMSG_SIZE];
     struct tpdb_file *ro = NULL;
-    struct tpdb_file_hooks hooks = {.version = 3};
+    struct tpdb_file_hooks hooks = {.version = 4};
     openLeader(fx);
     assert_int_equal(tpdb_file_set_hooks(fx->f, &hooks), TPDB_INVALID);
     mustOk(fx->f, tpdb_file_begin(fx->f));
@@ -608,6 +688,212 @@ static void testReadMapped(void **state)
     tpdb_free(img);
 }
 
+/* Users 1..3, then one transaction of `rows` more users with long names:
+ * about one changed page per three rows, counting the index. */
+static void bigCommit(struct fx *fx, int rows)
+{
+    char name[1200];
+    makeUsers(fx->f);
+    for (int i = 1; i <= 3; i++) {
+        insertUser(fx->f, i, "small");
+    }
+    fx->before = readAll(fx->replica, &fx->before_len);
+    mustOk(fx->f, tpdb_file_begin(fx->f));
+    for (int i = 10; i < 10 + rows; i++) {
+        snprintf(name, sizeof name, "%07d-%0900d", i, i);
+        insertUser(fx->f, i, name);
+    }
+}
+
+/* A commit of more changed pages than a part holds goes to
+ * commit_delta_part in bounded parts (header first, pages increasing);
+ * staged and applied at the last part, the replica is unchanged until
+ * then and byte-identical to the leader after; small commits still go
+ * whole to commit. */
+static void testDeltaInParts(void **state)
+{
+    struct fx *fx = *state;
+    openLeaderParts(fx);
+    bigCommit(fx, 3000);
+    unsigned commits = fx->commits;
+    mustOk(fx->f, tpdb_file_commit(fx->f));
+    free(fx->before);
+    fx->before = NULL;
+    assert_int_equal(fx->commits, commits);
+    assert_true(fx->parts >= 2);
+    assert_int_equal(fx->last_db, tpdb_file_mapped_pages(fx->f));
+    assert_int_equal(fx->dones, commits + 1);
+    assert_int_equal(fx->last_written, 1);
+    assertSameRows(fx);
+    assertSameBytes(fx->leader, fx->replica);
+    assert_int_not_equal(access(fx->stage_path, F_OK), 0);
+    insertUser(fx->f, 5, "after");
+    assert_int_equal(fx->commits, commits + 1);
+    assertSameBytes(fx->leader, fx->replica);
+}
+
+/* Parts out of shape are refused and make the stage unusable; a stage
+ * applies only to a file no handle holds (TPDB_BUSY, then OK). */
+static void testStageErrors(void **state)
+{
+    struct fx *fx = *state;
+    char err[TPDB_ERRMSG_SIZE];
+    uint8_t hdr[PAGE];
+    uint8_t data[PAGE];
+    struct tpdb_page pages[2];
+    struct tpdb_txn txn;
+    struct tpdb_file_stage *st = NULL;
+    struct tpdb_file *ro = NULL;
+    memset(data, 0, sizeof data);
+    mustOk(NULL, tpdb_file_stage_open(fx->stage_path, &st, err));
+    assert_int_equal(tpdb_file_stage_apply(st, fx->replica, err), TPDB_INVALID);
+    headerTxn(hdr, pages, &txn, 3);
+    pages[0].pgno = 2; /* no header page first */
+    pages[0].data = data;
+    assert_int_equal(tpdb_file_stage_add(st, &txn, err), TPDB_INVALID);
+    assert_int_equal(tpdb_file_stage_apply(st, fx->replica, err), TPDB_INVALID);
+    tpdb_file_stage_close(st);
+    assert_int_not_equal(access(fx->stage_path, F_OK), 0);
+
+    mustOk(NULL, tpdb_file_stage_open(fx->stage_path, &st, err));
+    headerTxn(hdr, pages, &txn, 3);
+    pages[1].pgno = 3;
+    pages[1].data = data;
+    txn.n_pages = 2;
+    mustOk(NULL, tpdb_file_stage_add(st, &txn, err));
+    pages[0].pgno = 3; /* not above the staged ones */
+    pages[0].data = data;
+    txn.n_pages = 1;
+    assert_int_equal(tpdb_file_stage_add(st, &txn, err), TPDB_INVALID);
+    tpdb_file_stage_close(st);
+
+    mustOk(NULL, tpdb_file_stage_open(fx->stage_path, &st, err));
+    headerTxn(hdr, pages, &txn, 3);
+    mustOk(NULL, tpdb_file_stage_add(st, &txn, err));
+    pages[0].pgno = 4;
+    pages[0].data = data;
+    txn.db_pages = 5; /* another size than the first part's */
+    assert_int_equal(tpdb_file_stage_add(st, &txn, err), TPDB_INVALID);
+    tpdb_file_stage_close(st);
+
+    mustOk(NULL, tpdb_file_stage_open(fx->stage_path, &st, err));
+    headerTxn(hdr, pages, &txn, 3);
+    mustOk(NULL, tpdb_file_stage_add(st, &txn, err));
+    pages[0].pgno = 4;
+    pages[0].data = data;
+    mustOk(NULL, tpdb_file_stage_add(st, &txn, err));
+    headerTxn(hdr, pages, &txn, 1);
+    mustOk(NULL, tpdb_file_apply(fx->replica, &txn, err));
+    mustOk(NULL, tpdb_file_open(fx->replica, TPDB_FILE_RDONLY, &ro, err));
+    assert_int_equal(tpdb_file_stage_apply(st, fx->replica, err), TPDB_BUSY);
+    tpdb_file_close(ro);
+    mustOk(NULL, tpdb_file_stage_apply(st, fx->replica, err));
+    mustOk(NULL, tpdb_file_open(fx->replica, TPDB_FILE_RDONLY, &ro, err));
+    struct tpdb_file_info info;
+    tpdb_file_get_info(ro, &info);
+    assert_int_equal(info.page_count, 3);
+    tpdb_file_close(ro);
+    tpdb_file_stage_close(st);
+}
+
+/* Out of memory at every allocation of a stage's open, add and apply:
+ * TPDB_NOMEM, the replica unchanged (its size); then it succeeds. */
+static void testStageOom(void **state)
+{
+    struct fx *fx = *state;
+    char err[TPDB_ERRMSG_SIZE];
+    uint8_t hdr[PAGE];
+    uint8_t data[2][PAGE];
+    struct tpdb_page pages[3];
+    struct tpdb_txn txn;
+    headerTxn(hdr, pages, &txn, 1);
+    mustOk(NULL, tpdb_file_apply(fx->replica, &txn, err));
+    memset(data, 0x5a, sizeof data); /* the file's size is what is checked */
+    int rc = TPDB_NOMEM;
+    for (long n = 0; rc != TPDB_OK; n++) {
+        struct tpdb_file_stage *st = NULL;
+        headerTxn(hdr, pages, &txn, 3);
+        pages[1].pgno = 2;
+        pages[1].data = data[0];
+        pages[2].pgno = 3;
+        pages[2].data = data[1];
+        txn.n_pages = 3;
+        tpdbAllocFailAfter(n);
+        rc = tpdb_file_stage_open(fx->stage_path, &st, err);
+        if (rc == TPDB_OK) {
+            rc = tpdb_file_stage_add(st, &txn, err);
+        }
+        if (rc == TPDB_OK) {
+            rc = tpdb_file_stage_apply(st, fx->replica, err);
+        }
+        tpdbAllocFailAfter(-1);
+        tpdb_file_stage_close(st);
+        struct stat sb;
+        assert_int_equal(stat(fx->replica, &sb), 0);
+        if (rc != TPDB_OK) {
+            assert_int_equal(rc, TPDB_NOMEM);
+            assert_int_equal(sb.st_size, 64 + 1 * PAGE);
+        } else {
+            assert_int_equal(sb.st_size, 64 + 3 * PAGE);
+        }
+    }
+}
+
+/* Applies the stage left by bigCommit to the replica in a child that
+ * dies before WAL frame `frames` (or, past the last, before the
+ * checkpoint). */
+static void applyCrashing(struct fx *fx, long frames)
+{
+    char err[TPDB_ERRMSG_SIZE];
+    int status = 0;
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        tpdb_file_test_crash_after_frames(frames);
+        tpdb_file_stage_apply(fx->stage, fx->replica, err);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 77);
+}
+
+/* A replica that crashes while it copies the staged frames to its WAL
+ * opens at the state before the commit; one that crashes after the WAL
+ * sync opens at the state after it; applying again, or afterwards, ends
+ * byte-identical to the leader. */
+static void testStageCrash(void **state)
+{
+    struct fx *fx = *state;
+    openLeaderParts(fx);
+    bigCommit(fx, 3000);
+    fx->apply = 0;
+    mustOk(fx->f, tpdb_file_commit(fx->f));
+    assert_true(fx->parts >= 2);
+    char *old = dumpUsers(fx->replica);
+    assert_string_equal(old, "1:small;2:small;3:small;");
+
+    applyCrashing(fx, 700); /* in the middle of the frames */
+    char *rows = dumpUsers(fx->replica);
+    assert_string_equal(rows, old);
+    free(rows);
+
+    /* After every frame and the sentinel: in place of the checkpoint. */
+    struct stat sb;
+    assert_int_equal(stat(fx->stage_path, &sb), 0);
+    applyCrashing(fx, (long)(sb.st_size / (8 + PAGE)) + 1);
+    rows = dumpUsers(fx->replica);
+    char *want = dumpHandle(fx->f);
+    assert_string_equal(rows, want);
+    free(rows);
+    char err[TPDB_ERRMSG_SIZE];
+    mustOk(NULL, tpdb_file_stage_apply(fx->stage, fx->replica, err));
+    assertSameRows(fx);
+    assertSameBytes(fx->leader, fx->replica);
+    free(want);
+    free(old);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -623,6 +909,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(testImageWithWal, setup, teardown),
         cmocka_unit_test_setup_teardown(testReadMapped, setup, teardown),
+        cmocka_unit_test_setup_teardown(testDeltaInParts, setup, teardown),
+        cmocka_unit_test_setup_teardown(testStageErrors, setup, teardown),
+        cmocka_unit_test_setup_teardown(testStageOom, setup, teardown),
+        cmocka_unit_test_setup_teardown(testStageCrash, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -366,11 +366,12 @@ TPDB_API int tpdb_file_create_index(struct tpdb_file *f,
  * page_count + 1; page 1 is always present. */
 
 /* Whole-file commits of more mapped pages than this go to
- * hooks->commit_part (version 2) in parts of at most this many pages. */
+ * hooks->commit_part (version 2) in parts of at most this many pages, and
+ * commits of changes to hooks->commit_delta_part (version 3). */
 #define TPDB_FILE_REPL_PART_PAGES 1024
 
 struct tpdb_file_hooks {
-    int version; /* 1, or 2 (commit_part) */
+    int version; /* 1, 2 (commit_part) or 3 (commit_delta_part) */
     void *arg;   /* passed to every hook */
 
     /* A write statement is starting (NULL: always allowed). Return TPDB_OK,
@@ -409,6 +410,21 @@ struct tpdb_file_hooks {
                        unsigned index,
                        int final,
                        char *errmsg);
+
+    /* Version 3 (NULL, or an earlier version: commit gets such a commit
+     * whole). A commit of changes (not the whole file) of more than
+     * TPDB_FILE_REPL_PART_PAGES mapped pages goes here instead of commit,
+     * in parts of at most that many pages, one call each: part 0 starts
+     * with the header page, then the changed pages in increasing order
+     * across all parts; every part's db_pages is the commit's, `final`
+     * marks the last part. The pages point into the handle's changed
+     * pages (no copy). Results as for commit_part. A replica applies such
+     * a sequence with tpdb_file_stage_*. */
+    int (*commit_delta_part)(void *arg,
+                             const struct tpdb_txn *part,
+                             unsigned index,
+                             int final,
+                             char *errmsg);
 };
 
 /* Installs hooks on a read-write handle (copied; NULL removes them). The
@@ -437,6 +453,48 @@ TPDB_API int tpdb_file_set_hooks(struct tpdb_file *f,
 TPDB_API int tpdb_file_apply(const char *path,
                              const struct tpdb_txn *txn,
                              char *errmsg);
+
+/* ---- Replicated commits in parts (a replica's side of commit_delta_part)
+ * A commit that arrives in parts is staged in a file of its own, never in
+ * memory, and applied at its last part as one commit of the format's WAL
+ * protocol: readers of the page file see the state before it or after it,
+ * never a part, and so does crash recovery. Memory stays at one part's
+ * pointers and a 256 KiB buffer whatever the commit's size. */
+struct tpdb_file_stage;
+
+/* Creates (or truncates) the stage file at stage_path, which belongs to
+ * the stage from now on. On TPDB_OK *out is owned by the caller until
+ * tpdb_file_stage_close. Errors: TPDB_IOERR, TPDB_NOMEM. */
+TPDB_API int tpdb_file_stage_open(const char *stage_path,
+                                  struct tpdb_file_stage **out,
+                                  char *errmsg);
+
+/* Adds a part (the mapping above) to the stage: the first part starts with
+ * the header page; page numbers increase across all parts; every part has
+ * the first part's db_pages. The part's memory is the caller's again on
+ * return. Errors: TPDB_INVALID (a part out of this shape), TPDB_IOERR,
+ * TPDB_FULL; the stage is unusable after an error. */
+TPDB_API int tpdb_file_stage_add(struct tpdb_file_stage *st,
+                                 const struct tpdb_txn *part,
+                                 char *errmsg);
+
+/* Applies every staged part to the page file at `path` (created if
+ * missing) as one commit, as tpdb_file_apply does for a whole commit:
+ * exclusive flock without waiting, WAL frames copied from the stage file,
+ * the commit sentinel, fdatasync, then a checkpoint that reads the frames
+ * back from the WAL, and the page file cut to its new size. Errors:
+ * TPDB_BUSY (a handle holds the file: retry, the stage is kept),
+ * TPDB_INVALID (no part staged), TPDB_CORRUPT (the existing file),
+ * TPDB_IOERR, TPDB_FULL, TPDB_NOMEM. After any error but TPDB_BUSY the
+ * page file is at the old state or, when the WAL sync had succeeded, at
+ * the new one (its next open finishes the checkpoint); applying again is
+ * allowed and writes the same state. */
+TPDB_API int tpdb_file_stage_apply(struct tpdb_file_stage *st,
+                                   const char *path,
+                                   char *errmsg);
+
+/* Removes the stage file and frees st; NULL is a no-op. */
+TPDB_API void tpdb_file_stage_close(struct tpdb_file_stage *st);
 
 /* Reads the committed state of the page file at `path` (header, pages and
  * the WAL's committed frames) in the mapping above: on TPDB_OK *image holds

@@ -132,6 +132,19 @@ uint64_t tfChainLimit(const struct tpdb_file *f);
  * succeeded) even when the checkpoint then failed. */
 int tfCommitWrite(struct tpdb_file *f, int *durable);
 void tfDirtyDrop(struct tpdb_file *f);
+/* Whole reads and writes at an offset (EINTR retried); *got: bytes read
+ * before EOF. tfPwrite returns TPDB_FULL on ENOSPC, else TPDB_IOERR. */
+int tfPread(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *got);
+int tfPwrite(int fd, const uint8_t *buf, size_t len, uint64_t off);
+/* Resets the WAL to its 32-byte header (not synced). */
+int tfWalHeaderWrite(struct tpdb_file *f);
+/* The commit sentinel's page image for f's page count and free-list
+ * head (TF_PAGE bytes). */
+void tfSentinelEncode(const struct tpdb_file *f, uint8_t *snt);
+/* tpdb_file_test_crash_after_frames: exits before frame nframes. */
+void tfCrashCheck(long nframes);
+/* Cuts the page file to the header plus page_count pages (synced). */
+int tfTruncateToCount(struct tpdb_file *f);
 /* tpdb_file_open with internal flags (TF_OPEN_*) too. */
 int tfOpen(const char *path, int flags, struct tpdb_file **out, char *errmsg);
 /* The 64-byte header of the current page count and free-list head. */
@@ -143,6 +156,11 @@ void tfHeaderEncode(const struct tpdb_file *f, uint8_t *hdr);
  * it (then tfReplDone must follow the local write). */
 int tfReplCommit(struct tpdb_file *f, int *replicated);
 void tfReplDone(struct tpdb_file *f, int durable);
+/* Checks that txn is in the replication mapping (tpdbfile.h): page size,
+ * page numbers increasing up to db_pages, and with `header` the header
+ * page first (magic, version, page count matching db_pages). Errors:
+ * TPDB_INVALID with errmsg. */
+int tfReplCheckTxn(const struct tpdb_txn *txn, int header, char *errmsg);
 /* Before a write statement: the stale check and hooks->write_check. */
 int tfReplWriteCheck(struct tpdb_file *f);
 void tfUndoClear(struct tpdb_file *f);

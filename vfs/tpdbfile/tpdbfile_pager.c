@@ -29,6 +29,22 @@ void tpdb_file_test_crash_after_frames(long frames)
     tfCrashFrames = frames;
 }
 
+void tfCrashCheck(long nframes)
+{
+    if (tfCrashFrames >= 0 && nframes >= tfCrashFrames) {
+        _exit(77);
+    }
+}
+
+void tfSentinelEncode(const struct tpdb_file *f, uint8_t *snt)
+{
+    memset(snt, 0, TF_PAGE);
+    memcpy(snt, tfSntMagic, 8);
+    tpdbPut32(snt + 8, f->page_count);
+    tpdbPut32(snt + 12, f->free_head);
+    tpdbPut32(snt + 16, tpdbCrc32c(0, snt, 16));
+}
+
 /* ---- Page map ---------------------------------------------------------- */
 
 static size_t tfMapSlot(const struct tfPageMap *m, uint32_t pgno)
@@ -141,7 +157,7 @@ void tfMapClear(struct tfPageMap *m)
 
 /* ---- Low-level I/O ------------------------------------------------------ */
 
-static int tfPread(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *got)
+int tfPread(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *got)
 {
     size_t done = 0;
     while (done < len) {
@@ -161,7 +177,7 @@ static int tfPread(int fd, uint8_t *buf, size_t len, uint64_t off, size_t *got)
     return TPDB_OK;
 }
 
-static int tfPwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
+int tfPwrite(int fd, const uint8_t *buf, size_t len, uint64_t off)
 {
     size_t done = 0;
     while (done < len) {
@@ -477,7 +493,7 @@ void tfHeaderEncode(const struct tpdb_file *f, uint8_t *hdr)
 
 /* ---- Commit ------------------------------------------------------------- */
 
-static int tfWalHeaderWrite(struct tpdb_file *f)
+int tfWalHeaderWrite(struct tpdb_file *f)
 {
     uint8_t hdr[TF_WAL_HDR];
     memset(hdr, 0, sizeof hdr);
@@ -500,9 +516,7 @@ static int tfFrameWrite(struct tpdb_file *f,
                         long *nframes)
 {
     uint8_t frame[TF_FRAME_HDR + TF_PAGE];
-    if (tfCrashFrames >= 0 && *nframes >= tfCrashFrames) {
-        _exit(77);
-    }
+    tfCrashCheck(*nframes);
     tpdbPut32(frame, pgno);
     tpdbPut32(frame + 4, flags);
     memcpy(frame + TF_FRAME_HDR, img, TF_PAGE);
@@ -540,9 +554,7 @@ static int tfCheckpoint(struct tpdb_file *f, long nframes)
     uint8_t zero = 0;
     struct stat st;
     uint64_t want = TF_HDR + (uint64_t)f->page_count * TF_PAGE;
-    if (tfCrashFrames >= 0 && nframes >= tfCrashFrames) {
-        _exit(77);
-    }
+    tfCrashCheck(nframes);
     int rc = fstat(f->fd, &st) == 0 ? TPDB_OK : TPDB_IOERR;
     if (rc == TPDB_OK && (uint64_t)st.st_size < want) {
         rc = tfPwrite(f->fd, &zero, 1, want - 1);
@@ -603,11 +615,7 @@ int tfCommitWrite(struct tpdb_file *f, int *durable)
         uint32_t pg = f->dirty.order[i];
         rc = tfFrameWrite(f, &off, pg, 0, tfMapGet(&f->dirty, pg), &nframes);
     }
-    memset(snt, 0, sizeof snt);
-    memcpy(snt, tfSntMagic, 8);
-    tpdbPut32(snt + 8, f->page_count);
-    tpdbPut32(snt + 12, f->free_head);
-    tpdbPut32(snt + 16, tpdbCrc32c(0, snt, 16));
+    tfSentinelEncode(f, snt);
     if (rc == TPDB_OK) {
         rc = tfFrameWrite(f, &off, 0, 1, snt, &nframes);
     }

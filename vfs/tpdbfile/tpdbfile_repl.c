@@ -29,7 +29,7 @@ int tpdb_file_set_hooks(struct tpdb_file *f,
         tpdbErrf(f->errmsg, "%s: hooks changed inside a transaction", f->name);
         return TPDB_MISUSE;
     }
-    if (hooks != NULL && hooks->version != 1 && hooks->version != 2) {
+    if (hooks != NULL && (hooks->version < 1 || hooks->version > 3)) {
         tpdbErrf(f->errmsg, "%s: unknown hooks version %d", f->name,
                  hooks->version);
         return TPDB_INVALID;
@@ -39,6 +39,9 @@ int tpdb_file_set_hooks(struct tpdb_file *f,
         f->hooks = *hooks;
         if (hooks->version < 2) {
             f->hooks.commit_part = NULL;
+        }
+        if (hooks->version < 3) {
+            f->hooks.commit_delta_part = NULL;
         }
     }
     f->repl_full = hooks != NULL &&
@@ -144,6 +147,60 @@ static int replCommitParts(struct tpdb_file *f, const uint8_t *hdr, char *msg)
     return rc;
 }
 
+/* Hands a commit of changes (header page hdr, then the changed pages in
+ * page order) to hooks->commit_delta_part in parts of
+ * TPDB_FILE_REPL_PART_PAGES mapped pages, pointing into the dirty set. */
+static int replCommitDeltaParts(struct tpdb_file *f,
+                                const uint8_t *hdr,
+                                char *msg)
+{
+    const uint32_t per = TPDB_FILE_REPL_PART_PAGES;
+    uint32_t n = (uint32_t)f->dirty.n;
+    uint32_t *pgnos = tpdb_malloc(sizeof *pgnos * (n + 1));
+    struct tpdb_page *pages = tpdb_malloc(per * sizeof *pages);
+    int rc = pgnos != NULL && pages != NULL ? TPDB_OK : TPDB_NOMEM;
+    if (rc != TPDB_OK) {
+        tpdbErrf(msg, "out of memory");
+        goto out;
+    }
+    memcpy(pgnos, f->dirty.order, sizeof *pgnos * n);
+    qsort(pgnos, n, sizeof *pgnos, pgnoCmp);
+    uint32_t total = n + 1; /* mapped pages: the header, then each page */
+    unsigned index = 0;
+    for (uint32_t first = 0; rc == TPDB_OK && first < total;
+         first += per, index++) {
+        uint32_t cnt = total - first < per ? total - first : per;
+        for (uint32_t i = 0; i < cnt; i++) {
+            uint32_t k = first + i; /* 0: the header page */
+            pages[i].pgno = k == 0 ? 1 : pgnos[k - 1] + 1;
+            pages[i].data = k == 0 ? hdr : tfMapGet(&f->dirty, pgnos[k - 1]);
+        }
+        struct tpdb_txn part = {TF_PAGE, f->page_count + 1, cnt, pages};
+        rc = f->hooks.commit_delta_part(f->hooks.arg, &part, index,
+                                        first + cnt >= total, msg);
+    }
+out:
+    tpdb_free(pages);
+    tpdb_free(pgnos);
+    return rc;
+}
+
+/* Whether the commit goes to the hooks in parts: a whole file, or
+ * changes, of more than TPDB_FILE_REPL_PART_PAGES mapped pages, when the
+ * hooks take parts of that kind. */
+static int replInParts(const struct tpdb_file *f)
+{
+    if (f->page_count == UINT32_MAX) {
+        return 0;
+    }
+    if (f->repl_full) {
+        return f->hooks.commit_part != NULL &&
+               f->page_count + 1 > TPDB_FILE_REPL_PART_PAGES;
+    }
+    return f->hooks.commit_delta_part != NULL &&
+           f->dirty.n + 1 > TPDB_FILE_REPL_PART_PAGES;
+}
+
 int tfReplCommit(struct tpdb_file *f, int *replicated)
 {
     uint8_t hdr[TF_PAGE];
@@ -157,12 +214,11 @@ int tfReplCommit(struct tpdb_file *f, int *replicated)
         return TPDB_OK;
     }
     memset(&txn, 0, sizeof txn);
-    if (f->repl_full && f->hooks.commit_part != NULL &&
-        f->page_count < UINT32_MAX &&
-        f->page_count + 1 > TPDB_FILE_REPL_PART_PAGES) {
+    if (replInParts(f)) {
         memset(hdr, 0, sizeof hdr);
         tfHeaderEncode(f, hdr);
-        int rc = replCommitParts(f, hdr, msg);
+        int rc = f->repl_full ? replCommitParts(f, hdr, msg)
+                              : replCommitDeltaParts(f, hdr, msg);
         if (rc != TPDB_OK) {
             tpdbErrf(f->errmsg, "%s: replicate commit: %s", f->name,
                      msg[0] ? msg : tpdb_strerror(rc));
@@ -216,27 +272,27 @@ void tfReplDone(struct tpdb_file *f, int durable)
 
 /* ---- Follower apply ------------------------------------------------------ */
 
-/* Checks that txn is a TPDB file commit in the replication mapping. */
-static int replCheckTxn(const struct tpdb_txn *txn, char *errmsg)
+int tfReplCheckTxn(const struct tpdb_txn *txn, int header, char *errmsg)
 {
     if (txn == NULL || txn->pages == NULL || txn->n_pages == 0 ||
-        txn->page_size != TF_PAGE || txn->pages[0].pgno != 1 ||
-        txn->pages[0].data == NULL) {
+        txn->page_size != TF_PAGE ||
+        (header && (txn->pages[0].pgno != 1 || txn->pages[0].data == NULL))) {
         tpdbErrf(errmsg, "not a TPDB file commit (page size, header page)");
         return TPDB_INVALID;
     }
     const uint8_t *h = txn->pages[0].data;
     uint32_t page_count = tpdbGet32(h + 12);
-    if (memcmp(h, replMagic, 8) != 0 || tpdbGet32(h + 8) == 1 ||
-        page_count == UINT32_MAX || txn->db_pages != page_count + 1 ||
-        tpdbGet32(h + 16) > page_count) {
+    if (header &&
+        (memcmp(h, replMagic, 8) != 0 || tpdbGet32(h + 8) == 1 ||
+         page_count == UINT32_MAX || txn->db_pages != page_count + 1 ||
+         tpdbGet32(h + 16) > page_count)) {
         tpdbErrf(errmsg, "TPDB file commit: bad header page");
         return TPDB_INVALID;
     }
-    for (uint32_t i = 1; i < txn->n_pages; i++) {
+    for (uint32_t i = header ? 1 : 0; i < txn->n_pages; i++) {
         const struct tpdb_page *pg = &txn->pages[i];
-        if (pg->pgno <= txn->pages[i - 1].pgno || pg->pgno > txn->db_pages ||
-            pg->data == NULL) {
+        uint32_t prev = i > 0 ? txn->pages[i - 1].pgno : 1;
+        if (pg->pgno <= prev || pg->pgno > txn->db_pages || pg->data == NULL) {
             tpdbErrf(errmsg, "TPDB file commit: bad page %u", pg->pgno);
             return TPDB_INVALID;
         }
@@ -244,8 +300,7 @@ static int replCheckTxn(const struct tpdb_txn *txn, char *errmsg)
     return TPDB_OK;
 }
 
-/* Cuts the page file to the header plus page_count pages. */
-static int replTruncate(struct tpdb_file *f)
+int tfTruncateToCount(struct tpdb_file *f)
 {
     struct stat st;
     uint64_t want = TF_HDR + (uint64_t)f->page_count * TF_PAGE;
@@ -272,7 +327,7 @@ int tpdb_file_apply(const char *path, const struct tpdb_txn *txn, char *errmsg)
         tpdbErrf(errmsg, "tpdb_file_apply: NULL path");
         return TPDB_INVALID;
     }
-    int rc = replCheckTxn(txn, errmsg);
+    int rc = tfReplCheckTxn(txn, 1, errmsg);
     if (rc != TPDB_OK) {
         tpdbErrWrap(errmsg, "apply to %s", path);
         return rc;
@@ -294,7 +349,7 @@ int tpdb_file_apply(const char *path, const struct tpdb_txn *txn, char *errmsg)
         rc = tfCommitWrite(f, &durable);
     }
     if (rc == TPDB_OK) {
-        rc = replTruncate(f);
+        rc = tfTruncateToCount(f);
     }
     if (rc != TPDB_OK) {
         tpdbErrf(errmsg, "%s", f->errmsg);
