@@ -113,10 +113,13 @@ int fsmImageTxn(struct tpdb_txn *txn,
 }
 
 /* Adds database `name` to the list; with `manifest` also to the manifest
- * (a database this node meets for the first time). */
+ * (a database this node meets for the first time). `sqlite` says that the
+ * caller knows it is a SQLite database (an entry of a SQLite transaction
+ * or image made it): its file is not read to tell. */
 static int dbCreate(struct fsmState *s,
                     const char *name,
                     int manifest,
+                    int sqlite,
                     struct fsmDb **out,
                     char *errmsg)
 {
@@ -137,8 +140,12 @@ static int dbCreate(struct fsmState *s,
         return rc;
     }
     /* A TPDB page file starts with the TPDB magic, never a SQLite
-     * database. */
-    db->tpdbFile = fsmFileStartsWith(db->path, "TPANDADB", 8);
+     * database. The peek opens the file through SQLite's unix VFS (its
+     * POSIX locks), which allocates from SQLite's heap: on the loop thread
+     * that would take an allocation failure meant for a connection of the
+     * process (SQLite's malloc fault injection: backup_malloc.test), so it
+     * is skipped when the entry already says. */
+    db->tpdbFile = !sqlite && fsmFileStartsWith(db->path, "TPANDADB", 8);
     pthread_mutex_lock(&s->mutex);
     db->next = s->dbs;
     s->dbs = db;
@@ -147,11 +154,13 @@ static int dbCreate(struct fsmState *s,
     return TPDB_OK;
 }
 
-int fsmDbGet(struct fsmState *s,
-             const char *name,
-             struct fsmDb **out,
-             int *created,
-             char *errmsg)
+/* fsmDbGet; `sqlite` as for dbCreate. */
+static int dbGet(struct fsmState *s,
+                 const char *name,
+                 int sqlite,
+                 struct fsmDb **out,
+                 int *created,
+                 char *errmsg)
 {
     *created = 0;
     *out = fsmDbFind(s, name);
@@ -162,9 +171,18 @@ int fsmDbGet(struct fsmState *s,
         tpdbErrf(errmsg, "unsafe database name '%s'", name);
         return TPDB_CORRUPT;
     }
-    int rc = dbCreate(s, name, 1, out, errmsg);
+    int rc = dbCreate(s, name, 1, sqlite, out, errmsg);
     *created = rc == TPDB_OK;
     return rc;
+}
+
+int fsmDbGet(struct fsmState *s,
+             const char *name,
+             struct fsmDb **out,
+             int *created,
+             char *errmsg)
+{
+    return dbGet(s, name, 0, out, created, errmsg);
 }
 
 /* Registers the databases of the manifest (a restarted node keeps its
@@ -190,7 +208,7 @@ static int manifestLoad(struct fsmState *s, char *errmsg)
         struct fsmDb *db;
         line[strcspn(line, "\n")] = '\0';
         if (tpdbDbNameValid(line) && fsmDbFind(s, line) == NULL) {
-            rc = dbCreate(s, line, 0, &db, errmsg);
+            rc = dbCreate(s, line, 0, 0, &db, errmsg);
         }
     }
     fclose(f);
@@ -764,7 +782,9 @@ static int fsmApply(struct raft_fsm *fsm,
         return 0;
     }
     if (rc == TPDB_OK) {
-        rc = fsmDbGet(s, e.db, &db, &created, errmsg);
+        rc = dbGet(s, e.db,
+                   e.type == TPDB_ENTRY_TXN || e.type == TPDB_ENTRY_IMAGE, &db,
+                   &created, errmsg);
     }
     if (rc == TPDB_OK &&
         (e.type == TPDB_ENTRY_TPDBFILE || e.type == TPDB_ENTRY_TPDBFILE_BEGIN ||

@@ -106,8 +106,20 @@ static void registryRelease(struct vfsDb *db)
  * WAL-index is heap memory, or a VFS layered over tpdb that implements the
  * xShm methods itself, as SQLite's testvfs does: capture cannot see its
  * transactions at all). Allowed: the one rollback-journal transaction in which
- * PRAGMA journal_mode=WAL switches the file into WAL mode (wal_switch), and
- * main-file writes that change no byte (a rollback of what was refused). */
+ * PRAGMA journal_mode=WAL switches the file into WAL mode (wal_switch; with
+ * no schema, on a replicated main database, also an attached file's, which
+ * may change only page 1's switch bytes), and main-file writes that change
+ * no byte (a rollback of what was refused). */
+
+/* Set on this thread by PRAGMA journal_mode=WAL on a replicated main file:
+ * with no schema the PRAGMA switches every attached database too, and the
+ * file control reaches the main database alone, so an attached file in
+ * rollback mode learns of it only here. Its switch transaction may then
+ * take RESERVED (wal_switch 3), and may change only what a switch changes
+ * (switchWriteOk). Cleared by any other PRAGMA, by the next WAL write
+ * lock and by a main file's unlock to NONE on this thread: a later
+ * statement. */
+static _Thread_local int walSwitchPending;
 
 /* Records why a write was refused and returns TPDB_SQLITE_NOTWAL. */
 static int notWal(const struct vfsFile *f, const char *what)
@@ -128,6 +140,41 @@ static int notWal(const struct vfsFile *f, const char *what)
 static int mainWritable(const struct vfsFile *f)
 {
     return !f->replicated || f->shm_mapped || f->wal_switch == 2;
+}
+
+/* Succeeds when writing amt bytes of buf at ofst of `f` is what the switch
+ * into WAL writes: page 1 with the file format bytes (18, 19) set to 2, and
+ * else only the change counter (24-27) and version numbers (92-99) that
+ * every rollback-journal commit updates, or a new database's first page. */
+static int switchWriteOk(struct vfsFile *f,
+                         const void *buf,
+                         int amt,
+                         sqlite3_int64 ofst)
+{
+    const uint8_t *p = buf;
+    sqlite3_int64 size = 0;
+    uint8_t *cur;
+    int ok = 1;
+    if (ofst != 0 || amt < 100 || p[18] != 2 || p[19] != 2 ||
+        f->real->pMethods->xFileSize(f->real, &size) != SQLITE_OK) {
+        return 0;
+    }
+    if (size == 0) {
+        return 1;
+    }
+    cur = tpdb_malloc((size_t)amt);
+    if (cur == NULL ||
+        f->real->pMethods->xRead(f->real, cur, amt, ofst) != SQLITE_OK) {
+        tpdb_free(cur);
+        return 0;
+    }
+    for (int i = 0; i < amt && ok; i++) {
+        int may_change =
+            i == 18 || i == 19 || (i >= 24 && i < 28) || (i >= 92 && i < 100);
+        ok = may_change || cur[i] == p[i];
+    }
+    tpdb_free(cur);
+    return ok;
 }
 
 /* Succeeds when writing amt bytes of buf at ofst of `f` changes nothing. */
@@ -190,7 +237,8 @@ static int vfsWrite(sqlite3_file *file,
                       "tpdb that keeps a WAL-index of its own)");
     }
     if (f->kind == VFS_FILE_MAIN && !mainWritable(f) &&
-        !sameBytes(f, buf, amt, ofst)) {
+        !sameBytes(f, buf, amt, ofst) &&
+        (f->wal_switch != 3 || !switchWriteOk(f, buf, amt, ofst))) {
         return notWal(f, "a write outside WAL mode");
     }
     return f->real->pMethods->xWrite(f->real, buf, amt, ofst);
@@ -229,13 +277,20 @@ static int vfsLock(sqlite3_file *file, int lock)
 {
     struct vfsFile *f = (struct vfsFile *)file;
     int rc;
+    int attached_switch = 0;
     if (f->kind == VFS_FILE_MAIN && f->replicated &&
         lock == SQLITE_LOCK_RESERVED && f->wal_switch != 1) {
-        return notWal(f, "a rollback-journal write transaction");
+        attached_switch =
+            walSwitchPending && f->wal_switch == 0 && !f->shm_mapped;
+        if (!attached_switch) {
+            return notWal(f, "a rollback-journal write transaction");
+        }
     }
     rc = f->real->pMethods->xLock(f->real, lock);
     if (rc == SQLITE_OK && lock == SQLITE_LOCK_RESERVED && f->wal_switch == 1) {
         f->wal_switch = 2;
+    } else if (rc == SQLITE_OK && attached_switch) {
+        f->wal_switch = 3;
     }
     return rc;
 }
@@ -243,7 +298,10 @@ static int vfsLock(sqlite3_file *file, int lock)
 static int vfsUnlock(sqlite3_file *file, int lock)
 {
     struct vfsFile *f = (struct vfsFile *)file;
-    if (f->wal_switch == 2 && lock <= SQLITE_LOCK_SHARED) {
+    if (f->kind == VFS_FILE_MAIN && lock == SQLITE_LOCK_NONE) {
+        walSwitchPending = 0; /* a statement ended: the PRAGMA's is over */
+    }
+    if (f->wal_switch >= 2 && lock <= SQLITE_LOCK_SHARED) {
         f->wal_switch = 0; /* the switch's transaction ended */
     }
     return f->real->pMethods->xUnlock(f->real, lock);
@@ -263,6 +321,7 @@ static int pragmaCheck(struct vfsFile *f, char **args)
 {
     const char *name = args[1];
     const char *value = args[2];
+    walSwitchPending = 0;
     if (value == NULL) {
         return SQLITE_NOTFOUND;
     }
@@ -271,6 +330,7 @@ static int pragmaCheck(struct vfsFile *f, char **args)
         if (!f->shm_mapped && f->wal_switch == 0) {
             f->wal_switch = 1;
         }
+        walSwitchPending = 1;
         return SQLITE_NOTFOUND;
     }
     if (strcasecmp(name, "journal_mode") == 0) {
@@ -344,6 +404,10 @@ static int vfsShmLock(sqlite3_file *file, int ofst, int n, int flags)
     int rc;
     if (tracked && (flags & SQLITE_SHM_UNLOCK) != 0) {
         ended = captureDetach(f);
+    }
+    if (tracked && (flags & SQLITE_SHM_EXCLUSIVE) != 0 &&
+        (flags & SQLITE_SHM_LOCK) != 0) {
+        walSwitchPending = 0; /* a write transaction: a later statement */
     }
     if (tracked && (flags & SQLITE_SHM_EXCLUSIVE) != 0 &&
         (flags & SQLITE_SHM_LOCK) != 0 && f->hooks.version >= 2 &&

@@ -54,7 +54,9 @@ struct vfsFile {
     int wal_switch;              /* main: 1 PRAGMA journal_mode=WAL seen, its
                                     switch (a rollback-journal transaction on
                                     page 1) may come; 2 that transaction
-                                    holds RESERVED */
+                                    holds RESERVED; 3 an attached file's
+                                    switch by a PRAGMA with no schema holds
+                                    RESERVED (its writes checked) */
     struct tpdb_vfs_hooks hooks; /* main: copy taken at open */
     void *handle;                /* main: from hooks->db_open */
     sqlite3_file *real;          /* the unix file, right after this struct */

@@ -8,13 +8,15 @@
  * surviving another connection's open; read-only opens; a damaged file;
  * SQLITE_BUSY; a database deleted and recreated while the node runs; writes
  * outside WAL mode (a VFS layered over tpdb, an ATTACHed database) refused;
- * SQLite's PRNG stream left alone by a node starting. Last, the C call
+ * SQLite's PRNG stream left alone by a node starting; the first entry of a
+ * new database applied without reading its file. Last, the C call
  * tpdb_leader() gives what SELECT tpdb_leader() gives, truncated to a short
  * buffer, and SQLITE_NOTFOUND for a plain database of a directory no node
  * serves.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -524,6 +526,54 @@ static void testPrngUntouched(void **state)
     sqlite3_close(db);
 }
 
+/* An open(2) for the unix VFS that counts the opens of files named
+ * peekName by any thread but the test's own. */
+static sqlite3_syscall_ptr realOpen;
+static pthread_t testThread;
+static _Atomic int foreignOpens;
+static const char *peekName = "/fresh.db";
+
+static int countingOpen(const char *path, int flags, int mode)
+{
+    size_t n = strlen(path), m = strlen(peekName);
+    if (!pthread_equal(pthread_self(), testThread) && n >= m &&
+        strcmp(path + n - m, peekName) == 0) {
+        foreignOpens++;
+    }
+    int (*real)(const char *, int, int) =
+        (int (*)(const char *, int, int))realOpen;
+    return real(path, flags, mode);
+}
+
+/* The node's loop thread applies the first entry of a database new to it
+ * without opening its file through SQLite's unix VFS (which allocates from
+ * SQLite's heap, where SQLite's malloc fault injection then hit the node
+ * instead of the application: backup_malloc.test): a SQLite transaction's
+ * entry says what the database is. */
+static void testFirstEntryNoPeek(void **state)
+{
+    struct fixture *f = *state;
+    char fresh[HARNESS_PATH_MAX + 32];
+    sqlite3 *db = openTpdb(f->db); /* starts the directory's node */
+    exec(db, "CREATE TABLE t(x)");
+    snprintf(fresh, sizeof fresh, "%s/fresh.db", f->dir);
+    sqlite3 *d = openTpdb(fresh);
+    sqlite3_vfs *unixVfs = sqlite3_vfs_find("unix");
+    realOpen = unixVfs->xGetSystemCall(unixVfs, "open");
+    testThread = pthread_self();
+    foreignOpens = 0;
+    assert_int_equal(unixVfs->xSetSystemCall(unixVfs, "open",
+                                             (sqlite3_syscall_ptr)countingOpen),
+                     SQLITE_OK);
+    exec(d, "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    assert_int_equal(unixVfs->xSetSystemCall(unixVfs, "open", realOpen),
+                     SQLITE_OK);
+    assert_int_equal(foreignOpens, 0);
+    assert_int_equal(queryInt(d, "SELECT count(*) FROM t"), 1);
+    sqlite3_close(d);
+    sqlite3_close(db);
+}
+
 /* A pwrite64 for the unix VFS that, while armed, fails the first write
  * of non-zero bytes to a -wal file: the commit frame written once the
  * quorum holds the transaction (the VFS writes zeros in its place before
@@ -615,6 +665,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(testNotWalRefused, setup, teardown),
         cmocka_unit_test_setup_teardown(testPrngUntouched, setup, teardown),
         cmocka_unit_test_setup_teardown(testOwnWriteRedone, setup, teardown),
+        cmocka_unit_test_setup_teardown(testFirstEntryNoPeek, setup, teardown),
     };
     /* TPDB_TEST_FILTER=testBusy runs one case (a glob pattern). */
     if (getenv("TPDB_TEST_FILTER") != NULL) {

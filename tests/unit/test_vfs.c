@@ -636,6 +636,54 @@ static void testGuardAttach(void **state)
     sqlite3_close(db);
 }
 
+/* PRAGMA journal_mode=WAL with no schema switches every attached database
+ * (SQLite's wal-25.WAL), though the file control reaches only the main
+ * database: an empty attached database and one with rows written in
+ * rollback mode (through the plain VFS) both switch, and their writes are
+ * captured afterwards. A later rollback-journal write is still refused. */
+static void testGuardAttachNoSchemaSwitch(void **state)
+{
+    char sql[256];
+    sqlite3 *db;
+    (void)state;
+    snprintf(sql, sizeof sql, "%s/c.db", dir);
+    assert_int_equal(
+        sqlite3_open_v2(sql, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+                        VFS_PLAIN),
+        SQLITE_OK);
+    exec(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+    sqlite3_close(db);
+    db = openDb(path_a, VFS_HOOKED);
+    snprintf(sql, sizeof sql, "ATTACH '%s/b.db' AS aux", dir);
+    exec(db, sql);
+    snprintf(sql, sizeof sql, "ATTACH '%s/c.db' AS aux2", dir);
+    exec(db, sql);
+    snprintf(sql, sizeof sql, "ATTACH '%s/d.db' AS aux3", dir);
+    exec(db, sql);
+    exec(db, "CREATE TABLE t(x)");
+    exec(db, "PRAGMA journal_mode=WAL");
+    sqlite3_stmt *st;
+    assert_int_equal(
+        sqlite3_prepare_v2(db, "PRAGMA aux2.journal_mode", -1, &st, NULL),
+        SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
+    sqlite3_finalize(st);
+    int commits = rec.n_commit;
+    exec(db, "CREATE TABLE aux.t(x)");
+    exec(db, "INSERT INTO aux2.t VALUES (2)");
+    assert_int_equal(rec.n_commit, commits + 2);
+    assert_int_equal(queryInt(db, "SELECT sum(x) FROM aux2.t"), 3);
+    /* d.db switched too; one attached afterwards did not, and its
+     * rollback-journal write is refused as ever. */
+    snprintf(sql, sizeof sql, "ATTACH '%s/e.db' AS aux4", dir);
+    exec(db, sql);
+    assertNotWal(db, "CREATE TABLE aux4.t(x)", "rollback-journal write");
+    exec(db, "CREATE TABLE aux3.t(x)");
+    assert_int_equal(rec.n_commit, commits + 3);
+    sqlite3_close(db);
+}
+
 /* A connection that never switched to WAL (as one through a VFS layered
  * over tpdb is: the extension switches connections on "tpdb" only) cannot
  * write; the file stays empty. */
@@ -797,6 +845,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(testPaddingFrames, setup, teardown),
         cmocka_unit_test_setup_teardown(testNoCommitHook, setup, teardown),
         cmocka_unit_test_setup_teardown(testGuardAttach, setup, teardown),
+        cmocka_unit_test_setup_teardown(testGuardAttachNoSchemaSwitch, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(testGuardNotSwitched, setup, teardown),
         cmocka_unit_test_setup_teardown(testGuardNoSchemaPragma, setup,
                                         teardown),
