@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,13 +45,18 @@
 #define JOIN_RETRY_MS 200
 
 static int wakePipe[2] = {-1, -1};
-/* Set by SIGHUP; the housekeeping thread rereads --client-tokens. */
-static volatile sig_atomic_t reloadWanted;
+/* The signal mask main's waits run with: the process's own, which lets
+ * SIGTERM, SIGINT and SIGHUP in; everywhere else they stay blocked. */
+static sigset_t waitMask;
+/* Set by SIGHUP; the housekeeping thread rereads --client-tokens. An
+ * atomic, not a volatile sig_atomic_t: the handler and that thread run on
+ * different threads (lock-free atomics are safe in a handler). */
+static atomic_int reloadWanted;
 
 static void onHangup(int sig)
 {
     (void)sig;
-    reloadWanted = 1;
+    atomic_store(&reloadWanted, 1);
 }
 
 static void onSignal(int sig)
@@ -82,7 +88,20 @@ static int setupSignals(void)
         return -1;
     }
     signal(SIGPIPE, SIG_IGN);
-    return 0;
+    /* Blocked from here on, so every thread started later (the node's,
+     * libuv's and raft's, the server's) inherits the block and the signals
+     * reach the main thread only, in the waits that let them in
+     * (tpdbdServerRun, the DNS wait: ppoll with waitMask). A signal handed
+     * to a thread blocked in a call ThreadSanitizer does not intercept
+     * (raft's raw io_getevents) ran its handler only when that call
+     * returned, sometimes never: under TSan a SIGHUP or SIGTERM was then
+     * lost. */
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    return pthread_sigmask(SIG_BLOCK, &block, &waitMask) == 0 ? 0 : -1;
 }
 
 json_t *tpdbdStatus(struct tpdbd *d)
@@ -401,8 +420,7 @@ static void *housekeepingThread(void *arg)
             sizeForwards(h->d, st);
         }
         json_decref(st);
-        if (reloadWanted) {
-            reloadWanted = 0;
+        if (atomic_exchange(&reloadWanted, 0) != 0) {
             tpdbdAuthReload(h->d);
         }
         if (!announced) {
@@ -587,7 +605,7 @@ static int serveUntilSignal(struct tpdbd *d,
              "ready: node %s (raft id %llu), raft %s, client %s, data dir %s",
              d->cfg.node_id, (unsigned long long)d->cfg.raft_id,
              d->cfg.raft_addr, d->cfg.client_listen, d->dir);
-    tpdbdServerRun(*server, wakePipe[0]);
+    tpdbdServerRun(*server, wakePipe[0], &waitMask);
     tpdbdLog(TPDBD_INFO, "stopping");
     return 0;
 }
@@ -618,7 +636,8 @@ int main(int argc, char **argv)
         return 1;
     }
     if (d.cfg.dns_peers[0] != '\0') {
-        int found = tpdbdDnsDiscover(&d.cfg, wakePipe[0], err, sizeof err);
+        int found =
+            tpdbdDnsDiscover(&d.cfg, wakePipe[0], &waitMask, err, sizeof err);
         if (found > 0) {
             /* A signal during discovery: nothing was started yet. */
             tpdbdLog(TPDBD_INFO, "stopped during DNS discovery");

@@ -229,12 +229,14 @@ static int attempt(const struct tpdbd_config *cfg,
 
 /* Waits RETRY_MS, or until the deadline if that is sooner. Returns 1 as
  * soon as stopFd is readable (a signal asked to stop), else 0. */
-static int retryPause(long long deadline, int stopFd)
+static int retryPause(long long deadline, int stopFd, const sigset_t *wait_mask)
 {
     long long left = deadline - nowMs();
     long long ms = left < RETRY_MS ? left : RETRY_MS;
+    struct timespec ts = {.tv_sec = ms > 0 ? ms / 1000 : 0,
+                          .tv_nsec = ms > 0 ? (ms % 1000) * 1000000 : 0};
     struct pollfd p = {.fd = stopFd, .events = POLLIN};
-    return poll(&p, stopFd >= 0 ? 1 : 0, ms > 0 ? (int)ms : 0) > 0;
+    return ppoll(&p, stopFd >= 0 ? 1 : 0, &ts, wait_mask) > 0;
 }
 
 /* Fills cfg from a list that passed every check. */
@@ -279,6 +281,7 @@ static int apply(struct tpdbd_config *cfg,
 
 int tpdbdDnsDiscover(struct tpdbd_config *cfg,
                      int stopFd,
+                     const sigset_t *wait_mask,
                      char *err,
                      size_t size)
 {
@@ -305,7 +308,7 @@ int tpdbdDnsDiscover(struct tpdbd_config *cfg,
                      "ms for up to %u ms",
                      why + 7, RETRY_MS, wait);
         }
-        if (retryPause(deadline, stopFd)) {
+        if (retryPause(deadline, stopFd, wait_mask)) {
             return 1;
         }
     }

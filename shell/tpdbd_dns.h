@@ -11,6 +11,7 @@
 #ifndef TPDBD_DNS_H
 #define TPDBD_DNS_H
 
+#include <signal.h>
 #include <stddef.h>
 
 #include "shell/tpdbd_flags.h"
@@ -27,10 +28,12 @@
  * IP:--dns-client-port). Logs each new list ("DNS NAME → a, b (2
  * addresses)") and the own IP on stderr. Blocks; call before any thread
  * starts. Between lookups it returns 1 at once if stopFd (-1: none) is
- * readable, e.g. the signal pipe after SIGTERM. Returns 0, 1, or -1 with
- * the "ERROR: ..." line in err (size bytes). */
+ * readable, e.g. the signal pipe after SIGTERM; those pauses run with the
+ * signal mask wait_mask (ppoll; NULL: the thread's own). Returns 0, 1, or -1
+ * with the "ERROR: ..." line in err (size bytes). */
 int tpdbdDnsDiscover(struct tpdbd_config *cfg,
                      int stopFd,
+                     const sigset_t *wait_mask,
                      char *err,
                      size_t size);
 

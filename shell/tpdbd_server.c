@@ -356,12 +356,14 @@ static void acceptOne(struct tpdbd_server *s)
     }
 }
 
-void tpdbdServerRun(struct tpdbd_server *s, int wake_fd)
+void tpdbdServerRun(struct tpdbd_server *s,
+                    int wake_fd,
+                    const sigset_t *wait_mask)
 {
     for (;;) {
         struct pollfd p[2] = {{.fd = s->fd, .events = POLLIN},
                               {.fd = wake_fd, .events = POLLIN}};
-        int rv = poll(p, 2, -1);
+        int rv = ppoll(p, 2, NULL, wait_mask);
         if (rv < 0 && errno != EINTR) {
             tpdbdLog(TPDBD_ERROR, "poll: %s", strerror(errno));
             return;

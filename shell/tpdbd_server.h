@@ -12,6 +12,8 @@
 #ifndef TPDBD_SERVER_H
 #define TPDBD_SERVER_H
 
+#include <signal.h>
+
 #include "shell/tpdbd.h"
 
 #define TPDBD_IDLE_MS 60000
@@ -26,8 +28,11 @@ int tpdbdServerInit(struct tpdbd_server **out,
                     size_t size);
 
 /* Accepts connections until wake_fd (a signal's self-pipe) becomes
- * readable. */
-void tpdbdServerRun(struct tpdbd_server *s, int wake_fd);
+ * readable. It waits with the signal mask wait_mask (ppoll; NULL: the
+ * thread's own), which lets in the signals kept blocked elsewhere. */
+void tpdbdServerRun(struct tpdbd_server *s,
+                    int wake_fd,
+                    const sigset_t *wait_mask);
 
 /* Stops accepting, lets each connection finish the request it is
  * answering (reading no more), waits up to timeout_ms for their threads,
