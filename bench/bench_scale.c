@@ -8,6 +8,7 @@
  *   - steady RSS (after the load) and peak RSS (VmHWM) of every node;
  *   - one-row INSERTs on the leader for --probe-seconds while snapshots are
  *     taken: commits, p99 and longest commit, snapshots taken, term changes;
+ *   - the size of the followers' WAL files after the load and the probe;
  *   - restart of a SIGKILLed follower until it has applied the leader's
  *     index, and catch-up of a follower whose database files were deleted
  *     (streamed from a peer), next to `cp` + `sync` of the same file.
@@ -545,6 +546,21 @@ static void printTraceSizes(struct run *r)
     printf("\n");
 }
 
+/* The size of the followers' WAL files (which restart after a complete
+ * checkpoint, so a bounded size means the WAL restarts). */
+static void printWalSizes(struct run *r, const char *when)
+{
+    char path[PATH_MAX + 32];
+    printf("  follower WAL files %s:", when);
+    for (int id = 2; id <= 3; id++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/n%d/app.db-wal", r->tmp, id);
+        printf(" node%d %.1f MB", id,
+               stat(path, &st) == 0 ? (double)st.st_size / 1e6 : -1.0);
+    }
+    printf("\n");
+}
+
 /* SIGKILLs node 2, optionally deletes its database, restarts it; returns
  * the seconds until it has applied the leader's index, or -1. With
  * --trace, prints the kill and the catch-up on tpdbNowMs's clock (the one
@@ -621,8 +637,10 @@ static int runSize(struct run *r, unsigned mb)
     waitApplied(r, 3, index);
     printMem(r, "loaded");
     fflush(stdout);
+    printWalSizes(r, "after the load");
     probe(r);
     printMem(r, "probed");
+    printWalSizes(r, "after the probe");
     if (r->o->txn_mb > 0) {
         bigTxn(r, r->o->txn_mb);
     }

@@ -265,7 +265,7 @@ int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg)
         *out = NULL;
         return TPDB_IOERR;
     }
-    sqlite3_busy_timeout(*out, 1000);
+    sqlite3_busy_timeout(*out, FSM_INTERNAL_BUSY_MS);
     /* Internal connections never run SQLite's own autocheckpoint: they have
      * no SQLite-level writes. Checkpoints are explicit. */
     sqlite3_wal_autocheckpoint(*out, 0);

@@ -27,6 +27,8 @@
 /* How long apply waits for a busy write lock before queueing: not at all,
  * the loop thread must not wait on locks; the drain timer retries. */
 #define FSM_APPLY_LOCK_MS 0
+/* The busy timeout of internal connections (fsmOpenInternal), in ms. */
+#define FSM_INTERNAL_BUSY_MS 1000
 /* WAL frames applied between two PASSIVE checkpoints. */
 #define FSM_CHECKPOINT_FRAMES 1000
 
