@@ -691,6 +691,7 @@ static int mustQueue(struct fsmState *s, struct fsmDb *db, uint64_t index)
 {
     pthread_mutex_lock(&s->mutex);
     s->lastApplied = index;
+    s->lastStored = s->raft != NULL ? s->raft->last_stored : 0;
     db->lastSeen = index;
     int queue = db->fetching || db->pendingHead != NULL;
     pthread_cond_broadcast(&s->cond);

@@ -8,6 +8,8 @@
  * database. PASSIVE never waits for readers or writers and never takes the
  * write lock, so it cannot hold apply back; only once the WAL is large, a
  * last FULL round holds it for a few ms, so that the WAL can restart.
+ * These connections skip SQLite's sync of the WAL before a checkpoint
+ * while the local log on disk holds every applied entry (ckptSyncSkip).
  *
  * The same thread writes the queued entries of TPDB page files: each is a
  * commit through the format's WAL protocol, with its fdatasync and fsyncs,
@@ -22,6 +24,7 @@
 #include <string.h>
 
 #include "raftfsm/fsmint.h"
+#include "vfs/vfs.h"
 
 /* PASSIVE checkpoints run in a row at most, while each ends short. */
 #define CKPT_ROUNDS 3
@@ -107,6 +110,20 @@ static void checkpointOne(struct fsmDb *db, sqlite3 *conn, int hold)
     }
     tpdbLog(TPDB_LOG_DEBUG, "checkpoint %s: %s (%d frames)", db->name,
             complete ? "complete" : "short", frames);
+}
+
+/* The WAL sync filter of the checkpointer's connections: the sync SQLite
+ * runs before a checkpoint copies frames is skipped while every entry
+ * applied so far is in the local log on disk, the log replayed after a
+ * power loss (docs/design.md, "Durability of the local copy"). Asked at
+ * the sync itself, so it covers every frame the checkpoint may copy. */
+static int ckptSyncSkip(void *arg)
+{
+    struct fsmState *s = arg;
+    pthread_mutex_lock(&s->mutex);
+    int skip = s->lastApplied <= s->lastStored;
+    pthread_mutex_unlock(&s->mutex);
+    return skip;
 }
 
 /* What the checkpointer thread does for the database nextWanted picks. */
@@ -196,6 +213,12 @@ static void *checkpointerMain(void *arg)
             tpdbLog(TPDB_LOG_WARN, "checkpoint %s: %s", db->name, errmsg);
         }
         db->ckptId = db->ckptConn != NULL ? fsmFileId(db->path) : 0;
+        /* Set at every checkpoint: SQLite may have reopened the WAL. */
+        if (db->ckptConn != NULL &&
+            tpdbVfsWalSyncFilter(db->ckptConn, ckptSyncSkip, s, errmsg) !=
+                TPDB_OK) {
+            tpdbLog(TPDB_LOG_DEBUG, "checkpoint %s: %s", db->name, errmsg);
+        }
         if (db->ckptConn != NULL) {
             checkpointOne(db, db->ckptConn, 1);
         }

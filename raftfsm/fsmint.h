@@ -120,7 +120,10 @@ struct fsmState {
     struct tpdb_proposal *proposals; /* (mutex) */
     struct fsmDb *dbs;               /* (mutex) for lookups off the loop */
     unsigned nPending;               /* (mutex) queued in every database */
-    uint64_t lastApplied;        /* (mutex) index of the last entry applied */
+    uint64_t lastApplied; /* (mutex) index of the last entry applied */
+    /* (mutex) raft's last_stored when the last entry was applied: the
+     * local log on disk holds every entry up to it. */
+    uint64_t lastStored;
     struct tpdb_fsm_stats stats; /* (mutex) */
     struct tpdb_fsm_fetcher fetcher;
     /* Bound of each database's queue (tpdbFsmSetQueueLimit). */
