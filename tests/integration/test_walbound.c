@@ -112,6 +112,9 @@ static void testFollowerWalBounded(void **state)
             long long frames = walFrames(c, i);
             most[i] = frames > most[i] ? frames : most[i];
             long long pages = nodesStat(c, i, "applied_pages");
+            if (pages < 0) {
+                fail_msg("node %d does not answer", i + 1);
+            }
             least = least < 0 || pages < least ? pages : least;
         }
     }
