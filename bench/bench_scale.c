@@ -8,6 +8,8 @@
  *   - steady RSS (after the load) and peak RSS (VmHWM) of every node;
  *   - one-row INSERTs on the leader for --probe-seconds while snapshots are
  *     taken: commits, p99 and longest commit, snapshots taken, term changes;
+ *   - bytes each node wrote during the load (/proc/PID/io);
+ *   - the size of the followers' WAL files after the load and the probe;
  *   - restart of a SIGKILLed follower until it has applied the leader's
  *     index, and catch-up of a follower whose database files were deleted
  *     (streamed from a peer), next to `cp` + `sync` of the same file.
@@ -376,6 +378,41 @@ static double memMb(pid_t pid, const char *field)
     return kb / 1024;
 }
 
+/* write_bytes less cancelled_write_bytes of pid (0: this process) from
+ * /proc/PID/io, in MB: the bytes of page-cache pages it dirtied (counted
+ * once per clean-to-dirty change), less those of dirty pages truncated
+ * away before they were written; -1 if unknown. */
+static double writtenMb(pid_t pid)
+{
+    char path[64], line[256];
+    double bytes = -1;
+    double cancelled = 0;
+    snprintf(path, sizeof path, "/proc/self/io");
+    if (pid != 0) {
+        snprintf(path, sizeof path, "/proc/%ld/io", (long)pid);
+    }
+    FILE *f = fopen(path, "r");
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, "write_bytes:", 12) == 0) {
+            bytes = strtod(line + 12, NULL);
+        }
+        if (strncmp(line, "cancelled_write_bytes:", 22) == 0) {
+            cancelled = strtod(line + 22, NULL);
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    return bytes < 0 ? -1 : (bytes - cancelled) / 1e6;
+}
+
+static void writtenAll(struct run *r, double mb[3])
+{
+    mb[0] = writtenMb(0);
+    mb[1] = writtenMb(r->child[0]);
+    mb[2] = writtenMb(r->child[1]);
+}
+
 static void printMem(struct run *r, const char *when)
 {
     printf(
@@ -545,6 +582,21 @@ static void printTraceSizes(struct run *r)
     printf("\n");
 }
 
+/* The size of the followers' WAL files (which restart after a complete
+ * checkpoint, so a bounded size means the WAL restarts). */
+static void printWalSizes(struct run *r, const char *when)
+{
+    char path[PATH_MAX + 32];
+    printf("  follower WAL files %s:", when);
+    for (int id = 2; id <= 3; id++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/n%d/app.db-wal", r->tmp, id);
+        printf(" node%d %.1f MB", id,
+               stat(path, &st) == 0 ? (double)st.st_size / 1e6 : -1.0);
+    }
+    printf("\n");
+}
+
 /* SIGKILLs node 2, optionally deletes its database, restarts it; returns
  * the seconds until it has applied the leader's index, or -1. With
  * --trace, prints the kill and the catch-up on tpdbNowMs's clock (the one
@@ -608,6 +660,8 @@ static int runSize(struct run *r, unsigned mb)
     }
     unsigned failed = 0;
     long long term0 = maxTerm(r);
+    double io0[3], io1[3];
+    writtenAll(r, io0);
     double rate = load(r->db, mb, r, &failed);
     printf("  load, tpdb 3 nodes: %.1f MB/s", rate);
     if (full > 0 && normal > 0) {
@@ -619,10 +673,19 @@ static int runSize(struct run *r, unsigned mb)
     long long index = statusInt(r, 1, "applied_index", NULL);
     waitApplied(r, 2, index);
     waitApplied(r, 3, index);
+    writtenAll(r, io1);
+    printf(
+        "  written during the load (/proc/PID/io write_bytes - cancelled): "
+        "node1 %.0f MB, "
+        "node2 %.0f MB, node3 %.0f MB (%.2f, %.2f, %.2f per MB loaded)\n",
+        io1[0] - io0[0], io1[1] - io0[1], io1[2] - io0[2],
+        (io1[0] - io0[0]) / mb, (io1[1] - io0[1]) / mb, (io1[2] - io0[2]) / mb);
     printMem(r, "loaded");
     fflush(stdout);
+    printWalSizes(r, "after the load");
     probe(r);
     printMem(r, "probed");
+    printWalSizes(r, "after the probe");
     if (r->o->txn_mb > 0) {
         bigTxn(r, r->o->txn_mb);
     }

@@ -283,7 +283,7 @@ int fsmOpenInternal(const char *path, sqlite3 **out, char *errmsg)
         *out = NULL;
         return TPDB_IOERR;
     }
-    sqlite3_busy_timeout(*out, 1000);
+    sqlite3_busy_timeout(*out, FSM_INTERNAL_BUSY_MS);
     /* Internal connections never run SQLite's own autocheckpoint: they have
      * no SQLite-level writes. Checkpoints are explicit. */
     sqlite3_wal_autocheckpoint(*out, 0);
@@ -744,6 +744,7 @@ static int mustQueue(struct fsmState *s, struct fsmDb *db, uint64_t index)
 {
     pthread_mutex_lock(&s->mutex);
     s->lastApplied = index;
+    s->lastStored = s->raft != NULL ? s->raft->last_stored : 0;
     db->lastSeen = index;
     int queue = db->fetching || db->pendingHead != NULL;
     pthread_cond_broadcast(&s->cond);

@@ -27,6 +27,8 @@
 /* How long apply waits for a busy write lock before queueing: not at all,
  * the loop thread must not wait on locks; the drain timer retries. */
 #define FSM_APPLY_LOCK_MS 0
+/* The busy timeout of internal connections (fsmOpenInternal), in ms. */
+#define FSM_INTERNAL_BUSY_MS 1000
 /* WAL frames applied between two PASSIVE checkpoints. */
 #define FSM_CHECKPOINT_FRAMES 1000
 /* A queued entry that keeps failing (disk full, a damaged file) is retried
@@ -131,7 +133,10 @@ struct fsmState {
     struct tpdb_proposal *proposals; /* (mutex) */
     struct fsmDb *dbs;               /* (mutex) for lookups off the loop */
     unsigned nPending;               /* (mutex) queued in every database */
-    uint64_t lastApplied;        /* (mutex) index of the last entry applied */
+    uint64_t lastApplied; /* (mutex) index of the last entry applied */
+    /* (mutex) raft's last_stored when the last entry was applied: the
+     * local log on disk holds every entry up to it. */
+    uint64_t lastStored;
     struct tpdb_fsm_stats stats; /* (mutex) */
     struct tpdb_fsm_fetcher fetcher;
     /* Bound of each database's queue (tpdbFsmSetQueueLimit). */

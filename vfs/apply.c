@@ -3,10 +3,10 @@
  * and keeps the real WAL-index in step, so every reader in any process sees
  * it on its next read. Under the WAL write lock: check both WAL-index header
  * copies (a read on the connection repairs a bad index), restart a fully
- * checkpointed WAL if no reader uses it (its new header synced before any
- * frame), append checksummed frames, sync, index them, publish copy 1,
- * barrier, copy 0. Nothing is published unless every earlier step
- * succeeded; a crash before publication leaves frames that WAL recovery
+ * checkpointed WAL if no reader uses it (the file truncated, its new
+ * header synced before any frame), append checksummed frames, sync, index them,
+ * publish copy 1, barrier, copy 0. Nothing is published unless every earlier
+ * step succeeded; a crash before publication leaves frames that WAL recovery
  * brings back, which is right since Raft committed them.
  *
  * A staged apply (tpdbVfsStage*) does the same for a transaction that
@@ -163,14 +163,26 @@ static int writeWalHdr(struct walCtx *c, uint32_t page_size)
             seq = tpdbGetBe32(hdr + 12) + 1;
         }
     }
+    /* A restarted WAL is truncated first (as SQLite's writer does with a
+     * journal_size_limit): the old generation's frames that are still
+     * dirty in the page cache are then dropped, not written by the sync
+     * below. The node's checkpointer does not sync the WAL (see
+     * docs/design.md, "Durability of the local copy"), so most of them
+     * never reach the disk. */
+    if (rc == SQLITE_OK && size > WAL_HDR_SIZE) {
+        rc = c->wal->pMethods->xTruncate(c->wal, 0);
+    }
     newSalts(c->h.salt);
     walHdrEncode(hdr, page_size, seq, c->h.salt, c->h.frame_cksum);
-    rc = c->wal->pMethods->xWrite(c->wal, hdr, WAL_HDR_SIZE, 0);
-    /* Synced before any frame, as SQLite's writer does: a restarted WAL
-     * still holds the old generation's frames, and were new frames to
-     * reach the disk without the header, recovery after a power loss
-     * would take the old header and the old frames not yet overwritten
-     * for the database, over the newer checkpointed main file. */
+    if (rc == SQLITE_OK) {
+        rc = c->wal->pMethods->xWrite(c->wal, hdr, WAL_HDR_SIZE, 0);
+    }
+    /* Synced before any frame, as SQLite's writer does: until the
+     * truncation and the header are on disk, the file there may still
+     * hold the old generation's frames, and were new frames to reach the
+     * disk without the header, recovery after a power loss would take the
+     * old header and the old frames not yet overwritten for the database,
+     * over the newer checkpointed main file. */
     if (rc == SQLITE_OK) {
         rc = c->wal->pMethods->xSync(c->wal, SQLITE_SYNC_NORMAL);
     }

@@ -17,6 +17,7 @@
 #include <strings.h>
 
 #include "vfs/vfsint.h"
+#include "vfs/walfile.h"
 
 /* A registered VFS: SQLite's struct first, then what the methods need. */
 struct vfsInstance {
@@ -259,6 +260,10 @@ static int vfsTruncate(sqlite3_file *file, sqlite3_int64 size)
 static int vfsSync(sqlite3_file *file, int flags)
 {
     struct vfsFile *f = (struct vfsFile *)file;
+    if (f->kind == VFS_FILE_WAL && f->sync_skip != NULL &&
+        f->sync_skip(f->sync_skip_arg)) {
+        return SQLITE_OK;
+    }
     int rc = f->real->pMethods->xSync(f->real, flags);
     if (rc != SQLITE_OK && f->kind == VFS_FILE_WAL && f->db != NULL &&
         f->db->session.active) {
@@ -761,4 +766,36 @@ void *tpdbVfsHandleOf(sqlite3 *conn)
     }
     struct vfsFile *f = (struct vfsFile *)fp;
     return f->kind == VFS_FILE_MAIN && f->replicated ? f->handle : NULL;
+}
+
+/* The tpdb WAL file of conn's main database, or NULL. */
+static struct vfsFile *walOf(sqlite3 *conn)
+{
+    sqlite3_file *fp = NULL;
+    if (sqlite3_file_control(conn, "main", SQLITE_FCNTL_JOURNAL_POINTER, &fp) !=
+            SQLITE_OK ||
+        fp == NULL || fp->pMethods != &vfsIoMethods) {
+        return NULL;
+    }
+    struct vfsFile *f = (struct vfsFile *)fp;
+    return f->kind == VFS_FILE_WAL ? f : NULL;
+}
+
+int tpdbVfsWalSyncFilter(sqlite3 *conn,
+                         int (*skip)(void *arg),
+                         void *arg,
+                         char *errmsg)
+{
+    struct vfsFile *wal = walOf(conn);
+    if (wal == NULL) {
+        walCtxConnRead(conn);
+        wal = walOf(conn);
+    }
+    if (wal == NULL) {
+        tpdbErrf(errmsg, "WAL sync filter: no tpdb WAL open on the connection");
+        return TPDB_INVALID;
+    }
+    wal->sync_skip = skip;
+    wal->sync_skip_arg = arg;
+    return TPDB_OK;
 }

@@ -129,6 +129,20 @@ const char *tpdbVfsLastError(void);
  * or NULL when that file is not a replicated tpdb file. */
 void *tpdbVfsHandleOf(sqlite3 *conn);
 
+/* Makes every later sync of the WAL of conn (a connection through the tpdb
+ * VFS, in WAL mode: its WAL is opened first if need be) ask skip(arg)
+ * first, on the syncing thread: non-zero skips that sync (SQLITE_OK
+ * without an fsync). For a connection whose WAL syncs are not needed for
+ * durability, the node's checkpointer connection (docs/design.md,
+ * "Durability of the local copy"); no other file or connection is
+ * affected, and a WAL reopened by SQLite syncs again. skip and arg are
+ * borrowed: valid while conn is open. skip NULL: every sync is done.
+ * Errors: TPDB_INVALID (no tpdb WAL). */
+int tpdbVfsWalSyncFilter(sqlite3 *conn,
+                         int (*skip)(void *arg),
+                         void *arg,
+                         char *errmsg);
+
 /* Applies a replicated transaction to the database open on `conn`, which
  * must be a connection opened through the tpdb VFS, in WAL mode, with no
  * transaction open on it. Appends the frames to the WAL with valid

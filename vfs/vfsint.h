@@ -60,6 +60,10 @@ struct vfsFile {
     struct tpdb_vfs_hooks hooks; /* main: copy taken at open */
     void *handle;                /* main: from hooks->db_open */
     sqlite3_file *real;          /* the unix file, right after this struct */
+    /* WAL: asked at each sync whether to skip it (tpdbVfsWalSyncFilter);
+     * NULL: every sync is done. */
+    int (*sync_skip)(void *arg);
+    void *sync_skip_arg;
 };
 
 /* The io methods of every tpdb file; apply.c uses it to check that a

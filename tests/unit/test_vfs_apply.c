@@ -370,6 +370,89 @@ static void testApplyMixed(void **state)
     assert_string_equal(out, want);
 }
 
+static long long fileSize(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+/* The apply that restarts B's fully checkpointed WAL truncates the file
+ * first: what is left is the new header and the new transaction's frames
+ * (the old generation's, still dirty in the page cache, are dropped rather
+ * than written by the header's sync), and a copy without the WAL-index
+ * still recovers every transaction. */
+static void testApplyRestartTruncates(void **state)
+{
+    struct fixture *f = *state;
+    char wal[160];
+    snprintf(wal, sizeof wal, "%s-wal", f->path_b);
+    exec(f->a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    insertBlobs(f->a, 200, 3000);
+    assert_int_equal(f->apply_rc, TPDB_OK);
+    long long before = fileSize(wal);
+    assert_true(before > 100 * 4096);
+    assert_true(walFrames(f->reader) > 100);
+    exec(f->a, "INSERT INTO t(v) VALUES ('restart')");
+    assert_int_equal(f->apply_rc, TPDB_OK);
+    sqlite3_int64 frames = walFrames(f->reader);
+    assert_true(frames > 0 && frames < 10);
+    assert_int_equal(
+        fileSize(wal),
+        32 + frames * (queryInt(f->reader, "PRAGMA page_size") + 24));
+    assertRecovers(f);
+    assertIdentical(f);
+}
+
+static int syncSkips;
+
+static int countingSkip(void *arg)
+{
+    syncSkips++;
+    return *(int *)arg;
+}
+
+/* tpdbVfsWalSyncFilter: the sync of the WAL that a checkpoint on that
+ * connection runs asks the filter (skipped or not, the checkpoint
+ * completes and B stays whole); a checkpoint on another connection does
+ * not; a connection not in WAL mode is refused. */
+static void testWalSyncFilter(void **state)
+{
+    struct fixture *f = *state;
+    char errmsg[TPDB_ERRMSG_SIZE] = "";
+    int skip = 1;
+    exec(f->a, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
+    sqlite3 *ck = openDb(f->path_b, VFS_PLAIN, 0);
+    assert_int_equal(tpdbVfsWalSyncFilter(ck, countingSkip, &skip, errmsg),
+                     TPDB_OK);
+    for (int i = 0; i < 2; i++) {
+        skip = i == 0;
+        syncSkips = 0;
+        insertBlobs(f->a, 20, 3000);
+        assert_int_equal(f->apply_rc, TPDB_OK);
+        exec(f->reader, "PRAGMA wal_checkpoint(PASSIVE)");
+        assert_int_equal(syncSkips, 0);
+        insertBlobs(f->a, 20, 3000);
+        exec(ck, "PRAGMA wal_checkpoint(PASSIVE)");
+        assert_true(syncSkips >= 1);
+    }
+    assert_int_equal(tpdbVfsWalSyncFilter(ck, NULL, NULL, errmsg), TPDB_OK);
+    syncSkips = 0;
+    insertBlobs(f->a, 20, 3000);
+    exec(ck, "PRAGMA wal_checkpoint(PASSIVE)");
+    assert_int_equal(syncSkips, 0);
+    sqlite3_close(ck);
+    assertRecovers(f);
+    assertIdentical(f);
+
+    char path[160];
+    snprintf(path, sizeof path, "%s/rollback.db", f->dir);
+    sqlite3 *rb = openDb(path, VFS_PLAIN, 0);
+    exec(rb, "CREATE TABLE x(a)");
+    assert_int_equal(tpdbVfsWalSyncFilter(rb, countingSkip, &skip, errmsg),
+                     TPDB_INVALID);
+    sqlite3_close(rb);
+}
+
 /* B's own connections keep working around applied transactions: a read
  * transaction keeps its snapshot, SQLite's writer takes the write lock in
  * between, and PASSIVE, RESTART and TRUNCATE checkpoints run. */
@@ -706,6 +789,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(testApplyPageSizes, setup, teardown),
         cmocka_unit_test_setup_teardown(testApplyMixed, setup, teardown),
         cmocka_unit_test_setup_teardown(testApplyInterleaved, setup, teardown),
+        cmocka_unit_test_setup_teardown(testApplyRestartTruncates, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(testWalSyncFilter, setup, teardown),
         cmocka_unit_test_setup_teardown(testApplyConcurrentReaders, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testApplyErrors, setup, teardown),
