@@ -706,6 +706,16 @@ int clusterStepUntilApplied(struct cluster *c, unsigned i, raft_index index)
     return raft_fixture_step_until_applied(&c->f, i, index, CLUSTER_WAIT_MS);
 }
 
+void clusterSnapshotEvery(struct cluster *c,
+                          unsigned threshold,
+                          unsigned trailing)
+{
+    for (unsigned i = 0; i < raft_fixture_n(&c->f); i++) {
+        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), threshold);
+        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), trailing);
+    }
+}
+
 void clusterIsolate(struct cluster *c, unsigned i, int disconnect)
 {
     for (unsigned j = 0; j < c->n; j++) {

@@ -106,6 +106,12 @@ sqlite3 *clusterOpen(struct cluster *c, unsigned i, const char *name);
  * Returns 1 on success, 0 if the fixture's time limit passed. */
 int clusterStepUntilApplied(struct cluster *c, unsigned i, raft_index index);
 
+/* Every server takes a snapshot each `threshold` applied entries and keeps
+ * `trailing` entries behind it. */
+void clusterSnapshotEvery(struct cluster *c,
+                          unsigned threshold,
+                          unsigned trailing);
+
 /* Isolates server i from (disconnect = 1) or reconnects it to (0) every
  * other server, both directions. */
 void clusterIsolate(struct cluster *c, unsigned i, int disconnect);

@@ -412,10 +412,7 @@ static void testSnapshotInstall(void **state)
 {
     struct cluster *c = *state;
     struct tpdb_fsm_stats st;
-    for (unsigned i = 0; i < CLUSTER_N; i++) {
-        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 8);
-        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 2);
-    }
+    clusterSnapshotEvery(c, 8, 2);
     unsigned l = clusterLeaderReady(c);
     assert_int_not_equal(l, CLUSTER_NONE);
     unsigned f = (l + 2) % CLUSTER_N;
@@ -492,10 +489,7 @@ static void testNewServerBySnapshot(void **state)
     struct cluster *c = *state;
     struct tpdb_fsm_stats st;
     struct changeWait w;
-    for (unsigned i = 0; i < c->n; i++) {
-        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 8);
-        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 2);
-    }
+    clusterSnapshotEvery(c, 8, 2);
     unsigned l = clusterLeaderReady(c);
     assert_int_not_equal(l, CLUSTER_NONE);
     sqlite3 *db = openApp(c, l, 1);
@@ -590,10 +584,7 @@ static void testFollowerBusyLockBounded(void **state)
     unsigned l = clusterLeaderReady(c);
     assert_int_not_equal(l, CLUSTER_NONE);
     unsigned f = (l + 1) % CLUSTER_N;
-    for (unsigned i = 0; i < CLUSTER_N; i++) {
-        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 8);
-        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 4);
-    }
+    clusterSnapshotEvery(c, 8, 4);
     tpdbFsmSetQueueLimit(&c->s[f].fsm, 5, 1u << 30);
     sqlite3 *db = openApp(c, l, 1);
     insertRows(db, 4, "before", 100);

@@ -515,10 +515,7 @@ static void testSnapshotInstall(void **state)
     struct cluster *c = *state;
     struct writer w;
     struct tpdb_fsm_stats st;
-    for (unsigned i = 0; i < CLUSTER_N; i++) {
-        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 8);
-        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 2);
-    }
+    clusterSnapshotEvery(c, 8, 2);
     unsigned l = clusterLeaderReady(c);
     assert_int_not_equal(l, CLUSTER_NONE);
     unsigned f = (l + 2) % CLUSTER_N;
@@ -820,10 +817,7 @@ static void testDeltaSnapshotInstall(void **state)
     struct cluster *c = *state;
     struct writer w;
     struct tpdb_fsm_stats st;
-    for (unsigned i = 0; i < CLUSTER_N; i++) {
-        raft_set_snapshot_threshold(raft_fixture_get(&c->f, i), 3);
-        raft_set_snapshot_trailing(raft_fixture_get(&c->f, i), 1);
-    }
+    clusterSnapshotEvery(c, 3, 1);
     unsigned l = clusterLeaderReady(c);
     assert_int_not_equal(l, CLUSTER_NONE);
     unsigned f = (l + 2) % CLUSTER_N;
