@@ -687,7 +687,8 @@ void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db)
     pthread_mutex_lock(&s->mutex);
     struct fsmPending *p = db->pendingHead;
     pthread_mutex_unlock(&s->mutex);
-    int rc = fsmApplyEntry(s, db, &p->entry, p->index, 0, errmsg);
+    uint64_t index = p->index;
+    int rc = fsmApplyEntry(s, db, &p->entry, index, 0, errmsg);
     pthread_mutex_lock(&s->mutex);
     db->tfWriting = 0;
     int pop = rc == TPDB_OK || db->tfDropHead;
@@ -708,8 +709,10 @@ void fsmTfWriteHead(struct fsmState *s, struct fsmDb *db)
     }
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mutex);
+    /* p is not read once the mutex is dropped: with tfWriting cleared the
+     * loop thread may clear the queue (fsmPendingClear) and free it. */
     if (!pop && rc != TPDB_BUSY) {
-        logApplyError(s, db, p->index, errmsg);
+        logApplyError(s, db, index, errmsg);
     }
     if (pop) {
         tpdbEntryRelease(&p->entry);
@@ -796,8 +799,12 @@ static int fsmApply(struct raft_fsm *fsm,
         /* Kept before the acknowledgement: the client may write, and fail
          * to, as soon as it is acknowledged. */
         ownKeep(s, db, buf, e.type, index);
+        /* Recorded before the acknowledgement too: once woken, the client
+         * writes the entry's frames, and a checkpoint that then copies
+         * them must see this index as applied (ckptSyncSkip compares it
+         * with what the local log holds on disk). */
+        mustQueue(s, db, index);
         if (ackOwn(s, db, e.seq, e.type)) {
-            mustQueue(s, db, index);
             return 0;
         }
         ownKeep(s, db, NULL, e.type, index);
