@@ -31,15 +31,6 @@ static struct tpdbds c;
 
 static const char *const flags[] = {"--commit-ms=5000", NULL};
 
-static char *text(json_t *o)
-{
-    static char buf[2048];
-    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
-    free(t);
-    return buf;
-}
-
 /* The reply of member i to the printf-style line, asserted ok:true. */
 static json_t *ok(int i, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -52,7 +43,7 @@ static json_t *ok(int i, const char *fmt, ...)
     va_end(ap);
     json_t *o = tpdbdsRequest(c.client[i], line);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("n%d: %s -> %s", i + 1, line, text(o));
+        fail_msg("n%d: %s -> %s", i + 1, line, tpdbdsText(o));
     }
     return o;
 }
@@ -65,8 +56,8 @@ static void refused(int i, const char *line, const char *prefix)
     const char *e = json_string_value(json_object_get(o, "error"));
     if (!json_is_false(json_object_get(o, "ok")) || e == NULL ||
         strncmp(e, prefix, strlen(prefix)) != 0) {
-        fail_msg("n%d: %s -> %s, not an error '%s...'", i + 1, line, text(o),
-                 prefix);
+        fail_msg("n%d: %s -> %s, not an error '%s...'", i + 1, line,
+                 tpdbdsText(o), prefix);
     }
     json_decref(o);
 }

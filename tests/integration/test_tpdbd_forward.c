@@ -38,19 +38,10 @@ static struct tpdbds c;
 static const char *const flags[] = {"--commit-ms=5000", "--max-clients=8",
                                     NULL};
 
-static char *text(json_t *o)
-{
-    static _Thread_local char buf[2048];
-    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
-    free(t);
-    return buf;
-}
-
 static void okReply(json_t *o, const char *what)
 {
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("%s -> %s", what, text(o));
+        fail_msg("%s -> %s", what, tpdbdsText(o));
     }
 }
 
@@ -80,7 +71,7 @@ static long long queued(int i)
     json_t *o = tpdbdsCall(&c, i, "{\"action\":\"metrics\"}");
     json_t *v = json_object_get(json_object_get(o, "group_commit"), "queued");
     if (!json_is_integer(v)) {
-        fail_msg("metrics on n%d: %s", i + 1, text(o));
+        fail_msg("metrics on n%d: %s", i + 1, tpdbdsText(o));
     }
     long long n = json_integer_value(v);
     json_decref(o);
@@ -112,7 +103,7 @@ static long long countOn(int i)
                            "count(*) FROM t\"}");
     json_t *rows = json_object_get(o, "rows");
     if (!json_is_array(rows)) {
-        fail_msg("count on n%d: %s", i + 1, text(o));
+        fail_msg("count on n%d: %s", i + 1, tpdbdsText(o));
     }
     long long n =
         json_integer_value(json_array_get(json_array_get(rows, 0), 0));

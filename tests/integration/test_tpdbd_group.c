@@ -46,20 +46,11 @@ static struct tpdbds c;
 static const char *const flags[] = {"--commit-ms=5000", "--max-clients=400",
                                     NULL};
 
-static char *text(json_t *o)
-{
-    static _Thread_local char buf[2048];
-    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
-    free(t);
-    return buf;
-}
-
 static void okCall(int i, const char *line)
 {
     json_t *o = tpdbdsCall(&c, i, "%s", line);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("%s -> %s", line, text(o));
+        fail_msg("%s -> %s", line, tpdbdsText(o));
     }
     json_decref(o);
 }
@@ -90,7 +81,7 @@ static void okOn(int fd, const char *line)
 {
     json_t *o = tpdbdsOnConn(fd, line);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("%s -> %s", line, text(o));
+        fail_msg("%s -> %s", line, tpdbdsText(o));
     }
     json_decref(o);
 }
@@ -101,7 +92,8 @@ static long long groupCounter(int i, const char *key)
     json_t *o = tpdbdsCall(&c, i, "{\"action\":\"metrics\"}");
     json_t *v = json_object_get(json_object_get(o, "group_commit"), key);
     if (!json_is_integer(v)) {
-        fail_msg("metrics on n%d: no group_commit.%s: %s", i + 1, key, text(o));
+        fail_msg("metrics on n%d: no group_commit.%s: %s", i + 1, key,
+                 tpdbdsText(o));
     }
     long long n = json_integer_value(v);
     json_decref(o);
@@ -130,7 +122,7 @@ static long long idOf(int i, const char *v)
                            v);
     json_t *rows = json_object_get(o, "rows");
     if (!json_is_array(rows)) {
-        fail_msg("id of %s on n%d: %s", v, i + 1, text(o));
+        fail_msg("id of %s on n%d: %s", v, i + 1, tpdbdsText(o));
     }
     long long id =
         json_array_size(rows) == 1
@@ -189,7 +181,7 @@ static void checkOwnRow(struct client *cl, int k, int l)
     json_t *o = cl->reply[k];
     snprintf(v, sizeof v, "b%d_%d_%d", cl->batch, cl->id, k);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("client %d write %d: %s", cl->id, k, text(o));
+        fail_msg("client %d write %d: %s", cl->id, k, tpdbdsText(o));
     }
     assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
                      1);
@@ -204,7 +196,7 @@ static long long countAll(int i)
                            "count(*) FROM t\"}");
     json_t *rows = json_object_get(o, "rows");
     if (!json_is_array(rows)) {
-        fail_msg("count on n%d: %s", i + 1, text(o));
+        fail_msg("count on n%d: %s", i + 1, tpdbdsText(o));
     }
     long long n =
         json_integer_value(json_array_get(json_array_get(rows, 0), 0));
@@ -250,7 +242,7 @@ static void testOneBatchOneFailure(void **state)
     const char *e = json_string_value(json_object_get(bad, "error"));
     if (!json_is_false(json_object_get(bad, "ok")) || e == NULL ||
         strstr(e, "UNIQUE constraint failed") == NULL) {
-        fail_msg("the failing client: %s", text(bad));
+        fail_msg("the failing client: %s", tpdbdsText(bad));
     }
     for (int k = 0; k < CLIENTS; k++) {
         if (k != CLIENTS / 2) {
@@ -336,14 +328,15 @@ static void testAloneAndRollback(void **state)
     }
     const char *e = json_string_value(json_object_get(cl[8].reply[0], "error"));
     if (e == NULL || strstr(e, "UNIQUE constraint failed") == NULL) {
-        fail_msg("INSERT OR ROLLBACK of a duplicate: %s", text(cl[8].reply[0]));
+        fail_msg("INSERT OR ROLLBACK of a duplicate: %s",
+                 tpdbdsText(cl[8].reply[0]));
     }
     for (int k = 0; k < CLIENTS; k++) {
         if (cl[k].sql == NULL) {
             checkOwnRow(&cl[k], 0, l);
         } else if (k != 8 &&
                    !json_is_true(json_object_get(cl[k].reply[0], "ok"))) {
-            fail_msg("%s: %s", cl[k].sql, text(cl[k].reply[0]));
+            fail_msg("%s: %s", cl[k].sql, tpdbdsText(cl[k].reply[0]));
         }
         json_decref(cl[k].reply[0]);
     }
@@ -405,7 +398,7 @@ static void testDeferredForeignKey(void **state)
             const char *e = json_string_value(json_object_get(o, "error"));
             if (e == NULL ||
                 strstr(e, "FOREIGN KEY constraint failed") == NULL) {
-                fail_msg("the client breaking the key: %s", text(o));
+                fail_msg("the client breaking the key: %s", tpdbdsText(o));
             }
         } else {
             char v[32];
@@ -417,7 +410,8 @@ static void testDeferredForeignKey(void **state)
                                    v);
             json_t *row = json_array_get(json_object_get(r, "rows"), 0);
             if (!json_is_true(json_object_get(o, "ok")) || row == NULL) {
-                fail_msg("client %d: %s (row: %s)", k, text(o), text(r));
+                fail_msg("client %d: %s (row: %s)", k, tpdbdsText(o),
+                         tpdbdsText(r));
             }
             assert_int_equal(json_integer_value(json_object_get(o, "last_id")),
                              json_integer_value(json_array_get(row, 0)));
@@ -453,7 +447,7 @@ static void joinMany(struct client *cl, int n)
     for (int k = 0; k < n; k++) {
         pthread_join(cl[k].tid, NULL);
         if (!json_is_true(json_object_get(cl[k].reply[0], "ok"))) {
-            fail_msg("client %d: %s", k, text(cl[k].reply[0]));
+            fail_msg("client %d: %s", k, tpdbdsText(cl[k].reply[0]));
         }
         json_decref(cl[k].reply[0]);
         free(cl[k].line);
@@ -530,12 +524,12 @@ static void testBatchWithoutQuorum(void **state)
         pthread_join(cl[k].tid, NULL);
     }
     signalFollowers(l, SIGCONT);
-    print_message("batch without quorum: %s\n", text(cl[0].reply[0]));
+    print_message("batch without quorum: %s\n", tpdbdsText(cl[0].reply[0]));
     for (int k = 0; k < CLIENTS; k++) {
         const char *e =
             json_string_value(json_object_get(cl[k].reply[0], "error"));
         if (e == NULL || strncmp(e, "outcome unknown", 15) != 0) {
-            fail_msg("client %d: %s", k, text(cl[k].reply[0]));
+            fail_msg("client %d: %s", k, tpdbdsText(cl[k].reply[0]));
         }
         json_decref(cl[k].reply[0]);
     }

@@ -34,21 +34,12 @@ static struct tpdbds c;
 
 static const char *const flags[] = {"--commit-ms=5000", NULL};
 
-static char *text(json_t *o)
-{
-    static char buf[4096];
-    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
-    free(t);
-    return buf;
-}
-
 /* The reply of member i to the line, asserted ok:true. */
 static json_t *ok(int i, const char *line)
 {
     json_t *o = tpdbdsRequest(c.client[i], line);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("n%d: %s -> %s", i + 1, line, text(o));
+        fail_msg("n%d: %s -> %s", i + 1, line, tpdbdsText(o));
     }
     return o;
 }
@@ -60,8 +51,8 @@ static void refused(int i, const char *line, const char *part)
     const char *e = json_string_value(json_object_get(o, "error"));
     if (!json_is_false(json_object_get(o, "ok")) || e == NULL ||
         strstr(e, part) == NULL) {
-        fail_msg("n%d: %s -> %s, not an error with '%s'", i + 1, line, text(o),
-                 part);
+        fail_msg("n%d: %s -> %s, not an error with '%s'", i + 1, line,
+                 tpdbdsText(o), part);
     }
     json_decref(o);
 }
@@ -293,7 +284,7 @@ static void checkReturned(json_t *o, const char *rowsJson)
     assert_non_null(want);
     if (!json_equal(json_object_get(o, "rows"), want) ||
         json_array_size(json_object_get(o, "cols")) != 2) {
-        fail_msg("RETURNING: %s, want rows %s", text(o), rowsJson);
+        fail_msg("RETURNING: %s, want rows %s", tpdbdsText(o), rowsJson);
     }
     json_decref(want);
 }
@@ -370,7 +361,7 @@ static void testReturning(void **state)
     assert_null(json_object_get(o, "rows"));
     const char *why = json_string_value(json_object_get(o, "rows_error"));
     if (why == NULL || strstr(why, "not representable in JSON") == NULL) {
-        fail_msg("non-UTF-8 RETURNING: %s", text(o));
+        fail_msg("non-UTF-8 RETURNING: %s", tpdbdsText(o));
     }
     assert_int_equal(json_integer_value(json_object_get(o, "rows_affected")),
                      1);

@@ -43,15 +43,6 @@ static struct tpdbds c;
 static long long rows = ROWS; /* in big now */
 static char shellProg[HARNESS_PATH_MAX];
 
-static char *text(json_t *o)
-{
-    static char buf[2048];
-    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
-    free(t);
-    return buf;
-}
-
 static int setup(void **state)
 {
     (void)state;
@@ -145,7 +136,7 @@ static long long readStream(struct reader *r, const char *path)
     char hex[2 * crypto_hash_sha256_BYTES + 1];
     json_t *o = nextJson(r);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("stream refused: %s", text(o));
+        fail_msg("stream refused: %s", tpdbdsText(o));
     }
     assert_string_equal(json_string_value(json_object_get(o, "stream")),
                         "backup");
@@ -182,7 +173,7 @@ static long long readStream(struct reader *r, const char *path)
     crypto_hash_sha256_final(&h, digest);
     sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
     if (!json_is_true(json_object_get(o, "done"))) {
-        fail_msg("stream's last line: %s", text(o));
+        fail_msg("stream's last line: %s", tpdbdsText(o));
     }
     assert_int_equal(json_integer_value(json_object_get(o, "bytes")), off);
     assert_int_equal(announced, off);
@@ -294,7 +285,7 @@ static void testStream(void **state)
         o = tpdbdsRequest(c.client[0], bad[k][0]);
         const char *e = json_string_value(json_object_get(o, "error"));
         if (e == NULL || strstr(e, bad[k][1]) == NULL) {
-            fail_msg("%s -> %s", bad[k][0], text(o));
+            fail_msg("%s -> %s", bad[k][0], tpdbdsText(o));
         }
         json_decref(o);
     }

@@ -64,21 +64,12 @@ static int stopCluster(void **state)
     return 0;
 }
 
-static char *text(json_t *o)
-{
-    static char buf[2048];
-    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
-    free(t);
-    return buf;
-}
-
 /* Asserts that line on fd gets ok:true; returns the reply. */
 static json_t *ok(int fd, const char *line)
 {
     json_t *o = tpdbdsOnConn(fd, line);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("%s -> %s", line, text(o));
+        fail_msg("%s -> %s", line, tpdbdsText(o));
     }
     return o;
 }
@@ -96,7 +87,7 @@ static void refused(int fd, const char *line, const char *prefix)
     const char *e = json_string_value(json_object_get(o, "error"));
     if (!json_is_false(json_object_get(o, "ok")) || e == NULL ||
         strncmp(e, prefix, strlen(prefix)) != 0) {
-        fail_msg("%s -> %s, not an error '%s...'", line, text(o), prefix);
+        fail_msg("%s -> %s, not an error '%s...'", line, tpdbdsText(o), prefix);
     }
     json_decref(o);
 }
@@ -116,7 +107,7 @@ static long long countOn(int i, const char *cond)
                            "count(*) FROM t WHERE %s\"}",
                            cond);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("count on n%d: %s", i + 1, text(o));
+        fail_msg("count on n%d: %s", i + 1, tpdbdsText(o));
     }
     long long n = json_integer_value(
         json_array_get(json_array_get(json_object_get(o, "rows"), 0), 0));
@@ -175,7 +166,7 @@ static void plainInsert(int i, int id)
 {
     json_t *o = tpdbdsCall(&c, i, insert, id);
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("plain insert %d via n%d: %s", id, i + 1, text(o));
+        fail_msg("plain insert %d via n%d: %s", id, i + 1, tpdbdsText(o));
     }
     json_decref(o);
 }
@@ -260,7 +251,8 @@ static void testConcurrentProposes(void **state)
     for (int k = 0; k < 2; k++) {
         pthread_join(tid[k], NULL);
         if (!json_is_true(json_object_get(w[k].reply, "ok"))) {
-            fail_msg("concurrent insert %d: %s", w[k].id, text(w[k].reply));
+            fail_msg("concurrent insert %d: %s", w[k].id,
+                     tpdbdsText(w[k].reply));
         }
         json_decref(w[k].reply);
     }
@@ -403,7 +395,7 @@ static void testCommitWithoutQuorum(void **state)
     const char *e = json_string_value(json_object_get(o, "error"));
     int unknown = e != NULL && strncmp(e, "outcome unknown", 15) == 0;
     int failed = e != NULL && strncmp(e, "commit failed", 13) == 0;
-    print_message("commit without quorum: %s\n", text(o));
+    print_message("commit without quorum: %s\n", tpdbdsText(o));
     for (int i = 0; i < N; i++) {
         if (i != l) {
             assert_int_equal(harnessProcSignal(c.procs[i], SIGCONT, err),
@@ -411,7 +403,7 @@ static void testCommitWithoutQuorum(void **state)
         }
     }
     if (!unknown && !failed) {
-        fail_msg("commit without a quorum: %s", text(o));
+        fail_msg("commit without a quorum: %s", tpdbdsText(o));
     }
     json_decref(o);
     close(fd);
@@ -435,7 +427,7 @@ static void testLeadershipMoves(void **state)
     insertOn(fd, 70);
     json_t *o = tpdbdsCall(&c, (l + 1) % N, "{\"action\":\"transfer\"}");
     if (!json_is_true(json_object_get(o, "ok"))) {
-        fail_msg("transfer: %s", text(o));
+        fail_msg("transfer: %s", tpdbdsText(o));
     }
     json_decref(o);
     int now = tpdbdsFindLeader(&c, WAIT_MS);
@@ -508,7 +500,7 @@ static void testBusyError(void **state)
         pthread_join(tid[i], NULL);
         const char *e = json_string_value(json_object_get(k[i].reply, "error"));
         if (e == NULL || strncmp(e, want[i], strlen(want[i])) != 0) {
-            fail_msg("%s -> %s", k[i].line, text(k[i].reply));
+            fail_msg("%s -> %s", k[i].line, tpdbdsText(k[i].reply));
         }
         json_decref(k[i].reply);
     }

@@ -207,6 +207,15 @@ int tpdbdsReadLine(int fd, int timeout_ms, char **line)
     }
 }
 
+const char *tpdbdsText(json_t *o)
+{
+    static _Thread_local char buf[4096];
+    char *t = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    snprintf(buf, sizeof buf, "%s", t != NULL ? t : "no reply");
+    free(t);
+    return buf;
+}
+
 json_t *tpdbdsRequest(unsigned port, const char *line)
 {
     return tpdbdsRequestAt("127.0.0.1", port, line);

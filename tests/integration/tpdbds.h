@@ -69,6 +69,11 @@ int tpdbdsSend(int fd, const void *buf, size_t len);
  * line are kept per fd only within one call: use one line per reply. */
 int tpdbdsReadLine(int fd, int timeout_ms, char **line);
 
+/* A reply as compact JSON text for a failure message ("no reply" for
+ * NULL), in a buffer of the calling thread reused by the next call. Does
+ * not take o. */
+const char *tpdbdsText(json_t *o);
+
 /* One request on a new connection, TrashPandaDB's way: connect, send line
  * and '\n', read the reply line, close. Returns the parsed reply (caller
  * json_decrefs) or NULL if there was none. */
