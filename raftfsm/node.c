@@ -4,7 +4,7 @@
  * the FSM of fsm.c, and a queue through which other threads hand it work.
  *
  * Thread model: every raft call happens on the loop thread. Application
- * threads enqueue a nodeCall and wake the loop (nodeWake); they wait
+ * threads enqueue a nodeCall and wake the loop with uv_async_send; they wait
  * on the node's condition variable (or on their proposal in the FSM). A
  * uv_check handle publishes a status copy after every loop iteration and,
  * when this node has just become leader, appends a barrier: writes are
@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -305,7 +304,7 @@ static void closeHandlesCb(struct raft *r)
     struct tpdb_node *n = r->data;
     raft_uv_close(&n->hold.io);
     tpdbJoinClientClose(&n->join);
-    uv_close((uv_handle_t *)&n->wake, NULL);
+    uv_close((uv_handle_t *)&n->async, NULL);
     uv_close((uv_handle_t *)&n->check, NULL);
     uv_close((uv_handle_t *)&n->drainTimer, NULL);
 }
@@ -318,32 +317,10 @@ static void drainCb(uv_timer_t *timer)
     }
 }
 
-/* Makes the loop thread run wakeCb soon. Any thread, with n->mutex
- * held: nodeRuntimeStop closes the eventfd under it, so that a late
- * wake-up never writes to a closed (or reused) descriptor. */
-static void nodeWake(struct tpdb_node *n)
+static void asyncCb(uv_async_t *async)
 {
-    uint64_t one = 1;
-    if (n->wakeFd < 0) {
-        return;
-    }
-    /* Fails only when the counter would overflow, and then the loop has
-     * a wake-up pending anyway. */
-    while (write(n->wakeFd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-}
-
-static void wakeCb(uv_poll_t *poll, int status, int events)
-{
-    struct tpdb_node *n = poll->data;
-    uint64_t count;
+    struct tpdb_node *n = async->data;
     int stopping;
-    (void)status;
-    (void)events;
-    /* Reset before the calls are taken: one queued after this wakes the
-     * loop again. */
-    while (read(n->wakeFd, &count, sizeof count) < 0 && errno == EINTR) {
-    }
     runCalls(n);
     pthread_mutex_lock(&n->mutex);
     stopping = n->stopping;
@@ -391,8 +368,8 @@ static int callSubmit(struct tpdb_node *n, struct nodeCall *c)
     }
     c->next = n->calls;
     n->calls = c;
-    nodeWake(n);
     pthread_mutex_unlock(&n->mutex);
+    uv_async_send(&n->async);
     return TPDB_OK;
 }
 
@@ -526,8 +503,8 @@ static int spaceCheck(struct tpdb_node *n, uint64_t need, char *errmsg)
     /* The loop hands leadership on, if another voter can take it. */
     pthread_mutex_lock(&n->mutex);
     n->spaceRefused = 1;
-    nodeWake(n);
     pthread_mutex_unlock(&n->mutex);
+    uv_async_send(&n->async);
     tpdbErrf(errmsg,
              "disk full: %llu MiB free on the file system of %s, a write "
              "needs %llu MiB kept free (min_free_mb) plus its own %llu KiB; "
@@ -1007,21 +984,9 @@ int tpdbNodeCheckpoint(struct tpdb_node *n, char *errmsg)
 
 int nodeRuntimeStart(struct tpdb_node *n, char *errmsg)
 {
-    n->wakeFd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (n->wakeFd < 0) {
-        tpdbErrf(errmsg, "cannot make the node's eventfd: %s", strerror(errno));
-        return TPDB_NOMEM;
-    }
-    int rv = uv_poll_init(&n->loop, &n->wake, n->wakeFd);
-    if (rv != 0) {
-        tpdbErrf(errmsg, "cannot poll the node's eventfd: %s", uv_strerror(rv));
-        close(n->wakeFd);
-        n->wakeFd = -1;
-        return TPDB_NOMEM;
-    }
-    n->wake.data = n;
+    n->async.data = n;
     n->check.data = n;
-    uv_poll_start(&n->wake, UV_READABLE, wakeCb);
+    uv_async_init(&n->loop, &n->async, asyncCb);
     uv_check_init(&n->loop, &n->check);
     uv_check_start(&n->check, checkCb);
     uv_unref((uv_handle_t *)&n->check);
@@ -1040,11 +1005,7 @@ void nodeRuntimeStop(struct tpdb_node *n)
     pthread_mutex_lock(&n->mutex);
     n->stopping = 1;
     pthread_cond_broadcast(&n->cond);
-    nodeWake(n);
     pthread_mutex_unlock(&n->mutex);
+    uv_async_send(&n->async);
     pthread_join(n->thread, NULL);
-    pthread_mutex_lock(&n->mutex);
-    close(n->wakeFd);
-    n->wakeFd = -1;
-    pthread_mutex_unlock(&n->mutex);
 }

@@ -624,7 +624,6 @@ static int nodeCreate(const struct tpdb_node_config *cfg,
         return TPDB_NOMEM;
     }
     n->lockFd = -1;
-    n->wakeFd = -1;
     n->cfg = *cfg;
     n->cfg.data_dir = n->dataDir;
     defaults(&n->cfg);

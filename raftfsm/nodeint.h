@@ -71,14 +71,7 @@ struct tpdb_node {
     struct tpdb_node_config cfg;
 
     uv_loop_t loop;
-    /* Wakes the loop for queued calls and the stop: an eventfd that other
-     * threads write and a poll handle on the loop reads, rather than a
-     * uv_async_t, whose loop side spins (997 rounds, then sched_yield)
-     * while a sender is between its two atomic steps around the write:
-     * on a loaded machine a preempted sender kept the loop thread from
-     * raft for whole time slices. */
-    uv_poll_t wake;
-    int wakeFd;
+    uv_async_t async;
     uv_check_t check;
     uv_timer_t drainTimer; /* writes entries the FSM had to queue */
     pthread_t thread;
