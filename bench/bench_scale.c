@@ -114,6 +114,33 @@ static int execSql(sqlite3 *db, const char *sql)
 struct run;
 static int waitLeader(struct run *r, double secs);
 
+/* CPU time (user + system, every thread) pid has used so far, from
+ * /proc/PID/stat (0: this process), in seconds; -1 if unknown. */
+static double cpuSecs(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/self/stat");
+    if (pid != 0) {
+        snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    }
+    FILE *f = fopen(path, "r");
+    size_t n = f != NULL ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f != NULL) {
+        fclose(f);
+    }
+    buf[n] = '\0';
+    /* The name (field 2) may hold spaces: fields 3 on follow its ')'. */
+    char *p = strrchr(buf, ')');
+    unsigned long long utime = 0, stime = 0;
+    if (p == NULL || sscanf(p + 1,
+                            " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                            "%llu %llu",
+                            &utime, &stime) != 2) {
+        return -1;
+    }
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
 /* Loads mb MB of rows; returns MB/s or -1. With r (the cluster), a
  * transaction that fails (node 1 lost leadership: a loaded machine) is
  * retried once node 1 leads again, and counted in *failed; its outcome may
@@ -144,7 +171,12 @@ static double load(sqlite3 *db, unsigned mb, struct run *r, unsigned *failed)
     return (double)txns * ROWS_PER_TXN * ROW_BYTES / 1e6 / secsSince(t0);
 }
 
-static double plainLoad(struct run *r, unsigned mb, const char *sync)
+/* Loads mb into a plain SQLite WAL file at `sync`; *cpu: this process's
+ * CPU seconds for it. Returns MB/s, -1 on failure. */
+static double plainLoad(struct run *r,
+                        unsigned mb,
+                        const char *sync,
+                        double *cpu)
 {
     char path[PATH_MAX + 32];
     char pragma[64];
@@ -158,7 +190,9 @@ static double plainLoad(struct run *r, unsigned mb, const char *sync)
     double rate = -1;
     if (execSql(db, "PRAGMA journal_mode=WAL") == SQLITE_OK &&
         execSql(db, pragma) == SQLITE_OK) {
+        double cpu0 = cpuSecs(0);
         rate = load(db, mb, NULL, NULL);
+        *cpu = cpuSecs(0) - cpu0;
     }
     sqlite3_close(db);
     unlink(path);
@@ -413,6 +447,13 @@ static void writtenAll(struct run *r, double mb[3])
     mb[2] = writtenMb(r->child[1]);
 }
 
+static void cpuAll(struct run *r, double secs[3])
+{
+    secs[0] = cpuSecs(0);
+    secs[1] = cpuSecs(r->child[0]);
+    secs[2] = cpuSecs(r->child[1]);
+}
+
 static void printMem(struct run *r, const char *when)
 {
     printf(
@@ -648,11 +689,15 @@ static int runSize(struct run *r, unsigned mb)
         mb, ROW_BYTES, ROWS_PER_TXN, r->o->log_mb);
     double full = -1;
     double normal = -1;
+    double fullCpu = -1;
+    double normalCpu = -1;
     if (!r->o->no_plain) {
-        full = plainLoad(r, mb, "FULL");
-        normal = plainLoad(r, mb, "NORMAL");
-        printf("  load, plain SQLite WAL: FULL %.1f MB/s, NORMAL %.1f MB/s\n",
-               full, normal);
+        full = plainLoad(r, mb, "FULL", &fullCpu);
+        normal = plainLoad(r, mb, "NORMAL", &normalCpu);
+        printf(
+            "  load, plain SQLite WAL: FULL %.1f MB/s, NORMAL %.1f MB/s; "
+            "CPU %.1f, %.1f ms per MB loaded\n",
+            full, normal, fullCpu * 1000 / mb, normalCpu * 1000 / mb);
     }
     fflush(stdout);
     if (startCluster(r) != 0) {
@@ -660,8 +705,9 @@ static int runSize(struct run *r, unsigned mb)
     }
     unsigned failed = 0;
     long long term0 = maxTerm(r);
-    double io0[3], io1[3];
+    double io0[3], io1[3], cpu0[3], cpu1[3];
     writtenAll(r, io0);
+    cpuAll(r, cpu0);
     double rate = load(r->db, mb, r, &failed);
     printf("  load, tpdb 3 nodes: %.1f MB/s", rate);
     if (full > 0 && normal > 0) {
@@ -674,12 +720,25 @@ static int runSize(struct run *r, unsigned mb)
     waitApplied(r, 2, index);
     waitApplied(r, 3, index);
     writtenAll(r, io1);
+    cpuAll(r, cpu1);
     printf(
         "  written during the load (/proc/PID/io write_bytes - cancelled): "
         "node1 %.0f MB, "
         "node2 %.0f MB, node3 %.0f MB (%.2f, %.2f, %.2f per MB loaded)\n",
         io1[0] - io0[0], io1[1] - io0[1], io1[2] - io0[2],
         (io1[0] - io0[0]) / mb, (io1[1] - io0[1]) / mb, (io1[2] - io0[2]) / mb);
+    /* Until the followers applied it, like the bytes: with the load's wall
+     * time, what bounds it on this machine's cores. */
+    double cpuMs = 0;
+    for (int k = 0; k < 3; k++) {
+        cpuMs += (cpu1[k] - cpu0[k]) * 1000 / mb;
+    }
+    printf(
+        "  CPU during the load: node1 %.1f, node2 %.1f, node3 %.1f ms per "
+        "MB loaded (all %.1f; wall %.1f ms per MB on %ld cores)\n",
+        (cpu1[0] - cpu0[0]) * 1000 / mb, (cpu1[1] - cpu0[1]) * 1000 / mb,
+        (cpu1[2] - cpu0[2]) * 1000 / mb, cpuMs, rate > 0 ? 1000 / rate : -1,
+        sysconf(_SC_NPROCESSORS_ONLN));
     printMem(r, "loaded");
     fflush(stdout);
     printWalSizes(r, "after the load");
