@@ -69,11 +69,10 @@ static int connectionInit(sqlite3 *db,
         sqlite3_busy_timeout(db, 10000);
         sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL);
         /* Durability comes from the Raft log, fsynced on a quorum before
-         * COMMIT returns, and a restarted node replays its log after its
-         * databases' durable point: a WAL fsync per commit would add a
-         * second durable write that buys nothing. A connection may set FULL
-         * again; its WAL syncs, like a checkpoint's, are skipped while the
-         * node's log on disk holds every applied entry (hookWalSyncSkip). */
+         * COMMIT returns, and a restarted node rebuilds its databases from
+         * the log: a WAL fsync per commit would add a second durable write
+         * that buys nothing. Checkpoints still sync. A connection may set
+         * FULL again. */
         sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
         sqlite3_busy_timeout(db, 0);
         char why[TPDB_ERRMSG_SIZE] = "";

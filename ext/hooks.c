@@ -351,16 +351,6 @@ static int hookCommit(void *arg,
     return rc;
 }
 
-/* The WAL syncs of the connections of a node in this process are
- * skipped while its Raft log on disk holds every applied entry (a node in
- * another process: always synced). VFS hook version 4. */
-static int hookWalSyncSkip(void *arg, const char *path)
-{
-    (void)arg;
-    struct tpdb_node *n = tpdbNodeFind(path);
-    return n != NULL && tpdbNodeWalSyncSkip(n);
-}
-
 /* A part of a large transaction (VFS hook version 3). */
 static int hookCommitPart(void *arg,
                           void *handle,
@@ -410,7 +400,7 @@ static void hookTxnEnd(void *arg, void *handle, int committed)
 int extHooksRegister(void)
 {
     static const struct tpdb_vfs_hooks hooks = {
-        .version = 4,
+        .version = 3,
         .arg = NULL,
         .db_open = hookDbOpen,
         .db_close = hookDbClose,
@@ -419,7 +409,6 @@ int extHooksRegister(void)
         .txn_end = hookTxnEnd,
         .before_write_lock = hookBeforeWriteLock,
         .commit_part = hookCommitPart,
-        .wal_sync_skip = hookWalSyncSkip,
     };
     return tpdbVfsRegister("tpdb", &hooks, 0);
 }

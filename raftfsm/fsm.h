@@ -207,12 +207,6 @@ int tpdbFsmProposalWait(struct raft_fsm *fsm,
  * transaction the FSM acknowledged for database `db`. */
 void tpdbFsmOwnWriteDone(struct raft_fsm *fsm, const char *db, int written);
 
-/* Whether the local Raft log on disk holds every entry applied so far, as
- * of the last apply: then no WAL sync of a replicated database is needed
- * for durability (docs/design.md, "Durability of the local copy").
- * Thread-safe. */
-int tpdbFsmLogHoldsApplied(struct raft_fsm *fsm);
-
 /* Whether the file of database `name` is another file (another inode, or
  * none) than when this function last saw it: deleted, or replaced, while
  * the node ran. Records the current one. 0 for a database the FSM does not

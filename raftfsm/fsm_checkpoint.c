@@ -126,11 +126,6 @@ static int ckptSyncSkip(void *arg)
     return skip;
 }
 
-int tpdbFsmLogHoldsApplied(struct raft_fsm *fsm)
-{
-    return ckptSyncSkip(fsm->data);
-}
-
 /* What the checkpointer thread does for the database nextWanted picks. */
 enum { WANT_CHECKPOINT, WANT_TPDB_QUEUE, WANT_DURABLE };
 

@@ -632,11 +632,6 @@ int tpdbNodeKnows(struct tpdb_node *n, const char *name)
     return tpdbFsmKnows(&n->fsm, name);
 }
 
-int tpdbNodeWalSyncSkip(struct tpdb_node *n)
-{
-    return tpdbFsmLogHoldsApplied(&n->fsm);
-}
-
 void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written)
 {
     tpdbFsmOwnWriteDone(&n->fsm, db, written);

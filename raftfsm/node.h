@@ -179,12 +179,6 @@ int tpdbNodeKnows(struct tpdb_node *n, const char *name);
 /* The caller finished writing a transaction tpdbNodeCommit acknowledged. */
 void tpdbNodeOwnWriteDone(struct tpdb_node *n, const char *db, int written);
 
-/* Whether a WAL sync of one of the node's databases may be skipped: the
- * local Raft log on disk holds every entry applied so far (tpdb_vfs_hooks
- * wal_sync_skip; docs/design.md, "Durability of the local copy"). Any
- * thread. */
-int tpdbNodeWalSyncSkip(struct tpdb_node *n);
-
 /* Status as a JSON object, allocated with tpdb_malloc (caller frees):
  * {"id","address","role","leader_id","leader_address","term",
  *  "commit_index","applied_index" (written locally),"last_index",

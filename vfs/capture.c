@@ -473,10 +473,6 @@ int captureWalWrite(struct vfsFile *wal,
     if (ofst < WAL_HDR_SIZE) {
         if (ofst == 0 && amt >= WAL_HDR_SIZE) {
             s->page_size = walHdrPageSize(buf);
-            rc = vfsWalNewGeneration(wal);
-            if (rc != SQLITE_OK) {
-                return rc;
-            }
         }
         return r->pMethods->xWrite(r, buf, amt, ofst);
     }

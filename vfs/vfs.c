@@ -257,40 +257,11 @@ static int vfsTruncate(sqlite3_file *file, sqlite3_int64 size)
     return f->real->pMethods->xTruncate(f->real, size);
 }
 
-int vfsWalNewGeneration(struct vfsFile *wal)
-{
-    sqlite3_file *r = wal->real;
-    sqlite3_int64 size = 0;
-    int rc = r->pMethods->xFileSize(r, &size);
-    if (rc == SQLITE_OK && size > WAL_HDR_SIZE) {
-        rc = r->pMethods->xTruncate(r, 0);
-    }
-    wal->header_sync_due = 1;
-    return rc;
-}
-
-/* Whether this sync of the WAL file f may be skipped: asked of the filter
- * set on its connection (tpdbVfsWalSyncFilter), else, for a replicated WAL,
- * of the hooks; never for the sync that follows a new generation's
- * header. */
-static int walSyncSkipped(struct vfsFile *f)
-{
-    if (f->header_sync_due) {
-        f->header_sync_due = 0;
-        return 0;
-    }
-    if (f->sync_skip != NULL) {
-        return f->sync_skip(f->sync_skip_arg);
-    }
-    return f->replicated && f->hooks.version >= 4 &&
-           f->hooks.wal_sync_skip != NULL &&
-           f->hooks.wal_sync_skip(f->hooks.arg, f->db->path);
-}
-
 static int vfsSync(sqlite3_file *file, int flags)
 {
     struct vfsFile *f = (struct vfsFile *)file;
-    if (f->kind == VFS_FILE_WAL && walSyncSkipped(f)) {
+    if (f->kind == VFS_FILE_WAL && f->sync_skip != NULL &&
+        f->sync_skip(f->sync_skip_arg)) {
         return SQLITE_OK;
     }
     int rc = f->real->pMethods->xSync(f->real, flags);
@@ -603,15 +574,11 @@ static int vfsOpen(sqlite3_vfs *vfs,
          * file its database's URI parameters and read-only flag). */
         pthread_mutex_lock(&vfsMutex);
         f->replicated = inst->has_hooks && inst->hooks.version != 0;
-        if (f->replicated) {
-            f->hooks = inst->hooks;
-        }
         pthread_mutex_unlock(&vfsMutex);
         if ((flags & SQLITE_OPEN_READONLY) != 0 ||
             sqlite3_uri_boolean(name, "immutable", 0) ||
             sqlite3_uri_boolean(name, TPDB_URI_INTERNAL, 0)) {
             f->replicated = 0;
-            memset(&f->hooks, 0, sizeof f->hooks);
         }
     }
     f->base.pMethods = &vfsIoMethods;

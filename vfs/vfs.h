@@ -51,7 +51,7 @@
 #define TPDB_VFS_PART_PAGES 1024
 
 struct tpdb_vfs_hooks {
-    int version; /* 1 to 4 */
+    int version; /* 1, 2 or 3 */
     void *arg;   /* passed to every hook */
 
     /* A main database file is being opened by a connection that is not
@@ -108,14 +108,6 @@ struct tpdb_vfs_hooks {
                        const struct tpdb_txn *part,
                        int final,
                        char *errmsg);
-
-    /* Version 4. A sync of the WAL of the replicated database at `path`
-     * (its main file's full path) is about to run on this thread, other
-     * than the sync of a new WAL generation's header (always done).
-     * Non-zero skips it (SQLITE_OK without an fsync): for when a durable
-     * record elsewhere (the node's Raft log on disk) holds every
-     * transaction whose frames it would sync. NULL: every sync is done. */
-    int (*wal_sync_skip)(void *arg, const char *path);
 };
 
 /* Registers the VFS under `name` (normally "tpdb") over the "unix" VFS.

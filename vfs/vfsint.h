@@ -57,17 +57,13 @@ struct vfsFile {
                                     holds RESERVED; 3 an attached file's
                                     switch by a PRAGMA with no schema holds
                                     RESERVED (its writes checked) */
-    struct tpdb_vfs_hooks hooks; /* main, replicated WAL: copy taken at
-                                    open */
+    struct tpdb_vfs_hooks hooks; /* main: copy taken at open */
     void *handle;                /* main: from hooks->db_open */
     sqlite3_file *real;          /* the unix file, right after this struct */
     /* WAL: asked at each sync whether to skip it (tpdbVfsWalSyncFilter);
      * NULL: every sync is done. */
     int (*sync_skip)(void *arg);
     void *sync_skip_arg;
-    /* WAL: a new generation's header was written and its sync is due;
-     * that sync is never skipped (vfsWalNewGeneration). */
-    int header_sync_due;
 };
 
 /* The io methods of every tpdb file; apply.c uses it to check that a
@@ -102,15 +98,6 @@ int captureWalWrite(struct vfsFile *wal,
  * and COMMIT reports an unknown outcome, never a failure. Returns the code
  * for xSync to return. */
 int captureSyncFailed(struct vfsFile *wal, int rc);
-
-/* The header of a new WAL generation (SQLite restarted the WAL, or starts
- * one) is about to be written to `wal`, a replicated WAL file. Truncates
- * the file first when it holds more than a header: the old generation's
- * frames still dirty in the page cache are then dropped, not written by the
- * header's sync (as apply does, docs/design.md "Durability of the local
- * copy"); no reader uses them once SQLite restarted the WAL. The next sync
- * of `wal` is then always done. Returns an SQLITE_* code. */
-int vfsWalNewGeneration(struct vfsFile *wal);
 
 /* Frees the session's buffers (the database is going away). */
 void captureFree(struct vfsSession *s);

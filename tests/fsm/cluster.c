@@ -74,23 +74,6 @@ static int hookDbOpen(void *arg,
     return TPDB_INVALID;
 }
 
-/* As the node's hook does: server i's WAL syncs are skipped while its
- * Raft log holds every applied entry. Counted in c->syncAsks/syncSkips. */
-static int hookWalSyncSkip(void *arg, const char *path)
-{
-    struct cluster *c = arg;
-    for (unsigned i = 0; i < c->n; i++) {
-        size_t n = strlen(c->s[i].dir);
-        if (strncmp(path, c->s[i].dir, n) == 0 && path[n] == '/') {
-            int skip = tpdbFsmLogHoldsApplied(&c->s[i].fsm);
-            c->syncAsks++;
-            c->syncSkips += skip != 0;
-            return skip;
-        }
-    }
-    return 0;
-}
-
 static void hookDbClose(void *arg, void *handle)
 {
     (void)arg;
@@ -484,7 +467,7 @@ static int serverInit(struct cluster *c, unsigned i)
 static int registerVfs(struct cluster *c)
 {
     struct tpdb_vfs_hooks hooks = {
-        .version = 4,
+        .version = 3,
         .arg = c,
         .db_open = hookDbOpen,
         .db_close = hookDbClose,
@@ -492,7 +475,6 @@ static int registerVfs(struct cluster *c)
         .commit = hookCommit,
         .txn_end = hookTxnEnd,
         .commit_part = hookCommitPart,
-        .wal_sync_skip = hookWalSyncSkip,
     };
     return tpdbVfsRegister("tpdb", &hooks, 0);
 }

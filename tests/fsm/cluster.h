@@ -70,10 +70,6 @@ struct cluster {
     unsigned commits; /* commit hook calls (entries proposed) */
     unsigned parts;   /* of which parts of large transactions */
     int lastCommitRc; /* TPDB_* outcome of the last commit hook call */
-    /* WAL syncs of application connections the hooks were asked about,
-     * and of them skipped (the server's log held every applied entry). */
-    unsigned syncAsks;
-    unsigned syncSkips;
 };
 
 /* Creates a temp root with one directory per server, the FSMs, a

@@ -796,55 +796,12 @@ static void testCommittedNotWrittenLocally(void **state)
     }
 }
 
-/* Application connections skip the WAL sync of their checkpoints while
- * their server's Raft log holds every applied entry (always, here: raft
- * applies on a leader only what its own log holds, and a follower only
- * what it stored); each server's files stay whole and identical. The
- * sync that is not skipped is tested in tests/unit/test_vfs.c. */
-static void testWalSyncsSkipped(void **state)
-{
-    struct cluster *c = *state;
-    unsigned l = clusterLeaderReady(c);
-    assert_int_not_equal(l, CLUSTER_NONE);
-    sqlite3 *db = openApp(c, l, 1);
-    execOk(db, "PRAGMA wal_autocheckpoint=0");
-    execOk(db, "PRAGMA synchronous=NORMAL");
-    insertRows(db, 20, "stored", 3000);
-    c->syncAsks = 0;
-    c->syncSkips = 0;
-    execOk(db, "PRAGMA wal_checkpoint(PASSIVE)");
-    assert_int_equal(c->syncAsks, 1);
-    assert_int_equal(c->syncSkips, 1);
-    /* The leader's disk is slow: the commit waits for its own append. */
-    raft_fixture_set_disk_latency(&c->f, l, 500);
-    insertRows(db, 5, "slow", 3000);
-    assert_int_equal(c->lastCommitRc, TPDB_OK);
-    struct raft *r = raft_fixture_get(&c->f, l);
-    assert_true(r->last_stored >= raft_last_applied(r));
-    raft_fixture_set_disk_latency(&c->f, l, 10);
-    execOk(db, "PRAGMA wal_checkpoint(PASSIVE)");
-    assert_int_equal(c->syncAsks, 2);
-    assert_int_equal(c->syncSkips, 2);
-    sqlite3_close(db);
-
-    unsigned f = (l + 1) % CLUSTER_N;
-    assert_true(clusterStepUntilApplied(c, CLUSTER_ALL, raft_last_applied(r)));
-    sqlite3 *fdb = openApp(c, f, 0);
-    assert_int_equal(countOn(c, f, "1"), 25);
-    execOk(fdb, "PRAGMA wal_checkpoint(PASSIVE)");
-    assert_int_equal(c->syncAsks, 3);
-    assert_int_equal(c->syncSkips, 3);
-    sqlite3_close(fdb);
-    assertConverged(c);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(testReplication, setup, teardown),
         cmocka_unit_test_setup_teardown(testCommittedNotWrittenLocally, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(testWalSyncsSkipped, setup, teardown),
         cmocka_unit_test_setup_teardown(testLargeTransactionLeaderChange, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(testUriCharactersInName, setup,

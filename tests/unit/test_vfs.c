@@ -595,93 +595,6 @@ static void testNoCommitHook(void **state)
     sqlite3_close(db);
 }
 
-/* wal_sync_skip (hooks version 4): what it was asked, and its answer. */
-static int syncAsks;
-static int syncAnswer;
-static char syncPath[160];
-
-static int hookWalSyncSkip(void *arg, const char *path)
-{
-    (void)arg;
-    syncAsks++;
-    snprintf(syncPath, sizeof syncPath, "%s", path);
-    return syncAnswer;
-}
-
-static long long fileSize(const char *path)
-{
-    FILE *fp = fopen(path, "rb");
-    assert_non_null(fp);
-    assert_int_equal(fseek(fp, 0, SEEK_END), 0);
-    long long size = ftell(fp);
-    fclose(fp);
-    return size;
-}
-
-/* A replicated WAL's syncs ask hooks->wal_sync_skip, skipped or not (the
- * checkpoint's before it copies frames; under FULL also each commit's),
- * except the sync of a new generation's header, which is always done; a
- * restarted WAL is truncated before its new header, so the file holds
- * only the new generation. The data stay whole either way. Hooks of
- * version 3 are never asked. */
-static void testWalSyncSkip(void **state)
-{
-    (void)state;
-    char wal[160];
-    snprintf(wal, sizeof wal, "%s-wal", path_a);
-    struct tpdb_vfs_hooks hooks = testHooks;
-    hooks.version = 4;
-    hooks.wal_sync_skip = hookWalSyncSkip;
-    assert_int_equal(tpdbVfsRegister("tpdb-test-syncskip", &hooks, 0),
-                     SQLITE_OK);
-    sqlite3 *db = openDb(path_a, "tpdb-test-syncskip");
-    exec(db, "PRAGMA wal_autocheckpoint=0");
-    exec(db, "PRAGMA synchronous=NORMAL");
-    exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)");
-    for (int round = 0; round < 2; round++) {
-        syncAnswer = round == 0;
-        syncAsks = 0;
-        insertBlobs(db, 50, 3000);
-        /* NORMAL: no sync at commit, none asked. */
-        assert_int_equal(syncAsks, 0);
-        assert_true(fileSize(wal) > 50 * 3000);
-        exec(db, "PRAGMA wal_checkpoint(PASSIVE)");
-        assert_int_equal(syncAsks, 1);
-        assert_string_equal(syncPath, path_a);
-        /* The next commit restarts the WAL: truncated, and its header's
-         * sync is not asked. */
-        exec(db, "INSERT INTO t(v) VALUES ('restart')");
-        assert_int_equal(syncAsks, 1);
-        long long size = fileSize(wal);
-        assert_true(size > 32 && size <= 32 + 4 * (4096 + 24));
-        assert_int_equal((size - 32) % (4096 + 24), 0);
-    }
-    exec(db, "PRAGMA synchronous=FULL");
-    syncAsks = 0;
-    exec(db, "INSERT INTO t(v) VALUES ('full')");
-    assert_int_equal(syncAsks, 1);
-    assert_int_equal(queryInt(db, "SELECT count(*) FROM t"), 103);
-    assertShadowMatches(db);
-    sqlite3_stmt *st;
-    assert_int_equal(
-        sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL),
-        SQLITE_OK);
-    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
-    assert_string_equal((const char *)sqlite3_column_text(st, 0), "ok");
-    sqlite3_finalize(st);
-    sqlite3_close(db);
-
-    hooks.version = 3;
-    assert_int_equal(tpdbVfsRegister("tpdb-test-syncskip", &hooks, 0),
-                     SQLITE_OK);
-    db = openDb(path_a, "tpdb-test-syncskip");
-    syncAsks = 0;
-    insertBlobs(db, 20, 3000);
-    exec(db, "PRAGMA wal_checkpoint(PASSIVE)");
-    assert_int_equal(syncAsks, 0);
-    sqlite3_close(db);
-}
-
 /* The statement `sql` on db is refused by the guard (TPDB_SQLITE_NOTWAL,
  * the reason in tpdbVfsLastError()) and hooks->commit never sees it. */
 static void assertNotWal(sqlite3 *db, const char *sql, const char *why)
@@ -931,7 +844,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(testConcurrentWriters, setup, teardown),
         cmocka_unit_test_setup_teardown(testPaddingFrames, setup, teardown),
         cmocka_unit_test_setup_teardown(testNoCommitHook, setup, teardown),
-        cmocka_unit_test_setup_teardown(testWalSyncSkip, setup, teardown),
         cmocka_unit_test_setup_teardown(testGuardAttach, setup, teardown),
         cmocka_unit_test_setup_teardown(testGuardAttachNoSchemaSwitch, setup,
                                         teardown),
