@@ -179,29 +179,34 @@ static int hasLeader(void *arg)
     return 0;
 }
 
+/* What each node says of itself (and a silent node's stderr), for the log
+ * of a failed run. */
+static void printStatuses(struct nodes *c)
+{
+    for (unsigned i = 0; i < c->n; i++) {
+        json_t *st = c->procs[i] != NULL ? nodesStatus(c, (int)i) : NULL;
+        char *text = st != NULL ? json_dumps(st, JSON_COMPACT) : NULL;
+        print_error("node %u: %s\n", i + 1,
+                    c->procs[i] == NULL ? "not running"
+                    : text != NULL      ? text
+                                        : "no status");
+        if (c->procs[i] != NULL && st == NULL) {
+            char *err = NULL;
+            harnessProcReadAll(c->procs[i], HARNESS_STDERR, 2000, &err,
+                               c->errmsg);
+            print_error("node %u stderr: %s\n", i + 1, err != NULL ? err : "");
+            tpdb_free(err);
+        }
+        free(text);
+        json_decref(st);
+    }
+}
+
 int nodesFindLeader(struct nodes *c, int timeout_ms)
 {
     struct leaderWait w = {c, -1};
     if (harnessPollUntil(hasLeader, &w, timeout_ms, 50) != TPDB_OK) {
-        /* What each node says of itself, for the log of a failed run. */
-        for (unsigned i = 0; i < c->n; i++) {
-            json_t *st = c->procs[i] != NULL ? nodesStatus(c, (int)i) : NULL;
-            char *text = st != NULL ? json_dumps(st, JSON_COMPACT) : NULL;
-            print_error("node %u: %s\n", i + 1,
-                        c->procs[i] == NULL ? "not running"
-                        : text != NULL      ? text
-                                            : "no status");
-            if (c->procs[i] != NULL && st == NULL) {
-                char *err = NULL;
-                harnessProcReadAll(c->procs[i], HARNESS_STDERR, 2000, &err,
-                                   c->errmsg);
-                print_error("node %u stderr: %s\n", i + 1,
-                            err != NULL ? err : "");
-                tpdb_free(err);
-            }
-            free(text);
-            json_decref(st);
-        }
+        printStatuses(c);
         fail_msg("no leader within %d ms", timeout_ms);
     }
     return w.leader;
@@ -258,8 +263,11 @@ static int allApplied(void *arg)
 long long nodesWaitApplied(struct nodes *c, int timeout_ms)
 {
     struct appliedWait w = {c, 0};
-    assert_int_equal(harnessPollUntil(allApplied, &w, timeout_ms, 100),
-                     TPDB_OK);
+    if (harnessPollUntil(allApplied, &w, timeout_ms, 100) != TPDB_OK) {
+        printStatuses(c);
+        fail_msg("the nodes did not reach one applied index within %d ms",
+                 timeout_ms);
+    }
     return w.index;
 }
 
