@@ -9,6 +9,8 @@
  *   - one-row INSERTs on the leader for --probe-seconds while snapshots are
  *     taken: commits, p99 and longest commit, snapshots taken, term changes;
  *   - bytes each node wrote during the load (/proc/PID/io);
+ *   - CPU time each node used during the load, and this process's for the
+ *     plain loads (/proc/PID/stat), per MB loaded;
  *   - the size of the followers' WAL files after the load and the probe;
  *   - restart of a SIGKILLed follower until it has applied the leader's
  *     index, and catch-up of a follower whose database files were deleted
