@@ -46,12 +46,16 @@ static int findLeader(struct cluster *c)
 }
 
 /* Runs one write on the leader, following leadership changes. Returns 1 if
- * acknowledged, 0 if definitely not applied, 2 if the outcome is unknown. */
+ * acknowledged, 0 if definitely not applied, 2 if the outcome is unknown.
+ * A new leader refuses a write at once while entries it must write first
+ * are still queued (REPLFAIL, "roll back and retry": definitely not
+ * applied); that write is sent again, for at most 60 s. */
 static int write(struct cluster *c, int *leader, const char *sql)
 {
     char cmd[HARNESS_PATH_MAX];
     snprintf(cmd, sizeof cmd, "exec %s", sql);
-    for (int attempt = 0; attempt < 50; attempt++) {
+    uint64_t deadline = tpdbNowMs() + 60000;
+    for (int attempt = 0; attempt < 50;) {
         char *line = nodesCommand(&c->nodes, *leader, cmd);
         if (line == NULL) {
             /* The node died with the command in flight. */
@@ -59,13 +63,21 @@ static int write(struct cluster *c, int *leader, const char *sql)
             return 2;
         }
         int ok = strncmp(line, "ok", 2) == 0;
-        /* Extended codes TPDB_ERR_NOTLEADER and TPDB_ERR_UNKNOWN. */
+        /* Extended codes TPDB_ERR_NOTLEADER, TPDB_ERR_UNKNOWN and
+         * TPDB_ERR_REPLFAIL. */
         int notLeader = strstr(line, "err 51210 ") == line;
         int unknown = strstr(line, "err 51466 ") == line;
-        if (!ok && !notLeader && !unknown) {
+        int retry = strstr(line, "err 51722 ") == line &&
+                    strstr(line, "roll back and retry") != NULL &&
+                    tpdbNowMs() < deadline;
+        if (!ok && !notLeader && !unknown && !retry) {
             fail_msg("write '%s' failed: %s", sql, line);
         }
         tpdb_free(line);
+        if (retry) {
+            continue;
+        }
+        attempt++;
         if (ok) {
             return 1;
         }
